@@ -1,0 +1,3 @@
+//! hubgrade: a Kubernetes operator that upgrades JupyterHub deployments safely.
+
+pub mod machine;

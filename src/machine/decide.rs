@@ -1,0 +1,561 @@
+//! The transition function: one phase at a time, one action at a time.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{
+    Action, BackupRecord, Decision, EventKind, ImageManagement, LockState, Notice, Original,
+    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, World,
+};
+
+/// How soon to look again while waiting on something that is not watched (pods, the hub API).
+const POLL: SignedDuration = SignedDuration::from_secs(5);
+
+/// The next action for an upgrade, and the progress to record once it is done.
+pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -> Decision {
+    let mut step = Step {
+        plan,
+        world,
+        now,
+        progress: progress.clone(),
+        notice: None,
+    };
+    let action = match progress.phase {
+        Phase::Succeeded | Phase::RolledBack | Phase::Failed => {
+            return Decision {
+                action: Action::Wait,
+                progress: progress.clone(),
+                notice: None,
+                requeue_after: None,
+            };
+        }
+        Phase::Pending => {
+            step.enter(Phase::Preflight, "checking the hub, its database and the target");
+            Action::Wait
+        }
+        Phase::Preflight => step.preflight(),
+        Phase::Rehearsal => step.rehearsal(),
+        Phase::Draining => step.draining(),
+        Phase::ScalingDown => step.scaling_down(),
+        Phase::BackingUp => step.backing_up(),
+        Phase::Migrating => step.migrating(),
+        Phase::RollingOut => step.rolling_out(),
+        Phase::Verifying => step.verifying(),
+        Phase::RollingBack => step.rolling_back(),
+    };
+    let requeue_after = (!step.progress.phase.is_terminal()).then_some(POLL);
+    Decision {
+        action,
+        progress: step.progress,
+        notice: step.notice,
+        requeue_after,
+    }
+}
+
+/// One decision in the making: the progress is edited in place, the action is returned.
+struct Step<'a> {
+    plan: &'a Plan,
+    world: &'a World,
+    now: Timestamp,
+    progress: Progress,
+    notice: Option<Notice>,
+}
+
+impl Step<'_> {
+    fn preflight(&mut self) -> Action {
+        let Some(checks) = &self.world.preflight else {
+            return Action::Wait;
+        };
+        let Some(hub) = &self.world.hub else {
+            let problem = checks
+                .problems
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "the hub Deployment does not exist".to_string());
+            return self.fail_untouched("PreflightFailed", problem);
+        };
+        if !checks.problems.is_empty() {
+            return self.fail_untouched("PreflightFailed", checks.problems.join("; "));
+        }
+        if hub.image == self.plan.target_image {
+            let problem = format!(
+                "the hub already runs {}; there is nothing to upgrade",
+                self.plan.target_image
+            );
+            return self.fail_untouched("PreflightFailed", problem);
+        }
+        match &self.world.lock {
+            LockState::HeldBy(other) => {
+                if self.progress.waiting_for.as_deref() != Some(other.as_str()) {
+                    let message = format!(
+                        "waiting for HubUpgrade {other}, which holds the hub lock; \
+                         this upgrade starts when that one ends"
+                    );
+                    self.notify(EventKind::Normal, "WaitingForLock", &message);
+                    self.progress.message = message;
+                    self.progress.waiting_for = Some(other.clone());
+                }
+                Action::Wait
+            }
+            LockState::Free => Action::AcquireLock,
+            LockState::HeldBySelf => {
+                self.progress.waiting_for = None;
+                self.after_preflight();
+                Action::Wait
+            }
+        }
+    }
+
+    /// Enters the first phase after Preflight, recording the skipped optional ones.
+    fn after_preflight(&mut self) {
+        if self.plan.rehearse {
+            self.enter(
+                Phase::Rehearsal,
+                "rehearsing the migration on a copy of the database",
+            );
+            return;
+        }
+        self.enter(Phase::Rehearsal, "");
+        self.finish_current(Outcome::Skipped, "rehearsal disabled");
+        self.after_rehearsal();
+    }
+
+    fn after_rehearsal(&mut self) {
+        if self.plan.drain.is_some() {
+            self.enter(Phase::Draining, "waiting for users' servers to stop");
+            return;
+        }
+        self.enter(Phase::Draining, "");
+        self.finish_current(Outcome::Skipped, "draining disabled");
+        self.enter(Phase::ScalingDown, "recording the hub and scaling it to zero");
+    }
+
+    fn rehearsal(&mut self) -> Action {
+        if self.timed_out(self.plan.timeouts.rehearsal) {
+            let problem = format!(
+                "the rehearsal did not finish within {}; the hub was not touched",
+                human(self.plan.timeouts.rehearsal)
+            );
+            return self.fail_untouched("RehearsalFailed", problem);
+        }
+        match &self.world.rehearsal {
+            StepState::NotStarted => Action::StartRehearsal,
+            StepState::Running => Action::Wait,
+            StepState::Failed(why) => {
+                let problem = format!(
+                    "the rehearsal of the migration failed: {why}; the hub was not touched"
+                );
+                self.fail_untouched("RehearsalFailed", problem)
+            }
+            StepState::Succeeded(()) => {
+                self.after_rehearsal();
+                Action::Wait
+            }
+        }
+    }
+
+    fn draining(&mut self) -> Action {
+        let Some(drain) = &self.plan.drain else {
+            self.enter(Phase::ScalingDown, "recording the hub and scaling it to zero");
+            return Action::Wait;
+        };
+        let time_ok = drain.not_before.is_none_or(|t| self.now >= t);
+        let active = self.world.active_servers;
+        let few_enough = active.is_some_and(|n| n <= drain.max_active_servers);
+        if time_ok && few_enough {
+            self.enter(Phase::ScalingDown, "recording the hub and scaling it to zero");
+            return Action::Wait;
+        }
+        if self.timed_out(self.plan.timeouts.drain) {
+            let still = match active {
+                Some(n) => format!("{n} user servers were still active"),
+                None => "the hub's API did not report its active servers".to_string(),
+            };
+            let problem = format!(
+                "draining did not finish within {}: {still}; the hub was not touched",
+                human(self.plan.timeouts.drain)
+            );
+            return self.fail_untouched("DrainTimedOut", problem);
+        }
+        self.progress.message = match active {
+            Some(n) => format!(
+                "waiting for users' servers to stop: {n} active, at most {} allowed",
+                drain.max_active_servers
+            ),
+            None => "waiting for the hub's API to report its active servers".to_string(),
+        };
+        if time_ok && drain.stop_servers && active.is_some() {
+            return Action::StopServers;
+        }
+        Action::Wait
+    }
+
+    fn scaling_down(&mut self) -> Action {
+        let Some(hub) = &self.world.hub else {
+            return self.hub_vanished();
+        };
+        let Some(from) = &self.progress.from else {
+            // Written to status before anything touches the hub, so a roll back knows what to restore.
+            self.progress.from = Some(Original {
+                image: hub.image.clone(),
+                replicas: hub.replicas,
+            });
+            return Action::Wait;
+        };
+        if hub.replicas != 0 {
+            if from.replicas == 0 {
+                self.progress.message = "the hub was already scaled to zero".to_string();
+            }
+            return Action::ScaleHub { replicas: 0 };
+        }
+        if hub.pods == 0 {
+            self.progress.hub_stopped_at = Some(self.now);
+            self.enter(
+                Phase::BackingUp,
+                "backing up the configuration and the database",
+            );
+            return Action::Wait;
+        }
+        if self.timed_out(self.plan.timeouts.scale_down) {
+            let problem = format!(
+                "{} hub pods were still running {} after scaling to zero",
+                hub.pods,
+                human(self.plan.timeouts.scale_down)
+            );
+            return self.roll_back(problem);
+        }
+        self.progress.message = format!("waiting for {} hub pods to stop", hub.pods);
+        Action::Wait
+    }
+
+    fn backing_up(&mut self) -> Action {
+        if self.timed_out(self.plan.timeouts.backup) {
+            let problem = format!(
+                "the backup did not finish within {}",
+                human(self.plan.timeouts.backup)
+            );
+            return self.roll_back(problem);
+        }
+        if !self.progress.config_backed_up {
+            if self.world.config_backed_up {
+                self.progress.config_backed_up = true;
+                return Action::Wait;
+            }
+            return Action::BackUpConfig;
+        }
+        match &self.world.backup {
+            StepState::NotStarted => Action::StartBackup,
+            StepState::Running => Action::Wait,
+            StepState::Failed(why) => self.roll_back(format!("the database backup failed: {why}")),
+            StepState::Succeeded(report) if !report.verified => self.roll_back(format!(
+                "the database backup {} could not be verified",
+                report.reference
+            )),
+            StepState::Succeeded(report) => {
+                self.progress.backup = Some(BackupRecord {
+                    method: report.method.clone(),
+                    reference: report.reference.clone(),
+                    size_bytes: report.size_bytes,
+                    checksum: report.checksum.clone(),
+                    verified: true,
+                });
+                self.enter(
+                    Phase::Migrating,
+                    format!("running jupyterhub upgrade-db with {}", self.plan.target_image),
+                );
+                Action::Wait
+            }
+        }
+    }
+
+    fn migrating(&mut self) -> Action {
+        let backup_ok = self.progress.backup.as_ref().is_some_and(|b| b.verified);
+        if !self.progress.migration_started {
+            if !backup_ok {
+                return self.roll_back("no verified backup is recorded; the migration was not started".into());
+            }
+            // Recorded before the Job exists: from here on a roll back restores the database.
+            self.progress.migration_started = true;
+            return Action::Wait;
+        }
+        match &self.world.migration {
+            _ if self.timed_out(self.plan.timeouts.migration) => {
+                let problem = format!(
+                    "the migration did not finish within {}",
+                    human(self.plan.timeouts.migration)
+                );
+                self.roll_back(problem)
+            }
+            StepState::NotStarted => Action::StartMigration,
+            StepState::Running => Action::Wait,
+            StepState::Failed(why) => self.roll_back(format!("the migration failed: {why}")),
+            StepState::Succeeded(()) => {
+                self.progress.migration_succeeded = true;
+                let message = match self.plan.image_management {
+                    ImageManagement::Operator => {
+                        format!("setting the hub image to {}", self.plan.target_image)
+                    }
+                    ImageManagement::External => format!(
+                        "database migrated; waiting for the tool that manages the hub \
+                         Deployment to set its image to {}",
+                        self.plan.target_image
+                    ),
+                };
+                self.enter(Phase::RollingOut, message);
+                Action::Wait
+            }
+        }
+    }
+
+    fn rolling_out(&mut self) -> Action {
+        let Some(hub) = &self.world.hub else {
+            return self.hub_vanished();
+        };
+        let Some(from) = self.progress.from.clone() else {
+            self.fail_touched("the original image and replicas were not recorded".into());
+            return Action::Wait;
+        };
+        if hub.image != self.plan.target_image {
+            if self.timed_out(self.plan.timeouts.rollout) {
+                let problem = format!(
+                    "the hub image was not set to {} within {}",
+                    self.plan.target_image,
+                    human(self.plan.timeouts.rollout)
+                );
+                return self.roll_back(problem);
+            }
+            return match self.plan.image_management {
+                ImageManagement::Operator => Action::SetHubImage {
+                    image: self.plan.target_image.clone(),
+                },
+                ImageManagement::External => Action::Wait,
+            };
+        }
+        if hub.replicas != from.replicas {
+            return Action::ScaleHub {
+                replicas: from.replicas,
+            };
+        }
+        self.enter(
+            Phase::Verifying,
+            format!("waiting for the hub to become Ready on {}", self.plan.target_image),
+        );
+        Action::Wait
+    }
+
+    fn verifying(&mut self) -> Action {
+        let Some(hub) = &self.world.hub else {
+            return self.hub_vanished();
+        };
+        let wanted = self.progress.from.as_ref().map(|f| f.replicas);
+        if hub.image == self.plan.target_image && Some(hub.replicas) == wanted && hub.rolled_out {
+            self.progress.hub_ready_at = Some(self.now);
+            let message = format!("the hub runs {}", self.plan.target_image);
+            self.finish(Phase::Succeeded, Outcome::Succeeded, EventKind::Normal, message);
+            return Action::ReleaseLock;
+        }
+        if self.timed_out(self.plan.timeouts.verify) {
+            let problem = format!(
+                "the hub did not become Ready on {} within {}",
+                self.plan.target_image,
+                human(self.plan.timeouts.verify)
+            );
+            return self.roll_back(problem);
+        }
+        Action::Wait
+    }
+
+    fn rolling_back(&mut self) -> Action {
+        let Some(hub) = &self.world.hub else {
+            return self.hub_vanished();
+        };
+        let Some(from) = self.progress.from.clone() else {
+            self.fail_touched("the original image and replicas were not recorded".into());
+            return Action::Wait;
+        };
+        let needs_restore = self.progress.migration_started && !self.progress.database_restored;
+        if self.timed_out(self.plan.timeouts.rollback) {
+            let problem = format!(
+                "the roll back did not finish within {}",
+                human(self.plan.timeouts.rollback)
+            );
+            let stop = needs_restore && hub.replicas != 0;
+            self.fail_touched(problem);
+            return if stop {
+                Action::ScaleHub { replicas: 0 }
+            } else {
+                Action::Wait
+            };
+        }
+        if needs_restore {
+            if hub.replicas != 0 {
+                return Action::ScaleHub { replicas: 0 };
+            }
+            if hub.pods > 0 {
+                self.progress.message = format!("waiting for {} hub pods to stop", hub.pods);
+                return Action::Wait;
+            }
+            if self.world.migration == StepState::Running {
+                return Action::CancelMigration;
+            }
+            return match &self.world.restore {
+                StepState::NotStarted => Action::StartRestore,
+                StepState::Running => Action::Wait,
+                StepState::Failed(why) => {
+                    self.fail_touched(format!("restoring the database failed: {why}"));
+                    Action::Wait
+                }
+                StepState::Succeeded(()) => {
+                    self.progress.database_restored = true;
+                    self.progress.message = format!("database restored; setting the image back to {}", from.image);
+                    Action::Wait
+                }
+            };
+        }
+        if hub.image != from.image {
+            return Action::SetHubImage { image: from.image };
+        }
+        if hub.replicas != from.replicas {
+            return Action::ScaleHub {
+                replicas: from.replicas,
+            };
+        }
+        if hub.rolled_out {
+            self.progress.hub_ready_at = Some(self.now);
+            let why = self.progress.failure.clone().unwrap_or_default();
+            let message = format!("rolled back to {}: {why}", from.image);
+            self.finish(Phase::RolledBack, Outcome::Failed, EventKind::Warning, message);
+            return Action::ReleaseLock;
+        }
+        self.progress.message = format!("waiting for the hub to become Ready on {}", from.image);
+        Action::Wait
+    }
+
+    /// A failure after the hub was touched: roll back, unless the policy leaves it to a person.
+    fn roll_back(&mut self, problem: String) -> Action {
+        self.progress.failure = Some(problem.clone());
+        if self.plan.rollback == RollbackPolicy::Manual {
+            let stop = self.world.hub.as_ref().is_some_and(|h| h.replicas != 0);
+            self.fail_touched(format!(
+                "{problem}; the roll back policy is Manual, so the hub is left stopped"
+            ));
+            return if stop {
+                Action::ScaleHub { replicas: 0 }
+            } else {
+                Action::Wait
+            };
+        }
+        self.finish_current(Outcome::Failed, &problem);
+        self.enter(Phase::RollingBack, format!("rolling back: {problem}"));
+        self.notify(EventKind::Warning, "RollingBack", &problem);
+        Action::Wait
+    }
+
+    /// Ends the upgrade before anything on the hub changed; the lock is released.
+    fn fail_untouched(&mut self, reason: &str, problem: String) -> Action {
+        self.progress.failure = Some(problem.clone());
+        self.finish(Phase::Failed, Outcome::Failed, EventKind::Warning, problem);
+        if let Some(n) = &mut self.notice {
+            n.reason = reason.to_string();
+        }
+        if self.world.lock == LockState::HeldBySelf {
+            Action::ReleaseLock
+        } else {
+            Action::Wait
+        }
+    }
+
+    /// Ends the upgrade after the hub changed and could not be put back. The lock stays, so no
+    /// other upgrade acts on the hub until a person looks at it.
+    fn fail_touched(&mut self, problem: String) {
+        let backup = match &self.progress.backup {
+            Some(b) => format!("; the database backup is {} ({})", b.reference, b.method),
+            None => String::new(),
+        };
+        self.progress.failure = Some(problem.clone());
+        let message = format!("{problem}{backup}");
+        self.finish(Phase::Failed, Outcome::Failed, EventKind::Warning, message);
+    }
+
+    fn hub_vanished(&mut self) -> Action {
+        self.fail_touched("the hub Deployment disappeared during the upgrade".into());
+        Action::Wait
+    }
+
+    fn timed_out(&self, limit: SignedDuration) -> bool {
+        self.progress
+            .phase_started_at
+            .is_some_and(|start| start.duration_until(self.now) > limit)
+    }
+
+    /// Closes the current phase's step (if open) and opens the next phase.
+    fn enter(&mut self, phase: Phase, message: impl Into<String>) {
+        let message = message.into();
+        self.finish_current(Outcome::Succeeded, "");
+        self.progress.phase = phase;
+        self.progress.phase_started_at = Some(self.now);
+        self.progress.steps.push(StepRecord {
+            name: phase,
+            started_at: self.now,
+            finished_at: None,
+            outcome: None,
+            message: String::new(),
+        });
+        if !message.is_empty() {
+            self.notify(EventKind::Normal, phase.as_str(), &message);
+            self.progress.message = message;
+        }
+    }
+
+    /// Enters a terminal phase.
+    fn finish(&mut self, phase: Phase, outcome: Outcome, kind: EventKind, message: String) {
+        self.finish_current(outcome, &message);
+        self.progress.phase = phase;
+        self.progress.phase_started_at = Some(self.now);
+        self.progress.steps.push(StepRecord {
+            name: phase,
+            started_at: self.now,
+            finished_at: Some(self.now),
+            outcome: Some(outcome),
+            message: message.clone(),
+        });
+        self.notify(kind, phase.as_str(), &message);
+        self.progress.message = message;
+    }
+
+    fn finish_current(&mut self, outcome: Outcome, message: &str) {
+        if let Some(last) = self.progress.steps.last_mut()
+            && last.finished_at.is_none()
+        {
+            last.finished_at = Some(self.now);
+            last.outcome = Some(outcome);
+            if !message.is_empty() {
+                last.message = message.to_string();
+            }
+        }
+    }
+
+    fn notify(&mut self, kind: EventKind, reason: &str, message: &str) {
+        self.notice = Some(Notice {
+            kind,
+            reason: reason.to_string(),
+            message: message.to_string(),
+        });
+    }
+}
+
+/// `30m`, `1h30m`, `45s`: how a person writes a timeout.
+fn human(duration: SignedDuration) -> String {
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! The upgrade state machine, as a pure function.
+//!
+//! [`decide`] takes what the operator observed ([`World`]), the upgrade's recorded progress
+//! ([`Progress`]), the plan derived from the spec ([`Plan`]) and the current time, and returns
+//! the one action to take next and the progress to record afterwards. No client, no clock and
+//! no I/O live here, so every transition is tested without a cluster.
+
+mod action;
+mod decide;
+mod phase;
+mod plan;
+mod progress;
+mod world;
+
+pub use action::{Action, Decision, EventKind, Notice};
+pub use decide::decide;
+pub use phase::Phase;
+pub use plan::{DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts};
+pub use progress::{BackupRecord, Original, Outcome, Progress, StepRecord};
+pub use world::{BackupReport, HubObservation, LockState, Preflight, StepState, World};

@@ -1,0 +1,72 @@
+//! What the spec asks for, in the form the machine needs (durations parsed, defaults applied).
+
+use jiff::{SignedDuration, Timestamp};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub target_image: String,
+    pub rehearse: bool,
+    /// `None`: the Draining phase is skipped.
+    pub drain: Option<DrainPlan>,
+    pub image_management: ImageManagement,
+    pub rollback: RollbackPolicy,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DrainPlan {
+    /// Draining does not finish before this time.
+    pub not_before: Option<Timestamp>,
+    /// Draining finishes once at most this many user servers are active.
+    pub max_active_servers: u32,
+    /// Ask the hub to stop the remaining servers instead of only waiting.
+    pub stop_servers: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageManagement {
+    /// The operator sets the target image on the hub Deployment.
+    Operator,
+    /// A GitOps tool or Helm sets it; the operator waits for it.
+    External,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollbackPolicy {
+    Automatic,
+    /// A failure after the hub was stopped leaves it stopped for a person to decide.
+    Manual,
+}
+
+/// How long each phase may take before it counts as failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timeouts {
+    pub preflight: SignedDuration,
+    pub rehearsal: SignedDuration,
+    pub drain: SignedDuration,
+    pub scale_down: SignedDuration,
+    pub backup: SignedDuration,
+    pub migration: SignedDuration,
+    /// Setting the image and restoring replicas (External mode: waiting for the image change).
+    pub rollout: SignedDuration,
+    /// Waiting for the upgraded hub to become Ready.
+    pub verify: SignedDuration,
+    /// The whole roll back, after which the upgrade is Failed.
+    pub rollback: SignedDuration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            preflight: SignedDuration::from_mins(10),
+            rehearsal: SignedDuration::from_mins(30),
+            drain: SignedDuration::from_mins(15),
+            scale_down: SignedDuration::from_mins(5),
+            backup: SignedDuration::from_mins(30),
+            migration: SignedDuration::from_mins(30),
+            rollout: SignedDuration::from_mins(10),
+            verify: SignedDuration::from_mins(10),
+            rollback: SignedDuration::from_mins(30),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What the machine records about an upgrade (the machine's part of the resource's status).
+//! All state lives here, so a restarted operator continues where the last one stopped.
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Phase;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Where the upgrade is.
+    #[serde(default)]
+    pub phase: Phase,
+    /// When the current phase began; phase timeouts count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub phase_started_at: Option<Timestamp>,
+    /// One line on what is happening or why the upgrade stopped.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The hub as it was before it was touched: recorded before it is scaled down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Original>,
+    /// The finished, verified database backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRecord>,
+    /// The configuration (ConfigMaps and Secrets) was copied.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub config_backed_up: bool,
+    /// Recorded before the migration starts: from here on the database may differ from the backup.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub migration_started: bool,
+    /// The migration finished successfully.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub migration_succeeded: bool,
+    /// The database was restored from the backup during a roll back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub database_restored: bool,
+    /// Why the upgrade is rolling back or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The last hub pod of the original deployment was gone at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub hub_stopped_at: Option<Timestamp>,
+    /// The hub was Ready again at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub hub_ready_at: Option<Timestamp>,
+    /// Another HubUpgrade holds the hub lock; this one waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// The timeline: one entry per phase entered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// The hub before the upgrade touched it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Original {
+    /// Image of the hub container.
+    pub image: String,
+    /// Replicas of the hub Deployment.
+    pub replicas: i32,
+}
+
+/// A database backup the upgrade can restore from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// How it was made: File, VolumeSnapshot, Clone or Dump.
+    pub method: String,
+    /// Where it is: a path on the hub volume, a VolumeSnapshot, a database name, a dump file.
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// `sha256:<hex>` of the backup, where the method has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// The backup was read back and checked after it was made.
+    pub verified: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// One phase in the timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    pub name: Phase,
+    #[schemars(with = "String")]
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl Progress {
+    /// Seconds between the hub going down and the hub being Ready again.
+    pub fn downtime_seconds(&self) -> Option<i64> {
+        let stopped = self.hub_stopped_at?;
+        let ready = self.hub_ready_at?;
+        Some(stopped.duration_until(ready).as_secs().max(0))
+    }
+}

@@ -1,0 +1,78 @@
+//! What the operator observed before calling the machine. The shell fills it from the cluster
+//! (and the database); the machine trusts it and never looks anywhere else.
+
+/// A snapshot of the world for one decision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct World {
+    /// The hub Deployment; `None` when it does not exist.
+    pub hub: Option<HubObservation>,
+    /// Who holds the hub lock (an annotation on the Deployment).
+    pub lock: LockState,
+    /// Results of the read-only checks; gathered only while in Preflight.
+    pub preflight: Option<Preflight>,
+    /// Active user servers, when the hub's API answered.
+    pub active_servers: Option<u32>,
+    pub rehearsal: StepState<()>,
+    /// The copy of the hub's ConfigMaps and Secrets exists.
+    pub config_backed_up: bool,
+    pub backup: StepState<BackupReport>,
+    pub migration: StepState<()>,
+    pub restore: StepState<()>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HubObservation {
+    /// Image of the hub container in the Deployment's pod template.
+    pub image: String,
+    /// `spec.replicas` of the Deployment.
+    pub replicas: i32,
+    /// Hub pods that exist, terminating ones included.
+    pub pods: u32,
+    /// The Deployment has rolled out its current template: every wanted replica is updated,
+    /// Ready and available, and no pod of an older template is left.
+    pub rolled_out: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LockState {
+    #[default]
+    Free,
+    HeldBySelf,
+    /// Held by another HubUpgrade, named `namespace/name`.
+    HeldBy(String),
+}
+
+/// Outcome of the read-only checks (database reachable, target not a schema downgrade, backup
+/// destination usable, ...). Each problem is a sentence a person can act on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preflight {
+    pub problems: Vec<String>,
+}
+
+/// The state of a piece of work the operator started (a Job, a snapshot, ...), found by its
+/// deterministic name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StepState<T> {
+    #[default]
+    NotStarted,
+    Running,
+    Succeeded(T),
+    Failed(String),
+}
+
+impl<T> StepState<T> {
+    pub fn is_started(&self) -> bool {
+        !matches!(self, StepState::NotStarted)
+    }
+}
+
+/// What a finished database backup reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupReport {
+    pub method: String,
+    pub reference: String,
+    pub size_bytes: Option<u64>,
+    pub checksum: Option<String>,
+    /// The copy was read back and checked (checksum, integrity check, snapshot ready).
+    pub verified: bool,
+}

@@ -1,3 +1,5 @@
 //! hubgrade: a Kubernetes operator that upgrades JupyterHub deployments safely.
 
+pub mod api;
+pub mod cli;
 pub mod machine;

@@ -42,8 +42,10 @@ if [[ ! -f "$pki/admin.crt" ]]; then
   issue_cert() { # name subject [subjectAltName]
     openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
     local ext="$pki/$1.ext"
-    : > "$ext"
-    [[ -n "${3:-}" ]] && echo "subjectAltName=$3" > "$ext"
+    # Extensions make a v3 certificate; rustls (the operator's TLS) refuses v1 ones.
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth,clientAuth" > "$ext"
+    if [[ -n "${3:-}" ]]; then echo "subjectAltName=$3" >> "$ext"; fi
     openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
       -days 3650 -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
   }

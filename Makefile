@@ -1,0 +1,36 @@
+# hubgrade — see README.md. Every target works on a fresh machine (Rust and Go installed).
+SHELL := /bin/bash
+CLUSTER_DIR := $(CURDIR)/target/cluster
+export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
+# The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
+CLUSTER_BIN = $(shell tests/cluster/build.sh)
+
+.PHONY: test lint build crd cluster-build cluster-up cluster-down demo
+
+## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
+test: cluster-up
+	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets
+
+## cargo fmt --check and clippy with warnings as errors.
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+build:
+	cargo build --locked
+
+## Regenerate crds/hubupgrade.yaml from the code (a test fails when it drifts).
+crd: build
+	target/debug/hubgrade crd > crds/hubupgrade.yaml
+
+## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
+cluster-build:
+	@tests/cluster/build.sh
+
+## Start the local cluster; kubeconfig at target/cluster/kubeconfig.
+cluster-up:
+	@tests/cluster/up.sh
+
+## Stop every process of the local cluster.
+cluster-down:
+	@tests/cluster/down.sh

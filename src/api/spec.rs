@@ -1,0 +1,313 @@
+//! The spec of a `HubUpgrade`. Doc comments here become the CRD's descriptions, which
+//! `kubectl explain hubupgrade.spec` shows; CEL rules (`x_kube(validation)`) become
+//! `x-kubernetes-validations`, enforced by the API server.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::HubUpgradeStatus;
+
+/// Upgrades one JupyterHub deployment to a new hub image: checks first, rehearses the database migration on a copy, stops the hub, backs up its database, runs `jupyterhub upgrade-db`, brings the hub back on the new image and verifies it, and rolls back when anything fails. A HubUpgrade acts once; a new upgrade is a new HubUpgrade.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "hubgrade.io",
+    version = "v1alpha1",
+    kind = "HubUpgrade",
+    plural = "hubupgrades",
+    namespaced,
+    status = "HubUpgradeStatus",
+    shortname = "hubup",
+    category = "jupyterhub",
+    doc = "A one-shot, crash-safe upgrade of a JupyterHub deployment to a new hub image, with a database backup and an automatic roll back.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the upgrade is"),
+    printcolumn(name = "Hub", type_ = "string", json_path = ".spec.hub.deployment", description = "The hub Deployment"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetImage", description = "The image the hub is upgraded to"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", description = "What is happening, or why the upgrade stopped"),
+    validation = Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec"
+    ).message("spec cannot change once the upgrade has started; create a new HubUpgrade instead")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.backup.method != 'File' || self.database.type in ['Auto', 'SQLite']"
+).message("backup.method File copies an SQLite database file; it needs database.type SQLite or Auto"))]
+#[x_kube(validation = Rule::new(
+    "self.backup.method != 'VolumeSnapshot' || self.database.type in ['Auto', 'SQLite']"
+).message("backup.method VolumeSnapshot snapshots the hub's SQLite volume; it needs database.type SQLite or Auto"))]
+#[x_kube(validation = Rule::new(
+    "!(self.backup.method in ['Clone', 'Dump']) || self.database.type != 'SQLite'"
+).message("backup.method Clone and Dump are for PostgreSQL and MySQL; use File or VolumeSnapshot for SQLite"))]
+pub struct HubUpgradeSpec {
+    /// The hub to upgrade: its Deployment in this namespace.
+    pub hub: HubRef,
+
+    /// The hub image to upgrade to, with a tag or a digest, e.g. quay.io/jupyterhub/k8s-hub:4.2.0. Its JupyterHub release must not be older than the hub's database schema.
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$')"
+    ).message("targetImage must be an image reference such as quay.io/jupyterhub/k8s-hub:4.2.0"))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$')"
+    ).message("targetImage must name a tag or a digest (quay.io/jupyterhub/k8s-hub:4.2.0); an untagged image is ambiguous"))]
+    pub target_image: String,
+
+    /// The hub's database. Omitted: detected from the hub's pod template and its z2jh configuration.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+
+    /// How the database is backed up before the migration.
+    #[serde(default)]
+    pub backup: BackupSpec,
+
+    /// The `jupyterhub upgrade-db` run.
+    #[serde(default)]
+    pub migration: MigrationSpec,
+
+    /// Wait for users' servers to stop before the hub goes down. Omitted: no draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainSpec>,
+
+    /// How the new image reaches the hub Deployment.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+
+    /// What happens when the upgrade fails after the hub was stopped.
+    #[serde(default)]
+    pub rollback: RollbackSpec,
+}
+
+/// The hub Deployment and its hub container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HubRef {
+    /// Name of the hub Deployment in the HubUpgrade's namespace (z2jh: `hub`).
+    #[schemars(length(min = 1, max = 253))]
+    pub deployment: String,
+    /// Name of the hub container. Omitted: `hub`, or the only container of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub container: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DatabaseType {
+    /// Detected from the hub's pod template and z2jh configuration.
+    #[default]
+    Auto,
+    #[serde(rename = "SQLite")]
+    Sqlite,
+    #[serde(rename = "PostgreSQL")]
+    Postgresql,
+    #[serde(rename = "MySQL")]
+    Mysql,
+}
+
+/// The hub's database.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!(has(self.sqlitePath) || has(self.volumeClaim)) || self.type in ['Auto', 'SQLite']"
+).message("database.sqlitePath and database.volumeClaim are for SQLite databases only"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.urlSecret) || self.type != 'SQLite'"
+).message("database.urlSecret is for PostgreSQL and MySQL; an SQLite database is found by sqlitePath"))]
+pub struct DatabaseSpec {
+    /// Auto (default), SQLite, PostgreSQL or MySQL.
+    #[serde(default, rename = "type")]
+    pub kind: DatabaseType,
+    /// SQLite: path of the database file in the hub container. Omitted: detected (z2jh: /srv/jupyterhub/jupyterhub.sqlite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("database.sqlitePath must be an absolute path"))]
+    pub sqlite_path: Option<String>,
+    /// SQLite: the PersistentVolumeClaim holding the file. Omitted: the claim mounted at the file's directory (z2jh: hub-db-dir).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub volume_claim: Option<String>,
+    /// PostgreSQL or MySQL: a key of a Secret in this namespace holding the hub's SQLAlchemy database URL, password included. Omitted: read from the hub's z2jh configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the HubUpgrade's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BackupMethod {
+    /// File for SQLite, Clone for PostgreSQL and MySQL.
+    #[default]
+    Auto,
+    /// SQLite: a consistent copy of the database file next to it, with its SHA-256.
+    File,
+    /// SQLite: a CSI VolumeSnapshot of the hub's volume.
+    VolumeSnapshot,
+    /// PostgreSQL and MySQL: a copy of the database on the same server.
+    Clone,
+    /// PostgreSQL and MySQL: pg_dump or mysqldump to a file.
+    Dump,
+}
+
+/// How the database is backed up.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.volumeSnapshotClass) || self.method == 'VolumeSnapshot'"
+).message("backup.volumeSnapshotClass applies only to backup.method VolumeSnapshot"))]
+pub struct BackupSpec {
+    /// Auto (default), File, VolumeSnapshot, Clone or Dump.
+    #[serde(default)]
+    pub method: BackupMethod,
+    /// How many of this hub's backups to keep; older ones are deleted after a successful upgrade.
+    #[serde(default = "default_retain")]
+    #[schemars(range(min = 1, max = 100))]
+    pub retain: u32,
+    /// VolumeSnapshot: the VolumeSnapshotClass. Omitted: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub volume_snapshot_class: Option<String>,
+    /// How long making and verifying the backup may take.
+    #[serde(default = "default_backup_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
+    pub timeout: String,
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        BackupSpec {
+            method: BackupMethod::Auto,
+            retain: default_retain(),
+            volume_snapshot_class: None,
+            timeout: default_backup_timeout(),
+        }
+    }
+}
+
+/// The database migration.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationSpec {
+    /// How long `jupyterhub upgrade-db` may run (and its rehearsal).
+    #[serde(default = "default_migration_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
+    pub timeout: String,
+    /// Run the migration on a copy of the database before the hub is stopped, to prove it works and measure it without downtime.
+    #[serde(default = "default_true")]
+    pub rehearse: bool,
+}
+
+impl Default for MigrationSpec {
+    fn default() -> Self {
+        MigrationSpec {
+            timeout: default_migration_timeout(),
+            rehearse: true,
+        }
+    }
+}
+
+/// Waiting for users' servers before the hub goes down.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Do not stop the hub before this time (RFC 3339, e.g. 2026-12-01T02:00:00Z).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')")
+        .message("drain.notBefore must be an RFC 3339 time such as 2026-12-01T02:00:00Z"))]
+    pub not_before: Option<String>,
+    /// Stop the hub once at most this many user servers are running.
+    #[serde(default)]
+    #[schemars(range(max = 100000))]
+    pub max_active_servers: u32,
+    /// Ask the hub to stop the remaining servers instead of only waiting for them.
+    #[serde(default)]
+    pub stop_servers: bool,
+    /// How long to wait; then the upgrade fails with the hub untouched.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
+    pub timeout: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ImageManagementMode {
+    /// hubgrade sets the target image on the hub Deployment.
+    #[default]
+    Operator,
+    /// Helm, Argo CD or Flux sets it; hubgrade migrates the database, then waits for the Deployment to show the target image.
+    External,
+}
+
+/// How the target image reaches the hub.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Operator (default) or External.
+    #[serde(default)]
+    pub image_management: ImageManagementMode,
+    /// How long the new hub may take to become Ready (External: also how long to wait for the image change).
+    #[serde(default = "default_rollout_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
+    pub timeout: String,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            image_management: ImageManagementMode::Operator,
+            timeout: default_rollout_timeout(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RollbackPolicyMode {
+    /// Restore the database, set the original image and replicas, and wait for the hub.
+    #[default]
+    Automatic,
+    /// Leave the hub stopped for a person to decide; the backup is named in status.
+    Manual,
+}
+
+/// What happens when the upgrade fails after the hub was stopped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackSpec {
+    /// Automatic (default) or Manual.
+    #[serde(default)]
+    pub policy: RollbackPolicyMode,
+}
+
+const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')";
+const DURATION_MESSAGE: &str = "must be a positive duration such as 30m, 90s or 1h30m";
+
+fn default_retain() -> u32 {
+    5
+}
+fn default_true() -> bool {
+    true
+}
+fn default_backup_timeout() -> String {
+    "30m".into()
+}
+fn default_migration_timeout() -> String {
+    "30m".into()
+}
+fn default_drain_timeout() -> String {
+    "15m".into()
+}
+fn default_rollout_timeout() -> String {
+    "10m".into()
+}

@@ -1,0 +1,39 @@
+//! The status of a `HubUpgrade`: the machine's progress plus what Kubernetes users expect
+//! (conditions, observed generation) and the derived downtime.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::machine::Progress;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HubUpgradeStatus {
+    /// Phase, timeline, original hub, backup: everything needed to continue after a restart.
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing and Degraded, in the usual Kubernetes meaning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The hub after the upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<TargetRecord>,
+    /// Seconds from the hub pod's termination to the new hub pod's readiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_seconds: Option<i64>,
+}
+
+/// The hub the upgrade aims for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRecord {
+    /// The target image.
+    pub image: String,
+    /// The database schema (alembic) revision the target's JupyterHub release expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}

@@ -1,0 +1,167 @@
+//! Shared helpers for the tests that run against the local cluster (`make cluster-up`).
+//! They fail loudly when the cluster is not there: a missing cluster is never a skipped test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn kubeconfig() -> PathBuf {
+    std::env::var_os("HUBGRADE_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/cluster/kubeconfig"))
+}
+
+/// A value pinned in tests/cluster/versions.env.
+pub fn pinned(name: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("tests/cluster/versions.env"))
+        .expect("reading tests/cluster/versions.env");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{name} is not pinned in tests/cluster/versions.env"))
+        .trim()
+        .to_string()
+}
+
+/// Where tests/cluster/build.sh put the cluster's binaries.
+pub fn cluster_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HUBGRADE_CLUSTER_BIN") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("HUBGRADE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/hubgrade"));
+    cache.join("cluster").join(pinned("K8S_VERSION")).join("bin")
+}
+
+/// A kube client for the local cluster, as its administrator.
+pub async fn client() -> Client {
+    let path = kubeconfig();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!(
+            "the local cluster's kubeconfig {} cannot be read ({e}); start the cluster with `make cluster-up`",
+            path.display()
+        )
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("the local cluster's kubeconfig is valid");
+    let client = Client::try_from(config).expect("building a client for the local cluster");
+    client.apiserver_version().await.unwrap_or_else(|e| {
+        panic!("the local cluster does not answer ({e}); start it with `make cluster-up`")
+    });
+    client
+}
+
+/// `kubectl` of the pinned version, pointed at the local cluster.
+pub fn kubectl(args: &[&str]) -> Command {
+    let mut command = Command::new(cluster_bin().join("kubectl"));
+    command.env("KUBECONFIG", kubeconfig()).args(args);
+    command
+}
+
+/// Runs kubectl with `stdin` as input; returns its output.
+pub fn kubectl_with_input(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = kubectl(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting kubectl");
+    child
+        .stdin
+        .take()
+        .expect("kubectl stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writing to kubectl");
+    child.wait_with_output().expect("waiting for kubectl")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}{n}", (nanos ^ std::process::id()) & 0xfffff)
+}
+
+/// A fresh namespace; deleted when the test passes (kept for a look when it fails).
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = unique(prefix);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"hubgrade.io/test": "true"}}
+        }))
+        .expect("namespace object");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating a test namespace");
+        // Pods need the namespace's default ServiceAccount, made by its controller.
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_until(Duration::from_secs(30), "the default ServiceAccount", || async {
+            accounts.get_opt("default").await.ok().flatten().is_some()
+        })
+        .await;
+        TestNamespace {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    pub async fn delete(self) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// Polls `check` until it holds; panics naming `what` after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}

@@ -165,3 +165,26 @@ pub fn stderr(output: &Output) -> String {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// Installs (server-side apply) the committed HubUpgrade CRD and waits until it is Established.
+pub async fn install_crd(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let text = read(&repo().join("crds/hubupgrade.yaml"));
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&text).expect("crds/hubupgrade.yaml is a CustomResourceDefinition");
+    let name = crd.metadata.name.clone().expect("CRD name");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(&name, &PatchParams::apply("hubgrade-tests").force(), &Patch::Apply(&crd))
+        .await
+        .expect("the API server accepts the generated CRD");
+    wait_until(Duration::from_secs(30), "the HubUpgrade CRD to become Established", || async {
+        crds.get(&name)
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+    })
+    .await;
+}

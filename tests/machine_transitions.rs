@@ -1,0 +1,1830 @@
+//! One table test per transition of `hubgrade::machine::decide`: given a phase and an
+//! observation, the action to take, the phase to record and the progress fields that matter.
+
+#[allow(dead_code)]
+mod machine_support;
+
+use hubgrade::machine::{
+    Action, Decision, DrainPlan, EventKind, ImageManagement, LockState, Original, Outcome, Phase,
+    Plan, Preflight, Progress, RollbackPolicy, StepState, World, decide,
+};
+use jiff::SignedDuration;
+use machine_support::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The timeline without timestamps and messages: which phases were entered and how they ended.
+fn timeline(progress: &Progress) -> Vec<(Phase, Option<Outcome>)> {
+    progress
+        .steps
+        .iter()
+        .map(|step| (step.name, step.outcome))
+        .collect()
+}
+
+/// The message recorded on the step of `phase` (the last one with that name).
+fn step_message(progress: &Progress, phase: Phase) -> &str {
+    &progress
+        .steps
+        .iter()
+        .rev()
+        .find(|step| step.name == phase)
+        .unwrap_or_else(|| panic!("no step {phase} in {:?}", progress.steps))
+        .message
+}
+
+/// The kind and reason of the decision's Kubernetes Event.
+fn notice_of(decision: &Decision) -> (EventKind, &str) {
+    let notice = decision
+        .notice
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected a notice, got none: {decision:?}"));
+    (notice.kind, notice.reason.as_str())
+}
+
+fn drain_plan(not_before_secs: Option<i64>, max_active_servers: u32, stop_servers: bool) -> Plan {
+    Plan {
+        drain: Some(DrainPlan {
+            not_before: not_before_secs.map(after),
+            max_active_servers,
+            stop_servers,
+        }),
+        ..plan()
+    }
+}
+
+fn manual_plan() -> Plan {
+    Plan {
+        rollback: RollbackPolicy::Manual,
+        ..plan()
+    }
+}
+
+fn external_plan() -> Plan {
+    Plan {
+        image_management: ImageManagement::External,
+        ..plan()
+    }
+}
+
+fn preflight_results(problems: &[&str]) -> Option<Preflight> {
+    Some(Preflight {
+        problems: problems.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+/// A world in Preflight whose checks passed, with the lock in `lock`.
+fn checked_world(lock: LockState) -> World {
+    World {
+        lock,
+        preflight: preflight_results(&[]),
+        ..world()
+    }
+}
+
+/// A time just past `limit` after [`start`].
+fn past(limit: SignedDuration) -> jiff::Timestamp {
+    start() + limit + SignedDuration::from_secs(1)
+}
+
+/// Asserts the decision ends the upgrade as Failed after the hub was touched: the lock is kept
+/// (no ReleaseLock), the failure is recorded and the open step is closed as Failed.
+fn assert_failed_touched(decision: &Decision, failed_phase: Phase, failure_contains: &str) {
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Failed);
+    let failure = progress.failure.as_deref().unwrap_or_default();
+    assert!(
+        failure.contains(failure_contains),
+        "failure {failure:?} should mention {failure_contains:?}"
+    );
+    assert!(progress.message.contains(failure_contains));
+    assert_eq!(
+        timeline(progress)[timeline(progress).len() - 2..],
+        [
+            (failed_phase, Some(Outcome::Failed)),
+            (Phase::Failed, Some(Outcome::Failed))
+        ]
+    );
+    assert_eq!(notice_of(decision), (EventKind::Warning, "Failed"));
+    assert_eq!(decision.requeue_after, None);
+}
+
+/// Asserts the decision starts a roll back from `failed_phase` (Automatic policy).
+fn assert_rolling_back(decision: &Decision, failed_phase: Phase, failure_contains: &str) {
+    let progress = &decision.progress;
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(progress.phase, Phase::RollingBack);
+    // Timeouts of the roll back count from now, not from the failed phase's start.
+    assert!(progress.phase_started_at > Some(start()));
+    let failure = progress.failure.as_deref().unwrap_or_default();
+    assert!(
+        failure.contains(failure_contains),
+        "failure {failure:?} should mention {failure_contains:?}"
+    );
+    assert_eq!(
+        timeline(progress),
+        [
+            (failed_phase, Some(Outcome::Failed)),
+            (Phase::RollingBack, None)
+        ]
+    );
+    assert_eq!(step_message(progress, failed_phase), failure);
+    assert_eq!(notice_of(decision), (EventKind::Warning, "RollingBack"));
+    assert!(progress.message.starts_with("rolling back: "));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal phases and Pending
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn terminal_phases_wait_forever_and_record_nothing_new() {
+    let worlds = [
+        World::default(),
+        world(),
+        world_with_stopped_hub(),
+        World {
+            lock: LockState::HeldBy(OTHER_UPGRADE.to_string()),
+            migration: StepState::Running,
+            restore: StepState::Failed("disk full".into()),
+            ..world()
+        },
+    ];
+    for phase in [Phase::Succeeded, Phase::RolledBack, Phase::Failed] {
+        let progress = Progress {
+            failure: Some("earlier failure".into()),
+            ..progress_after_migration_started(phase)
+        };
+        for world in &worlds {
+            let decision = decide(&plan(), &progress, world, after(86_400));
+            assert_eq!(decision.action, Action::Wait, "{phase}");
+            assert_eq!(decision.progress, progress, "{phase}");
+            assert_eq!(decision.notice, None, "{phase}");
+            assert_eq!(decision.requeue_after, None, "{phase}");
+        }
+    }
+}
+
+#[test]
+fn pending_enters_preflight_without_acting() {
+    let decision = decide(&plan(), &Progress::default(), &world(), start());
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Preflight);
+    assert_eq!(progress.phase_started_at, Some(start()));
+    assert_eq!(timeline(progress), [(Phase::Preflight, None)]);
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "Preflight"));
+    assert_eq!(decision.requeue_after, Some(SignedDuration::from_secs(5)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preflight
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn preflight_waits_until_the_checks_have_run() {
+    let progress = progress_in(Phase::Preflight);
+    let world = World {
+        lock: LockState::Free,
+        ..world()
+    };
+    let decision = decide(&plan(), &progress, &world, after(10));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress, progress);
+    assert_eq!(decision.notice, None);
+}
+
+#[test]
+fn preflight_with_missing_hub_fails_with_the_first_problem() {
+    let world = World {
+        hub: None,
+        lock: LockState::Free,
+        preflight: preflight_results(&["the hub Deployment jhub/hub was not found", "second"]),
+        ..World::default()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Failed);
+    assert_eq!(
+        progress.failure.as_deref(),
+        Some("the hub Deployment jhub/hub was not found")
+    );
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Preflight, Some(Outcome::Failed)),
+            (Phase::Failed, Some(Outcome::Failed))
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+    assert_eq!(decision.requeue_after, None);
+}
+
+#[test]
+fn preflight_with_missing_hub_and_no_problem_listed_says_the_deployment_is_missing() {
+    let world = World {
+        hub: None,
+        lock: LockState::Free,
+        preflight: preflight_results(&[]),
+        ..World::default()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    assert_eq!(
+        decision.progress.failure.as_deref(),
+        Some("the hub Deployment does not exist")
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+}
+
+#[test]
+fn preflight_with_problems_fails_listing_all_of_them_and_releases_its_own_lock() {
+    let world = World {
+        preflight: preflight_results(&["the database is unreachable", "the target is older"]),
+        ..world()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.action, Action::ReleaseLock);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Failed);
+    let expected = "the database is unreachable; the target is older";
+    assert_eq!(progress.failure.as_deref(), Some(expected));
+    assert_eq!(progress.message, expected);
+    assert_eq!(step_message(progress, Phase::Preflight), expected);
+    assert_eq!(progress.from, None);
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+}
+
+#[test]
+fn preflight_with_problems_and_lock_not_held_fails_without_touching_the_lock() {
+    for lock in [
+        LockState::Free,
+        LockState::HeldBy(OTHER_UPGRADE.to_string()),
+    ] {
+        let world = World {
+            lock: lock.clone(),
+            preflight: preflight_results(&["the database is unreachable"]),
+            ..world()
+        };
+        let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+        assert_eq!(decision.action, Action::Wait, "{lock:?}");
+        assert_eq!(decision.progress.phase, Phase::Failed, "{lock:?}");
+    }
+}
+
+#[test]
+fn preflight_with_target_already_running_fails_as_nothing_to_upgrade() {
+    let world = World {
+        hub: Some(hub(TARGET_IMAGE, 2, 2, true)),
+        ..checked_world(LockState::HeldBySelf)
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    let failure = decision.progress.failure.as_deref().unwrap();
+    assert!(failure.contains("nothing to upgrade"), "{failure}");
+    assert!(failure.contains(TARGET_IMAGE), "{failure}");
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+}
+
+#[test]
+fn preflight_with_lock_held_by_another_upgrade_waits_with_a_message() {
+    let world = checked_world(LockState::HeldBy(OTHER_UPGRADE.to_string()));
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Preflight);
+    assert_eq!(progress.waiting_for.as_deref(), Some(OTHER_UPGRADE));
+    assert!(progress.message.contains(OTHER_UPGRADE), "{}", progress.message);
+    assert_eq!(timeline(progress), [(Phase::Preflight, None)]);
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "WaitingForLock"));
+    assert_eq!(decision.requeue_after, Some(SignedDuration::from_secs(5)));
+}
+
+#[test]
+fn preflight_still_waiting_for_the_same_lock_holder_does_not_notify_again() {
+    let world = checked_world(LockState::HeldBy(OTHER_UPGRADE.to_string()));
+    let first = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    let second = decide(&plan(), &first.progress, &world, after(6));
+    assert_eq!(second.action, Action::Wait);
+    assert_eq!(second.progress, first.progress);
+    assert_eq!(second.notice, None);
+}
+
+#[test]
+fn preflight_waiting_for_a_new_lock_holder_notifies_again() {
+    let progress = Progress {
+        waiting_for: Some(OTHER_UPGRADE.to_string()),
+        ..progress_in(Phase::Preflight)
+    };
+    let world = checked_world(LockState::HeldBy("jhub/yet-another".to_string()));
+    let decision = decide(&plan(), &progress, &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(
+        decision.progress.waiting_for.as_deref(),
+        Some("jhub/yet-another")
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "WaitingForLock"));
+}
+
+#[test]
+fn preflight_with_free_lock_acquires_it_and_stays_in_preflight() {
+    let progress = progress_in(Phase::Preflight);
+    let decision = decide(
+        &plan(),
+        &progress,
+        &checked_world(LockState::Free),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::AcquireLock);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn preflight_with_own_lock_and_rehearsal_enters_rehearsal() {
+    let plan = Plan {
+        rehearse: true,
+        ..drain_plan(None, 0, false)
+    };
+    let progress = Progress {
+        waiting_for: Some(OTHER_UPGRADE.to_string()),
+        ..progress_in(Phase::Preflight)
+    };
+    let decision = decide(
+        &plan,
+        &progress,
+        &checked_world(LockState::HeldBySelf),
+        after(30),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Rehearsal);
+    assert_eq!(progress.phase_started_at, Some(after(30)));
+    assert_eq!(progress.waiting_for, None);
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Preflight, Some(Outcome::Succeeded)),
+            (Phase::Rehearsal, None)
+        ]
+    );
+    assert_eq!(progress.steps[0].finished_at, Some(after(30)));
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "Rehearsal"));
+}
+
+#[test]
+fn preflight_without_rehearsal_but_with_drain_records_rehearsal_skipped_and_enters_draining() {
+    let decision = decide(
+        &drain_plan(None, 0, false),
+        &progress_in(Phase::Preflight),
+        &checked_world(LockState::HeldBySelf),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Draining);
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Preflight, Some(Outcome::Succeeded)),
+            (Phase::Rehearsal, Some(Outcome::Skipped)),
+            (Phase::Draining, None)
+        ]
+    );
+    assert_eq!(step_message(progress, Phase::Rehearsal), "rehearsal disabled");
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "Draining"));
+}
+
+#[test]
+fn preflight_without_rehearsal_or_drain_skips_both_and_enters_scaling_down() {
+    let decision = decide(
+        &plan(),
+        &progress_in(Phase::Preflight),
+        &checked_world(LockState::HeldBySelf),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::ScalingDown);
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Preflight, Some(Outcome::Succeeded)),
+            (Phase::Rehearsal, Some(Outcome::Skipped)),
+            (Phase::Draining, Some(Outcome::Skipped)),
+            (Phase::ScalingDown, None)
+        ]
+    );
+    assert_eq!(step_message(progress, Phase::Rehearsal), "rehearsal disabled");
+    assert_eq!(step_message(progress, Phase::Draining), "draining disabled");
+    // Nothing about the hub is recorded yet: that is ScalingDown's first decision.
+    assert_eq!(progress.from, None);
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "ScalingDown"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rehearsal
+// ---------------------------------------------------------------------------------------------
+
+fn rehearsing_plan() -> Plan {
+    Plan {
+        rehearse: true,
+        ..plan()
+    }
+}
+
+#[test]
+fn rehearsal_not_started_starts_it() {
+    let progress = progress_in(Phase::Rehearsal);
+    let decision = decide(&rehearsing_plan(), &progress, &world(), after(1));
+    assert_eq!(decision.action, Action::StartRehearsal);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn rehearsal_running_waits_until_its_timeout() {
+    let progress = progress_in(Phase::Rehearsal);
+    let world = World {
+        rehearsal: StepState::Running,
+        ..world()
+    };
+    // The timeout is exceeded only strictly after it.
+    let limit = rehearsing_plan().timeouts.rehearsal;
+    let decision = decide(&rehearsing_plan(), &progress, &world, start() + limit);
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn rehearsal_failure_fails_untouched_and_releases_the_lock() {
+    let world = World {
+        rehearsal: StepState::Failed("alembic: Can't locate revision".into()),
+        ..world()
+    };
+    let decision = decide(
+        &rehearsing_plan(),
+        &progress_in(Phase::Rehearsal),
+        &world,
+        after(60),
+    );
+    assert_eq!(decision.action, Action::ReleaseLock);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Failed);
+    let failure = progress.failure.as_deref().unwrap();
+    assert!(failure.contains("Can't locate revision"), "{failure}");
+    assert!(failure.contains("the hub was not touched"), "{failure}");
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Rehearsal, Some(Outcome::Failed)),
+            (Phase::Failed, Some(Outcome::Failed))
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "RehearsalFailed"));
+}
+
+#[test]
+fn rehearsal_timeout_fails_untouched_and_releases_the_lock() {
+    let plan = rehearsing_plan();
+    let world = World {
+        rehearsal: StepState::Running,
+        ..world()
+    };
+    let decision = decide(
+        &plan,
+        &progress_in(Phase::Rehearsal),
+        &world,
+        past(plan.timeouts.rehearsal),
+    );
+    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    let failure = decision.progress.failure.as_deref().unwrap();
+    assert!(failure.contains("did not finish within 30m"), "{failure}");
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "RehearsalFailed"));
+}
+
+#[test]
+fn rehearsal_success_with_drain_enters_draining() {
+    let plan = Plan {
+        rehearse: true,
+        ..drain_plan(None, 0, false)
+    };
+    let world = World {
+        rehearsal: StepState::Succeeded(()),
+        ..world()
+    };
+    let decision = decide(&plan, &progress_in(Phase::Rehearsal), &world, after(60));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Draining);
+    assert_eq!(
+        timeline(&decision.progress),
+        [
+            (Phase::Rehearsal, Some(Outcome::Succeeded)),
+            (Phase::Draining, None)
+        ]
+    );
+}
+
+#[test]
+fn rehearsal_success_without_drain_skips_draining_and_enters_scaling_down() {
+    let world = World {
+        rehearsal: StepState::Succeeded(()),
+        ..world()
+    };
+    let decision = decide(
+        &rehearsing_plan(),
+        &progress_in(Phase::Rehearsal),
+        &world,
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert_eq!(
+        timeline(&decision.progress),
+        [
+            (Phase::Rehearsal, Some(Outcome::Succeeded)),
+            (Phase::Draining, Some(Outcome::Skipped)),
+            (Phase::ScalingDown, None)
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Draining
+// ---------------------------------------------------------------------------------------------
+
+fn world_with_active_servers(active: Option<u32>) -> World {
+    World {
+        active_servers: active,
+        ..world()
+    }
+}
+
+#[test]
+fn draining_without_a_drain_plan_moves_on_to_scaling_down() {
+    let decision = decide(
+        &plan(),
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(Some(12)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert_eq!(
+        timeline(&decision.progress),
+        [
+            (Phase::Draining, Some(Outcome::Succeeded)),
+            (Phase::ScalingDown, None)
+        ]
+    );
+}
+
+#[test]
+fn draining_with_few_enough_servers_moves_on_to_scaling_down() {
+    let decision = decide(
+        &drain_plan(None, 2, true),
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(Some(2)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert_eq!(decision.progress.phase_started_at, Some(after(1)));
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "ScalingDown"));
+}
+
+#[test]
+fn draining_with_few_enough_servers_after_not_before_moves_on() {
+    let decision = decide(
+        &drain_plan(Some(600), 0, false),
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(Some(0)),
+        after(600),
+    );
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+}
+
+#[test]
+fn draining_before_not_before_waits_even_without_servers_and_does_not_stop_any() {
+    for active in [Some(0), Some(5)] {
+        let progress = progress_in(Phase::Draining);
+        let decision = decide(
+            &drain_plan(Some(600), 0, true),
+            &progress,
+            &world_with_active_servers(active),
+            after(599),
+        );
+        assert_eq!(decision.action, Action::Wait, "{active:?}");
+        assert_eq!(decision.progress.phase, Phase::Draining, "{active:?}");
+        assert_eq!(decision.notice, None, "{active:?}");
+    }
+}
+
+#[test]
+fn draining_with_too_many_servers_and_stop_servers_asks_the_hub_to_stop_them() {
+    let decision = decide(
+        &drain_plan(None, 1, true),
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(Some(3)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::StopServers);
+    assert_eq!(decision.progress.phase, Phase::Draining);
+    assert_eq!(
+        decision.progress.message,
+        "waiting for users' servers to stop: 3 active, at most 1 allowed"
+    );
+}
+
+#[test]
+fn draining_with_too_many_servers_without_stop_servers_only_waits() {
+    let decision = decide(
+        &drain_plan(None, 1, false),
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(Some(3)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Draining);
+    assert!(decision.progress.message.contains("3 active"));
+}
+
+#[test]
+fn draining_while_the_hub_api_is_silent_waits_and_stops_nothing() {
+    let decision = decide(
+        &drain_plan(None, 5, true),
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(None),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Draining);
+    assert_eq!(
+        decision.progress.message,
+        "waiting for the hub's API to report its active servers"
+    );
+}
+
+#[test]
+fn draining_timeout_fails_untouched_and_releases_the_lock() {
+    let plan = drain_plan(None, 0, true);
+    let decision = decide(
+        &plan,
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(Some(4)),
+        past(plan.timeouts.drain),
+    );
+    assert_eq!(decision.action, Action::ReleaseLock);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Failed);
+    let failure = progress.failure.as_deref().unwrap();
+    assert!(failure.contains("within 15m"), "{failure}");
+    assert!(failure.contains("4 user servers were still active"), "{failure}");
+    assert_eq!(progress.from, None);
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Draining, Some(Outcome::Failed)),
+            (Phase::Failed, Some(Outcome::Failed))
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "DrainTimedOut"));
+}
+
+#[test]
+fn draining_timeout_with_a_silent_hub_api_says_so() {
+    let plan = drain_plan(None, 0, false);
+    let decision = decide(
+        &plan,
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(None),
+        past(plan.timeouts.drain),
+    );
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    let failure = decision.progress.failure.as_deref().unwrap();
+    assert!(
+        failure.contains("the hub's API did not report its active servers"),
+        "{failure}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// ScalingDown
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn scaling_down_first_records_the_original_hub_without_touching_it() {
+    let decision = decide(
+        &plan(),
+        &progress_in(Phase::ScalingDown),
+        &world(),
+        after(1),
+    );
+    // The record must be persisted before the hub is touched, so this decision only waits.
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert_eq!(decision.progress.from, Some(original()));
+}
+
+#[test]
+fn scaling_down_with_the_hub_recorded_scales_it_to_zero() {
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let decision = decide(&plan(), &progress, &world(), after(1));
+    assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert_eq!(decision.progress.from, Some(original()));
+}
+
+#[test]
+fn scaling_down_keeps_the_first_record_of_the_hub() {
+    // After a crash the hub is already at zero; the record from before must not be replaced.
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let decision = decide(
+        &plan(),
+        &progress,
+        &World {
+            hub: Some(hub(ORIGINAL_IMAGE, 0, 1, false)),
+            ..world()
+        },
+        after(1),
+    );
+    assert_eq!(decision.progress.from, Some(original()));
+}
+
+#[test]
+fn scaling_down_waits_for_the_hub_pods_to_stop() {
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let world = World {
+        hub: Some(hub(ORIGINAL_IMAGE, 0, 2, false)),
+        ..world()
+    };
+    let decision = decide(&plan(), &progress, &world, after(30));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert_eq!(decision.progress.message, "waiting for 2 hub pods to stop");
+    assert_eq!(decision.progress.hub_stopped_at, None);
+}
+
+#[test]
+fn scaling_down_with_no_pods_left_records_the_stop_and_enters_backing_up() {
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let decision = decide(&plan(), &progress, &world_with_stopped_hub(), after(40));
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::BackingUp);
+    assert_eq!(progress.hub_stopped_at, Some(after(40)));
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::ScalingDown, Some(Outcome::Succeeded)),
+            (Phase::BackingUp, None)
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "BackingUp"));
+}
+
+#[test]
+fn scaling_down_a_hub_that_was_already_at_zero_goes_straight_to_backing_up() {
+    let world = world_with_stopped_hub();
+    let recorded = decide(&plan(), &progress_in(Phase::ScalingDown), &world, after(1));
+    assert_eq!(
+        recorded.progress.from,
+        Some(Original {
+            image: ORIGINAL_IMAGE.into(),
+            replicas: 0
+        })
+    );
+    let decision = decide(&plan(), &recorded.progress, &world, after(6));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::BackingUp);
+}
+
+#[test]
+fn scaling_down_timeout_with_pods_left_rolls_back() {
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let world = World {
+        hub: Some(hub(ORIGINAL_IMAGE, 0, 2, false)),
+        ..world()
+    };
+    let plan = plan();
+    let decision = decide(&plan, &progress, &world, past(plan.timeouts.scale_down));
+    assert_rolling_back(&decision, Phase::ScalingDown, "2 hub pods were still running");
+    assert!(!decision.progress.migration_started);
+}
+
+#[test]
+fn scaling_down_timeout_with_manual_policy_fails_and_leaves_the_hub_stopped() {
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let world = World {
+        hub: Some(hub(ORIGINAL_IMAGE, 0, 1, false)),
+        ..world()
+    };
+    let plan = manual_plan();
+    let decision = decide(&plan, &progress, &world, past(plan.timeouts.scale_down));
+    // Already at zero replicas: nothing to do but stop.
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(
+        &decision,
+        Phase::ScalingDown,
+        "the roll back policy is Manual, so the hub is left stopped",
+    );
+}
+
+#[test]
+fn scaling_down_with_the_hub_gone_fails() {
+    let world = World {
+        hub: None,
+        ..world()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::ScalingDown), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::ScalingDown, "disappeared");
+}
+
+// ---------------------------------------------------------------------------------------------
+// BackingUp
+// ---------------------------------------------------------------------------------------------
+
+fn backing_up_progress(config_backed_up: bool) -> Progress {
+    Progress {
+        from: Some(original()),
+        hub_stopped_at: Some(start()),
+        config_backed_up,
+        ..progress_in(Phase::BackingUp)
+    }
+}
+
+fn world_with_backup(backup: StepState<hubgrade::machine::BackupReport>) -> World {
+    World {
+        config_backed_up: true,
+        backup,
+        ..world_with_stopped_hub()
+    }
+}
+
+#[test]
+fn backing_up_copies_the_configuration_first() {
+    let progress = backing_up_progress(false);
+    let decision = decide(&plan(), &progress, &world_with_stopped_hub(), after(1));
+    assert_eq!(decision.action, Action::BackUpConfig);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn backing_up_records_the_configuration_copy_once_it_exists() {
+    let decision = decide(
+        &plan(),
+        &backing_up_progress(false),
+        &world_with_backup(StepState::NotStarted),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert!(decision.progress.config_backed_up);
+    assert_eq!(decision.progress.phase, Phase::BackingUp);
+}
+
+#[test]
+fn backing_up_starts_the_database_backup_after_the_configuration() {
+    let decision = decide(
+        &plan(),
+        &backing_up_progress(true),
+        &world_with_backup(StepState::NotStarted),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::StartBackup);
+    assert_eq!(decision.progress.phase, Phase::BackingUp);
+}
+
+#[test]
+fn backing_up_waits_for_a_running_backup() {
+    let progress = backing_up_progress(true);
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_backup(StepState::Running),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn backing_up_failed_backup_rolls_back() {
+    let decision = decide(
+        &plan(),
+        &backing_up_progress(true),
+        &world_with_backup(StepState::Failed("no space left on device".into())),
+        after(60),
+    );
+    assert_rolling_back(
+        &decision,
+        Phase::BackingUp,
+        "the database backup failed: no space left on device",
+    );
+    assert_eq!(decision.progress.backup, None);
+    assert!(!decision.progress.migration_started);
+}
+
+#[test]
+fn backing_up_unverified_backup_rolls_back_without_recording_it() {
+    let decision = decide(
+        &plan(),
+        &backing_up_progress(true),
+        &world_with_backup(StepState::Succeeded(backup_report(false))),
+        after(60),
+    );
+    assert_rolling_back(&decision, Phase::BackingUp, "could not be verified");
+    assert_eq!(decision.progress.backup, None);
+    assert!(!decision.progress.migration_started);
+}
+
+#[test]
+fn backing_up_verified_backup_is_recorded_and_the_migration_phase_begins() {
+    let decision = decide(
+        &plan(),
+        &backing_up_progress(true),
+        &world_with_backup(StepState::Succeeded(backup_report(true))),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Migrating);
+    assert_eq!(progress.backup, Some(verified_backup()));
+    // Entering Migrating does not yet mean the migration started.
+    assert!(!progress.migration_started);
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::BackingUp, Some(Outcome::Succeeded)),
+            (Phase::Migrating, None)
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "Migrating"));
+}
+
+#[test]
+fn backing_up_timeout_rolls_back() {
+    let plan = plan();
+    let decision = decide(
+        &plan,
+        &backing_up_progress(true),
+        &world_with_backup(StepState::Running),
+        past(plan.timeouts.backup),
+    );
+    assert_rolling_back(&decision, Phase::BackingUp, "did not finish within 30m");
+}
+
+#[test]
+fn backing_up_failure_with_manual_policy_fails_and_leaves_the_hub_stopped() {
+    let decision = decide(
+        &manual_plan(),
+        &backing_up_progress(true),
+        &world_with_backup(StepState::Failed("timeout".into())),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::BackingUp, "the hub is left stopped");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrating
+// ---------------------------------------------------------------------------------------------
+
+/// Progress just after entering Migrating with a verified backup, before the start is recorded.
+fn migrating_progress() -> Progress {
+    Progress {
+        migration_started: false,
+        ..progress_after_migration_started(Phase::Migrating)
+    }
+}
+
+fn world_with_migration(migration: StepState<()>) -> World {
+    World {
+        migration,
+        ..world_with_backup(StepState::Succeeded(backup_report(true)))
+    }
+}
+
+#[test]
+fn migrating_first_records_that_the_migration_starts() {
+    let decision = decide(
+        &plan(),
+        &migrating_progress(),
+        &world_with_migration(StepState::NotStarted),
+        after(1),
+    );
+    // Persisted before the Job exists, so a roll back after a crash still restores.
+    assert_eq!(decision.action, Action::Wait);
+    assert!(decision.progress.migration_started);
+    assert_eq!(decision.progress.phase, Phase::Migrating);
+}
+
+#[test]
+fn migrating_without_a_recorded_backup_rolls_back_without_starting() {
+    let progress = Progress {
+        backup: None,
+        ..migrating_progress()
+    };
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_migration(StepState::NotStarted),
+        after(1),
+    );
+    assert_rolling_back(&decision, Phase::Migrating, "no verified backup is recorded");
+    assert!(!decision.progress.migration_started);
+}
+
+#[test]
+fn migrating_with_an_unverified_backup_record_rolls_back_without_starting() {
+    let mut progress = migrating_progress();
+    progress.backup.as_mut().unwrap().verified = false;
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_migration(StepState::NotStarted),
+        after(1),
+    );
+    assert_rolling_back(&decision, Phase::Migrating, "no verified backup is recorded");
+    assert!(!decision.progress.migration_started);
+}
+
+#[test]
+fn migrating_starts_the_job_once_its_start_is_recorded() {
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_migration(StepState::NotStarted),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::StartMigration);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn migrating_waits_for_a_running_migration() {
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_migration(StepState::Running),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn migrating_failure_rolls_back_with_the_migration_marked_started() {
+    let decision = decide(
+        &plan(),
+        &progress_after_migration_started(Phase::Migrating),
+        &world_with_migration(StepState::Failed("exit code 1".into())),
+        after(60),
+    );
+    assert_rolling_back(&decision, Phase::Migrating, "the migration failed: exit code 1");
+    assert!(decision.progress.migration_started);
+    assert!(!decision.progress.migration_succeeded);
+    assert_eq!(decision.progress.backup, Some(verified_backup()));
+}
+
+#[test]
+fn migrating_failure_with_manual_policy_fails_naming_the_backup() {
+    let decision = decide(
+        &manual_plan(),
+        &progress_after_migration_started(Phase::Migrating),
+        &world_with_migration(StepState::Failed("exit code 1".into())),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::Migrating, "the migration failed: exit code 1");
+    let message = &decision.progress.message;
+    assert!(message.contains("the hub is left stopped"), "{message}");
+    assert!(
+        message.contains("the database backup is /srv/jupyterhub/jupyterhub.sqlite.hubgrade-backup (File)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn migrating_timeout_rolls_back() {
+    let plan = plan();
+    let decision = decide(
+        &plan,
+        &progress_after_migration_started(Phase::Migrating),
+        &world_with_migration(StepState::Running),
+        past(plan.timeouts.migration),
+    );
+    assert_rolling_back(&decision, Phase::Migrating, "did not finish within 30m");
+    assert!(decision.progress.migration_started);
+}
+
+#[test]
+fn migrating_success_with_operator_image_management_enters_rolling_out() {
+    let decision = decide(
+        &plan(),
+        &progress_after_migration_started(Phase::Migrating),
+        &world_with_migration(StepState::Succeeded(())),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::RollingOut);
+    assert!(progress.migration_succeeded);
+    assert_eq!(
+        progress.message,
+        format!("setting the hub image to {TARGET_IMAGE}")
+    );
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Migrating, Some(Outcome::Succeeded)),
+            (Phase::RollingOut, None)
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "RollingOut"));
+}
+
+#[test]
+fn migrating_success_with_external_image_management_asks_for_the_image_change() {
+    let decision = decide(
+        &external_plan(),
+        &progress_after_migration_started(Phase::Migrating),
+        &world_with_migration(StepState::Succeeded(())),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::RollingOut);
+    assert!(
+        decision
+            .progress
+            .message
+            .contains("waiting for the tool that manages the hub Deployment"),
+        "{}",
+        decision.progress.message
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// RollingOut
+// ---------------------------------------------------------------------------------------------
+
+fn rolling_out_progress() -> Progress {
+    Progress {
+        migration_succeeded: true,
+        ..progress_after_migration_started(Phase::RollingOut)
+    }
+}
+
+fn world_with_hub(hub: hubgrade::machine::HubObservation) -> World {
+    World {
+        hub: Some(hub),
+        ..world_with_migration(StepState::Succeeded(()))
+    }
+}
+
+#[test]
+fn rolling_out_with_operator_image_management_sets_the_target_image() {
+    let progress = rolling_out_progress();
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_hub(stopped_hub(ORIGINAL_IMAGE)),
+        after(1),
+    );
+    assert_eq!(
+        decision.action,
+        Action::SetHubImage {
+            image: TARGET_IMAGE.into()
+        }
+    );
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn rolling_out_with_external_image_management_waits_for_the_tool() {
+    let progress = rolling_out_progress();
+    let decision = decide(
+        &external_plan(),
+        &progress,
+        &world_with_hub(stopped_hub(ORIGINAL_IMAGE)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn rolling_out_restores_the_original_replicas_once_the_image_is_set() {
+    for plan in [plan(), external_plan()] {
+        let decision = decide(
+            &plan,
+            &rolling_out_progress(),
+            &world_with_hub(stopped_hub(TARGET_IMAGE)),
+            after(1),
+        );
+        assert_eq!(
+            decision.action,
+            Action::ScaleHub {
+                replicas: ORIGINAL_REPLICAS
+            }
+        );
+        assert_eq!(decision.progress.phase, Phase::RollingOut);
+    }
+}
+
+#[test]
+fn rolling_out_with_image_and_replicas_in_place_enters_verifying() {
+    let decision = decide(
+        &plan(),
+        &rolling_out_progress(),
+        &world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 0, false)),
+        after(5),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Verifying);
+    assert_eq!(
+        timeline(&decision.progress),
+        [
+            (Phase::RollingOut, Some(Outcome::Succeeded)),
+            (Phase::Verifying, None)
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "Verifying"));
+}
+
+#[test]
+fn rolling_out_when_the_external_tool_never_sets_the_image_rolls_back() {
+    let plan = external_plan();
+    let decision = decide(
+        &plan,
+        &rolling_out_progress(),
+        &world_with_hub(stopped_hub(ORIGINAL_IMAGE)),
+        past(plan.timeouts.rollout),
+    );
+    assert_rolling_back(
+        &decision,
+        Phase::RollingOut,
+        &format!("the hub image was not set to {TARGET_IMAGE} within 10m"),
+    );
+}
+
+#[test]
+fn rolling_out_when_the_image_does_not_stick_rolls_back_in_operator_mode_too() {
+    let plan = plan();
+    let decision = decide(
+        &plan,
+        &rolling_out_progress(),
+        &world_with_hub(stopped_hub(ORIGINAL_IMAGE)),
+        past(plan.timeouts.rollout),
+    );
+    assert_rolling_back(&decision, Phase::RollingOut, "was not set to");
+}
+
+#[test]
+fn rolling_out_without_the_original_hub_recorded_fails() {
+    let progress = Progress {
+        from: None,
+        ..rolling_out_progress()
+    };
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_hub(stopped_hub(ORIGINAL_IMAGE)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(
+        &decision,
+        Phase::RollingOut,
+        "the original image and replicas were not recorded",
+    );
+}
+
+#[test]
+fn rolling_out_with_the_hub_gone_fails() {
+    let world = World {
+        hub: None,
+        ..world_with_migration(StepState::Succeeded(()))
+    };
+    let decision = decide(&plan(), &rolling_out_progress(), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::RollingOut, "disappeared");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verifying
+// ---------------------------------------------------------------------------------------------
+
+fn verifying_progress() -> Progress {
+    Progress {
+        migration_succeeded: true,
+        ..progress_after_migration_started(Phase::Verifying)
+    }
+}
+
+#[test]
+fn verifying_a_ready_hub_succeeds_and_releases_the_lock() {
+    let decision = decide(
+        &plan(),
+        &verifying_progress(),
+        &world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, true)),
+        after(90),
+    );
+    assert_eq!(decision.action, Action::ReleaseLock);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Succeeded);
+    assert_eq!(progress.hub_ready_at, Some(after(90)));
+    assert_eq!(progress.downtime_seconds(), Some(90));
+    assert_eq!(progress.failure, None);
+    assert_eq!(progress.message, format!("the hub runs {TARGET_IMAGE}"));
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::Verifying, Some(Outcome::Succeeded)),
+            (Phase::Succeeded, Some(Outcome::Succeeded))
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "Succeeded"));
+    assert_eq!(decision.requeue_after, None);
+}
+
+#[test]
+fn verifying_waits_while_the_hub_is_not_rolled_out() {
+    let progress = verifying_progress();
+    let decision = decide(
+        &plan(),
+        &progress,
+        &world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, false)),
+        after(90),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn verifying_does_not_accept_a_hub_with_other_replicas_or_image() {
+    for observed in [
+        hub(TARGET_IMAGE, 1, 1, true),
+        hub(ORIGINAL_IMAGE, ORIGINAL_REPLICAS, 2, true),
+    ] {
+        let decision = decide(
+            &plan(),
+            &verifying_progress(),
+            &world_with_hub(observed.clone()),
+            after(90),
+        );
+        assert_eq!(decision.action, Action::Wait, "{observed:?}");
+        assert_eq!(decision.progress.phase, Phase::Verifying, "{observed:?}");
+    }
+}
+
+#[test]
+fn verifying_timeout_rolls_back() {
+    let plan = plan();
+    let decision = decide(
+        &plan,
+        &verifying_progress(),
+        &world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, false)),
+        past(plan.timeouts.verify),
+    );
+    assert_rolling_back(
+        &decision,
+        Phase::Verifying,
+        &format!("the hub did not become Ready on {TARGET_IMAGE} within 10m"),
+    );
+}
+
+#[test]
+fn verifying_timeout_with_manual_policy_stops_the_hub_and_fails() {
+    let plan = manual_plan();
+    let decision = decide(
+        &plan,
+        &verifying_progress(),
+        &world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, false)),
+        past(plan.timeouts.verify),
+    );
+    assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
+    assert_failed_touched(&decision, Phase::Verifying, "the hub is left stopped");
+}
+
+#[test]
+fn verifying_with_the_hub_gone_fails() {
+    let world = World {
+        hub: None,
+        ..world_with_migration(StepState::Succeeded(()))
+    };
+    let decision = decide(&plan(), &verifying_progress(), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::Verifying, "disappeared");
+}
+
+// ---------------------------------------------------------------------------------------------
+// RollingBack
+// ---------------------------------------------------------------------------------------------
+
+/// Rolling back before the migration started: the database is the original one.
+fn rolling_back_before_migration() -> Progress {
+    Progress {
+        from: Some(original()),
+        hub_stopped_at: Some(start()),
+        failure: Some("the database backup failed: disk full".into()),
+        ..progress_in(Phase::RollingBack)
+    }
+}
+
+/// Rolling back after the migration started: the database must be restored first.
+fn rolling_back_after_migration() -> Progress {
+    Progress {
+        failure: Some("the migration failed: exit code 1".into()),
+        ..progress_after_migration_started(Phase::RollingBack)
+    }
+}
+
+fn rolling_back_world(hub: hubgrade::machine::HubObservation) -> World {
+    World {
+        hub: Some(hub),
+        migration: StepState::Failed("exit code 1".into()),
+        ..world_with_backup(StepState::Succeeded(backup_report(true)))
+    }
+}
+
+#[test]
+fn rolling_back_before_the_migration_restores_replicas_without_a_restore() {
+    let decision = decide(
+        &plan(),
+        &rolling_back_before_migration(),
+        &rolling_back_world(stopped_hub(ORIGINAL_IMAGE)),
+        after(1),
+    );
+    assert_eq!(
+        decision.action,
+        Action::ScaleHub {
+            replicas: ORIGINAL_REPLICAS
+        }
+    );
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+    assert!(!decision.progress.database_restored);
+}
+
+#[test]
+fn rolling_back_waits_for_the_original_hub_to_become_ready() {
+    let progress = rolling_back_before_migration();
+    let decision = decide(
+        &plan(),
+        &progress,
+        &rolling_back_world(hub(ORIGINAL_IMAGE, ORIGINAL_REPLICAS, 1, false)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+    assert_eq!(
+        decision.progress.message,
+        format!("waiting for the hub to become Ready on {ORIGINAL_IMAGE}")
+    );
+}
+
+#[test]
+fn rolling_back_without_a_restore_ends_rolled_back_and_releases_the_lock() {
+    let decision = decide(
+        &plan(),
+        &rolling_back_before_migration(),
+        &rolling_back_world(running_hub()),
+        after(120),
+    );
+    assert_eq!(decision.action, Action::ReleaseLock);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::RolledBack);
+    assert_eq!(progress.hub_ready_at, Some(after(120)));
+    assert!(!progress.database_restored);
+    assert_eq!(
+        progress.failure.as_deref(),
+        Some("the database backup failed: disk full")
+    );
+    assert_eq!(
+        progress.message,
+        format!("rolled back to {ORIGINAL_IMAGE}: the database backup failed: disk full")
+    );
+    assert_eq!(
+        timeline(progress),
+        [
+            (Phase::RollingBack, Some(Outcome::Failed)),
+            (Phase::RolledBack, Some(Outcome::Failed))
+        ]
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Warning, "RolledBack"));
+    assert_eq!(decision.requeue_after, None);
+}
+
+#[test]
+fn rolling_back_after_the_migration_stops_a_running_hub_first() {
+    let decision = decide(
+        &plan(),
+        &rolling_back_after_migration(),
+        &rolling_back_world(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, false)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+}
+
+#[test]
+fn rolling_back_after_the_migration_waits_for_the_hub_pods_to_stop() {
+    let decision = decide(
+        &plan(),
+        &rolling_back_after_migration(),
+        &rolling_back_world(hub(TARGET_IMAGE, 0, 1, false)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.message, "waiting for 1 hub pods to stop");
+}
+
+#[test]
+fn rolling_back_cancels_a_running_migration_before_restoring() {
+    let world = World {
+        migration: StepState::Running,
+        ..rolling_back_world(stopped_hub(ORIGINAL_IMAGE))
+    };
+    let decision = decide(&plan(), &rolling_back_after_migration(), &world, after(1));
+    assert_eq!(decision.action, Action::CancelMigration);
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+}
+
+#[test]
+fn rolling_back_after_the_migration_starts_the_restore() {
+    for migration in [
+        StepState::NotStarted,
+        StepState::Failed("exit code 1".into()),
+        StepState::Succeeded(()),
+    ] {
+        let world = World {
+            migration: migration.clone(),
+            ..rolling_back_world(stopped_hub(TARGET_IMAGE))
+        };
+        let progress = rolling_back_after_migration();
+        let decision = decide(&plan(), &progress, &world, after(1));
+        assert_eq!(decision.action, Action::StartRestore, "{migration:?}");
+        assert_eq!(decision.progress, progress, "{migration:?}");
+    }
+}
+
+#[test]
+fn rolling_back_waits_for_a_running_restore() {
+    let world = World {
+        restore: StepState::Running,
+        ..rolling_back_world(stopped_hub(ORIGINAL_IMAGE))
+    };
+    let progress = rolling_back_after_migration();
+    let decision = decide(&plan(), &progress, &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress, progress);
+}
+
+#[test]
+fn rolling_back_records_the_restored_database() {
+    let world = World {
+        restore: StepState::Succeeded(()),
+        ..rolling_back_world(stopped_hub(TARGET_IMAGE))
+    };
+    let decision = decide(&plan(), &rolling_back_after_migration(), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert!(decision.progress.database_restored);
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+    assert!(
+        decision
+            .progress
+            .message
+            .contains(&format!("setting the image back to {ORIGINAL_IMAGE}"))
+    );
+}
+
+#[test]
+fn rolling_back_when_the_restore_fails_fails_and_keeps_the_lock() {
+    let world = World {
+        restore: StepState::Failed("checksum mismatch".into()),
+        ..rolling_back_world(stopped_hub(ORIGINAL_IMAGE))
+    };
+    let decision = decide(&plan(), &rolling_back_after_migration(), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(
+        &decision,
+        Phase::RollingBack,
+        "restoring the database failed: checksum mismatch",
+    );
+    assert!(!decision.progress.database_restored);
+    assert!(
+        decision
+            .progress
+            .message
+            .contains("the database backup is /srv/jupyterhub/jupyterhub.sqlite.hubgrade-backup")
+    );
+}
+
+#[test]
+fn rolling_back_after_the_restore_sets_the_original_image() {
+    let progress = Progress {
+        database_restored: true,
+        ..rolling_back_after_migration()
+    };
+    let world = World {
+        restore: StepState::Succeeded(()),
+        ..rolling_back_world(stopped_hub(TARGET_IMAGE))
+    };
+    let decision = decide(&plan(), &progress, &world, after(1));
+    assert_eq!(
+        decision.action,
+        Action::SetHubImage {
+            image: ORIGINAL_IMAGE.into()
+        }
+    );
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+}
+
+#[test]
+fn rolling_back_after_the_restore_restores_the_original_replicas() {
+    let progress = Progress {
+        database_restored: true,
+        ..rolling_back_after_migration()
+    };
+    let world = World {
+        restore: StepState::Succeeded(()),
+        ..rolling_back_world(stopped_hub(ORIGINAL_IMAGE))
+    };
+    let decision = decide(&plan(), &progress, &world, after(1));
+    assert_eq!(
+        decision.action,
+        Action::ScaleHub {
+            replicas: ORIGINAL_REPLICAS
+        }
+    );
+}
+
+#[test]
+fn rolling_back_after_the_restore_ends_rolled_back_with_the_database_restored() {
+    let progress = Progress {
+        database_restored: true,
+        ..rolling_back_after_migration()
+    };
+    let world = World {
+        restore: StepState::Succeeded(()),
+        ..rolling_back_world(running_hub())
+    };
+    let decision = decide(&plan(), &progress, &world, after(200));
+    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_eq!(decision.progress.phase, Phase::RolledBack);
+    assert!(decision.progress.database_restored);
+    assert!(decision.progress.migration_started);
+    assert_eq!(decision.progress.downtime_seconds(), Some(200));
+}
+
+#[test]
+fn rolling_back_timeout_before_the_restore_stops_the_hub_and_fails() {
+    let plan = plan();
+    let decision = decide(
+        &plan,
+        &rolling_back_after_migration(),
+        &rolling_back_world(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, false)),
+        past(plan.timeouts.rollback),
+    );
+    // The database may be migrated: the hub must not stay up on it with the wrong image.
+    assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
+    assert_failed_touched(&decision, Phase::RollingBack, "the roll back did not finish within 30m");
+}
+
+#[test]
+fn rolling_back_timeout_with_the_hub_stopped_fails_without_acting() {
+    let plan = plan();
+    let world = World {
+        restore: StepState::Running,
+        ..rolling_back_world(stopped_hub(ORIGINAL_IMAGE))
+    };
+    let decision = decide(
+        &plan,
+        &rolling_back_after_migration(),
+        &world,
+        past(plan.timeouts.rollback),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::RollingBack, "did not finish within 30m");
+}
+
+#[test]
+fn rolling_back_timeout_after_the_restore_fails_leaving_the_hub_as_it_is() {
+    let plan = plan();
+    let progress = Progress {
+        database_restored: true,
+        ..rolling_back_after_migration()
+    };
+    let decision = decide(
+        &plan,
+        &progress,
+        &rolling_back_world(hub(ORIGINAL_IMAGE, ORIGINAL_REPLICAS, 2, false)),
+        past(plan.timeouts.rollback),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::RollingBack, "did not finish within 30m");
+}
+
+#[test]
+fn rolling_back_without_the_original_hub_recorded_fails() {
+    let progress = Progress {
+        from: None,
+        ..rolling_back_after_migration()
+    };
+    let decision = decide(
+        &plan(),
+        &progress,
+        &rolling_back_world(stopped_hub(ORIGINAL_IMAGE)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(
+        &decision,
+        Phase::RollingBack,
+        "the original image and replicas were not recorded",
+    );
+}
+
+#[test]
+fn rolling_back_with_the_hub_gone_fails() {
+    let world = World {
+        hub: None,
+        ..rolling_back_world(stopped_hub(ORIGINAL_IMAGE))
+    };
+    let decision = decide(&plan(), &rolling_back_after_migration(), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_failed_touched(&decision, Phase::RollingBack, "disappeared");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across phases
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_non_terminal_decision_asks_to_look_again_soon() {
+    for phase in Phase::ALL.into_iter().filter(|p| !p.is_terminal()) {
+        let decision = decide(
+            &drain_plan(None, 0, false),
+            &progress_in(phase),
+            &checked_world(LockState::HeldBy(OTHER_UPGRADE.to_string())),
+            after(1),
+        );
+        if decision.progress.phase.is_terminal() {
+            assert_eq!(decision.requeue_after, None, "{phase}");
+        } else {
+            assert_eq!(
+                decision.requeue_after,
+                Some(SignedDuration::from_secs(5)),
+                "{phase}"
+            );
+        }
+    }
+}
+
+#[test]
+fn timeouts_are_reported_the_way_a_person_writes_them() {
+    let plan = Plan {
+        rehearse: true,
+        timeouts: hubgrade::machine::Timeouts {
+            rehearsal: SignedDuration::from_secs(3600 + 30 * 60 + 5),
+            ..Default::default()
+        },
+        ..plan()
+    };
+    let world = World {
+        rehearsal: StepState::Running,
+        ..world()
+    };
+    let decision = decide(
+        &plan,
+        &progress_in(Phase::Rehearsal),
+        &world,
+        past(plan.timeouts.rehearsal),
+    );
+    let failure = decision.progress.failure.unwrap();
+    assert!(failure.contains("within 1h30m5s"), "{failure}");
+}

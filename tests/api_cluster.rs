@@ -23,7 +23,9 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
 }
 
 async fn ensure_namespace(name: &str) {
-    let output = kubectl(&["create", "namespace", name]).output().expect("kubectl");
+    let output = kubectl(&["create", "namespace", name])
+        .output()
+        .expect("kubectl");
     assert!(
         output.status.success() || stderr(&output).contains("AlreadyExists"),
         "creating namespace {name}: {}",
@@ -43,10 +45,15 @@ async fn every_example_is_accepted_by_the_server() {
         }
         // The example must also be what the operator's types read.
         let _: HubUpgrade = serde_json::from_value(manifest).unwrap_or_else(|e| {
-            panic!("{} does not deserialize as a HubUpgrade: {e}", file.display())
+            panic!(
+                "{} does not deserialize as a HubUpgrade: {e}",
+                file.display()
+            )
         });
         let path = file.to_str().expect("utf-8 path");
-        let output = kubectl(&["apply", "--dry-run=server", "-f", path]).output().expect("kubectl");
+        let output = kubectl(&["apply", "--dry-run=server", "-f", path])
+            .output()
+            .expect("kubectl");
         assert!(
             output.status.success(),
             "{} was refused: {}",
@@ -89,7 +96,9 @@ async fn kubectl_explain_shows_the_field_docs() {
     // The CRD's OpenAPI reaches the discovery documents a moment after it is Established.
     let mut text = String::new();
     for _ in 0..50 {
-        let output = kubectl(&["explain", "hubupgrade.spec"]).output().expect("kubectl");
+        let output = kubectl(&["explain", "hubupgrade.spec"])
+            .output()
+            .expect("kubectl");
         text = stdout(&output);
         if output.status.success() && text.contains("targetImage") {
             break;
@@ -104,7 +113,9 @@ async fn kubectl_explain_shows_the_field_docs() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    let output = kubectl(&["explain", "hubupgrade.spec.backup.method"]).output().expect("kubectl");
+    let output = kubectl(&["explain", "hubupgrade.spec.backup.method"])
+        .output()
+        .expect("kubectl");
     assert!(stdout(&output).contains("Auto (default), File, VolumeSnapshot, Clone or Dump."));
 }
 
@@ -120,25 +131,40 @@ async fn defaults_are_filled_in_and_columns_show_progress() {
         "spec": {"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.2.0"}
     }))
     .expect("upgrade");
-    let created = upgrades.create(&PostParams::default(), &upgrade).await.expect("create");
+    let created = upgrades
+        .create(&PostParams::default(), &upgrade)
+        .await
+        .expect("create");
     let spec = &created.spec;
     assert_eq!(spec.backup.retain, 5);
     assert_eq!(spec.migration.timeout, "30m");
     assert!(spec.migration.rehearse);
     assert_eq!(spec.rollout.timeout, "10m");
     assert!(spec.drain.is_none());
-    spec.plan().expect("the server's defaults make a runnable plan");
+    spec.plan()
+        .expect("the server's defaults make a runnable plan");
 
-    let status = json!({"status": {"phase": "Migrating", "message": "running jupyterhub upgrade-db"}});
+    let status =
+        json!({"status": {"phase": "Migrating", "message": "running jupyterhub upgrade-db"}});
     upgrades
         .patch_status("minimal", &PatchParams::default(), &Patch::Merge(&status))
         .await
         .expect("status");
-    let output = kubectl(&["get", "hubup", "-n", &ns.name]).output().expect("kubectl");
+    let output = kubectl(&["get", "hubup", "-n", &ns.name])
+        .output()
+        .expect("kubectl");
     let table = stdout(&output);
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(header, ["NAME", "PHASE", "HUB", "TARGET", "AGE", "MESSAGE"]);
-    assert!(table.contains("Migrating") && table.contains("running jupyterhub upgrade-db"), "{table}");
+    assert!(
+        table.contains("Migrating") && table.contains("running jupyterhub upgrade-db"),
+        "{table}"
+    );
     ns.delete().await;
 }
 
@@ -154,9 +180,14 @@ async fn the_spec_is_frozen_once_the_upgrade_has_started() {
         "spec": {"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.1.0"}
     }))
     .expect("upgrade");
-    upgrades.create(&PostParams::default(), &upgrade).await.expect("create");
+    upgrades
+        .create(&PostParams::default(), &upgrade)
+        .await
+        .expect("create");
 
-    let retarget = |tag: &str| Patch::Merge(json!({"spec": {"targetImage": format!("quay.io/jupyterhub/k8s-hub:{tag}")}}));
+    let retarget = |tag: &str| {
+        Patch::Merge(json!({"spec": {"targetImage": format!("quay.io/jupyterhub/k8s-hub:{tag}")}}))
+    };
     upgrades
         .patch("frozen", &PatchParams::default(), &retarget("4.2.0"))
         .await
@@ -171,19 +202,30 @@ async fn the_spec_is_frozen_once_the_upgrade_has_started() {
         .patch("frozen", &PatchParams::default(), &retarget("4.3.0"))
         .await
         .expect_err("a started upgrade's spec cannot change");
-    let kube::Error::Api(status) = error else { panic!("not an API error: {error}") };
+    let kube::Error::Api(status) = error else {
+        panic!("not an API error: {error}")
+    };
     assert_eq!(status.code, 422);
     assert!(
-        status.message.contains("spec cannot change once the upgrade has started"),
+        status
+            .message
+            .contains("spec cannot change once the upgrade has started"),
         "{}",
         status.message
     );
     // Labels and annotations stay editable.
     upgrades
-        .patch("frozen", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "x"}}})))
+        .patch(
+            "frozen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "x"}}})),
+        )
         .await
         .expect("metadata of a started upgrade may change");
     let current = upgrades.get("frozen").await.expect("get");
-    assert_eq!(current.spec.target_image, "quay.io/jupyterhub/k8s-hub:4.2.0");
+    assert_eq!(
+        current.spec.target_image,
+        "quay.io/jupyterhub/k8s-hub:4.2.0"
+    );
     ns.delete().await;
 }

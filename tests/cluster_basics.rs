@@ -23,7 +23,10 @@ async fn nodes_are_ready_and_the_server_reports_the_pinned_version() {
     assert_eq!(version.git_version, format!("v{}", pinned("K8S_VERSION")));
 
     let nodes: Api<Node> = Api::all(client.clone());
-    let listed = nodes.list(&ListParams::default()).await.expect("listing nodes");
+    let listed = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("listing nodes");
     assert!(!listed.items.is_empty(), "the cluster has no node");
     for node in &listed.items {
         let ready = node
@@ -32,13 +35,24 @@ async fn nodes_are_ready_and_the_server_reports_the_pinned_version() {
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
             .map(|c| c.status.as_str());
-        assert_eq!(ready, Some("True"), "node {:?} is not Ready", node.metadata.name);
+        assert_eq!(
+            ready,
+            Some("True"),
+            "node {:?} is not Ready",
+            node.metadata.name
+        );
     }
 
     // The same, the way a person checks it.
-    let output = kubectl(&["get", "nodes", "--no-headers"]).output().expect("kubectl");
+    let output = kubectl(&["get", "nodes", "--no-headers"])
+        .output()
+        .expect("kubectl");
     assert!(output.status.success());
-    assert!(stdout(&output).contains(" Ready "), "kubectl get nodes: {}", stdout(&output));
+    assert!(
+        stdout(&output).contains(" Ready "),
+        "kubectl get nodes: {}",
+        stdout(&output)
+    );
 }
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
@@ -64,7 +78,11 @@ async fn available(deployments: &Api<Deployment>, name: &str) -> bool {
     let status = d.status.unwrap_or_default();
     status.available_replicas.unwrap_or(0) == wanted
         && status.updated_replicas.unwrap_or(0) == wanted
-        && status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Available" && c.status == "True")
+        && status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
 }
 
 #[tokio::test]
@@ -73,22 +91,49 @@ async fn a_deployment_becomes_available_scales_to_zero_and_back() {
     let ns = TestNamespace::new(&client, "deploy").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    deployments.create(&PostParams::default(), &deployment("web", 1)).await.expect("create");
+    deployments
+        .create(&PostParams::default(), &deployment("web", 1))
+        .await
+        .expect("create");
 
-    wait_until(MINUTE, "the Deployment to become Available", || available(&deployments, "web")).await;
-    let running = pods.list(&ListParams::default().labels("app=web")).await.expect("pods");
+    wait_until(MINUTE, "the Deployment to become Available", || {
+        available(&deployments, "web")
+    })
+    .await;
+    let running = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("pods");
     assert_eq!(running.items.len(), 1);
-    assert_eq!(running.items[0].status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
+    assert_eq!(
+        running.items[0]
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
 
     let scale = |replicas: i32| Patch::Merge(json!({"spec": {"replicas": replicas}}));
-    deployments.patch("web", &PatchParams::default(), &scale(0)).await.expect("scale to 0");
+    deployments
+        .patch("web", &PatchParams::default(), &scale(0))
+        .await
+        .expect("scale to 0");
     wait_until(MINUTE, "the pods to be gone after scaling to 0", || async {
-        pods.list(&ListParams::default().labels("app=web")).await.map(|l| l.items.is_empty()).unwrap_or(false)
+        pods.list(&ListParams::default().labels("app=web"))
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(false)
     })
     .await;
 
-    deployments.patch("web", &PatchParams::default(), &scale(1)).await.expect("scale to 1");
-    wait_until(MINUTE, "the Deployment to be Available again", || available(&deployments, "web")).await;
+    deployments
+        .patch("web", &PatchParams::default(), &scale(1))
+        .await
+        .expect("scale to 1");
+    wait_until(MINUTE, "the Deployment to be Available again", || {
+        available(&deployments, "web")
+    })
+    .await;
     ns.delete().await;
 }
 
@@ -125,30 +170,58 @@ async fn a_job_completes_and_a_marked_job_fails_with_the_chosen_exit_code() {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
 
-    jobs.create(&PostParams::default(), &job("works", json!({}))).await.expect("create");
+    jobs.create(&PostParams::default(), &job("works", json!({})))
+        .await
+        .expect("create");
     let marker = json!({
         "kwok.hubgrade.io/fail": "true",
         "kwok.hubgrade.io/exit-code": "42",
         "kwok.hubgrade.io/message": "migration exploded"
     });
-    jobs.create(&PostParams::default(), &job("breaks", marker)).await.expect("create");
+    jobs.create(&PostParams::default(), &job("breaks", marker))
+        .await
+        .expect("create");
 
-    wait_until(MINUTE, "the Job to complete", || job_condition(&jobs, "works", "Complete")).await;
-    wait_until(MINUTE, "the marked Job to fail", || job_condition(&jobs, "breaks", "Failed")).await;
+    wait_until(MINUTE, "the Job to complete", || {
+        job_condition(&jobs, "works", "Complete")
+    })
+    .await;
+    wait_until(MINUTE, "the marked Job to fail", || {
+        job_condition(&jobs, "breaks", "Failed")
+    })
+    .await;
     assert!(!job_condition(&jobs, "breaks", "Complete").await);
 
-    let failed = pods.list(&ListParams::default().labels("job-name=breaks")).await.expect("pods");
+    let failed = pods
+        .list(&ListParams::default().labels("job-name=breaks"))
+        .await
+        .expect("pods");
     let pod = failed.items.first().expect("the failed Job's pod");
     let status = pod.status.as_ref().expect("pod status");
     assert_eq!(status.phase.as_deref(), Some("Failed"));
-    let terminated = status.container_statuses.as_ref().and_then(|c| c.first())
-        .and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()).expect("terminated state");
+    let terminated = status
+        .container_statuses
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .expect("terminated state");
     assert_eq!(terminated.exit_code, 42);
     assert_eq!(terminated.message.as_deref(), Some("migration exploded"));
 
-    let done = pods.list(&ListParams::default().labels("job-name=works")).await.expect("pods");
-    let code = done.items.first().and_then(|p| p.status.as_ref()).and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first()).and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
+    let done = pods
+        .list(&ListParams::default().labels("job-name=works"))
+        .await
+        .expect("pods");
+    let code = done
+        .items
+        .first()
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code);
     assert_eq!(code, Some(0));
     ns.delete().await;
 }
@@ -161,13 +234,33 @@ async fn a_job_marked_to_fail_only_as_a_job_leaves_deployments_alone() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let mut d = deployment("hub", 1);
-    let template = d.spec.as_mut().expect("spec").template.metadata.get_or_insert_default();
+    let template = d
+        .spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .metadata
+        .get_or_insert_default();
     template.annotations = Some([("kwok.hubgrade.io/fail".to_string(), "job".to_string())].into());
-    deployments.create(&PostParams::default(), &d).await.expect("create");
-    jobs.create(&PostParams::default(), &job("copy", json!({"kwok.hubgrade.io/fail": "job"}))).await.expect("create");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    jobs.create(
+        &PostParams::default(),
+        &job("copy", json!({"kwok.hubgrade.io/fail": "job"})),
+    )
+    .await
+    .expect("create");
 
-    wait_until(MINUTE, "the Deployment to become Available", || available(&deployments, "hub")).await;
-    wait_until(MINUTE, "the Job to fail", || job_condition(&jobs, "copy", "Failed")).await;
+    wait_until(MINUTE, "the Deployment to become Available", || {
+        available(&deployments, "hub")
+    })
+    .await;
+    wait_until(MINUTE, "the Job to fail", || {
+        job_condition(&jobs, "copy", "Failed")
+    })
+    .await;
     ns.delete().await;
 }
 
@@ -198,15 +291,27 @@ async fn a_crd_becomes_established_and_the_server_enforces_its_schema() {
     .expect("crd");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().expect("name");
-    crds.create(&PostParams::default(), &crd).await.expect("create CRD");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create CRD");
     wait_until(MINUTE, "the CRD to become Established", || async {
-        crds.get(&name).await.ok().and_then(|c| c.status).and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        crds.get(&name)
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
     })
     .await;
 
     let ns = TestNamespace::new(&client, "crd").await;
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Widget"), "widgets");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&group, "v1", "Widget"),
+        "widgets",
+    );
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource);
     let object = |size: i64| -> DynamicObject {
         serde_json::from_value(json!({
@@ -215,10 +320,21 @@ async fn a_crd_becomes_established_and_the_server_enforces_its_schema() {
         }))
         .expect("widget")
     };
-    widgets.create(&PostParams::default(), &object(3)).await.expect("a valid object is accepted");
-    for (size, expected) in [(0, "should be greater than or equal to 1"), (11, "size must be at most 10")] {
-        let error = widgets.create(&PostParams::default(), &object(size)).await.expect_err("rejected");
-        let kube::Error::Api(status) = error else { panic!("not an API error: {error}") };
+    widgets
+        .create(&PostParams::default(), &object(3))
+        .await
+        .expect("a valid object is accepted");
+    for (size, expected) in [
+        (0, "should be greater than or equal to 1"),
+        (11, "size must be at most 10"),
+    ] {
+        let error = widgets
+            .create(&PostParams::default(), &object(size))
+            .await
+            .expect_err("rejected");
+        let kube::Error::Api(status) = error else {
+            panic!("not an API error: {error}")
+        };
         assert_eq!(status.code, 422);
         assert!(status.message.contains(expected), "{}", status.message);
     }
@@ -231,26 +347,58 @@ async fn a_service_account_can_do_what_its_role_allows_and_nothing_else() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "rbac").await;
     let setup = |kind: &str, body: serde_json::Value| {
-        let output = support::kubectl_with_input(&["apply", "-n", &ns.name, "-f", "-"], &body.to_string());
-        assert!(output.status.success(), "applying {kind}: {}", support::stderr(&output));
+        let output =
+            support::kubectl_with_input(&["apply", "-n", &ns.name, "-f", "-"], &body.to_string());
+        assert!(
+            output.status.success(),
+            "applying {kind}: {}",
+            support::stderr(&output)
+        );
     };
-    setup("ServiceAccount", json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "narrow"}}));
-    setup("Role", json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "configmap-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
-    }));
-    setup("RoleBinding", json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "narrow"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmap-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "narrow", "namespace": ns.name}]
-    }));
+    setup(
+        "ServiceAccount",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "narrow"}}),
+    );
+    setup(
+        "Role",
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "configmap-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
+        }),
+    );
+    setup(
+        "RoleBinding",
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "narrow"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmap-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "narrow", "namespace": ns.name}]
+        }),
+    );
     let admin_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    let map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"a": "1"}})).expect("cm");
-    admin_maps.create(&PostParams::default(), &map).await.expect("create");
+    let map: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"a": "1"}}))
+            .expect("cm");
+    admin_maps
+        .create(&PostParams::default(), &map)
+        .await
+        .expect("create");
 
     // A token from the TokenRequest API, as a pod of that ServiceAccount would get.
-    let output = kubectl(&["create", "token", "narrow", "-n", &ns.name, "--duration=10m"]).output().expect("kubectl");
-    assert!(output.status.success(), "kubectl create token: {}", support::stderr(&output));
+    let output = kubectl(&[
+        "create",
+        "token",
+        "narrow",
+        "-n",
+        &ns.name,
+        "--duration=10m",
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl create token: {}",
+        support::stderr(&output)
+    );
     let token = stdout(&output).trim().to_string();
     let mut config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(support::kubeconfig()).expect("kubeconfig"),
@@ -258,18 +406,41 @@ async fn a_service_account_can_do_what_its_role_allows_and_nothing_else() {
     )
     .await
     .expect("config");
-    config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
     let narrow = kube::Client::try_from(config).expect("client");
 
     let maps: Api<ConfigMap> = Api::namespaced(narrow.clone(), &ns.name);
-    let got = maps.get("settings").await.expect("the Role allows reading ConfigMaps");
-    assert_eq!(got.data.and_then(|d| d.get("a").cloned()).as_deref(), Some("1"));
+    let got = maps
+        .get("settings")
+        .await
+        .expect("the Role allows reading ConfigMaps");
+    assert_eq!(
+        got.data.and_then(|d| d.get("a").cloned()).as_deref(),
+        Some("1")
+    );
 
     let forbidden = |e: kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
     let secrets: Api<Secret> = Api::namespaced(narrow.clone(), &ns.name);
-    assert!(forbidden(secrets.list(&ListParams::default()).await.expect_err("secrets are not allowed")));
-    assert!(forbidden(maps.delete("settings", &Default::default()).await.expect_err("delete is not allowed")));
+    assert!(forbidden(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .expect_err("secrets are not allowed")
+    ));
+    assert!(forbidden(
+        maps.delete("settings", &Default::default())
+            .await
+            .expect_err("delete is not allowed")
+    ));
     let elsewhere: Api<ConfigMap> = Api::namespaced(narrow.clone(), "default");
-    assert!(forbidden(elsewhere.list(&ListParams::default()).await.expect_err("other namespaces are not allowed")));
+    assert!(forbidden(
+        elsewhere
+            .list(&ListParams::default())
+            .await
+            .expect_err("other namespaces are not allowed")
+    ));
     ns.delete().await;
 }

@@ -21,7 +21,9 @@ fn cluster_script(script: &str, state: &std::path::Path) -> std::process::Output
     for (name, port) in PORTS {
         command.env(name, port.to_string());
     }
-    command.output().unwrap_or_else(|e| panic!("running {script}: {e}"))
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"))
 }
 
 fn listening(port: u16) -> bool {
@@ -34,7 +36,11 @@ fn cluster_down_stops_every_process_and_frees_every_port() {
     let _ = cluster_script("down.sh", &state);
 
     let up = cluster_script("up.sh", &state);
-    assert!(up.status.success(), "up.sh failed:\n{}", support::stderr(&up));
+    assert!(
+        up.status.success(),
+        "up.sh failed:\n{}",
+        support::stderr(&up)
+    );
     let pids: Vec<(u32, String)> = support::read(&state.join("pids"))
         .lines()
         .map(|line| {
@@ -45,25 +51,44 @@ fn cluster_down_stops_every_process_and_frees_every_port() {
     let names: Vec<&str> = pids.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+        [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok"
+        ]
     );
     for (pid, name) in &pids {
-        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "{name} is not running");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{name} is not running"
+        );
     }
     for (name, port) in PORTS {
         if name != "ETCD_PEER_PORT" {
-            assert!(listening(port), "{name} {port} is not listening after up.sh");
+            assert!(
+                listening(port),
+                "{name} {port} is not listening after up.sh"
+            );
         }
     }
     let version = Command::new(support::cluster_bin().join("kubectl"))
-        .args(["--kubeconfig", state.join("kubeconfig").to_str().expect("utf-8 path")])
+        .args([
+            "--kubeconfig",
+            state.join("kubeconfig").to_str().expect("utf-8 path"),
+        ])
         .args(["get", "--raw", "/version"])
         .output()
         .expect("kubectl");
     assert!(String::from_utf8_lossy(&version.stdout).contains(&support::pinned("K8S_VERSION")));
 
     let down = cluster_script("down.sh", &state);
-    assert!(down.status.success(), "down.sh failed:\n{}", support::stderr(&down));
+    assert!(
+        down.status.success(),
+        "down.sh failed:\n{}",
+        support::stderr(&down)
+    );
     for (pid, name) in &pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // A zombie (state Z) is already dead, waiting for its parent to reap it.
@@ -80,6 +105,9 @@ fn cluster_down_stops_every_process_and_frees_every_port() {
         String::from_utf8_lossy(&leftovers.stdout)
     );
     for (name, port) in PORTS {
-        assert!(!listening(port), "{name} {port} is still bound after down.sh");
+        assert!(
+            !listening(port),
+            "{name} {port} is still bound after down.sh"
+        );
     }
 }

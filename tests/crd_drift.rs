@@ -2,8 +2,9 @@
 
 #[test]
 fn committed_crd_matches_the_code() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/hubupgrade.yaml"))
-        .expect("reading crds/hubupgrade.yaml");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/hubupgrade.yaml"))
+            .expect("reading crds/hubupgrade.yaml");
     let generated = hubgrade::api::crd_yaml().expect("rendering the CRD");
     assert!(
         committed == generated,
@@ -20,7 +21,10 @@ fn hubgrade_crd_prints_the_committed_crd() {
     assert!(output.status.success());
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/hubupgrade.yaml"))
         .expect("reading crds/hubupgrade.yaml");
-    assert!(output.stdout == committed, "`hubgrade crd | diff - crds/hubupgrade.yaml` is not empty");
+    assert!(
+        output.stdout == committed,
+        "`hubgrade crd | diff - crds/hubupgrade.yaml` is not empty"
+    );
 }
 
 #[test]

@@ -219,7 +219,10 @@ fn preflight_with_missing_hub_fails_with_the_first_problem() {
             (Phase::Failed, Some(Outcome::Failed))
         ]
     );
-    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Warning, "PreflightFailed")
+    );
     assert_eq!(decision.requeue_after, None);
 }
 
@@ -238,7 +241,10 @@ fn preflight_with_missing_hub_and_no_problem_listed_says_the_deployment_is_missi
         decision.progress.failure.as_deref(),
         Some("the hub Deployment does not exist")
     );
-    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Warning, "PreflightFailed")
+    );
 }
 
 #[test]
@@ -256,7 +262,10 @@ fn preflight_with_problems_fails_listing_all_of_them_and_releases_its_own_lock()
     assert_eq!(progress.message, expected);
     assert_eq!(step_message(progress, Phase::Preflight), expected);
     assert_eq!(progress.from, None);
-    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Warning, "PreflightFailed")
+    );
 }
 
 #[test]
@@ -288,7 +297,10 @@ fn preflight_with_target_already_running_fails_as_nothing_to_upgrade() {
     let failure = decision.progress.failure.as_deref().unwrap();
     assert!(failure.contains("nothing to upgrade"), "{failure}");
     assert!(failure.contains(TARGET_IMAGE), "{failure}");
-    assert_eq!(notice_of(&decision), (EventKind::Warning, "PreflightFailed"));
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Warning, "PreflightFailed")
+    );
 }
 
 #[test]
@@ -299,7 +311,11 @@ fn preflight_with_lock_held_by_another_upgrade_waits_with_a_message() {
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::Preflight);
     assert_eq!(progress.waiting_for.as_deref(), Some(OTHER_UPGRADE));
-    assert!(progress.message.contains(OTHER_UPGRADE), "{}", progress.message);
+    assert!(
+        progress.message.contains(OTHER_UPGRADE),
+        "{}",
+        progress.message
+    );
     assert_eq!(timeline(progress), [(Phase::Preflight, None)]);
     assert_eq!(notice_of(&decision), (EventKind::Normal, "WaitingForLock"));
     assert_eq!(decision.requeue_after, Some(SignedDuration::from_secs(5)));
@@ -395,7 +411,10 @@ fn preflight_without_rehearsal_but_with_drain_records_rehearsal_skipped_and_ente
             (Phase::Draining, None)
         ]
     );
-    assert_eq!(step_message(progress, Phase::Rehearsal), "rehearsal disabled");
+    assert_eq!(
+        step_message(progress, Phase::Rehearsal),
+        "rehearsal disabled"
+    );
     assert_eq!(notice_of(&decision), (EventKind::Normal, "Draining"));
 }
 
@@ -419,7 +438,10 @@ fn preflight_without_rehearsal_or_drain_skips_both_and_enters_scaling_down() {
             (Phase::ScalingDown, None)
         ]
     );
-    assert_eq!(step_message(progress, Phase::Rehearsal), "rehearsal disabled");
+    assert_eq!(
+        step_message(progress, Phase::Rehearsal),
+        "rehearsal disabled"
+    );
     assert_eq!(step_message(progress, Phase::Draining), "draining disabled");
     // Nothing about the hub is recorded yet: that is ScalingDown's first decision.
     assert_eq!(progress.from, None);
@@ -484,7 +506,10 @@ fn rehearsal_failure_fails_untouched_and_releases_the_lock() {
             (Phase::Failed, Some(Outcome::Failed))
         ]
     );
-    assert_eq!(notice_of(&decision), (EventKind::Warning, "RehearsalFailed"));
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Warning, "RehearsalFailed")
+    );
 }
 
 #[test]
@@ -504,7 +529,10 @@ fn rehearsal_timeout_fails_untouched_and_releases_the_lock() {
     assert_eq!(decision.progress.phase, Phase::Failed);
     let failure = decision.progress.failure.as_deref().unwrap();
     assert!(failure.contains("did not finish within 30m"), "{failure}");
-    assert_eq!(notice_of(&decision), (EventKind::Warning, "RehearsalFailed"));
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Warning, "RehearsalFailed")
+    );
 }
 
 #[test]
@@ -683,7 +711,10 @@ fn draining_timeout_fails_untouched_and_releases_the_lock() {
     assert_eq!(progress.phase, Phase::Failed);
     let failure = progress.failure.as_deref().unwrap();
     assert!(failure.contains("within 15m"), "{failure}");
-    assert!(failure.contains("4 user servers were still active"), "{failure}");
+    assert!(
+        failure.contains("4 user servers were still active"),
+        "{failure}"
+    );
     assert_eq!(progress.from, None);
     assert_eq!(
         timeline(progress),
@@ -827,7 +858,11 @@ fn scaling_down_timeout_with_pods_left_rolls_back() {
     };
     let plan = plan();
     let decision = decide(&plan, &progress, &world, past(plan.timeouts.scale_down));
-    assert_rolling_back(&decision, Phase::ScalingDown, "2 hub pods were still running");
+    assert_rolling_back(
+        &decision,
+        Phase::ScalingDown,
+        "2 hub pods were still running",
+    );
     assert!(!decision.progress.migration_started);
 }
 
@@ -1053,7 +1088,11 @@ fn migrating_without_a_recorded_backup_rolls_back_without_starting() {
         &world_with_migration(StepState::NotStarted),
         after(1),
     );
-    assert_rolling_back(&decision, Phase::Migrating, "no verified backup is recorded");
+    assert_rolling_back(
+        &decision,
+        Phase::Migrating,
+        "no verified backup is recorded",
+    );
     assert!(!decision.progress.migration_started);
 }
 
@@ -1067,7 +1106,11 @@ fn migrating_with_an_unverified_backup_record_rolls_back_without_starting() {
         &world_with_migration(StepState::NotStarted),
         after(1),
     );
-    assert_rolling_back(&decision, Phase::Migrating, "no verified backup is recorded");
+    assert_rolling_back(
+        &decision,
+        Phase::Migrating,
+        "no verified backup is recorded",
+    );
     assert!(!decision.progress.migration_started);
 }
 
@@ -1105,7 +1148,11 @@ fn migrating_failure_rolls_back_with_the_migration_marked_started() {
         &world_with_migration(StepState::Failed("exit code 1".into())),
         after(60),
     );
-    assert_rolling_back(&decision, Phase::Migrating, "the migration failed: exit code 1");
+    assert_rolling_back(
+        &decision,
+        Phase::Migrating,
+        "the migration failed: exit code 1",
+    );
     assert!(decision.progress.migration_started);
     assert!(!decision.progress.migration_succeeded);
     assert_eq!(decision.progress.backup, Some(verified_backup()));
@@ -1120,11 +1167,17 @@ fn migrating_failure_with_manual_policy_fails_naming_the_backup() {
         after(60),
     );
     assert_eq!(decision.action, Action::Wait);
-    assert_failed_touched(&decision, Phase::Migrating, "the migration failed: exit code 1");
+    assert_failed_touched(
+        &decision,
+        Phase::Migrating,
+        "the migration failed: exit code 1",
+    );
     let message = &decision.progress.message;
     assert!(message.contains("the hub is left stopped"), "{message}");
     assert!(
-        message.contains("the database backup is /srv/jupyterhub/jupyterhub.sqlite.hubgrade-backup (File)"),
+        message.contains(
+            "the database backup is /srv/jupyterhub/jupyterhub.sqlite.hubgrade-backup (File)"
+        ),
         "{message}"
     );
 }
@@ -1712,7 +1765,11 @@ fn rolling_back_timeout_before_the_restore_stops_the_hub_and_fails() {
     );
     // The database may be migrated: the hub must not stay up on it with the wrong image.
     assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
-    assert_failed_touched(&decision, Phase::RollingBack, "the roll back did not finish within 30m");
+    assert_failed_touched(
+        &decision,
+        Phase::RollingBack,
+        "the roll back did not finish within 30m",
+    );
 }
 
 #[test]

@@ -56,7 +56,10 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(SignedDuration::from_secs(90)));
         assert_eq!(parse_duration("1h30m"), Ok(SignedDuration::from_mins(90)));
         assert_eq!(parse_duration("1.5h"), Ok(SignedDuration::from_mins(90)));
-        assert_eq!(parse_duration("250ms"), Ok(SignedDuration::from_millis(250)));
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(SignedDuration::from_millis(250))
+        );
     }
 
     #[test]

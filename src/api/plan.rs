@@ -2,7 +2,9 @@
 
 use jiff::Timestamp;
 
-use super::{DurationError, HubUpgradeSpec, ImageManagementMode, RollbackPolicyMode, parse_duration};
+use super::{
+    DurationError, HubUpgradeSpec, ImageManagementMode, RollbackPolicyMode, parse_duration,
+};
 use crate::machine::{DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts};
 
 /// A spec the API server accepted but hubgrade cannot run (only possible when the CRD's

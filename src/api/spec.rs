@@ -290,7 +290,8 @@ pub struct RollbackSpec {
     pub policy: RollbackPolicyMode,
 }
 
-const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')";
+const DURATION_RULE: &str =
+    "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')";
 const DURATION_MESSAGE: &str = "must be a positive duration such as 30m, 90s or 1h30m";
 
 fn default_retain() -> u32 {

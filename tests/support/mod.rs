@@ -40,8 +40,13 @@ pub fn cluster_bin() -> PathBuf {
     }
     let cache = std::env::var_os("HUBGRADE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/hubgrade"));
-    cache.join("cluster").join(pinned("K8S_VERSION")).join("bin")
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/hubgrade")
+        });
+    cache
+        .join("cluster")
+        .join(pinned("K8S_VERSION"))
+        .join("bin")
 }
 
 /// A kube client for the local cluster, as its administrator.
@@ -120,9 +125,11 @@ impl TestNamespace {
         // Pods need the namespace's default ServiceAccount, made by its controller.
         let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
             Api::namespaced(client.clone(), &name);
-        wait_until(Duration::from_secs(30), "the default ServiceAccount", || async {
-            accounts.get_opt("default").await.ok().flatten().is_some()
-        })
+        wait_until(
+            Duration::from_secs(30),
+            "the default ServiceAccount",
+            || async { accounts.get_opt("default").await.ok().flatten().is_some() },
+        )
         .await;
         TestNamespace {
             name,
@@ -132,7 +139,9 @@ impl TestNamespace {
 
     pub async fn delete(self) {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces.delete(&self.name, &DeleteParams::default()).await;
+        let _ = namespaces
+            .delete(&self.name, &DeleteParams::default())
+            .await;
     }
 }
 
@@ -175,16 +184,27 @@ pub async fn install_crd(client: &Client) {
         serde_saphyr::from_str(&text).expect("crds/hubupgrade.yaml is a CustomResourceDefinition");
     let name = crd.metadata.name.clone().expect("CRD name");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(&name, &PatchParams::apply("hubgrade-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("the API server accepts the generated CRD");
-    wait_until(Duration::from_secs(30), "the HubUpgrade CRD to become Established", || async {
-        crds.get(&name)
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-    })
+    crds.patch(
+        &name,
+        &PatchParams::apply("hubgrade-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("the API server accepts the generated CRD");
+    wait_until(
+        Duration::from_secs(30),
+        "the HubUpgrade CRD to become Established",
+        || async {
+            crds.get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
     .await;
 }

@@ -1,0 +1,202 @@
+//! SQLite file backups. The copy is taken under SQLite's own write lock, so it is consistent
+//! even if a hub were still writing; restore replaces the file atomically and verifies it.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{Connection, Executor};
+
+use super::BackupReference;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteBackupError {
+    #[error("the database file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("SQLite refused {path}: {source}")]
+    Sqlite { path: PathBuf, source: sqlx::Error },
+    #[error("not enough space for the backup in {dir}: {needed} bytes needed, {available} available")]
+    NoSpace { dir: PathBuf, needed: u64, available: u64 },
+    #[error("the copy {path} failed its integrity check: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("the backup {path} has checksum {actual}, not the recorded {expected}; nothing was overwritten")]
+    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+}
+
+type Result<T> = std::result::Result<T, SqliteBackupError>;
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SqliteBackupError + '_ {
+    move |source| SqliteBackupError::Io { path: path.to_path_buf(), source }
+}
+
+/// Copies `database` to `destination` (same bytes), verifies the copy, and reports it.
+pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupReference> {
+    if !database.is_file() {
+        return Err(SqliteBackupError::Missing(database.to_path_buf()));
+    }
+    let dir = destination.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let size = fs::metadata(database).map_err(io_error(database))?.len();
+    let available = available_space(dir)?;
+    // Keep a margin: a full volume would stop the hub itself from writing.
+    let needed = size + size / 10 + 1024 * 1024;
+    if available < needed {
+        return Err(SqliteBackupError::NoSpace { dir: dir.to_path_buf(), needed, available });
+    }
+
+    let temporary = with_suffix(destination, ".partial");
+    {
+        let mut connection = open(database, false).await?;
+        // RESERVED lock: no other connection can write while the bytes are copied.
+        connection
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .map_err(|source| SqliteBackupError::Sqlite { path: database.to_path_buf(), source })?;
+        let copied = copy_synced(database, &temporary);
+        let _ = connection.execute("ROLLBACK").await;
+        copied?;
+    }
+    check_integrity(&temporary).await?;
+    let (size_bytes, checksum) = size_and_checksum(&temporary)?;
+    fs::rename(&temporary, destination).map_err(io_error(destination))?;
+    sync_dir(dir)?;
+    Ok(BackupReference {
+        method: "File".into(),
+        reference: destination.display().to_string(),
+        size_bytes,
+        checksum,
+        verified: true,
+    })
+}
+
+/// Replaces `database` with `backup`, after checking the backup still has `checksum`.
+/// The old file is replaced by a rename, so a crash leaves either the old or the new file.
+pub async fn restore(backup: &Path, database: &Path, checksum: &str) -> Result<BackupReference> {
+    if !backup.is_file() {
+        return Err(SqliteBackupError::Missing(backup.to_path_buf()));
+    }
+    let (_, actual) = size_and_checksum(backup)?;
+    if actual != checksum {
+        return Err(SqliteBackupError::ChecksumMismatch {
+            path: backup.to_path_buf(),
+            expected: checksum.to_string(),
+            actual,
+        });
+    }
+    let dir = database.parent().unwrap_or(Path::new("."));
+    let temporary = with_suffix(database, ".hubgrade-restore");
+    copy_synced(backup, &temporary)?;
+    let (size_bytes, copied) = size_and_checksum(&temporary)?;
+    if copied != checksum {
+        let _ = fs::remove_file(&temporary);
+        return Err(SqliteBackupError::ChecksumMismatch {
+            path: temporary,
+            expected: checksum.to_string(),
+            actual: copied,
+        });
+    }
+    // A journal left by the failed migration would be replayed onto the restored file.
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let side = with_suffix(database, suffix);
+        if side.exists() {
+            fs::remove_file(&side).map_err(io_error(&side))?;
+        }
+    }
+    fs::rename(&temporary, database).map_err(io_error(database))?;
+    sync_dir(dir)?;
+    let (_, restored) = size_and_checksum(database)?;
+    if restored != checksum {
+        return Err(SqliteBackupError::ChecksumMismatch {
+            path: database.to_path_buf(),
+            expected: checksum.to_string(),
+            actual: restored,
+        });
+    }
+    Ok(BackupReference {
+        method: "File".into(),
+        reference: backup.display().to_string(),
+        size_bytes,
+        checksum: restored,
+        verified: true,
+    })
+}
+
+/// Size and `sha256:<hex>` of a file.
+pub fn size_and_checksum(path: &Path) -> Result<(u64, String)> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(io_error(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((size, format!("sha256:{hex}")))
+}
+
+async fn open(path: &Path, read_only: bool) -> Result<SqliteConnection> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(read_only)
+        .create_if_missing(false);
+    SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|source| SqliteBackupError::Sqlite { path: path.to_path_buf(), source })
+}
+
+async fn check_integrity(path: &Path) -> Result<()> {
+    let mut connection = open(path, true).await?;
+    let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_all(&mut connection)
+        .await
+        .map_err(|source| SqliteBackupError::Corrupt { path: path.to_path_buf(), detail: source.to_string() })?;
+    let _ = connection.close().await;
+    match rows.as_slice() {
+        [(ok,)] if ok == "ok" => Ok(()),
+        _ => Err(SqliteBackupError::Corrupt {
+            path: path.to_path_buf(),
+            detail: rows.into_iter().map(|(r,)| r).collect::<Vec<_>>().join("; "),
+        }),
+    }
+}
+
+fn copy_synced(from: &Path, to: &Path) -> Result<()> {
+    let mut source = File::open(from).map_err(io_error(from))?;
+    let mut target = File::create(to).map_err(io_error(to))?;
+    io::copy(&mut source, &mut target).map_err(io_error(to))?;
+    target.flush().map_err(io_error(to))?;
+    target.sync_all().map_err(io_error(to))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Bytes available to an unprivileged writer in the file system holding `dir`.
+fn available_space(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io_error(dir)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a writable statvfs.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
+    if rc != 0 {
+        return Err(io_error(dir)(io::Error::last_os_error()));
+    }
+    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
+}

@@ -3,4 +3,7 @@
 pub mod api;
 pub mod backup;
 pub mod cli;
+pub mod hub;
+pub mod kube;
 pub mod machine;
+pub mod reconcile;

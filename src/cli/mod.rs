@@ -1,5 +1,10 @@
 //! The `hubgrade` command line.
 
+pub mod agent;
+mod run;
+
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// hubgrade upgrades JupyterHub deployments on Kubernetes safely: checks, a rehearsal of the
@@ -14,29 +19,46 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the operator (in-cluster configuration, or KUBECONFIG).
+    Run(run::RunArgs),
     /// Print the HubUpgrade CustomResourceDefinition as YAML (what crds/hubupgrade.yaml holds).
     Crd,
     /// Print hubgrade's version.
     Version,
+    /// Work done inside the operator's Jobs, on the hub's volume.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
 }
 
 /// Runs the command line; returns the process exit code.
-pub fn main() -> std::process::ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => match crate::api::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
-                std::process::ExitCode::SUCCESS
+                ExitCode::SUCCESS
             }
             Err(error) => {
                 eprintln!("hubgrade: could not render the CRD: {error}");
-                std::process::ExitCode::FAILURE
+                ExitCode::FAILURE
             }
         },
         Command::Version => {
             println!("hubgrade {}", env!("CARGO_PKG_VERSION"));
-            std::process::ExitCode::SUCCESS
+            ExitCode::SUCCESS
+        }
+        Command::Agent(command) => with_runtime(agent::run(command)),
+        Command::Run(args) => with_runtime(run::run(args)),
+    }
+}
+
+fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(error) => {
+            eprintln!("hubgrade: could not start the async runtime: {error}");
+            ExitCode::FAILURE
         }
     }
 }

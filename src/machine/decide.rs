@@ -255,7 +255,7 @@ impl Step<'_> {
             return Action::BackUpConfig;
         }
         match &self.world.backup {
-            StepState::NotStarted => { self.enter(Phase::Migrating, ""); Action::Wait }
+            StepState::NotStarted => Action::StartBackup,
             StepState::Running => Action::Wait,
             StepState::Failed(why) => self.roll_back(format!("the database backup failed: {why}")),
             StepState::Succeeded(report) if !report.verified => self.roll_back(format!(
@@ -285,7 +285,7 @@ impl Step<'_> {
     fn migrating(&mut self) -> Action {
         let backup_ok = self.progress.backup.as_ref().is_some_and(|b| b.verified);
         if !self.progress.migration_started {
-            if false && !backup_ok {
+            if !backup_ok {
                 return self.roll_back(
                     "no verified backup is recorded; the migration was not started".into(),
                 );

@@ -64,6 +64,15 @@ impl<T> StepState<T> {
     pub fn is_started(&self) -> bool {
         !matches!(self, StepState::NotStarted)
     }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> StepState<U> {
+        match self {
+            StepState::NotStarted => StepState::NotStarted,
+            StepState::Running => StepState::Running,
+            StepState::Succeeded(value) => StepState::Succeeded(f(value)),
+            StepState::Failed(why) => StepState::Failed(why),
+        }
+    }
 }
 
 /// What a finished database backup reported.

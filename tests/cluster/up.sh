@@ -15,8 +15,10 @@ started=$SECONDS
 bin="$("$here/build.sh")"
 export PATH="$bin:$PATH"
 
-if [[ -f "$state/pids" ]] && "$bin/kubectl" --kubeconfig "$state/kubeconfig" --request-timeout=3s \
-     get --raw /readyz >/dev/null 2>&1; then
+# A running cluster is reused only if it was started from the same scripts and stages.
+fingerprint="$(cat "$here"/*.sh "$here"/*.env "$here"/*.yaml | sha256sum | cut -d' ' -f1)"
+if [[ -f "$state/pids" && "$(cat "$state/fingerprint" 2>/dev/null)" == "$fingerprint" ]] \
+   && "$bin/kubectl" --kubeconfig "$state/kubeconfig" --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
   log "already running; kubeconfig: $state/kubeconfig"
   exit 0
 fi
@@ -159,6 +161,7 @@ wait_for "the KWOK node to become Ready" 60 \
 wait_for "the default ServiceAccount" 60 \
   kubectl --kubeconfig "$state/kubeconfig" get serviceaccount default -n default
 
+echo "$fingerprint" > "$state/fingerprint"
 log "cluster is up in $((SECONDS - started))s ($(kubectl --kubeconfig "$state/kubeconfig" version -o json \
   | jq -r .serverVersion.gitVersion))"
 cat >&2 <<MSG

@@ -1,0 +1,99 @@
+//! `hubgrade agent ...`: the work the operator's Jobs do inside the cluster, with the hub's
+//! volume mounted. Each command prints a JSON report on stdout and into the container's
+//! termination message, where the operator reads it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+
+use crate::backup::sqlite;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentCommand {
+    /// Copy an SQLite database (consistently, verified) and report size and checksum.
+    SqliteBackup {
+        /// The database file.
+        #[arg(long)]
+        database: PathBuf,
+        /// Where the copy goes.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Replace an SQLite database with a backup whose checksum is known.
+    SqliteRestore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The database file to replace.
+        #[arg(long)]
+        to: PathBuf,
+        /// The backup's recorded checksum (`sha256:<hex>`); a mismatch overwrites nothing.
+        #[arg(long)]
+        checksum: String,
+    },
+}
+
+/// The JSON an agent command reports.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentReport {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl AgentReport {
+    /// Reads a report back from a termination message.
+    pub fn parse(message: &str) -> Option<AgentReport> {
+        serde_json::from_str(message.trim()).ok()
+    }
+}
+
+impl AgentCommand {
+    /// Runs the command against local paths (in a Job: the mounted hub volume).
+    pub async fn execute(&self) -> AgentReport {
+        let outcome = match self {
+            AgentCommand::SqliteBackup { database, to } => sqlite::back_up(database, to).await,
+            AgentCommand::SqliteRestore { from, to, checksum } => sqlite::restore(from, to, checksum).await,
+        };
+        match outcome {
+            Ok(backup) => AgentReport { ok: true, backup: Some(backup), error: None },
+            Err(error) => AgentReport { ok: false, backup: None, error: Some(error.to_string()) },
+        }
+    }
+
+    /// The same command with every path under `from` moved under `to` (used where the volume
+    /// is reached at another path than in the pod).
+    pub fn with_paths_moved(&self, from: &Path, to: &Path) -> AgentCommand {
+        let moved = |path: &PathBuf| match path.strip_prefix(from) {
+            Ok(rest) => to.join(rest),
+            Err(_) => path.clone(),
+        };
+        match self {
+            AgentCommand::SqliteBackup { database, to: dest } => {
+                AgentCommand::SqliteBackup { database: moved(database), to: moved(dest) }
+            }
+            AgentCommand::SqliteRestore { from: source, to: dest, checksum } => AgentCommand::SqliteRestore {
+                from: moved(source),
+                to: moved(dest),
+                checksum: checksum.clone(),
+            },
+        }
+    }
+}
+
+pub async fn run(command: AgentCommand) -> ExitCode {
+    let report = command.execute().await;
+    let json = serde_json::to_string(&report).unwrap_or_else(|_| "{\"ok\":false}".to_string());
+    println!("{json}");
+    // Kubernetes shows the termination message in the pod's status, where the operator reads it.
+    let termination_log = Path::new("/dev/termination-log");
+    if termination_log.exists() {
+        let _ = std::fs::write(termination_log, &json);
+    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

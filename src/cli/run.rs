@@ -1,0 +1,138 @@
+//! `hubgrade run`: the operator process. Serves /metrics and /healthz, waits for the leader
+//! lease, runs the controller while it holds it, and exits if it loses it.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use kube::runtime::events::Recorder;
+use tracing::{error, info};
+
+use crate::reconcile::leader::{LeaderLease, LeaseConfig};
+use crate::reconcile::{Context, Metrics, reporter, run_controller};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Watch HubUpgrades in this namespace only (default: every namespace).
+    #[arg(long, env = "HUBGRADE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Image the backup and restore Jobs run (`hubgrade agent`): the operator's own image.
+    #[arg(long, env = "HUBGRADE_AGENT_IMAGE", default_value = concat!("ghcr.io/hubgrade/hubgrade:", env!("CARGO_PKG_VERSION")))]
+    pub agent_image: String,
+    /// Address of /metrics and /healthz.
+    #[arg(long, env = "HUBGRADE_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+    /// Namespace of the leader Lease (default: --namespace, else $POD_NAMESPACE, else default).
+    #[arg(long, env = "HUBGRADE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "HUBGRADE_LEASE_NAME", default_value = "hubgrade-leader")]
+    pub lease_name: String,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// This replica's name in the lease (default: $POD_NAME, else the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_json);
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => {
+            error!(%error, "no Kubernetes configuration (in-cluster or KUBECONFIG)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let listener = match tokio::net::TcpListener::bind(args.metrics_address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            error!(%error, address = %args.metrics_address, "cannot serve /metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::spawn(crate::reconcile::metrics::serve(listener, metrics.clone()));
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let lease = LeaderLease::new(
+        client.clone(),
+        LeaseConfig {
+            namespace: lease_namespace,
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: Duration::from_secs(args.lease_seconds.max(3)),
+        },
+    );
+    info!(%identity, namespace = ?args.namespace, "waiting for the leader lease");
+    tokio::select! {
+        _ = lease.acquire() => {}
+        _ = shutdown_signal() => return ExitCode::SUCCESS,
+    }
+    metrics.set_leader(true);
+
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter(Some(identity))),
+        metrics,
+        agent_image: args.agent_image.clone(),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(context, args.namespace.clone(), async move {
+        let _ = stopped.await;
+    }));
+    tokio::select! {
+        _ = lease.keep() => {
+            error!("lost the leader lease; exiting so that only the new leader acts");
+            std::process::exit(1);
+        }
+        _ = shutdown_signal() => {
+            info!("shutting down");
+            let _ = stop.send(());
+            let _ = controller.await;
+            lease.release().await;
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,10 @@
+//! JupyterHub knowledge: how a hub is laid out in its Deployment (z2jh conventions).
+
+mod layout;
+
+pub use layout::{HubLayout, LayoutError, detect_layout};
+
+/// Where z2jh keeps the hub's SQLite database.
+pub const Z2JH_SQLITE_PATH: &str = "/srv/jupyterhub/jupyterhub.sqlite";
+/// z2jh's name for the hub container.
+pub const DEFAULT_CONTAINER: &str = "hub";

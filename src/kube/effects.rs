@@ -1,0 +1,256 @@
+//! Carrying out the state machine's actions. Each is idempotent: run twice (after a crash, or
+//! a stale read), it finds its earlier work and changes nothing more.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::lock::{LOCKED_BY, LOCKED_BY_UID};
+use super::objects::{self, owned_metadata};
+use crate::api::HubUpgrade;
+use crate::hub::HubLayout;
+use crate::machine::{Action, Plan, Progress};
+
+/// Why an action could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    #[error("{action} on {object}: {source}")]
+    Kube {
+        action: &'static str,
+        object: String,
+        source: kube::Error,
+    },
+    #[error("{action}: {problem}")]
+    Impossible { action: &'static str, problem: String },
+}
+
+impl EffectError {
+    /// A write refused because the object changed since it was read: retry after a fresh read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, EffectError::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
+/// Everything an action may need.
+pub struct EffectInputs<'a> {
+    pub client: &'a Client,
+    pub upgrade: &'a HubUpgrade,
+    pub plan: &'a Plan,
+    pub progress: &'a Progress,
+    pub deployment: Option<&'a Deployment>,
+    pub layout: Option<&'a HubLayout>,
+    pub agent_image: &'a str,
+}
+
+pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
+    let namespace = inputs.upgrade.namespace().unwrap_or_default();
+    let client = inputs.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let hub_name = inputs.upgrade.spec.hub.deployment.clone();
+    let kube_error = |action: &'static str, object: String| move |source| EffectError::Kube { action, object, source };
+    match action {
+        Action::Wait => Ok(()),
+        Action::AcquireLock => {
+            let deployment = need(inputs.deployment, "acquire the hub lock", "the hub Deployment is gone")?;
+            // The resourceVersion makes this a compare-and-swap: two upgrades racing for the lock
+            // cannot both win.
+            let patch = json!({"metadata": {
+                "resourceVersion": deployment.resource_version(),
+                "annotations": {
+                    LOCKED_BY: inputs.upgrade.name_any(),
+                    LOCKED_BY_UID: inputs.upgrade.metadata.uid,
+                }
+            }});
+            deployments
+                .patch(&hub_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+                .map_err(kube_error("acquire the hub lock", hub_name.clone()))
+        }
+        Action::ReleaseLock => release_lock(&client, inputs.upgrade).await,
+        Action::ScaleHub { replicas } => {
+            let patch = json!({"spec": {"replicas": replicas}});
+            deployments
+                .patch(&hub_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+                .map_err(kube_error("scale the hub", hub_name.clone()))
+        }
+        Action::SetHubImage { image } => {
+            let layout = need(inputs.layout, "set the hub image", "the hub container is unknown")?;
+            let patch = json!({"spec": {"template": {"spec": {"containers": [
+                {"name": layout.container, "image": image}
+            ]}}}});
+            deployments
+                .patch(&hub_name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+                .map(drop)
+                .map_err(kube_error("set the hub image", hub_name.clone()))
+        }
+        Action::BackUpConfig => back_up_config(inputs).await,
+        Action::StartRehearsal => {
+            let (deployment, layout) = hub_parts(inputs, "start the rehearsal")?;
+            let job = objects::rehearsal_job(
+                inputs.upgrade,
+                deployment,
+                layout,
+                &inputs.plan.target_image,
+                inputs.agent_image,
+                inputs.plan.timeouts.rehearsal.as_secs(),
+            );
+            create_job(&client, &namespace, job).await
+        }
+        Action::StartBackup => {
+            let (deployment, layout) = hub_parts(inputs, "start the backup")?;
+            let job = objects::backup_job(
+                inputs.upgrade,
+                deployment,
+                layout,
+                inputs.agent_image,
+                inputs.plan.timeouts.backup.as_secs(),
+            );
+            create_job(&client, &namespace, job).await
+        }
+        Action::StartMigration => {
+            let (deployment, layout) = hub_parts(inputs, "start the migration")?;
+            let job = objects::migration_job(
+                inputs.upgrade,
+                deployment,
+                layout,
+                &inputs.plan.target_image,
+                inputs.plan.timeouts.migration.as_secs(),
+            );
+            create_job(&client, &namespace, job).await
+        }
+        Action::CancelMigration => {
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+            let name = objects::owned_name(inputs.upgrade, objects::JobStep::Migration.as_str());
+            let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() };
+            match jobs.delete(&name, &params).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(source) => Err(EffectError::Kube { action: "stop the migration", object: name, source }),
+            }
+        }
+        Action::StartRestore => {
+            let (deployment, layout) = hub_parts(inputs, "start the restore")?;
+            let backup = need(inputs.progress.backup.as_ref(), "start the restore", "no backup is recorded")?;
+            let checksum = need(backup.checksum.as_deref(), "start the restore", "the backup has no checksum")?;
+            let job = objects::restore_job(
+                inputs.upgrade,
+                deployment,
+                layout,
+                inputs.agent_image,
+                &backup.reference,
+                checksum,
+                inputs.plan.timeouts.backup.as_secs(),
+            );
+            create_job(&client, &namespace, job).await
+        }
+        Action::StopServers => Err(EffectError::Impossible {
+            action: "stop users' servers",
+            problem: "stopping servers through the hub's API is not supported by this version".into(),
+        }),
+    }
+}
+
+/// Removes the lock annotations if (and only if) they name this upgrade.
+pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), EffectError> {
+    let namespace = upgrade.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let hub = &upgrade.spec.hub.deployment;
+    let deployment = deployments.get_opt(hub).await.map_err(|source| EffectError::Kube {
+        action: "release the hub lock",
+        object: hub.clone(),
+        source,
+    })?;
+    let Some(deployment) = deployment else { return Ok(()) };
+    let holds = super::lock::holder(&deployment).is_some_and(|(_, uid)| Some(uid.as_str()) == upgrade.metadata.uid.as_deref());
+    if !holds {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {
+        "resourceVersion": deployment.resource_version(),
+        "annotations": {LOCKED_BY: null, LOCKED_BY_UID: null}
+    }});
+    deployments
+        .patch(hub, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(|source| EffectError::Kube { action: "release the hub lock", object: hub.clone(), source })
+}
+
+fn need<'a, T: ?Sized>(value: Option<&'a T>, action: &'static str, problem: &str) -> Result<&'a T, EffectError> {
+    value.ok_or_else(|| EffectError::Impossible { action, problem: problem.to_string() })
+}
+
+fn hub_parts<'a>(inputs: &EffectInputs<'a>, action: &'static str) -> Result<(&'a Deployment, &'a HubLayout), EffectError> {
+    Ok((
+        need(inputs.deployment, action, "the hub Deployment is gone")?,
+        need(inputs.layout, action, "the hub's layout is unknown")?,
+    ))
+}
+
+async fn create_job(client: &Client, namespace: &str, job: Job) -> Result<(), EffectError> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let name = job.name_any();
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(()),
+        // Made by an earlier attempt that crashed before recording it: that Job is the one.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(EffectError::Kube { action: "create Job", object: name, source }),
+    }
+}
+
+/// Copies every key of the hub's ConfigMaps and Secrets (jupyterhub_config.py, values.yaml, ...)
+/// into one Secret owned by the upgrade: Secret, because z2jh's values.yaml holds passwords.
+async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
+    let layout = need(inputs.layout, "back up the configuration", "the hub's layout is unknown")?;
+    let namespace = inputs.upgrade.namespace().unwrap_or_default();
+    let maps: Api<ConfigMap> = Api::namespaced(inputs.client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(inputs.client.clone(), &namespace);
+    let read_error = |object: String| move |source| EffectError::Kube { action: "back up the configuration", object, source };
+    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+    for name in &layout.config_maps {
+        if let Some(map) = maps.get_opt(name).await.map_err(read_error(format!("ConfigMap {name}")))? {
+            for (key, value) in map.data.unwrap_or_default() {
+                data.insert(format!("configmap.{name}.{key}"), ByteString(value.into_bytes()));
+            }
+            for (key, value) in map.binary_data.unwrap_or_default() {
+                data.insert(format!("configmap.{name}.{key}"), value);
+            }
+        }
+    }
+    for name in &layout.secrets {
+        if let Some(secret) = secrets.get_opt(name).await.map_err(read_error(format!("Secret {name}")))? {
+            for (key, value) in secret.data.unwrap_or_default() {
+                data.insert(format!("secret.{name}.{key}"), value);
+            }
+        }
+    }
+    let mut metadata = owned_metadata(inputs.upgrade, "config");
+    let sources = layout
+        .config_maps
+        .iter()
+        .map(|n| format!("ConfigMap/{n}"))
+        .chain(layout.secrets.iter().map(|n| format!("Secret/{n}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    metadata.annotations = Some(BTreeMap::from([("hubgrade.io/copied-from".to_string(), sources)]));
+    let backup = Secret { metadata, data: Some(data), type_: Some("Opaque".into()), ..Default::default() };
+    match secrets.create(&PostParams::default(), &backup).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(EffectError::Kube {
+            action: "back up the configuration",
+            object: backup.name_any(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,498 @@
+//! Builders of the objects the operator creates (pure): Jobs for backup, migration, restore
+//! and rehearsal, and the configuration backup Secret. Every object is owned by its
+//! HubUpgrade, named from the upgrade's uid, labelled with what it is, and runs under the
+//! restricted Pod Security profile where the hub's own pod allows it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::api::HubUpgrade;
+use crate::hub::HubLayout;
+
+/// Label on every object hubgrade creates: which HubUpgrade it belongs to.
+pub const UPGRADE_LABEL: &str = "hubgrade.io/upgrade";
+/// Label saying what the object is for (backup, migration, restore, rehearsal, config-backup).
+pub const STEP_LABEL: &str = "hubgrade.io/step";
+/// Label on pods that run `hubgrade agent` (the operator's own image).
+pub const ROLE_LABEL: &str = "hubgrade.io/role";
+/// Directory, next to the database, where SQLite backups are kept.
+pub const BACKUP_DIR: &str = "hubgrade-backups";
+
+/// The steps that run as Jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStep {
+    Rehearsal,
+    Backup,
+    Migration,
+    Restore,
+}
+
+impl JobStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStep::Rehearsal => "rehearsal",
+            JobStep::Backup => "backup",
+            JobStep::Migration => "migration",
+            JobStep::Restore => "restore",
+        }
+    }
+}
+
+/// `hubgrade-<first 8 of uid>-<what>`: stable across retries and restarts, unique per upgrade.
+pub fn owned_name(upgrade: &HubUpgrade, what: &str) -> String {
+    let uid = upgrade.metadata.uid.as_deref().unwrap_or("nouid");
+    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    format!("hubgrade-{short}-{what}")
+}
+
+pub fn owner_reference(upgrade: &HubUpgrade) -> OwnerReference {
+    // controller_owner_ref only fails without a uid/name, which a stored object always has.
+    upgrade.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
+        api_version: "hubgrade.io/v1alpha1".into(),
+        kind: "HubUpgrade".into(),
+        name: upgrade.metadata.name.clone().unwrap_or_default(),
+        uid: upgrade.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+pub fn owned_metadata(upgrade: &HubUpgrade, what: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(owned_name(upgrade, what)),
+        namespace: upgrade.metadata.namespace.clone(),
+        labels: Some(labels(upgrade, what)),
+        owner_references: Some(vec![owner_reference(upgrade)]),
+        ..Default::default()
+    }
+}
+
+fn labels(upgrade: &HubUpgrade, what: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "hubgrade".into()),
+        ("app.kubernetes.io/managed-by".into(), "hubgrade".into()),
+        (UPGRADE_LABEL.into(), upgrade.metadata.name.clone().unwrap_or_default()),
+        (STEP_LABEL.into(), what.into()),
+    ])
+}
+
+/// Where the SQLite backup of this upgrade goes, as the hub container sees the volume.
+pub fn sqlite_backup_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
+    let directory = layout.sqlite_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    format!("{directory}/{BACKUP_DIR}/{}.sqlite", owned_name(upgrade, "db"))
+}
+
+/// Where the rehearsal's scratch copy goes.
+fn rehearsal_copy_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
+    let directory = layout.sqlite_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    format!("{directory}/{BACKUP_DIR}/{}.sqlite", owned_name(upgrade, "rehearsal"))
+}
+
+/// The restricted Pod Security profile, without overriding what the hub's own settings say.
+fn restricted(hub: Option<&SecurityContext>, pod: Option<&PodSecurityContext>) -> SecurityContext {
+    let mut context = hub.cloned().unwrap_or_default();
+    let runs_as_root = context.run_as_user == Some(0)
+        || (context.run_as_user.is_none() && pod.and_then(|p| p.run_as_user) == Some(0));
+    context.allow_privilege_escalation.get_or_insert(false);
+    if context.privileged != Some(true) {
+        context.capabilities.get_or_insert_with(|| Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        });
+    }
+    if !runs_as_root {
+        context.run_as_non_root.get_or_insert(true);
+    }
+    context.seccomp_profile.get_or_insert_with(|| SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    });
+    context
+}
+
+/// The pod security context for agent pods: the hub's (same user and fsGroup, so files on the
+/// volume keep their owner), else a non-root default.
+fn agent_pod_security(hub_pod: &PodSpec) -> PodSecurityContext {
+    let mut context = hub_pod.security_context.clone().unwrap_or_default();
+    if context.run_as_user.is_none() {
+        context.run_as_user = Some(1000);
+    }
+    if context.fs_group.is_none() {
+        context.fs_group = Some(1000);
+    }
+    context
+}
+
+fn hub_pod(deployment: &Deployment) -> PodSpec {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default()
+}
+
+fn job(upgrade: &HubUpgrade, step: JobStep, template: PodTemplateSpec, deadline_seconds: i64) -> Job {
+    Job {
+        metadata: owned_metadata(upgrade, step.as_str()),
+        spec: Some(JobSpec {
+            // One attempt: a failed step is a decision for the state machine, not a retry loop.
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline_seconds.max(1)),
+            ttl_seconds_after_finished: None,
+            template,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// A Job running `hubgrade agent <args>` with the hub's database volume mounted where the hub
+/// mounts it.
+fn agent_job(
+    upgrade: &HubUpgrade,
+    deployment: &Deployment,
+    layout: &HubLayout,
+    step: JobStep,
+    agent_image: &str,
+    args: Vec<String>,
+    deadline_seconds: i64,
+) -> Job {
+    let pod = hub_pod(deployment);
+    let hub_container = pod.containers.iter().find(|c| c.name == layout.container);
+    let mut labels = labels(upgrade, step.as_str());
+    labels.insert(ROLE_LABEL.into(), "agent".into());
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            security_context: Some(agent_pod_security(&pod)),
+            node_selector: pod.node_selector.clone(),
+            tolerations: pod.tolerations.clone(),
+            affinity: pod.affinity.clone(),
+            image_pull_secrets: None,
+            automount_service_account_token: Some(false),
+            containers: vec![Container {
+                name: "agent".into(),
+                image: Some(agent_image.into()),
+                command: Some(vec!["hubgrade".into(), "agent".into()]),
+                args: Some(args),
+                volume_mounts: Some(vec![VolumeMount {
+                    name: layout.volume_name.clone(),
+                    mount_path: layout.mount_path.clone(),
+                    ..Default::default()
+                }]),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                security_context: Some(restricted(
+                    hub_container.and_then(|c| c.security_context.as_ref()),
+                    pod.security_context.as_ref(),
+                )),
+                ..Default::default()
+            }],
+            volumes: Some(vec![Volume {
+                name: layout.volume_name.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: layout.volume_claim.clone(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    };
+    job(upgrade, step, template, deadline_seconds)
+}
+
+/// Copies the stopped hub's SQLite file next to it, verified, with its size and checksum.
+pub fn backup_job(
+    upgrade: &HubUpgrade,
+    deployment: &Deployment,
+    layout: &HubLayout,
+    agent_image: &str,
+    deadline_seconds: i64,
+) -> Job {
+    let args = vec![
+        "sqlite-backup".into(),
+        "--database".into(),
+        layout.sqlite_path.clone(),
+        "--to".into(),
+        sqlite_backup_path(upgrade, layout),
+    ];
+    agent_job(upgrade, deployment, layout, JobStep::Backup, agent_image, args, deadline_seconds)
+}
+
+/// Puts the backup back in place of the database, checking the checksum before and after.
+pub fn restore_job(
+    upgrade: &HubUpgrade,
+    deployment: &Deployment,
+    layout: &HubLayout,
+    agent_image: &str,
+    backup_path: &str,
+    checksum: &str,
+    deadline_seconds: i64,
+) -> Job {
+    let args = vec![
+        "sqlite-restore".into(),
+        "--from".into(),
+        backup_path.into(),
+        "--to".into(),
+        layout.sqlite_path.clone(),
+        "--checksum".into(),
+        checksum.into(),
+    ];
+    agent_job(upgrade, deployment, layout, JobStep::Restore, agent_image, args, deadline_seconds)
+}
+
+/// `jupyterhub upgrade-db` in the target image, in a pod built from the hub's own template:
+/// same volumes, configuration mounts, environment, service account, working directory and
+/// security context, so it finds the database exactly as the hub does.
+pub fn migration_job(
+    upgrade: &HubUpgrade,
+    deployment: &Deployment,
+    layout: &HubLayout,
+    target_image: &str,
+    deadline_seconds: i64,
+) -> Job {
+    hub_image_job(upgrade, deployment, layout, JobStep::Migration, target_image, None, deadline_seconds)
+}
+
+/// The migration run against a scratch copy of the database, before the hub is stopped: an
+/// init container (the agent) copies the live file, then the target image migrates the copy.
+pub fn rehearsal_job(
+    upgrade: &HubUpgrade,
+    deployment: &Deployment,
+    layout: &HubLayout,
+    target_image: &str,
+    agent_image: &str,
+    deadline_seconds: i64,
+) -> Job {
+    let copy = rehearsal_copy_path(upgrade, layout);
+    let mut job = hub_image_job(
+        upgrade,
+        deployment,
+        layout,
+        JobStep::Rehearsal,
+        target_image,
+        Some(&copy),
+        deadline_seconds,
+    );
+    let pod = hub_pod(deployment);
+    let hub_container = pod.containers.iter().find(|c| c.name == layout.container);
+    if let Some(spec) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        spec.init_containers = Some(vec![Container {
+            name: "copy-database".into(),
+            image: Some(agent_image.into()),
+            command: Some(vec!["hubgrade".into(), "agent".into()]),
+            args: Some(vec![
+                "sqlite-backup".into(),
+                "--database".into(),
+                layout.sqlite_path.clone(),
+                "--to".into(),
+                copy,
+            ]),
+            volume_mounts: Some(vec![VolumeMount {
+                name: layout.volume_name.clone(),
+                mount_path: layout.mount_path.clone(),
+                ..Default::default()
+            }]),
+            security_context: Some(restricted(
+                hub_container.and_then(|c| c.security_context.as_ref()),
+                pod.security_context.as_ref(),
+            )),
+            ..Default::default()
+        }]);
+    }
+    job
+}
+
+fn hub_image_job(
+    upgrade: &HubUpgrade,
+    deployment: &Deployment,
+    layout: &HubLayout,
+    step: JobStep,
+    target_image: &str,
+    database_override: Option<&str>,
+    deadline_seconds: i64,
+) -> Job {
+    let pod = hub_pod(deployment);
+    let template_meta = deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).unwrap_or_default();
+    let hub = pod
+        .containers
+        .iter()
+        .find(|c| c.name == layout.container)
+        .cloned()
+        .unwrap_or_default();
+    let mut args = vec!["upgrade-db".to_string()];
+    if let Some(config) = config_file_argument(&hub) {
+        args.push(format!("--config={config}"));
+    }
+    if let Some(copy) = database_override {
+        args.push(format!("--db=sqlite:///{copy}"));
+    }
+    let container = Container {
+        name: layout.container.clone(),
+        image: Some(target_image.into()),
+        command: Some(vec!["jupyterhub".into()]),
+        args: Some(args),
+        env: hub.env.clone(),
+        env_from: hub.env_from.clone(),
+        volume_mounts: hub.volume_mounts.clone(),
+        working_dir: hub.working_dir.clone(),
+        resources: hub.resources.clone(),
+        image_pull_policy: hub.image_pull_policy.clone(),
+        security_context: Some(restricted(hub.security_context.as_ref(), pod.security_context.as_ref())),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let mut labels = labels(upgrade, step.as_str());
+    labels.insert(ROLE_LABEL.into(), "hub-image".into());
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            // The hub's labels are left out: its Service and Deployment select on them.
+            labels: Some(labels),
+            annotations: template_meta.annotations,
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            init_containers: None,
+            restart_policy: Some("Never".into()),
+            ..pod
+        }),
+    };
+    job(upgrade, step, template, deadline_seconds)
+}
+
+/// The `--config` / `-f` file the hub is started with (z2jh: jupyterhub_config.py).
+fn config_file_argument(hub: &Container) -> Option<String> {
+    let words: Vec<&String> = hub.command.iter().flatten().chain(hub.args.iter().flatten()).collect();
+    for (i, word) in words.iter().enumerate() {
+        if let Some(value) = word.strip_prefix("--config=").or_else(|| word.strip_prefix("--JupyterHub.config_file=")) {
+            return Some(value.to_string());
+        }
+        if (word.as_str() == "--config" || word.as_str() == "-f")
+            && let Some(value) = words.get(i + 1)
+        {
+            return Some(value.to_string());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn upgrade() -> HubUpgrade {
+        serde_json::from_value(json!({
+            "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+            "metadata": {"name": "to-4-2", "namespace": "jhub", "uid": "0f1e2d3c-aaaa-bbbb-cccc-000000000000"},
+            "spec": {"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.2.0"}
+        }))
+        .expect("upgrade")
+    }
+
+    fn hub() -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "hub", "namespace": "jhub"},
+            "spec": {
+                "selector": {"matchLabels": {"component": "hub"}},
+                "template": {
+                    "metadata": {"labels": {"component": "hub"}, "annotations": {"checksum/config": "abc"}},
+                    "spec": {
+                        "serviceAccountName": "hub",
+                        "securityContext": {"fsGroup": 1000},
+                        "containers": [{
+                            "name": "hub",
+                            "image": "quay.io/jupyterhub/k8s-hub:4.1.0",
+                            "args": ["jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py", "--upgrade-db"],
+                            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                            "workingDir": "/srv/jupyterhub",
+                            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                            "readinessProbe": {"httpGet": {"path": "/hub/health", "port": 8081}},
+                            "volumeMounts": [{"name": "pvc", "mountPath": "/srv/jupyterhub"}]
+                        }],
+                        "volumes": [{"name": "pvc", "persistentVolumeClaim": {"claimName": "hub-db-dir"}}]
+                    }
+                }
+            }
+        }))
+        .expect("deployment")
+    }
+
+    fn layout() -> HubLayout {
+        let spec = upgrade().spec;
+        crate::hub::detect_layout(&hub(), &spec).expect("layout")
+    }
+
+    #[test]
+    fn names_derive_from_the_uid() {
+        assert_eq!(owned_name(&upgrade(), "backup"), "hubgrade-0f1e2d3c-backup");
+        assert_eq!(
+            sqlite_backup_path(&upgrade(), &layout()),
+            "/srv/jupyterhub/hubgrade-backups/hubgrade-0f1e2d3c-db.sqlite"
+        );
+    }
+
+    #[test]
+    fn the_migration_job_is_the_hub_pod_with_the_target_image() {
+        let job = migration_job(&upgrade(), &hub(), &layout(), "quay.io/jupyterhub/k8s-hub:4.2.0", 1800);
+        assert_eq!(job.metadata.name.as_deref(), Some("hubgrade-0f1e2d3c-migration"));
+        assert_eq!(job.metadata.owner_references.as_ref().map(|o| o[0].kind.as_str()), Some("HubUpgrade"));
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.backoff_limit, Some(0));
+        let template = spec.template;
+        let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("labels");
+        assert!(!labels.contains_key("component"), "the hub Service must not select the Job's pod");
+        let pod = template.spec.expect("pod");
+        assert_eq!(pod.service_account_name.as_deref(), Some("hub"));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("quay.io/jupyterhub/k8s-hub:4.2.0"));
+        assert_eq!(container.command.as_deref(), Some(&["jupyterhub".to_string()][..]));
+        assert_eq!(
+            container.args.as_deref(),
+            Some(&["upgrade-db".to_string(), "--config=/usr/local/etc/jupyterhub/jupyterhub_config.py".to_string()][..])
+        );
+        assert_eq!(container.working_dir.as_deref(), Some("/srv/jupyterhub"));
+        assert!(container.readiness_probe.is_none());
+        let security = container.security_context.as_ref().expect("security context");
+        assert_eq!(security.run_as_user, Some(1000), "the hub's user is kept");
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
+        assert_eq!(security.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+    }
+
+    #[test]
+    fn a_hub_running_as_root_is_not_forced_to_non_root() {
+        let mut deployment = hub();
+        let pod = deployment.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("pod");
+        pod.containers[0].security_context = Some(SecurityContext { run_as_user: Some(0), ..Default::default() });
+        let job = migration_job(&upgrade(), &deployment, &layout(), "x:2", 60);
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        assert_eq!(pod.containers[0].security_context.as_ref().and_then(|s| s.run_as_non_root), None);
+    }
+
+    #[test]
+    fn the_backup_job_runs_the_agent_on_the_hub_volume() {
+        let job = backup_job(&upgrade(), &hub(), &layout(), "hubgrade:0.1.0", 600);
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("hubgrade:0.1.0"));
+        let args = container.args.clone().expect("args");
+        assert_eq!(args[0], "sqlite-backup");
+        assert!(args.contains(&"/srv/jupyterhub/jupyterhub.sqlite".to_string()));
+        let claim = pod.volumes.as_ref().and_then(|v| v[0].persistent_volume_claim.as_ref()).expect("pvc");
+        assert_eq!(claim.claim_name, "hub-db-dir");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+}

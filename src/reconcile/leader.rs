@@ -1,0 +1,129 @@
+//! Leader election with a `coordination.k8s.io` Lease: only the holder runs the controller, so
+//! two replicas never both act. A replica that cannot renew its lease in time exits, rather
+//! than risk acting beside a new leader.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    /// This replica's identity (its pod name in a cluster).
+    pub identity: String,
+    pub duration: Duration,
+}
+
+pub struct LeaderLease {
+    api: Api<Lease>,
+    config: LeaseConfig,
+}
+
+impl LeaderLease {
+    pub fn new(client: Client, config: LeaseConfig) -> Self {
+        LeaderLease { api: Api::namespaced(client, &config.namespace), config }
+    }
+
+    /// Waits until this replica holds the lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_hold().await {
+                Ok(true) => {
+                    info!(lease = %self.config.name, identity = %self.config.identity, "became the leader");
+                    return;
+                }
+                Ok(false) => {}
+                Err(error) => warn!(%error, "could not take the leader lease"),
+            }
+            tokio::time::sleep(self.config.duration / 3).await;
+        }
+    }
+
+    /// Renews the lease until renewing fails for a whole lease duration; then returns (the
+    /// caller must stop acting at once).
+    pub async fn keep(&self) {
+        let mut last_renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.config.duration / 3).await;
+            match self.try_hold().await {
+                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(false) => {
+                    warn!("another replica took the leader lease");
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "could not renew the leader lease");
+                    // Stop before the lease can expire: past that, another replica may act.
+                    if last_renewed.elapsed() > self.config.duration * 2 / 3 {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives the lease up (on a clean shutdown), so another replica takes over at once.
+    pub async fn release(&self) {
+        if let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await {
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() == Some(self.config.identity.as_str()) {
+                spec.holder_identity = None;
+                spec.renew_time = None;
+                let _ = self.api.replace(&self.config.name, &PostParams::default(), &lease).await;
+            }
+        }
+    }
+
+    /// Takes or renews the lease if it is free, expired or ours; `Ok(false)` if another holds it.
+    async fn try_hold(&self) -> Result<bool, kube::Error> {
+        let now = jiff::Timestamp::now();
+        let seconds = self.config.duration.as_secs().max(1) as i32;
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(self.config.name.clone()), ..Default::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.config.identity.clone()),
+                    lease_duration_seconds: Some(seconds),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(error) => Err(error),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let ours = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
+        let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(MicroTime(renewed)), Some(duration)) => {
+                renewed.checked_add(jiff::SignedDuration::from_secs(duration.into())).is_ok_and(|end| end < now)
+            }
+            _ => true,
+        };
+        if !(ours || free || expired) {
+            return Ok(false);
+        }
+        if !ours {
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            spec.holder_identity = Some(self.config.identity.clone());
+        }
+        spec.renew_time = Some(MicroTime(now));
+        spec.lease_duration_seconds = Some(seconds);
+        // replace() carries the resourceVersion we read: a racing replica gets a 409.
+        match self.api.replace(&lease.name_any(), &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}

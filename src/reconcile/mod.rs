@@ -1,0 +1,234 @@
+//! The controller: reads an upgrade and the world, asks the state machine for one action,
+//! carries it out, records the progress (server-side apply, one field manager) and announces
+//! it with an Event. All state lives in the resource, so a restarted operator continues.
+
+mod conditions;
+pub mod leader;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::{HubUpgrade, HubUpgradeStatus, TargetRecord};
+use crate::kube::effects::{self, EffectError, EffectInputs};
+use crate::kube::observe::observe;
+use crate::machine::{Decision, EventKind, Outcome, Phase, Progress, StepRecord, decide};
+
+pub use metrics::Metrics;
+
+/// The field manager of every write hubgrade makes.
+pub const MANAGER: &str = "hubgrade";
+/// Released on deletion: the hub lock.
+pub const FINALIZER: &str = "hubgrade.io/hub-lock";
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Image of the operator itself, run by the backup and restore Jobs (`hubgrade agent`).
+    pub agent_image: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading the cluster for {upgrade}: {source}")]
+    Observe { upgrade: String, source: kube::Error },
+    #[error("{upgrade}: {source}")]
+    Effect { upgrade: String, source: EffectError },
+    #[error("recording the status of {upgrade}: {source}")]
+    Status { upgrade: String, source: kube::Error },
+    #[error("finalizer of {upgrade}: {message}")]
+    Finalizer { upgrade: String, message: String },
+}
+
+/// Runs the controller until `shutdown` resolves. `namespace`: watch one namespace, or all.
+pub async fn run_controller(context: Arc<Context>, namespace: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = context.client.clone();
+    let (upgrades, jobs): (Api<HubUpgrade>, Api<Job>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=hubgrade");
+    Controller::new(upgrades, watcher::Config::default())
+        .owns(jobs, owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn label(upgrade: &HubUpgrade) -> String {
+    format!("{}/{}", upgrade.namespace().unwrap_or_default(), upgrade.name_any())
+}
+
+async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Requeue, Error> {
+    context.metrics.reconciled();
+    let api: Api<HubUpgrade> = Api::namespaced(context.client.clone(), &upgrade.namespace().unwrap_or_default());
+    let name = label(&upgrade);
+    finalizer(&api, FINALIZER, upgrade, |event| async {
+        match event {
+            FinalizerEvent::Apply(upgrade) => advance(&upgrade, &context).await,
+            FinalizerEvent::Cleanup(upgrade) => {
+                effects::release_lock(&context.client, &upgrade)
+                    .await
+                    .map_err(|source| Error::Effect { upgrade: label(&upgrade), source })?;
+                Ok(Requeue::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer { upgrade: name, message: e.to_string() })
+}
+
+fn error_policy(upgrade: Arc<HubUpgrade>, error: &Error, context: Arc<Context>) -> Requeue {
+    context.metrics.failed();
+    warn!(upgrade = %label(&upgrade), %error, "will retry");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// One step of one upgrade.
+async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Error> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let api: Api<HubUpgrade> = Api::namespaced(context.client.clone(), &namespace);
+    let name = label(cached);
+    // The freshest status, not the cache's: the machine must see its own last write.
+    let Some(upgrade) = api
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(|source| Error::Observe { upgrade: name.clone(), source })?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let status = upgrade.status.clone().unwrap_or_default();
+    let progress = status.progress.clone();
+    if progress.phase.is_terminal() {
+        return Ok(Requeue::await_change());
+    }
+    let now = jiff::Timestamp::now();
+    let plan = match upgrade.spec.plan() {
+        Ok(plan) => plan,
+        Err(problem) => {
+            // Only reachable past the CRD's validation (e.g. an older CRD installed).
+            let progress = failed_on_invalid_spec(&progress, &problem.to_string(), now);
+            write_status(&api, &upgrade, &progress).await.map_err(|source| Error::Status { upgrade: name.clone(), source })?;
+            publish(context, &upgrade, EventKind::Warning, "InvalidSpec", &problem.to_string()).await;
+            return Ok(Requeue::await_change());
+        }
+    };
+    let observation = observe(&context.client, &upgrade, progress.phase)
+        .await
+        .map_err(|source| Error::Observe { upgrade: name.clone(), source })?;
+    let Decision { action, progress: next, notice, requeue_after } = decide(&plan, &progress, &observation.world, now);
+    let layout = observation.layout.as_ref().and_then(|l| l.as_ref().ok());
+    let inputs = EffectInputs {
+        client: &context.client,
+        upgrade: &upgrade,
+        plan: &plan,
+        progress: &progress,
+        deployment: observation.deployment.as_ref(),
+        layout,
+        agent_image: &context.agent_image,
+    };
+    info!(upgrade = %name, phase = %progress.phase, action = ?action, "step");
+    if let Err(source) = effects::carry_out(&action, &inputs).await {
+        if source.is_conflict() {
+            // Someone changed the object between our read and our write: look again.
+            return Ok(Requeue::requeue(Duration::from_millis(500)));
+        }
+        publish(context, &upgrade, EventKind::Warning, "ActionFailed", &source.to_string()).await;
+        return Err(Error::Effect { upgrade: name, source });
+    }
+    context.metrics.acted(&action);
+    if next != progress {
+        write_status(&api, &upgrade, &next).await.map_err(|source| Error::Status { upgrade: name.clone(), source })?;
+    }
+    if let Some(notice) = notice {
+        publish(context, &upgrade, notice.kind, &notice.reason, &notice.message).await;
+    }
+    if next.phase != progress.phase {
+        info!(upgrade = %name, from = %progress.phase, to = %next.phase, "phase changed");
+        context.metrics.entered(next.phase);
+    }
+    Ok(match requeue_after {
+        // A changed status or action is followed up at once; a wait polls.
+        _ if next.phase != progress.phase || action != crate::machine::Action::Wait => {
+            Requeue::requeue(Duration::from_millis(200))
+        }
+        Some(after) => Requeue::requeue(Duration::from_millis(after.as_millis().max(0) as u64)),
+        None => Requeue::await_change(),
+    })
+}
+
+fn failed_on_invalid_spec(progress: &Progress, problem: &str, now: jiff::Timestamp) -> Progress {
+    let mut next = progress.clone();
+    next.phase = Phase::Failed;
+    next.phase_started_at = Some(now);
+    next.message = format!("the spec cannot be run: {problem}");
+    next.failure = Some(problem.to_string());
+    next.steps.push(StepRecord {
+        name: Phase::Failed,
+        started_at: now,
+        finished_at: Some(now),
+        outcome: Some(Outcome::Failed),
+        message: next.message.clone(),
+    });
+    next
+}
+
+/// Writes the whole status with server-side apply; the resourceVersion makes a write based on
+/// a stale read fail instead of overwriting newer progress.
+async fn write_status(api: &Api<HubUpgrade>, upgrade: &HubUpgrade, progress: &Progress) -> Result<(), kube::Error> {
+    let previous = upgrade.status.clone().unwrap_or_default();
+    let status = HubUpgradeStatus {
+        progress: progress.clone(),
+        observed_generation: upgrade.metadata.generation,
+        conditions: conditions::for_progress(progress, &previous.conditions, jiff::Timestamp::now()),
+        to: Some(TargetRecord { image: upgrade.spec.target_image.clone(), revision: None }),
+        downtime_seconds: progress.downtime_seconds(),
+    };
+    let patch = json!({
+        "apiVersion": "hubgrade.io/v1alpha1",
+        "kind": "HubUpgrade",
+        "metadata": {"name": upgrade.name_any(), "resourceVersion": upgrade.resource_version()},
+        "status": status,
+    });
+    api.patch_status(&upgrade.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(drop)
+}
+
+async fn publish(context: &Context, upgrade: &HubUpgrade, kind: EventKind, reason: &str, message: &str) {
+    let event = Event {
+        type_: match kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: reason.to_string(),
+        // The Events API caps notes at 1 kB.
+        note: Some(message.chars().take(1000).collect()),
+        action: "Upgrade".into(),
+        secondary: None,
+    };
+    if let Err(error) = context.recorder.publish(&event, &upgrade.object_ref(&())).await {
+        warn!(upgrade = %label(upgrade), %error, "could not publish an Event");
+    }
+}
+
+pub fn reporter(instance: Option<String>) -> Reporter {
+    Reporter { controller: "hubgrade".into(), instance }
+}

@@ -34,3 +34,7 @@ cluster-up:
 ## Stop every process of the local cluster.
 cluster-down:
 	@tests/cluster/down.sh
+
+## The local cluster, the example hub, the operator, one upgrade end to end (exit 0 on Succeeded).
+demo:
+	@examples/z2jh-hub/demo.sh

@@ -201,8 +201,9 @@ impl Trace {
         }
     }
 
-    /// Entries whose action the shell performed (all of them: a crash loses only the write).
-    fn actions(&self) -> impl Iterator<Item = (usize, &Entry)> {
+    /// Every decision with its index. The shell performed every action, crashed or not: a
+    /// crash loses only the progress write.
+    fn decisions(&self) -> impl Iterator<Item = (usize, &Entry)> {
         self.entries.iter().enumerate()
     }
 }
@@ -688,7 +689,7 @@ fn hub_state(snapshot: &Snapshot) -> Option<(String, i32)> {
 
 /// 1. Nothing touches the hub before Preflight passed; a failed Preflight leaves it as it was.
 fn check_nothing_touches_the_hub_before_preflight_passed(trace: &Trace) -> Result<(), String> {
-    for (index, entry) in trace.actions() {
+    for (index, entry) in trace.decisions() {
         let before_preflight_passed =
             matches!(entry.progress.phase, Phase::Pending | Phase::Preflight);
         if before_preflight_passed && entry.decision.action.touches_hub() {
@@ -712,7 +713,7 @@ fn check_nothing_touches_the_hub_before_preflight_passed(trace: &Trace) -> Resul
             ));
         }
         if let Some((index, entry)) = trace
-            .actions()
+            .decisions()
             .find(|(_, entry)| entry.decision.action.touches_hub())
         {
             return Err(format!(
@@ -734,7 +735,7 @@ fn check_nothing_touches_the_hub_before_preflight_passed(trace: &Trace) -> Resul
 
 /// 2. The original image and replicas are persisted before the hub is ever scaled.
 fn check_original_hub_persisted_before_scaling(trace: &Trace) -> Result<(), String> {
-    for (index, entry) in trace.actions() {
+    for (index, entry) in trace.decisions() {
         if matches!(entry.decision.action, Action::ScaleHub { .. })
             && entry.progress.from.as_ref() != Some(&trace.original())
         {
@@ -752,7 +753,7 @@ fn check_original_hub_persisted_before_scaling(trace: &Trace) -> Result<(), Stri
 /// 3. The migration starts only with a verified backup recorded in the persisted progress (and
 ///    that backup really exists, verified, holding the original database).
 fn check_migration_starts_only_after_a_verified_backup(trace: &Trace) -> Result<(), String> {
-    for (index, entry) in trace.actions() {
+    for (index, entry) in trace.decisions() {
         if entry.decision.action != Action::StartMigration {
             continue;
         }
@@ -785,7 +786,7 @@ fn check_migration_starts_only_after_a_verified_backup(trace: &Trace) -> Result<
 ///    migration, mid-restore, or the other image's schema), and the database is only migrated or
 ///    restored while the hub is stopped and nothing else writes to it.
 fn check_hub_never_runs_on_an_unfit_database(trace: &Trace) -> Result<(), String> {
-    for (index, entry) in trace.actions() {
+    for (index, entry) in trace.decisions() {
         let brings_hub_up = match &entry.decision.action {
             Action::ScaleHub { replicas } => *replicas > 0,
             Action::SetHubImage { .. } => entry.before.hub.as_ref().is_some_and(|h| h.replicas > 0),
@@ -802,19 +803,19 @@ fn check_hub_never_runs_on_an_unfit_database(trace: &Trace) -> Result<(), String
                 ));
             }
         }
-        let writes_database = matches!(
-            entry.decision.action,
-            Action::StartMigration | Action::StartRestore
-        );
-        if writes_database {
+        // Repeating a start is an idempotent no-op; the other job running is not.
+        let other_job = match entry.decision.action {
+            Action::StartMigration => Some(entry.before.restore),
+            Action::StartRestore => Some(entry.before.migration),
+            _ => None,
+        };
+        if let Some(other_job) = other_job {
             let hub_stopped = entry
                 .before
                 .hub
                 .as_ref()
                 .is_some_and(|h| h.replicas == 0 && h.pods == 0);
-            let quiet =
-                entry.before.migration != Job::Running && entry.before.restore != Job::Running;
-            if !hub_stopped || !quiet {
+            if !hub_stopped || other_job == Job::Running {
                 return Err(format!(
                     "wrote the database while the hub or another job used it ({:?}): {}",
                     entry.before,
@@ -873,7 +874,7 @@ fn check_run_ends_in_a_consistent_terminal_phase(trace: &Trace) -> Result<(), St
 
 /// 6. A persisted terminal phase never changes and nothing touches the hub afterwards.
 fn check_terminal_phases_stick(trace: &Trace) -> Result<(), String> {
-    for (index, entry) in trace.actions() {
+    for (index, entry) in trace.decisions() {
         let phase = entry.progress.phase;
         if !phase.is_terminal() {
             continue;
@@ -902,7 +903,7 @@ fn config() -> ProptestConfig {
 fn verify(trace: &Trace, check: fn(&Trace) -> Result<(), String>) -> Result<(), TestCaseError> {
     check(trace).map_err(|problem| {
         let recent: Vec<String> = trace
-            .actions()
+            .decisions()
             .skip(trace.entries.len().saturating_sub(12))
             .map(|(index, entry)| at(index, entry))
             .collect();
@@ -946,6 +947,128 @@ proptest! {
     #[test]
     fn terminal_phases_stick_and_leave_the_hub_alone(run in run()) {
         verify(&simulate(&run), check_terminal_phases_stick)?;
+    }
+}
+
+fn calm_run(plan: Plan, target_image_works: bool) -> Run {
+    Run {
+        plan,
+        scenario: Scenario {
+            original_image: ORIGINAL_IMAGE.to_string(),
+            original_replicas: 2,
+            hub_exists: true,
+            preflight_problems: Vec::new(),
+            lock_held_by_another_upgrade: false,
+            target_image_works,
+            active_servers: Some(3),
+        },
+        turbulent: Vec::new(),
+    }
+}
+
+/// Every shape of plan, with every timeout and the drain window as in the defaults.
+fn every_plan_shape() -> Vec<Plan> {
+    let mut plans = Vec::new();
+    for rehearse in [false, true] {
+        for drain in [
+            None,
+            Some(DrainPlan {
+                not_before: Some(start() + SignedDuration::from_mins(2)),
+                max_active_servers: 0,
+                stop_servers: true,
+            }),
+        ] {
+            for image_management in [ImageManagement::Operator, ImageManagement::External] {
+                for rollback in [RollbackPolicy::Automatic, RollbackPolicy::Manual] {
+                    plans.push(Plan {
+                        target_image: TARGET_IMAGE.to_string(),
+                        rehearse,
+                        drain: drain.clone(),
+                        image_management,
+                        rollback,
+                        timeouts: Timeouts::default(),
+                    });
+                }
+            }
+        }
+    }
+    plans
+}
+
+/// The phases a run went through, in order, with how each ended.
+fn timeline(trace: &Trace) -> Vec<(Phase, Option<hubgrade::machine::Outcome>)> {
+    trace
+        .persisted
+        .steps
+        .iter()
+        .map(|step| (step.name, step.outcome))
+        .collect()
+}
+
+#[test]
+fn a_calm_upgrade_succeeds_with_every_plan_shape() {
+    use hubgrade::machine::Outcome::{Skipped, Succeeded};
+    for plan in every_plan_shape() {
+        let trace = simulate(&calm_run(plan.clone(), true));
+        let rehearsal = if plan.rehearse { Succeeded } else { Skipped };
+        let draining = if plan.drain.is_some() {
+            Succeeded
+        } else {
+            Skipped
+        };
+        assert_eq!(
+            timeline(&trace),
+            [
+                (Phase::Preflight, Some(Succeeded)),
+                (Phase::Rehearsal, Some(rehearsal)),
+                (Phase::Draining, Some(draining)),
+                (Phase::ScalingDown, Some(Succeeded)),
+                (Phase::BackingUp, Some(Succeeded)),
+                (Phase::Migrating, Some(Succeeded)),
+                (Phase::RollingOut, Some(Succeeded)),
+                (Phase::Verifying, Some(Succeeded)),
+                (Phase::Succeeded, Some(Succeeded)),
+            ],
+            "{plan:?}"
+        );
+        check_run_ends_in_a_consistent_terminal_phase(&trace).unwrap();
+        let progress = &trace.persisted;
+        assert_eq!(progress.from, Some(trace.original()), "{plan:?}");
+        assert!(progress.backup.as_ref().is_some_and(|b| b.verified));
+        assert!(progress.migration_started && progress.migration_succeeded);
+        assert!(!progress.database_restored);
+        assert_eq!(progress.failure, None);
+        assert!(progress.downtime_seconds().is_some_and(|s| s > 0));
+    }
+}
+
+#[test]
+fn a_calm_upgrade_to_an_image_that_never_becomes_ready_is_undone() {
+    for plan in every_plan_shape() {
+        let trace = simulate(&calm_run(plan.clone(), false));
+        let progress = &trace.persisted;
+        let failure = progress.failure.as_deref().unwrap_or_default();
+        assert!(
+            failure.contains("did not become Ready"),
+            "{plan:?}: {failure}"
+        );
+        match plan.rollback {
+            // Restored from the backup and back on the original image.
+            RollbackPolicy::Automatic => {
+                assert_eq!(progress.phase, Phase::RolledBack, "{plan:?}");
+                assert!(progress.database_restored, "{plan:?}");
+                assert_eq!(trace.last.database, Database::Restored, "{plan:?}");
+            }
+            // Left stopped, on the migrated database, for a person to decide; lock kept.
+            RollbackPolicy::Manual => {
+                assert_eq!(progress.phase, Phase::Failed, "{plan:?}");
+                let hub = trace.last.hub.as_ref().unwrap();
+                assert_eq!((hub.replicas, hub.pods), (0, 0), "{plan:?}");
+                assert_eq!(trace.last.database, Database::Migrated, "{plan:?}");
+                assert_eq!(trace.last.lock, LockState::HeldBySelf, "{plan:?}");
+            }
+        }
+        check_run_ends_in_a_consistent_terminal_phase(&trace).unwrap();
     }
 }
 

@@ -19,18 +19,33 @@ pub enum SqliteBackupError {
     Io { path: PathBuf, source: io::Error },
     #[error("SQLite refused {path}: {source}")]
     Sqlite { path: PathBuf, source: sqlx::Error },
-    #[error("not enough space for the backup in {dir}: {needed} bytes needed, {available} available")]
-    NoSpace { dir: PathBuf, needed: u64, available: u64 },
+    #[error(
+        "not enough space for the backup in {dir}: {needed} bytes needed, {available} available"
+    )]
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
     #[error("the copy {path} failed its integrity check: {detail}")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("the backup {path} has checksum {actual}, not the recorded {expected}; nothing was overwritten")]
-    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+    #[error(
+        "the backup {path} has checksum {actual}, not the recorded {expected}; nothing was overwritten"
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, SqliteBackupError>;
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SqliteBackupError + '_ {
-    move |source| SqliteBackupError::Io { path: path.to_path_buf(), source }
+    move |source| SqliteBackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Copies `database` to `destination` (same bytes), verifies the copy, and reports it.
@@ -45,7 +60,11 @@ pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupRefere
     // Keep a margin: a full volume would stop the hub itself from writing.
     let needed = size + size / 10 + 1024 * 1024;
     if available < needed {
-        return Err(SqliteBackupError::NoSpace { dir: dir.to_path_buf(), needed, available });
+        return Err(SqliteBackupError::NoSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+        });
     }
 
     let temporary = with_suffix(destination, ".partial");
@@ -55,7 +74,10 @@ pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupRefere
         connection
             .execute("BEGIN IMMEDIATE")
             .await
-            .map_err(|source| SqliteBackupError::Sqlite { path: database.to_path_buf(), source })?;
+            .map_err(|source| SqliteBackupError::Sqlite {
+                path: database.to_path_buf(),
+                source,
+            })?;
         let copied = copy_synced(database, &temporary);
         let _ = connection.execute("ROLLBACK").await;
         copied?;
@@ -139,7 +161,11 @@ pub fn size_and_checksum(path: &Path) -> Result<(u64, String)> {
         hasher.update(&buffer[..n]);
         size += n as u64;
     }
-    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok((size, format!("sha256:{hex}")))
 }
 
@@ -150,7 +176,10 @@ async fn open(path: &Path, read_only: bool) -> Result<SqliteConnection> {
         .create_if_missing(false);
     SqliteConnection::connect_with(&options)
         .await
-        .map_err(|source| SqliteBackupError::Sqlite { path: path.to_path_buf(), source })
+        .map_err(|source| SqliteBackupError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 async fn check_integrity(path: &Path) -> Result<()> {
@@ -158,13 +187,20 @@ async fn check_integrity(path: &Path) -> Result<()> {
     let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
         .fetch_all(&mut connection)
         .await
-        .map_err(|source| SqliteBackupError::Corrupt { path: path.to_path_buf(), detail: source.to_string() })?;
+        .map_err(|source| SqliteBackupError::Corrupt {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        })?;
     let _ = connection.close().await;
     match rows.as_slice() {
         [(ok,)] if ok == "ok" => Ok(()),
         _ => Err(SqliteBackupError::Corrupt {
             path: path.to_path_buf(),
-            detail: rows.into_iter().map(|(r,)| r).collect::<Vec<_>>().join("; "),
+            detail: rows
+                .into_iter()
+                .map(|(r,)| r)
+                .collect::<Vec<_>>()
+                .join("; "),
         }),
     }
 }
@@ -178,7 +214,9 @@ fn copy_synced(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

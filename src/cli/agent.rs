@@ -58,11 +58,21 @@ impl AgentCommand {
     pub async fn execute(&self) -> AgentReport {
         let outcome = match self {
             AgentCommand::SqliteBackup { database, to } => sqlite::back_up(database, to).await,
-            AgentCommand::SqliteRestore { from, to, checksum } => sqlite::restore(from, to, checksum).await,
+            AgentCommand::SqliteRestore { from, to, checksum } => {
+                sqlite::restore(from, to, checksum).await
+            }
         };
         match outcome {
-            Ok(backup) => AgentReport { ok: true, backup: Some(backup), error: None },
-            Err(error) => AgentReport { ok: false, backup: None, error: Some(error.to_string()) },
+            Ok(backup) => AgentReport {
+                ok: true,
+                backup: Some(backup),
+                error: None,
+            },
+            Err(error) => AgentReport {
+                ok: false,
+                backup: None,
+                error: Some(error.to_string()),
+            },
         }
     }
 
@@ -74,10 +84,15 @@ impl AgentCommand {
             Err(_) => path.clone(),
         };
         match self {
-            AgentCommand::SqliteBackup { database, to: dest } => {
-                AgentCommand::SqliteBackup { database: moved(database), to: moved(dest) }
-            }
-            AgentCommand::SqliteRestore { from: source, to: dest, checksum } => AgentCommand::SqliteRestore {
+            AgentCommand::SqliteBackup { database, to: dest } => AgentCommand::SqliteBackup {
+                database: moved(database),
+                to: moved(dest),
+            },
+            AgentCommand::SqliteRestore {
+                from: source,
+                to: dest,
+                checksum,
+            } => AgentCommand::SqliteRestore {
                 from: moved(source),
                 to: moved(dest),
                 checksum: checksum.clone(),
@@ -95,5 +110,9 @@ pub async fn run(command: AgentCommand) -> ExitCode {
     if termination_log.exists() {
         let _ = std::fs::write(termination_log, &json);
     }
-    if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -54,7 +54,10 @@ pub fn main() -> ExitCode {
 }
 
 fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(work),
         Err(error) => {
             eprintln!("hubgrade: could not start the async runtime: {error}");

@@ -93,9 +93,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
         agent_image: args.agent_image.clone(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(context, args.namespace.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let controller = tokio::spawn(run_controller(
+        context,
+        args.namespace.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     tokio::select! {
         _ = lease.keep() => {
             error!("lost the leader lease; exiting so that only the new leader acts");
@@ -129,7 +133,11 @@ async fn shutdown_signal() {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

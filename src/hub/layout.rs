@@ -31,35 +31,59 @@ pub struct HubLayout {
 pub enum LayoutError {
     #[error("the hub Deployment has no pod spec")]
     NoPodSpec,
-    #[error("the hub Deployment has no container named {wanted:?} (it has: {found}); set spec.hub.container")]
+    #[error(
+        "the hub Deployment has no container named {wanted:?} (it has: {found}); set spec.hub.container"
+    )]
     ContainerNotFound { wanted: String, found: String },
-    #[error("the hub Deployment has several containers ({found}) and none is named \"hub\"; set spec.hub.container")]
+    #[error(
+        "the hub Deployment has several containers ({found}) and none is named \"hub\"; set spec.hub.container"
+    )]
     ContainerAmbiguous { found: String },
     #[error("the hub container has no image")]
     NoImage,
-    #[error("database.type {0} is not supported by this version of hubgrade yet; only SQLite hubs can be upgraded")]
+    #[error(
+        "database.type {0} is not supported by this version of hubgrade yet; only SQLite hubs can be upgraded"
+    )]
     UnsupportedDatabase(&'static str),
-    #[error("could not find the hub's SQLite database: no PersistentVolumeClaim is mounted at the directory of {path} in container {container}; set spec.database.sqlitePath and spec.database.volumeClaim")]
+    #[error(
+        "could not find the hub's SQLite database: no PersistentVolumeClaim is mounted at the directory of {path} in container {container}; set spec.database.sqlitePath and spec.database.volumeClaim"
+    )]
     NoDatabaseVolume { path: String, container: String },
-    #[error("spec.database.volumeClaim {claim:?} is not mounted in the hub container at the directory of {path}")]
+    #[error(
+        "spec.database.volumeClaim {claim:?} is not mounted in the hub container at the directory of {path}"
+    )]
     ClaimNotMounted { claim: String, path: String },
 }
 
-pub fn detect_layout(deployment: &Deployment, spec: &HubUpgradeSpec) -> Result<HubLayout, LayoutError> {
+pub fn detect_layout(
+    deployment: &Deployment,
+    spec: &HubUpgradeSpec,
+) -> Result<HubLayout, LayoutError> {
     let pod = deployment
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .ok_or(LayoutError::NoPodSpec)?;
     let container = find_container(pod, spec.hub.container.as_deref())?;
-    let image = container.image.clone().filter(|i| !i.is_empty()).ok_or(LayoutError::NoImage)?;
+    let image = container
+        .image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .ok_or(LayoutError::NoImage)?;
     match spec.database.kind {
         DatabaseType::Auto | DatabaseType::Sqlite => {}
         DatabaseType::Postgresql => return Err(LayoutError::UnsupportedDatabase("PostgreSQL")),
         DatabaseType::Mysql => return Err(LayoutError::UnsupportedDatabase("MySQL")),
     }
-    let sqlite_path = spec.database.sqlite_path.clone().unwrap_or_else(|| Z2JH_SQLITE_PATH.to_string());
-    let directory = sqlite_path.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d }).unwrap_or("/");
+    let sqlite_path = spec
+        .database
+        .sqlite_path
+        .clone()
+        .unwrap_or_else(|| Z2JH_SQLITE_PATH.to_string());
+    let directory = sqlite_path
+        .rsplit_once('/')
+        .map(|(d, _)| if d.is_empty() { "/" } else { d })
+        .unwrap_or("/");
 
     // The mount covering the database's directory most closely, backed by a claim.
     let mut best: Option<(String, String, String)> = None;
@@ -77,7 +101,9 @@ pub fn detect_layout(deployment: &Deployment, spec: &HubUpgradeSpec) -> Result<H
             .and_then(|v| v.persistent_volume_claim.as_ref())
             .map(|c| c.claim_name.clone());
         if let Some(claim) = claim
-            && best.as_ref().is_none_or(|(_, _, path)| mount.mount_path.len() > path.len())
+            && best
+                .as_ref()
+                .is_none_or(|(_, _, path)| mount.mount_path.len() > path.len())
         {
             best = Some((claim, mount.name.clone(), mount.mount_path.clone()));
         }
@@ -86,10 +112,16 @@ pub fn detect_layout(deployment: &Deployment, spec: &HubUpgradeSpec) -> Result<H
         (Some(found), None) => found,
         (Some(found), Some(wanted)) if &found.0 == wanted => found,
         (_, Some(wanted)) => {
-            return Err(LayoutError::ClaimNotMounted { claim: wanted.clone(), path: sqlite_path });
+            return Err(LayoutError::ClaimNotMounted {
+                claim: wanted.clone(),
+                path: sqlite_path,
+            });
         }
         (None, None) => {
-            return Err(LayoutError::NoDatabaseVolume { path: sqlite_path, container: container.name.clone() });
+            return Err(LayoutError::NoDatabaseVolume {
+                path: sqlite_path,
+                container: container.name.clone(),
+            });
         }
     };
 
@@ -119,14 +151,26 @@ pub fn detect_layout(deployment: &Deployment, spec: &HubUpgradeSpec) -> Result<H
     })
 }
 
-fn find_container<'a>(pod: &'a PodSpec, wanted: Option<&str>) -> Result<&'a Container, LayoutError> {
-    let names = || pod.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+fn find_container<'a>(
+    pod: &'a PodSpec,
+    wanted: Option<&str>,
+) -> Result<&'a Container, LayoutError> {
+    let names = || {
+        pod.containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(wanted) = wanted {
         return pod
             .containers
             .iter()
             .find(|c| c.name == wanted)
-            .ok_or_else(|| LayoutError::ContainerNotFound { wanted: wanted.to_string(), found: names() });
+            .ok_or_else(|| LayoutError::ContainerNotFound {
+                wanted: wanted.to_string(),
+                found: names(),
+            });
     }
     if let Some(hub) = pod.containers.iter().find(|c| c.name == DEFAULT_CONTAINER) {
         return Ok(hub);
@@ -194,28 +238,57 @@ mod tests {
     #[test]
     fn a_missing_database_volume_names_the_fields_to_set() {
         let mut hub = z2jh_hub();
-        let pod = hub.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("pod");
-        pod.containers[0].volume_mounts.as_mut().expect("mounts").retain(|m| m.name != "pvc");
+        let pod = hub
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("pod");
+        pod.containers[0]
+            .volume_mounts
+            .as_mut()
+            .expect("mounts")
+            .retain(|m| m.name != "pvc");
         let error = detect_layout(&hub, &spec(json!({}))).expect_err("no volume");
-        assert!(error.to_string().contains("set spec.database.sqlitePath and spec.database.volumeClaim"));
+        assert!(
+            error
+                .to_string()
+                .contains("set spec.database.sqlitePath and spec.database.volumeClaim")
+        );
     }
 
     #[test]
     fn several_containers_need_the_container_named() {
         let mut hub = z2jh_hub();
-        let pod = hub.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("pod");
+        let pod = hub
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("pod");
         pod.containers[0].name = "jupyterhub".into();
-        pod.containers.push(Container { name: "sidecar".into(), image: Some("x:1".into()), ..Default::default() });
+        pod.containers.push(Container {
+            name: "sidecar".into(),
+            image: Some("x:1".into()),
+            ..Default::default()
+        });
         let error = detect_layout(&hub, &spec(json!({}))).expect_err("ambiguous");
-        assert!(error.to_string().contains("set spec.hub.container"), "{error}");
-        let named = detect_layout(&hub, &spec(json!({"hub": {"deployment": "hub", "container": "jupyterhub"}})));
+        assert!(
+            error.to_string().contains("set spec.hub.container"),
+            "{error}"
+        );
+        let named = detect_layout(
+            &hub,
+            &spec(json!({"hub": {"deployment": "hub", "container": "jupyterhub"}})),
+        );
         assert_eq!(named.expect("named").container, "jupyterhub");
     }
 
     #[test]
     fn an_explicit_claim_must_be_the_mounted_one() {
-        let error = detect_layout(&z2jh_hub(), &spec(json!({"database": {"volumeClaim": "other"}})))
-            .expect_err("not mounted");
+        let error = detect_layout(
+            &z2jh_hub(),
+            &spec(json!({"database": {"volumeClaim": "other"}})),
+        )
+        .expect_err("not mounted");
         assert!(matches!(error, LayoutError::ClaimNotMounted { .. }));
     }
 }

@@ -27,7 +27,10 @@ pub enum EffectError {
         source: kube::Error,
     },
     #[error("{action}: {problem}")]
-    Impossible { action: &'static str, problem: String },
+    Impossible {
+        action: &'static str,
+        problem: String,
+    },
 }
 
 impl EffectError {
@@ -53,11 +56,21 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
     let client = inputs.client.clone();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let hub_name = inputs.upgrade.spec.hub.deployment.clone();
-    let kube_error = |action: &'static str, object: String| move |source| EffectError::Kube { action, object, source };
+    let kube_error = |action: &'static str, object: String| {
+        move |source| EffectError::Kube {
+            action,
+            object,
+            source,
+        }
+    };
     match action {
         Action::Wait => Ok(()),
         Action::AcquireLock => {
-            let deployment = need(inputs.deployment, "acquire the hub lock", "the hub Deployment is gone")?;
+            let deployment = need(
+                inputs.deployment,
+                "acquire the hub lock",
+                "the hub Deployment is gone",
+            )?;
             // The resourceVersion makes this a compare-and-swap: two upgrades racing for the lock
             // cannot both win.
             let patch = json!({"metadata": {
@@ -83,12 +96,20 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 .map_err(kube_error("scale the hub", hub_name.clone()))
         }
         Action::SetHubImage { image } => {
-            let layout = need(inputs.layout, "set the hub image", "the hub container is unknown")?;
+            let layout = need(
+                inputs.layout,
+                "set the hub image",
+                "the hub container is unknown",
+            )?;
             let patch = json!({"spec": {"template": {"spec": {"containers": [
                 {"name": layout.container, "image": image}
             ]}}}});
             deployments
-                .patch(&hub_name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .patch(
+                    &hub_name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
                 .await
                 .map(drop)
                 .map_err(kube_error("set the hub image", hub_name.clone()))
@@ -131,17 +152,32 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         Action::CancelMigration => {
             let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
             let name = objects::owned_name(inputs.upgrade, objects::JobStep::Migration.as_str());
-            let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() };
+            let params = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Foreground),
+                ..Default::default()
+            };
             match jobs.delete(&name, &params).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(source) => Err(EffectError::Kube { action: "stop the migration", object: name, source }),
+                Err(source) => Err(EffectError::Kube {
+                    action: "stop the migration",
+                    object: name,
+                    source,
+                }),
             }
         }
         Action::StartRestore => {
             let (deployment, layout) = hub_parts(inputs, "start the restore")?;
-            let backup = need(inputs.progress.backup.as_ref(), "start the restore", "no backup is recorded")?;
-            let checksum = need(backup.checksum.as_deref(), "start the restore", "the backup has no checksum")?;
+            let backup = need(
+                inputs.progress.backup.as_ref(),
+                "start the restore",
+                "no backup is recorded",
+            )?;
+            let checksum = need(
+                backup.checksum.as_deref(),
+                "start the restore",
+                "the backup has no checksum",
+            )?;
             let job = objects::restore_job(
                 inputs.upgrade,
                 deployment,
@@ -155,7 +191,8 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         }
         Action::StopServers => Err(EffectError::Impossible {
             action: "stop users' servers",
-            problem: "stopping servers through the hub's API is not supported by this version".into(),
+            problem: "stopping servers through the hub's API is not supported by this version"
+                .into(),
         }),
     }
 }
@@ -165,13 +202,19 @@ pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), E
     let namespace = upgrade.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let hub = &upgrade.spec.hub.deployment;
-    let deployment = deployments.get_opt(hub).await.map_err(|source| EffectError::Kube {
-        action: "release the hub lock",
-        object: hub.clone(),
-        source,
-    })?;
-    let Some(deployment) = deployment else { return Ok(()) };
-    let holds = super::lock::holder(&deployment).is_some_and(|(_, uid)| Some(uid.as_str()) == upgrade.metadata.uid.as_deref());
+    let deployment = deployments
+        .get_opt(hub)
+        .await
+        .map_err(|source| EffectError::Kube {
+            action: "release the hub lock",
+            object: hub.clone(),
+            source,
+        })?;
+    let Some(deployment) = deployment else {
+        return Ok(());
+    };
+    let holds = super::lock::holder(&deployment)
+        .is_some_and(|(_, uid)| Some(uid.as_str()) == upgrade.metadata.uid.as_deref());
     if !holds {
         return Ok(());
     }
@@ -183,14 +226,28 @@ pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), E
         .patch(hub, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)
-        .map_err(|source| EffectError::Kube { action: "release the hub lock", object: hub.clone(), source })
+        .map_err(|source| EffectError::Kube {
+            action: "release the hub lock",
+            object: hub.clone(),
+            source,
+        })
 }
 
-fn need<'a, T: ?Sized>(value: Option<&'a T>, action: &'static str, problem: &str) -> Result<&'a T, EffectError> {
-    value.ok_or_else(|| EffectError::Impossible { action, problem: problem.to_string() })
+fn need<'a, T: ?Sized>(
+    value: Option<&'a T>,
+    action: &'static str,
+    problem: &str,
+) -> Result<&'a T, EffectError> {
+    value.ok_or_else(|| EffectError::Impossible {
+        action,
+        problem: problem.to_string(),
+    })
 }
 
-fn hub_parts<'a>(inputs: &EffectInputs<'a>, action: &'static str) -> Result<(&'a Deployment, &'a HubLayout), EffectError> {
+fn hub_parts<'a>(
+    inputs: &EffectInputs<'a>,
+    action: &'static str,
+) -> Result<(&'a Deployment, &'a HubLayout), EffectError> {
     Ok((
         need(inputs.deployment, action, "the hub Deployment is gone")?,
         need(inputs.layout, action, "the hub's layout is unknown")?,
@@ -204,23 +261,44 @@ async fn create_job(client: &Client, namespace: &str, job: Job) -> Result<(), Ef
         Ok(_) => Ok(()),
         // Made by an earlier attempt that crashed before recording it: that Job is the one.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(source) => Err(EffectError::Kube { action: "create Job", object: name, source }),
+        Err(source) => Err(EffectError::Kube {
+            action: "create Job",
+            object: name,
+            source,
+        }),
     }
 }
 
 /// Copies every key of the hub's ConfigMaps and Secrets (jupyterhub_config.py, values.yaml, ...)
 /// into one Secret owned by the upgrade: Secret, because z2jh's values.yaml holds passwords.
 async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
-    let layout = need(inputs.layout, "back up the configuration", "the hub's layout is unknown")?;
+    let layout = need(
+        inputs.layout,
+        "back up the configuration",
+        "the hub's layout is unknown",
+    )?;
     let namespace = inputs.upgrade.namespace().unwrap_or_default();
     let maps: Api<ConfigMap> = Api::namespaced(inputs.client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(inputs.client.clone(), &namespace);
-    let read_error = |object: String| move |source| EffectError::Kube { action: "back up the configuration", object, source };
+    let read_error = |object: String| {
+        move |source| EffectError::Kube {
+            action: "back up the configuration",
+            object,
+            source,
+        }
+    };
     let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
     for name in &layout.config_maps {
-        if let Some(map) = maps.get_opt(name).await.map_err(read_error(format!("ConfigMap {name}")))? {
+        if let Some(map) = maps
+            .get_opt(name)
+            .await
+            .map_err(read_error(format!("ConfigMap {name}")))?
+        {
             for (key, value) in map.data.unwrap_or_default() {
-                data.insert(format!("configmap.{name}.{key}"), ByteString(value.into_bytes()));
+                data.insert(
+                    format!("configmap.{name}.{key}"),
+                    ByteString(value.into_bytes()),
+                );
             }
             for (key, value) in map.binary_data.unwrap_or_default() {
                 data.insert(format!("configmap.{name}.{key}"), value);
@@ -228,7 +306,11 @@ async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
         }
     }
     for name in &layout.secrets {
-        if let Some(secret) = secrets.get_opt(name).await.map_err(read_error(format!("Secret {name}")))? {
+        if let Some(secret) = secrets
+            .get_opt(name)
+            .await
+            .map_err(read_error(format!("Secret {name}")))?
+        {
             for (key, value) in secret.data.unwrap_or_default() {
                 data.insert(format!("secret.{name}.{key}"), value);
             }
@@ -242,8 +324,16 @@ async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
         .chain(layout.secrets.iter().map(|n| format!("Secret/{n}")))
         .collect::<Vec<_>>()
         .join(",");
-    metadata.annotations = Some(BTreeMap::from([("hubgrade.io/copied-from".to_string(), sources)]));
-    let backup = Secret { metadata, data: Some(data), type_: Some("Opaque".into()), ..Default::default() };
+    metadata.annotations = Some(BTreeMap::from([(
+        "hubgrade.io/copied-from".to_string(),
+        sources,
+    )]));
+    let backup = Secret {
+        metadata,
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
     match secrets.create(&PostParams::default(), &backup).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),

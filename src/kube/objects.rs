@@ -55,14 +55,16 @@ pub fn owned_name(upgrade: &HubUpgrade, what: &str) -> String {
 
 pub fn owner_reference(upgrade: &HubUpgrade) -> OwnerReference {
     // controller_owner_ref only fails without a uid/name, which a stored object always has.
-    upgrade.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
-        api_version: "hubgrade.io/v1alpha1".into(),
-        kind: "HubUpgrade".into(),
-        name: upgrade.metadata.name.clone().unwrap_or_default(),
-        uid: upgrade.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    })
+    upgrade
+        .controller_owner_ref(&())
+        .unwrap_or_else(|| OwnerReference {
+            api_version: "hubgrade.io/v1alpha1".into(),
+            kind: "HubUpgrade".into(),
+            name: upgrade.metadata.name.clone().unwrap_or_default(),
+            uid: upgrade.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
 }
 
 pub fn owned_metadata(upgrade: &HubUpgrade, what: &str) -> ObjectMeta {
@@ -79,21 +81,38 @@ fn labels(upgrade: &HubUpgrade, what: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "hubgrade".into()),
         ("app.kubernetes.io/managed-by".into(), "hubgrade".into()),
-        (UPGRADE_LABEL.into(), upgrade.metadata.name.clone().unwrap_or_default()),
+        (
+            UPGRADE_LABEL.into(),
+            upgrade.metadata.name.clone().unwrap_or_default(),
+        ),
         (STEP_LABEL.into(), what.into()),
     ])
 }
 
 /// Where the SQLite backup of this upgrade goes, as the hub container sees the volume.
 pub fn sqlite_backup_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
-    let directory = layout.sqlite_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    format!("{directory}/{BACKUP_DIR}/{}.sqlite", owned_name(upgrade, "db"))
+    let directory = layout
+        .sqlite_path
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .unwrap_or("");
+    format!(
+        "{directory}/{BACKUP_DIR}/{}.sqlite",
+        owned_name(upgrade, "db")
+    )
 }
 
 /// Where the rehearsal's scratch copy goes.
 fn rehearsal_copy_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
-    let directory = layout.sqlite_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    format!("{directory}/{BACKUP_DIR}/{}.sqlite", owned_name(upgrade, "rehearsal"))
+    let directory = layout
+        .sqlite_path
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .unwrap_or("");
+    format!(
+        "{directory}/{BACKUP_DIR}/{}.sqlite",
+        owned_name(upgrade, "rehearsal")
+    )
 }
 
 /// The restricted Pod Security profile, without overriding what the hub's own settings say.
@@ -111,10 +130,12 @@ fn restricted(hub: Option<&SecurityContext>, pod: Option<&PodSecurityContext>) -
     if !runs_as_root {
         context.run_as_non_root.get_or_insert(true);
     }
-    context.seccomp_profile.get_or_insert_with(|| SeccompProfile {
-        type_: "RuntimeDefault".into(),
-        ..Default::default()
-    });
+    context
+        .seccomp_profile
+        .get_or_insert_with(|| SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        });
     context
 }
 
@@ -139,7 +160,12 @@ fn hub_pod(deployment: &Deployment) -> PodSpec {
         .unwrap_or_default()
 }
 
-fn job(upgrade: &HubUpgrade, step: JobStep, template: PodTemplateSpec, deadline_seconds: i64) -> Job {
+fn job(
+    upgrade: &HubUpgrade,
+    step: JobStep,
+    template: PodTemplateSpec,
+    deadline_seconds: i64,
+) -> Job {
     Job {
         metadata: owned_metadata(upgrade, step.as_str()),
         spec: Some(JobSpec {
@@ -170,7 +196,10 @@ fn agent_job(
     let mut labels = labels(upgrade, step.as_str());
     labels.insert(ROLE_LABEL.into(), "agent".into());
     let template = PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            ..Default::default()
+        }),
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             security_context: Some(agent_pod_security(&pod)),
@@ -225,7 +254,15 @@ pub fn backup_job(
         "--to".into(),
         sqlite_backup_path(upgrade, layout),
     ];
-    agent_job(upgrade, deployment, layout, JobStep::Backup, agent_image, args, deadline_seconds)
+    agent_job(
+        upgrade,
+        deployment,
+        layout,
+        JobStep::Backup,
+        agent_image,
+        args,
+        deadline_seconds,
+    )
 }
 
 /// Puts the backup back in place of the database, checking the checksum before and after.
@@ -247,7 +284,15 @@ pub fn restore_job(
         "--checksum".into(),
         checksum.into(),
     ];
-    agent_job(upgrade, deployment, layout, JobStep::Restore, agent_image, args, deadline_seconds)
+    agent_job(
+        upgrade,
+        deployment,
+        layout,
+        JobStep::Restore,
+        agent_image,
+        args,
+        deadline_seconds,
+    )
 }
 
 /// `jupyterhub upgrade-db` in the target image, in a pod built from the hub's own template:
@@ -260,7 +305,15 @@ pub fn migration_job(
     target_image: &str,
     deadline_seconds: i64,
 ) -> Job {
-    hub_image_job(upgrade, deployment, layout, JobStep::Migration, target_image, None, deadline_seconds)
+    hub_image_job(
+        upgrade,
+        deployment,
+        layout,
+        JobStep::Migration,
+        target_image,
+        None,
+        deadline_seconds,
+    )
 }
 
 /// The migration run against a scratch copy of the database, before the hub is stopped: an
@@ -322,7 +375,11 @@ fn hub_image_job(
     deadline_seconds: i64,
 ) -> Job {
     let pod = hub_pod(deployment);
-    let template_meta = deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).unwrap_or_default();
+    let template_meta = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.clone())
+        .unwrap_or_default();
     let hub = pod
         .containers
         .iter()
@@ -347,7 +404,10 @@ fn hub_image_job(
         working_dir: hub.working_dir.clone(),
         resources: hub.resources.clone(),
         image_pull_policy: hub.image_pull_policy.clone(),
-        security_context: Some(restricted(hub.security_context.as_ref(), pod.security_context.as_ref())),
+        security_context: Some(restricted(
+            hub.security_context.as_ref(),
+            pod.security_context.as_ref(),
+        )),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -372,9 +432,17 @@ fn hub_image_job(
 
 /// The `--config` / `-f` file the hub is started with (z2jh: jupyterhub_config.py).
 fn config_file_argument(hub: &Container) -> Option<String> {
-    let words: Vec<&String> = hub.command.iter().flatten().chain(hub.args.iter().flatten()).collect();
+    let words: Vec<&String> = hub
+        .command
+        .iter()
+        .flatten()
+        .chain(hub.args.iter().flatten())
+        .collect();
     for (i, word) in words.iter().enumerate() {
-        if let Some(value) = word.strip_prefix("--config=").or_else(|| word.strip_prefix("--JupyterHub.config_file=")) {
+        if let Some(value) = word
+            .strip_prefix("--config=")
+            .or_else(|| word.strip_prefix("--JupyterHub.config_file="))
+        {
             return Some(value.to_string());
         }
         if (word.as_str() == "--config" || word.as_str() == "-f")
@@ -444,42 +512,97 @@ mod tests {
 
     #[test]
     fn the_migration_job_is_the_hub_pod_with_the_target_image() {
-        let job = migration_job(&upgrade(), &hub(), &layout(), "quay.io/jupyterhub/k8s-hub:4.2.0", 1800);
-        assert_eq!(job.metadata.name.as_deref(), Some("hubgrade-0f1e2d3c-migration"));
-        assert_eq!(job.metadata.owner_references.as_ref().map(|o| o[0].kind.as_str()), Some("HubUpgrade"));
+        let job = migration_job(
+            &upgrade(),
+            &hub(),
+            &layout(),
+            "quay.io/jupyterhub/k8s-hub:4.2.0",
+            1800,
+        );
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("hubgrade-0f1e2d3c-migration")
+        );
+        assert_eq!(
+            job.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].kind.as_str()),
+            Some("HubUpgrade")
+        );
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
         let template = spec.template;
-        let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("labels");
-        assert!(!labels.contains_key("component"), "the hub Service must not select the Job's pod");
+        let labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("labels");
+        assert!(
+            !labels.contains_key("component"),
+            "the hub Service must not select the Job's pod"
+        );
         let pod = template.spec.expect("pod");
         assert_eq!(pod.service_account_name.as_deref(), Some("hub"));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let container = &pod.containers[0];
-        assert_eq!(container.image.as_deref(), Some("quay.io/jupyterhub/k8s-hub:4.2.0"));
-        assert_eq!(container.command.as_deref(), Some(&["jupyterhub".to_string()][..]));
+        assert_eq!(
+            container.image.as_deref(),
+            Some("quay.io/jupyterhub/k8s-hub:4.2.0")
+        );
+        assert_eq!(
+            container.command.as_deref(),
+            Some(&["jupyterhub".to_string()][..])
+        );
         assert_eq!(
             container.args.as_deref(),
-            Some(&["upgrade-db".to_string(), "--config=/usr/local/etc/jupyterhub/jupyterhub_config.py".to_string()][..])
+            Some(
+                &[
+                    "upgrade-db".to_string(),
+                    "--config=/usr/local/etc/jupyterhub/jupyterhub_config.py".to_string()
+                ][..]
+            )
         );
         assert_eq!(container.working_dir.as_deref(), Some("/srv/jupyterhub"));
         assert!(container.readiness_probe.is_none());
-        let security = container.security_context.as_ref().expect("security context");
+        let security = container
+            .security_context
+            .as_ref()
+            .expect("security context");
         assert_eq!(security.run_as_user, Some(1000), "the hub's user is kept");
         assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));
-        assert_eq!(security.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
-        assert_eq!(security.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(
+            security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            security.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
     }
 
     #[test]
     fn a_hub_running_as_root_is_not_forced_to_non_root() {
         let mut deployment = hub();
-        let pod = deployment.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("pod");
-        pod.containers[0].security_context = Some(SecurityContext { run_as_user: Some(0), ..Default::default() });
+        let pod = deployment
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("pod");
+        pod.containers[0].security_context = Some(SecurityContext {
+            run_as_user: Some(0),
+            ..Default::default()
+        });
         let job = migration_job(&upgrade(), &deployment, &layout(), "x:2", 60);
         let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
-        assert_eq!(pod.containers[0].security_context.as_ref().and_then(|s| s.run_as_non_root), None);
+        assert_eq!(
+            pod.containers[0]
+                .security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root),
+            None
+        );
     }
 
     #[test]
@@ -491,7 +614,11 @@ mod tests {
         let args = container.args.clone().expect("args");
         assert_eq!(args[0], "sqlite-backup");
         assert!(args.contains(&"/srv/jupyterhub/jupyterhub.sqlite".to_string()));
-        let claim = pod.volumes.as_ref().and_then(|v| v[0].persistent_volume_claim.as_ref()).expect("pvc");
+        let claim = pod
+            .volumes
+            .as_ref()
+            .and_then(|v| v[0].persistent_volume_claim.as_ref())
+            .expect("pvc");
         assert_eq!(claim.claim_name, "hub-db-dir");
         assert_eq!(pod.automount_service_account_token, Some(false));
     }

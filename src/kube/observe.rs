@@ -20,7 +20,11 @@ pub struct Observation {
     pub layout: Option<Result<HubLayout, LayoutError>>,
 }
 
-pub async fn observe(client: &Client, upgrade: &HubUpgrade, phase: Phase) -> Result<Observation, kube::Error> {
+pub async fn observe(
+    client: &Client,
+    upgrade: &HubUpgrade,
+    phase: Phase,
+) -> Result<Observation, kube::Error> {
     let namespace = upgrade.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let deployment = deployments.get_opt(&upgrade.spec.hub.deployment).await?;
@@ -32,22 +36,57 @@ pub async fn observe(client: &Client, upgrade: &HubUpgrade, phase: Phase) -> Res
         world.lock = observe_lock(client, &namespace, upgrade, deployment).await?;
     }
     if matches!(phase, Phase::Pending | Phase::Preflight) {
-        world.preflight = Some(preflight(client, &namespace, upgrade, deployment.as_ref(), layout.as_ref()).await?);
+        world.preflight = Some(
+            preflight(
+                client,
+                &namespace,
+                upgrade,
+                deployment.as_ref(),
+                layout.as_ref(),
+            )
+            .await?,
+        );
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    world.rehearsal = job_state(&jobs, &pods, &owned_name(upgrade, JobStep::Rehearsal.as_str())).await?.map(|_| ());
-    world.migration = job_state(&jobs, &pods, &owned_name(upgrade, JobStep::Migration.as_str())).await?.map(|_| ());
-    world.restore = job_state(&jobs, &pods, &owned_name(upgrade, JobStep::Restore.as_str())).await?.map(|_| ());
-    world.backup = match job_state(&jobs, &pods, &owned_name(upgrade, JobStep::Backup.as_str())).await? {
-        StepState::Succeeded(message) => backup_report(&message),
-        StepState::NotStarted => StepState::NotStarted,
-        StepState::Running => StepState::Running,
-        StepState::Failed(why) => StepState::Failed(why),
-    };
+    world.rehearsal = job_state(
+        &jobs,
+        &pods,
+        &owned_name(upgrade, JobStep::Rehearsal.as_str()),
+    )
+    .await?
+    .map(|_| ());
+    world.migration = job_state(
+        &jobs,
+        &pods,
+        &owned_name(upgrade, JobStep::Migration.as_str()),
+    )
+    .await?
+    .map(|_| ());
+    world.restore = job_state(
+        &jobs,
+        &pods,
+        &owned_name(upgrade, JobStep::Restore.as_str()),
+    )
+    .await?
+    .map(|_| ());
+    world.backup =
+        match job_state(&jobs, &pods, &owned_name(upgrade, JobStep::Backup.as_str())).await? {
+            StepState::Succeeded(message) => backup_report(&message),
+            StepState::NotStarted => StepState::NotStarted,
+            StepState::Running => StepState::Running,
+            StepState::Failed(why) => StepState::Failed(why),
+        };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    world.config_backed_up = secrets.get_opt(&owned_name(upgrade, "config")).await?.is_some();
-    Ok(Observation { world, deployment, layout })
+    world.config_backed_up = secrets
+        .get_opt(&owned_name(upgrade, "config"))
+        .await?
+        .is_some();
+    Ok(Observation {
+        world,
+        deployment,
+        layout,
+    })
 }
 
 async fn observe_hub(
@@ -70,10 +109,14 @@ async fn observe_hub(
     let count = if selector.is_empty() {
         0
     } else {
-        pods.list(&ListParams::default().labels(&selector)).await?.items.len() as u32
+        pods.list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .len() as u32
     };
     let status = deployment.status.clone().unwrap_or_default();
-    let current = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+    let current =
+        status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
     let all = |n: Option<i32>| n.unwrap_or(0) == replicas;
     let rolled_out = current
         && all(status.updated_replicas)
@@ -85,7 +128,12 @@ async fn observe_hub(
         Some(Ok(layout)) => layout.image.clone(),
         _ => String::new(),
     };
-    Ok(HubObservation { image, replicas, pods: count, rolled_out })
+    Ok(HubObservation {
+        image,
+        replicas,
+        pods: count,
+        rolled_out,
+    })
 }
 
 async fn observe_lock(
@@ -160,7 +208,11 @@ fn downgrade_problem(current: &str, target: &str) -> Option<String> {
     let split = |image: &str| -> Option<(String, Vec<u64>)> {
         let image = image.split('@').next()?;
         let (repository, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/'))?;
-        let version: Option<Vec<u64>> = tag.trim_start_matches('v').split('.').map(|p| p.parse().ok()).collect();
+        let version: Option<Vec<u64>> = tag
+            .trim_start_matches('v')
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect();
         Some((repository.to_string(), version?))
     };
     let (current_repo, current_version) = split(current)?;
@@ -173,30 +225,55 @@ fn downgrade_problem(current: &str, target: &str) -> Option<String> {
 }
 
 /// The state of one of this upgrade's Jobs; `Succeeded` carries the pod's termination message.
-async fn job_state(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> Result<StepState<String>, kube::Error> {
+async fn job_state(
+    jobs: &Api<Job>,
+    pods: &Api<Pod>,
+    name: &str,
+) -> Result<StepState<String>, kube::Error> {
     let Some(job) = jobs.get_opt(name).await? else {
         return Ok(StepState::NotStarted);
     };
     let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
-    let holds = |kind: &str| conditions.iter().find(|c| c.type_ == kind && c.status == "True");
+    let holds = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == kind && c.status == "True")
+    };
     let complete = holds("Complete").is_some();
-    let failed = holds("Failed").map(|c| c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default()));
+    let failed = holds("Failed").map(|c| {
+        c.message
+            .clone()
+            .unwrap_or_else(|| c.reason.clone().unwrap_or_default())
+    });
     if !complete && failed.is_none() {
         return Ok(StepState::Running);
     }
-    let job_pods = pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await?;
+    let job_pods = pods
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await?;
     let terminated = job_pods.items.iter().rev().find_map(|pod| {
-        pod.status.as_ref()?.container_statuses.as_ref()?.iter().find_map(|c| c.state.as_ref()?.terminated.clone())
+        pod.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find_map(|c| c.state.as_ref()?.terminated.clone())
     });
     if complete {
-        return Ok(StepState::Succeeded(terminated.and_then(|t| t.message).unwrap_or_default()));
+        return Ok(StepState::Succeeded(
+            terminated.and_then(|t| t.message).unwrap_or_default(),
+        ));
     }
     let why = match terminated {
         Some(t) => {
             let detail = t
                 .message
                 .as_deref()
-                .map(|m| AgentReport::parse(m).and_then(|r| r.error).unwrap_or_else(|| m.trim().to_string()))
+                .map(|m| {
+                    AgentReport::parse(m)
+                        .and_then(|r| r.error)
+                        .unwrap_or_else(|| m.trim().to_string())
+                })
                 .or(t.reason.clone())
                 .unwrap_or_default();
             format!("Job {name} failed with exit code {}: {detail}", t.exit_code)

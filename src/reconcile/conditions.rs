@@ -5,7 +5,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::machine::{Phase, Progress};
 
-pub fn for_progress(progress: &Progress, previous: &[Condition], now: jiff::Timestamp) -> Vec<Condition> {
+pub fn for_progress(
+    progress: &Progress,
+    previous: &[Condition],
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
     let phase = progress.phase;
     let message = progress.message.clone();
     let waiting = progress.waiting_for.is_some() && phase == Phase::Preflight;
@@ -18,12 +22,29 @@ pub fn for_progress(progress: &Progress, previous: &[Condition], now: jiff::Time
         _ if phase.is_terminal() => ("False", phase.as_str()),
         _ => ("True", phase.as_str()),
     };
-    let degraded = matches!(phase, Phase::RollingBack | Phase::RolledBack | Phase::Failed);
-    let degraded_message = if degraded { progress.failure.clone().unwrap_or_else(|| message.clone()) } else { String::new() };
+    let degraded = matches!(
+        phase,
+        Phase::RollingBack | Phase::RolledBack | Phase::Failed
+    );
+    let degraded_message = if degraded {
+        progress.failure.clone().unwrap_or_else(|| message.clone())
+    } else {
+        String::new()
+    };
     [
         ("Ready", ready, ready_reason, message.clone()),
-        ("Progressing", progressing, progressing_reason, message.clone()),
-        ("Degraded", if degraded { "True" } else { "False" }, phase.as_str(), degraded_message),
+        (
+            "Progressing",
+            progressing,
+            progressing_reason,
+            message.clone(),
+        ),
+        (
+            "Degraded",
+            if degraded { "True" } else { "False" },
+            phase.as_str(),
+            degraded_message,
+        ),
     ]
     .into_iter()
     .map(|(kind, status, reason, message)| {

@@ -25,7 +25,10 @@ pub struct LeaderLease {
 
 impl LeaderLease {
     pub fn new(client: Client, config: LeaseConfig) -> Self {
-        LeaderLease { api: Api::namespaced(client, &config.namespace), config }
+        LeaderLease {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+        }
     }
 
     /// Waits until this replica holds the lease.
@@ -73,7 +76,10 @@ impl LeaderLease {
             if spec.holder_identity.as_deref() == Some(self.config.identity.as_str()) {
                 spec.holder_identity = None;
                 spec.renew_time = None;
-                let _ = self.api.replace(&self.config.name, &PostParams::default(), &lease).await;
+                let _ = self
+                    .api
+                    .replace(&self.config.name, &PostParams::default(), &lease)
+                    .await;
             }
         }
     }
@@ -84,7 +90,10 @@ impl LeaderLease {
         let seconds = self.config.duration.as_secs().max(1) as i32;
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(seconds),
@@ -104,9 +113,9 @@ impl LeaderLease {
         let ours = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
         let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(renewed)), Some(duration)) => {
-                renewed.checked_add(jiff::SignedDuration::from_secs(duration.into())).is_ok_and(|end| end < now)
-            }
+            (Some(MicroTime(renewed)), Some(duration)) => renewed
+                .checked_add(jiff::SignedDuration::from_secs(duration.into()))
+                .is_ok_and(|end| end < now),
             _ => true,
         };
         if !(ours || free || expired) {
@@ -120,7 +129,11 @@ impl LeaderLease {
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(seconds);
         // replace() carries the resourceVersion we read: a racing replica gets a 409.
-        match self.api.replace(&lease.name_any(), &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&lease.name_any(), &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(error) => Err(error),

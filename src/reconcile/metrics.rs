@@ -57,21 +57,34 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP hubgrade_reconciliations_total Reconciliations of HubUpgrades.\n# TYPE hubgrade_reconciliations_total counter\n");
-        out.push_str(&format!("hubgrade_reconciliations_total {}\n", self.reconciliations.load(Ordering::Relaxed)));
+        out.push_str(&format!(
+            "hubgrade_reconciliations_total {}\n",
+            self.reconciliations.load(Ordering::Relaxed)
+        ));
         out.push_str("# HELP hubgrade_reconcile_errors_total Reconciliations that failed and were retried.\n# TYPE hubgrade_reconcile_errors_total counter\n");
-        out.push_str(&format!("hubgrade_reconcile_errors_total {}\n", self.failures.load(Ordering::Relaxed)));
+        out.push_str(&format!(
+            "hubgrade_reconcile_errors_total {}\n",
+            self.failures.load(Ordering::Relaxed)
+        ));
         out.push_str("# HELP hubgrade_leader Whether this replica holds the leader lease.\n# TYPE hubgrade_leader gauge\n");
-        out.push_str(&format!("hubgrade_leader {}\n", u8::from(self.leader.load(Ordering::Relaxed))));
+        out.push_str(&format!(
+            "hubgrade_leader {}\n",
+            u8::from(self.leader.load(Ordering::Relaxed))
+        ));
         out.push_str("# HELP hubgrade_actions_total Actions carried out, by action.\n# TYPE hubgrade_actions_total counter\n");
         if let Ok(actions) = self.actions.lock() {
             for (name, count) in actions.iter() {
-                out.push_str(&format!("hubgrade_actions_total{{action=\"{name}\"}} {count}\n"));
+                out.push_str(&format!(
+                    "hubgrade_actions_total{{action=\"{name}\"}} {count}\n"
+                ));
             }
         }
         out.push_str("# HELP hubgrade_phase_entries_total Phases entered, by phase.\n# TYPE hubgrade_phase_entries_total counter\n");
         if let Ok(phases) = self.phases.lock() {
             for (name, count) in phases.iter() {
-                out.push_str(&format!("hubgrade_phase_entries_total{{phase=\"{name}\"}} {count}\n"));
+                out.push_str(&format!(
+                    "hubgrade_phase_entries_total{{phase=\"{name}\"}} {count}\n"
+                ));
             }
         }
         out
@@ -82,7 +95,9 @@ impl Metrics {
 /// fixed GET endpoints do not need a web framework.
 pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buffer = [0u8; 1024];

@@ -43,20 +43,36 @@ pub struct Context {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading the cluster for {upgrade}: {source}")]
-    Observe { upgrade: String, source: kube::Error },
+    Observe {
+        upgrade: String,
+        source: kube::Error,
+    },
     #[error("{upgrade}: {source}")]
-    Effect { upgrade: String, source: EffectError },
+    Effect {
+        upgrade: String,
+        source: EffectError,
+    },
     #[error("recording the status of {upgrade}: {source}")]
-    Status { upgrade: String, source: kube::Error },
+    Status {
+        upgrade: String,
+        source: kube::Error,
+    },
     #[error("finalizer of {upgrade}: {message}")]
     Finalizer { upgrade: String, message: String },
 }
 
 /// Runs the controller until `shutdown` resolves. `namespace`: watch one namespace, or all.
-pub async fn run_controller(context: Arc<Context>, namespace: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run_controller(
+    context: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = context.client.clone();
     let (upgrades, jobs): (Api<HubUpgrade>, Api<Job>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=hubgrade");
@@ -73,12 +89,19 @@ pub async fn run_controller(context: Arc<Context>, namespace: Option<String>, sh
 }
 
 fn label(upgrade: &HubUpgrade) -> String {
-    format!("{}/{}", upgrade.namespace().unwrap_or_default(), upgrade.name_any())
+    format!(
+        "{}/{}",
+        upgrade.namespace().unwrap_or_default(),
+        upgrade.name_any()
+    )
 }
 
 async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Requeue, Error> {
     context.metrics.reconciled();
-    let api: Api<HubUpgrade> = Api::namespaced(context.client.clone(), &upgrade.namespace().unwrap_or_default());
+    let api: Api<HubUpgrade> = Api::namespaced(
+        context.client.clone(),
+        &upgrade.namespace().unwrap_or_default(),
+    );
     let name = label(&upgrade);
     finalizer(&api, FINALIZER, upgrade, |event| async {
         match event {
@@ -86,13 +109,19 @@ async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Re
             FinalizerEvent::Cleanup(upgrade) => {
                 effects::release_lock(&context.client, &upgrade)
                     .await
-                    .map_err(|source| Error::Effect { upgrade: label(&upgrade), source })?;
+                    .map_err(|source| Error::Effect {
+                        upgrade: label(&upgrade),
+                        source,
+                    })?;
                 Ok(Requeue::await_change())
             }
         }
     })
     .await
-    .map_err(|e| Error::Finalizer { upgrade: name, message: e.to_string() })
+    .map_err(|e| Error::Finalizer {
+        upgrade: name,
+        message: e.to_string(),
+    })
 }
 
 fn error_policy(upgrade: Arc<HubUpgrade>, error: &Error, context: Arc<Context>) -> Requeue {
@@ -110,7 +139,10 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
     let Some(upgrade) = api
         .get_opt(&cached.name_any())
         .await
-        .map_err(|source| Error::Observe { upgrade: name.clone(), source })?
+        .map_err(|source| Error::Observe {
+            upgrade: name.clone(),
+            source,
+        })?
     else {
         return Ok(Requeue::await_change());
     };
@@ -125,15 +157,35 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
         Err(problem) => {
             // Only reachable past the CRD's validation (e.g. an older CRD installed).
             let progress = failed_on_invalid_spec(&progress, &problem.to_string(), now);
-            write_status(&api, &upgrade, &progress).await.map_err(|source| Error::Status { upgrade: name.clone(), source })?;
-            publish(context, &upgrade, EventKind::Warning, "InvalidSpec", &problem.to_string()).await;
+            write_status(&api, &upgrade, &progress)
+                .await
+                .map_err(|source| Error::Status {
+                    upgrade: name.clone(),
+                    source,
+                })?;
+            publish(
+                context,
+                &upgrade,
+                EventKind::Warning,
+                "InvalidSpec",
+                &problem.to_string(),
+            )
+            .await;
             return Ok(Requeue::await_change());
         }
     };
     let observation = observe(&context.client, &upgrade, progress.phase)
         .await
-        .map_err(|source| Error::Observe { upgrade: name.clone(), source })?;
-    let Decision { action, progress: next, notice, requeue_after } = decide(&plan, &progress, &observation.world, now);
+        .map_err(|source| Error::Observe {
+            upgrade: name.clone(),
+            source,
+        })?;
+    let Decision {
+        action,
+        progress: next,
+        notice,
+        requeue_after,
+    } = decide(&plan, &progress, &observation.world, now);
     let layout = observation.layout.as_ref().and_then(|l| l.as_ref().ok());
     let inputs = EffectInputs {
         client: &context.client,
@@ -150,15 +202,37 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
             // Someone changed the object between our read and our write: look again.
             return Ok(Requeue::requeue(Duration::from_millis(500)));
         }
-        publish(context, &upgrade, EventKind::Warning, "ActionFailed", &source.to_string()).await;
-        return Err(Error::Effect { upgrade: name, source });
+        publish(
+            context,
+            &upgrade,
+            EventKind::Warning,
+            "ActionFailed",
+            &source.to_string(),
+        )
+        .await;
+        return Err(Error::Effect {
+            upgrade: name,
+            source,
+        });
     }
     context.metrics.acted(&action);
     if next != progress {
-        write_status(&api, &upgrade, &next).await.map_err(|source| Error::Status { upgrade: name.clone(), source })?;
+        write_status(&api, &upgrade, &next)
+            .await
+            .map_err(|source| Error::Status {
+                upgrade: name.clone(),
+                source,
+            })?;
     }
     if let Some(notice) = notice {
-        publish(context, &upgrade, notice.kind, &notice.reason, &notice.message).await;
+        publish(
+            context,
+            &upgrade,
+            notice.kind,
+            &notice.reason,
+            &notice.message,
+        )
+        .await;
     }
     if next.phase != progress.phase {
         info!(upgrade = %name, from = %progress.phase, to = %next.phase, "phase changed");
@@ -192,13 +266,24 @@ fn failed_on_invalid_spec(progress: &Progress, problem: &str, now: jiff::Timesta
 
 /// Writes the whole status with server-side apply; the resourceVersion makes a write based on
 /// a stale read fail instead of overwriting newer progress.
-async fn write_status(api: &Api<HubUpgrade>, upgrade: &HubUpgrade, progress: &Progress) -> Result<(), kube::Error> {
+async fn write_status(
+    api: &Api<HubUpgrade>,
+    upgrade: &HubUpgrade,
+    progress: &Progress,
+) -> Result<(), kube::Error> {
     let previous = upgrade.status.clone().unwrap_or_default();
     let status = HubUpgradeStatus {
         progress: progress.clone(),
         observed_generation: upgrade.metadata.generation,
-        conditions: conditions::for_progress(progress, &previous.conditions, jiff::Timestamp::now()),
-        to: Some(TargetRecord { image: upgrade.spec.target_image.clone(), revision: None }),
+        conditions: conditions::for_progress(
+            progress,
+            &previous.conditions,
+            jiff::Timestamp::now(),
+        ),
+        to: Some(TargetRecord {
+            image: upgrade.spec.target_image.clone(),
+            revision: None,
+        }),
         downtime_seconds: progress.downtime_seconds(),
     };
     let patch = json!({
@@ -207,12 +292,22 @@ async fn write_status(api: &Api<HubUpgrade>, upgrade: &HubUpgrade, progress: &Pr
         "metadata": {"name": upgrade.name_any(), "resourceVersion": upgrade.resource_version()},
         "status": status,
     });
-    api.patch_status(&upgrade.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(drop)
+    api.patch_status(
+        &upgrade.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
 }
 
-async fn publish(context: &Context, upgrade: &HubUpgrade, kind: EventKind, reason: &str, message: &str) {
+async fn publish(
+    context: &Context,
+    upgrade: &HubUpgrade,
+    kind: EventKind,
+    reason: &str,
+    message: &str,
+) {
     let event = Event {
         type_: match kind {
             EventKind::Normal => EventType::Normal,
@@ -224,11 +319,18 @@ async fn publish(context: &Context, upgrade: &HubUpgrade, kind: EventKind, reaso
         action: "Upgrade".into(),
         secondary: None,
     };
-    if let Err(error) = context.recorder.publish(&event, &upgrade.object_ref(&())).await {
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &upgrade.object_ref(&()))
+        .await
+    {
         warn!(upgrade = %label(upgrade), %error, "could not publish an Event");
     }
 }
 
 pub fn reporter(instance: Option<String>) -> Reporter {
-    Reporter { controller: "hubgrade".into(), instance }
+    Reporter {
+        controller: "hubgrade".into(),
+        instance,
+    }
 }

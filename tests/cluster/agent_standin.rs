@@ -37,14 +37,18 @@ struct AgentLine {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let client = Client::try_default().await.expect("a kubeconfig for the local cluster");
+    let client = Client::try_default()
+        .await
+        .expect("a kubeconfig for the local cluster");
     let pods: Api<Pod> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let mut done: HashSet<String> = HashSet::new();
     loop {
-        let listed = pods.list(&ListParams::default().labels("hubgrade.io/role=agent")).await;
+        let listed = pods
+            .list(&ListParams::default().labels("hubgrade.io/role=agent"))
+            .await;
         for pod in listed.map(|l| l.items).unwrap_or_default() {
             let uid = pod.uid().unwrap_or_default();
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
@@ -54,13 +58,24 @@ async fn main() {
             }
             let (code, report) = play(&pod, &args.volumes).await;
             let namespace = pod.namespace().unwrap_or_default();
-            eprintln!("kwok-agent-standin: {namespace}/{} exit {code}: {report}", pod.name_any());
+            eprintln!(
+                "kwok-agent-standin: {namespace}/{} exit {code}: {report}",
+                pod.name_any()
+            );
             let patch = json!({"metadata": {"annotations": {
                 "kwok.hubgrade.io/result": report,
                 "kwok.hubgrade.io/exit-code": code.to_string(),
             }}});
             let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            if api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+            if api
+                .patch(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .is_ok()
+            {
                 done.insert(uid);
             }
         }
@@ -71,9 +86,14 @@ async fn main() {
 /// Runs the pod's agent command on the local stand-ins of its volumes.
 async fn play(pod: &Pod, volumes: &Path) -> (i32, String) {
     let namespace = pod.namespace().unwrap_or_default();
-    let Some(spec) = pod.spec.as_ref() else { return (1, "no pod spec".into()) };
-    let Some(container) = spec.containers.first() else { return (1, "no container".into()) };
-    let words = std::iter::once("agent".to_string()).chain(container.args.clone().unwrap_or_default());
+    let Some(spec) = pod.spec.as_ref() else {
+        return (1, "no pod spec".into());
+    };
+    let Some(container) = spec.containers.first() else {
+        return (1, "no container".into());
+    };
+    let words =
+        std::iter::once("agent".to_string()).chain(container.args.clone().unwrap_or_default());
     let mut command = match AgentLine::try_parse_from(words) {
         Ok(line) => line.command,
         Err(error) => return (2, error.to_string()),

@@ -208,3 +208,4 @@ pub async fn install_crd(client: &Client) {
     )
     .await;
 }
+pub mod e2e;

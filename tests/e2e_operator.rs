@@ -1,0 +1,466 @@
+//! The operator end to end on the local cluster: a z2jh-style SQLite hub upgraded, rolled back
+//! when the migration fails or the new hub never becomes Ready, surviving SIGKILL in every
+//! phase, serialising two upgrades of one hub, and refusing bad upgrades without touching it.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hubgrade::machine::Phase;
+use serde_json::json;
+use support::e2e::{Hub, ORIGINAL_IMAGE, checksum};
+
+const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
+const LIMIT: Duration = Duration::from_secs(120);
+const TERMINAL: [Phase; 3] = [Phase::Succeeded, Phase::RolledBack, Phase::Failed];
+
+fn job_complete(job: &k8s_openapi::api::batch::v1::Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_hub_is_upgraded() {
+    let hub = Hub::new("e2e-ok", |yaml| yaml).await;
+    let original = checksum(&hub.database());
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    let done = hub.wait_for("to-4-2-0", &TERMINAL, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{}",
+        status.progress.message
+    );
+
+    // The hub runs the target image with its original replicas.
+    assert_eq!(hub.hub_image().await, TARGET);
+    assert_eq!(hub.hub().await.spec.and_then(|s| s.replicas), Some(1));
+    assert!(hub.hub_available().await);
+    let from = status.progress.from.clone().expect("original recorded");
+    assert_eq!((from.image.as_str(), from.replicas), (ORIGINAL_IMAGE, 1));
+
+    // Each Job ran once and completed.
+    for step in ["rehearsal", "backup", "migration"] {
+        let jobs = hub.jobs_for(step).await;
+        assert_eq!(jobs.len(), 1, "{step} Jobs");
+        assert!(job_complete(&jobs[0]), "the {step} Job did not complete");
+    }
+    assert!(hub.jobs_for("restore").await.is_empty());
+
+    // The backup is recorded with its size and checksum, and is the database's exact copy.
+    let backup = status.progress.backup.clone().expect("backup recorded");
+    assert!(backup.verified);
+    let file_name = backup.reference.rsplit('/').next().expect("file name");
+    assert!(
+        backup
+            .reference
+            .starts_with("/srv/jupyterhub/hubgrade-backups/"),
+        "{}",
+        backup.reference
+    );
+    let copy = hub.volume.join("hubgrade-backups").join(file_name);
+    assert_eq!(backup.checksum.as_deref(), Some(checksum(&copy).as_str()));
+    assert_eq!(backup.checksum.as_deref(), Some(original.as_str()));
+    assert_eq!(
+        backup.size_bytes,
+        Some(std::fs::metadata(&copy).expect("backup file").len())
+    );
+
+    // The configuration was copied into a Secret owned by the upgrade.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(hub.client.clone(), hub.ns());
+    let config = secrets
+        .list(&kube::api::ListParams::default().labels("hubgrade.io/step=config"))
+        .await
+        .expect("secrets");
+    let data = config
+        .items
+        .first()
+        .and_then(|s| s.data.clone())
+        .expect("config backup");
+    assert!(data.contains_key("configmap.hub.jupyterhub_config.py"));
+    assert!(data.contains_key("secret.hub.values.yaml"));
+
+    // Downtime, the lock released, an Event for every step.
+    assert!(status.downtime_seconds.is_some());
+    let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("hubgrade.io/locked-by"),
+        "the lock was not released"
+    );
+    let reasons: BTreeSet<String> = hub
+        .event_reasons("to-4-2-0")
+        .await
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
+    for step in [
+        "Preflight",
+        "Rehearsal",
+        "ScalingDown",
+        "BackingUp",
+        "Migrating",
+        "RollingOut",
+        "Verifying",
+        "Succeeded",
+    ] {
+        assert!(reasons.contains(step), "no {step} Event; got {reasons:?}");
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready.status, "True");
+
+    // The metrics endpoint answers and counts what happened.
+    let metrics = http_get(hub.metrics_port, "/metrics").await;
+    assert!(metrics.contains("hubgrade_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("hubgrade_actions_total{action=\"start_migration\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        http_get(hub.metrics_port, "/healthz")
+            .await
+            .ends_with("ok\n")
+    );
+}
+
+/// Marks the hub's pod template so that pods of Jobs copied from it fail (KWOK marker).
+fn failing_jobs(yaml: String) -> String {
+    yaml.replace(
+        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}",
+        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}\n      annotations: {kwok.hubgrade.io/fail: job, kwok.hubgrade.io/exit-code: \"3\", kwok.hubgrade.io/message: \"alembic: duplicate column\", kwok.hubgrade.io/delay: 2s}",
+    )
+}
+
+/// Writes into the database while the migration Job runs, as a migration dying half-way would.
+async fn damage_database_during_migration(hub: &Hub) {
+    support::wait_until(LIMIT, "the migration Job", || async {
+        !hub.jobs_for("migration").await.is_empty()
+    })
+    .await;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(hub.database());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .expect("database");
+    sqlx::query("ALTER TABLE users ADD COLUMN half_migrated TEXT")
+        .execute(&mut db)
+        .await
+        .expect("damage");
+    sqlx::query("UPDATE alembic_version SET version_num = 'half-way'")
+        .execute(&mut db)
+        .await
+        .expect("damage");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_migration_is_rolled_back() {
+    let hub = Hub::new("e2e-migfail", failing_jobs).await;
+    let original = checksum(&hub.database());
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET, "migration": {"rehearse": false}}),
+    )
+    .await;
+    damage_database_during_migration(&hub).await;
+    let done = hub.wait_for("to-4-2-0", &TERMINAL, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(
+        status.progress.phase,
+        Phase::RolledBack,
+        "{}",
+        status.progress.message
+    );
+
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert_eq!(hub.hub().await.spec.and_then(|s| s.replicas), Some(1));
+    assert!(hub.hub_available().await);
+    // The database is the backup again, byte for byte.
+    assert_eq!(checksum(&hub.database()), original);
+    assert!(status.progress.database_restored);
+
+    let migration = hub.jobs_for("migration").await;
+    let restore = hub.jobs_for("restore").await;
+    assert_eq!((migration.len(), restore.len()), (1, 1));
+    assert!(job_complete(&restore[0]));
+    let failed_at = migration[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
+        .and_then(|c| c.last_transition_time.clone())
+        .expect("migration failed");
+    let restore_created = restore[0]
+        .metadata
+        .creation_timestamp
+        .clone()
+        .expect("created");
+    assert!(
+        restore_created.0 >= failed_at.0,
+        "the restore started before the migration had failed"
+    );
+
+    let events = hub.event_reasons("to-4-2-0").await;
+    let warning = events
+        .iter()
+        .find(|(kind, reason, _)| kind == "Warning" && reason == "RollingBack")
+        .expect("a RollingBack Warning");
+    assert!(
+        warning.2.contains("exit code 3") && warning.2.contains("alembic: duplicate column"),
+        "{}",
+        warning.2
+    );
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert_eq!(degraded.status, "True");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_that_never_becomes_ready_is_rolled_back() {
+    let hub = Hub::new("e2e-notready", |yaml| yaml).await;
+    let original = checksum(&hub.database());
+    // KWOK never readies a non-Job pod whose image mentions never-ready.
+    let target = "quay.io/jupyterhub/k8s-hub:4.2.0-never-ready";
+    hub.apply_upgrade(
+        "to-broken",
+        json!({"hub": {"deployment": "hub"}, "targetImage": target, "rollout": {"timeout": "8s"}}),
+    )
+    .await;
+    let done = hub.wait_for("to-broken", &TERMINAL, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(
+        status.progress.phase,
+        Phase::RolledBack,
+        "{}",
+        status.progress.message
+    );
+    assert!(
+        status
+            .progress
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains("did not become Ready")
+    );
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert!(hub.hub_available().await);
+    assert_eq!(hub.jobs_for("restore").await.len(), 1);
+    assert_eq!(checksum(&hub.database()), original);
+}
+
+/// Kills the operator (SIGKILL) once in every phase the upgrade enters, restarting it each time.
+async fn kill_in_every_phase(hub: &mut Hub, name: &str) -> Phase {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let start = std::time::Instant::now();
+    loop {
+        let phase = hub.phase(name).await;
+        if let Some(phase) = phase {
+            if phase.is_terminal() {
+                return phase;
+            }
+            if seen.insert(phase.to_string()) {
+                hub.kill_operator();
+                hub.start_operator();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no end after kills in {seen:?}:\n{}",
+            hub.operator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_in_every_phase_still_finishes_each_step_once() {
+    let mut hub = Hub::new("e2e-kill", |yaml| yaml).await;
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    let end = kill_in_every_phase(&mut hub, "to-4-2-0").await;
+    assert_eq!(end, Phase::Succeeded, "{}", hub.operator_log());
+    assert_eq!(hub.hub_image().await, TARGET);
+    for step in ["rehearsal", "backup", "migration"] {
+        assert_eq!(hub.jobs_for(step).await.len(), 1, "{step} Jobs");
+    }
+    let upgrade = hub.upgrades().get("to-4-2-0").await.expect("upgrade");
+    let steps: Vec<String> = upgrade
+        .status
+        .expect("status")
+        .progress
+        .steps
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    let unique: BTreeSet<&String> = steps.iter().collect();
+    assert_eq!(
+        unique.len(),
+        steps.len(),
+        "a phase was entered twice: {steps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_in_every_phase_still_rolls_back_once() {
+    let mut hub = Hub::new("e2e-killfail", failing_jobs).await;
+    let original = checksum(&hub.database());
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET, "migration": {"rehearse": false}}),
+    )
+    .await;
+    let end = kill_in_every_phase(&mut hub, "to-4-2-0").await;
+    assert_eq!(end, Phase::RolledBack, "{}", hub.operator_log());
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert_eq!(checksum(&hub.database()), original);
+    for step in ["backup", "migration", "restore"] {
+        assert_eq!(hub.jobs_for(step).await.len(), 1, "{step} Jobs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_upgrade_of_the_same_hub_waits_for_the_first() {
+    let hub = Hub::new("e2e-two", |yaml| yaml).await;
+    hub.apply_upgrade(
+        "first",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    hub.wait_for(
+        "first",
+        &[
+            Phase::Rehearsal,
+            Phase::ScalingDown,
+            Phase::BackingUp,
+            Phase::Migrating,
+            Phase::Succeeded,
+        ],
+        LIMIT,
+    )
+    .await;
+    hub.apply_upgrade(
+        "second",
+        json!({"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.3.0"}),
+    )
+    .await;
+
+    let mut saw_waiting = false;
+    let start = std::time::Instant::now();
+    while hub.phase("first").await != Some(Phase::Succeeded) {
+        if let Ok(second) = hub.upgrades().get("second").await
+            && let Some(status) = second.status
+        {
+            let waiting = status.conditions.iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.reason == "WaitingForLock"
+                    && c.message.contains("first")
+            });
+            saw_waiting |= waiting;
+            assert!(
+                matches!(status.progress.phase, Phase::Pending | Phase::Preflight),
+                "the second upgrade acted while the first held the lock: {:?}",
+                status.progress.phase
+            );
+        }
+        assert!(start.elapsed() < LIMIT, "the first upgrade did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = hub.wait_for("second", &TERMINAL, LIMIT).await;
+    assert!(
+        saw_waiting,
+        "the second upgrade never showed that it waits for the first"
+    );
+    assert_eq!(
+        second.status.expect("status").progress.phase,
+        Phase::Succeeded
+    );
+    assert_eq!(hub.hub_image().await, "quay.io/jupyterhub/k8s-hub:4.3.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_upgrade_fails_in_preflight_without_touching_the_hub() {
+    let hub = Hub::new("e2e-preflight", |yaml| yaml).await;
+    let version = hub.hub().await.metadata.resource_version;
+
+    hub.apply_upgrade(
+        "no-such-hub",
+        json!({"hub": {"deployment": "hubb"}, "targetImage": TARGET}),
+    )
+    .await;
+    hub.apply_upgrade(
+        "same-image",
+        json!({"hub": {"deployment": "hub"}, "targetImage": ORIGINAL_IMAGE}),
+    )
+    .await;
+    for (name, expected) in [
+        ("no-such-hub", "does not exist"),
+        ("same-image", "already runs"),
+    ] {
+        let done = hub.wait_for(name, &TERMINAL, LIMIT).await;
+        let status = done.status.expect("status");
+        assert_eq!(status.progress.phase, Phase::Failed);
+        assert!(
+            status.progress.message.contains(expected),
+            "{name}: {}",
+            status.progress.message
+        );
+        let steps: Vec<Phase> = status.progress.steps.iter().map(|s| s.name).collect();
+        assert_eq!(steps, [Phase::Preflight, Phase::Failed], "{name}");
+        let events = hub.event_reasons(name).await;
+        assert!(
+            events
+                .iter()
+                .any(|(kind, reason, _)| kind == "Warning" && reason == "PreflightFailed"),
+            "{events:?}"
+        );
+    }
+    assert_eq!(
+        hub.hub().await.metadata.resource_version,
+        version,
+        "the hub Deployment changed"
+    );
+    assert!(
+        hub.jobs()
+            .list(&Default::default())
+            .await
+            .expect("jobs")
+            .items
+            .is_empty()
+    );
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connecting to the operator");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    response
+}

@@ -1,0 +1,382 @@
+//! End-to-end harness: a z2jh-style hub (examples/z2jh-hub/hub.yaml) in its own namespace, the
+//! operator as a separate process running with the token of a ServiceAccount bound to exactly
+//! the chart's RBAC, and the KWOK agent stand-in playing the agent Jobs on a local directory
+//! that stands for the hub's volume.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use sqlx::Connection;
+
+use super::{
+    TestNamespace, client, cluster_bin, install_crd, kubectl, kubectl_with_input, repo, stderr,
+    stdout, wait_until,
+};
+use hubgrade::api::HubUpgrade;
+use hubgrade::machine::Phase;
+
+pub const ORIGINAL_IMAGE: &str = "quay.io/jupyterhub/k8s-hub:4.1.0";
+
+pub struct Hub {
+    pub client: Client,
+    pub namespace: TestNamespace,
+    /// The local directory standing for the PVC hub-db-dir.
+    pub volume: PathBuf,
+    pub dir: PathBuf,
+    pub metrics_port: u16,
+    operator: Option<Child>,
+    standin: Child,
+    operator_kubeconfig: PathBuf,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            let _ = operator.kill();
+            let _ = operator.wait();
+        }
+        let _ = self.standin.kill();
+        let _ = self.standin.wait();
+    }
+}
+
+/// `hub.yaml` rewritten for `namespace`, with `edit` applied to the text.
+fn hub_manifest(namespace: &str, edit: impl FnOnce(String) -> String) -> String {
+    let text = std::fs::read_to_string(repo().join("examples/z2jh-hub/hub.yaml"))
+        .expect("examples/z2jh-hub/hub.yaml");
+    edit(
+        text.replace("namespace: jhub", &format!("namespace: {namespace}"))
+            .replace("jhub-hub-db-dir", &format!("{namespace}-hub-db-dir")),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Hub {
+    /// A running example hub; `edit` may change hub.yaml's text first (e.g. add test markers).
+    pub async fn new(prefix: &str, edit: impl FnOnce(String) -> String) -> Hub {
+        let client = client().await;
+        install_crd(&client).await;
+        let namespace = TestNamespace::new(&client, prefix).await;
+        let ns = namespace.name.clone();
+        let dir = repo().join("target/e2e").join(&ns);
+        let volume = repo()
+            .join("target/e2e/volumes")
+            .join(&ns)
+            .join("hub-db-dir");
+        std::fs::create_dir_all(&volume).expect("volume directory");
+        make_hub_database(&volume.join("jupyterhub.sqlite")).await;
+
+        // The operator's RBAC, exactly as the chart renders it for a one-namespace install.
+        let rendered = Command::new(cluster_bin().join("helm"))
+            .args([
+                "template",
+                "hubgrade",
+                repo().join("charts/hubgrade").to_str().expect("path"),
+            ])
+            .args([
+                "--namespace",
+                &ns,
+                "--set",
+                &format!("watchNamespace={ns}"),
+                "--show-only",
+                "templates/rbac.yaml",
+            ])
+            .output()
+            .expect("helm template");
+        assert!(
+            rendered.status.success(),
+            "helm template: {}",
+            stderr(&rendered)
+        );
+        let applied = kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &stdout(&rendered));
+        assert!(
+            applied.status.success(),
+            "applying the chart's RBAC: {}",
+            stderr(&applied)
+        );
+        let token = kubectl(&["create", "token", "hubgrade", "-n", &ns, "--duration=2h"])
+            .output()
+            .expect("kubectl");
+        assert!(
+            token.status.success(),
+            "kubectl create token: {}",
+            stderr(&token)
+        );
+        let operator_kubeconfig = dir.join("operator.kubeconfig");
+        write_token_kubeconfig(&operator_kubeconfig, stdout(&token).trim());
+
+        let applied =
+            kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &hub_manifest(&ns, edit));
+        assert!(
+            applied.status.success(),
+            "applying the example hub: {}",
+            stderr(&applied)
+        );
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        wait_until(
+            Duration::from_secs(60),
+            "the example hub to become Available",
+            || async { hub_available(&deployments).await },
+        )
+        .await;
+
+        let standin = Command::new(env!("CARGO_BIN_EXE_kwok-agent-standin"))
+            .args([
+                "--namespace",
+                &ns,
+                "--volumes",
+                repo().join("target/e2e/volumes").to_str().expect("path"),
+            ])
+            .env("KUBECONFIG", super::kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "standin.log"))
+            .spawn()
+            .expect("starting kwok-agent-standin");
+        let mut hub = Hub {
+            client,
+            namespace,
+            volume,
+            dir,
+            metrics_port: free_port(),
+            operator: None,
+            standin,
+            operator_kubeconfig,
+        };
+        hub.start_operator();
+        hub
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.namespace.name
+    }
+
+    pub fn start_operator(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+            .args([
+                "run",
+                "--namespace",
+                &self.namespace.name,
+                "--lease-seconds",
+                "3",
+            ])
+            .args([
+                "--metrics-address",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
+            .args(["--agent-image", "ghcr.io/hubgrade/hubgrade:test"])
+            .env("KUBECONFIG", &self.operator_kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir, "operator.log"))
+            .spawn()
+            .expect("starting hubgrade run");
+        self.operator = Some(child);
+    }
+
+    /// SIGKILL: no clean shutdown, no lease release.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            let _ = operator.kill();
+            let _ = operator.wait();
+        }
+    }
+
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("operator.log")).unwrap_or_default()
+    }
+
+    pub fn upgrades(&self) -> Api<HubUpgrade> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    pub fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    /// Creates a HubUpgrade named `name` for the hub with `spec` (JSON).
+    pub async fn apply_upgrade(&self, name: &str, spec: serde_json::Value) -> HubUpgrade {
+        let upgrade: HubUpgrade = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("a HubUpgrade");
+        self.upgrades()
+            .create(&PostParams::default(), &upgrade)
+            .await
+            .expect("creating the HubUpgrade")
+    }
+
+    pub async fn phase(&self, name: &str) -> Option<Phase> {
+        let upgrade = self.upgrades().get_opt(name).await.ok().flatten()?;
+        upgrade.status.map(|s| s.progress.phase)
+    }
+
+    /// Waits for one of `phases`; on timeout, fails with the operator's log.
+    pub async fn wait_for(&self, name: &str, phases: &[Phase], limit: Duration) -> HubUpgrade {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(phase) = self.phase(name).await
+                && phases.contains(&phase)
+            {
+                return self.upgrades().get(name).await.expect("the HubUpgrade");
+            }
+            if start.elapsed() > limit {
+                let upgrade = self.upgrades().get_opt(name).await.ok().flatten();
+                let status = upgrade
+                    .and_then(|u| u.status)
+                    .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+                let log = self.operator_log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "{name} did not reach {phases:?} within {limit:?}; status: {}\noperator log (last lines, newest first):\n{}",
+                    status.unwrap_or_default(),
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn hub(&self) -> Deployment {
+        self.deployments()
+            .get("hub")
+            .await
+            .expect("the hub Deployment")
+    }
+
+    pub async fn hub_image(&self) -> String {
+        let hub = self.hub().await;
+        hub.spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].image.clone().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    pub async fn hub_available(&self) -> bool {
+        hub_available(&self.deployments()).await
+    }
+
+    /// Jobs of this namespace made for `step` (backup, migration, restore, rehearsal).
+    pub async fn jobs_for(&self, step: &str) -> Vec<Job> {
+        self.jobs()
+            .list(&ListParams::default().labels(&format!("hubgrade.io/step={step}")))
+            .await
+            .expect("listing Jobs")
+            .items
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.volume.join("jupyterhub.sqlite")
+    }
+
+    /// Reasons of the Events about HubUpgrade `name`, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<(String, String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), self.ns());
+        let mut listed = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items;
+        listed.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        listed
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn hub_available(deployments: &Api<Deployment>) -> bool {
+    let Ok(d) = deployments.get("hub").await else {
+        return false;
+    };
+    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let current = d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation;
+    let status = d.status.unwrap_or_default();
+    current
+        && status.available_replicas.unwrap_or(0) == wanted
+        && status.updated_replicas.unwrap_or(0) == wanted
+        && status.replicas.unwrap_or(0) == wanted
+}
+
+fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
+    std::fs::create_dir_all(dir).expect("log directory");
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .expect("log file")
+}
+
+/// A kubeconfig for the local cluster that authenticates with `token` only.
+fn write_token_kubeconfig(path: &std::path::Path, token: &str) {
+    let admin = kube::config::Kubeconfig::read_from(super::kubeconfig()).expect("admin kubeconfig");
+    let cluster = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .expect("a cluster");
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": cluster.server, "certificate-authority": cluster.certificate_authority
+        }}],
+        "users": [{"name": "hubgrade", "user": {"token": token}}],
+        "contexts": [{"name": "hubgrade", "context": {"cluster": "local", "user": "hubgrade"}}],
+        "current-context": "hubgrade"
+    });
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("directory");
+    std::fs::write(path, config.to_string()).expect("writing the operator's kubeconfig");
+}
+
+/// A small database shaped like a hub's: alembic's revision table and some users.
+pub async fn make_hub_database(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let mut db = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("creating the database");
+    for statement in [
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
+        "INSERT INTO alembic_version VALUES ('0eee8c825d24')",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name VARCHAR(255) UNIQUE, admin BOOLEAN)",
+        "INSERT INTO users (name, admin) VALUES ('alice', 1), ('bob', 0), ('carol', 0)",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut db)
+            .await
+            .expect("filling the database");
+    }
+    db.close().await.expect("closing the database");
+}
+
+pub fn checksum(path: &std::path::Path) -> String {
+    hubgrade::backup::sqlite::size_and_checksum(path)
+        .expect("checksum")
+        .1
+}

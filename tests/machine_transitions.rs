@@ -159,12 +159,91 @@ fn terminal_phases_wait_forever_and_record_nothing_new() {
         };
         for world in &worlds {
             let decision = decide(&plan(), &progress, world, after(86_400));
-            assert_eq!(decision.action, Action::Wait, "{phase}");
+            // The only act left to a finished upgrade: giving back the lock it holds.
+            let expected = if world.lock == LockState::HeldBySelf {
+                Action::ReleaseLock
+            } else {
+                Action::Wait
+            };
+            assert_eq!(decision.action, expected, "{phase}");
             assert_eq!(decision.progress, progress, "{phase}");
             assert_eq!(decision.notice, None, "{phase}");
             assert_eq!(decision.requeue_after, None, "{phase}");
         }
     }
+}
+
+/// Entering a terminal phase is recorded first (no action); the next decision, made on the
+/// recorded phase, releases the lock. A crash in between cannot leave a running upgrade unlocked.
+fn assert_records_then_releases_the_lock(plan: &Plan, decision: &Decision, world: &World) {
+    assert_eq!(
+        decision.action,
+        Action::Wait,
+        "the terminal phase is recorded before the lock is released"
+    );
+    assert!(decision.progress.phase.is_terminal());
+    let next = decide(plan, &decision.progress, world, after(100_000));
+    assert_eq!(next.action, Action::ReleaseLock);
+    assert_eq!(next.progress, decision.progress);
+}
+
+#[test]
+fn a_failure_after_the_hub_was_touched_keeps_the_lock() {
+    let progress = Progress {
+        keeps_lock: true,
+        ..progress_after_migration_started(Phase::Failed)
+    };
+    let decision = decide(&plan(), &progress, &world(), after(86_400));
+    assert_eq!(decision.action, Action::Wait);
+}
+
+#[test]
+fn after_preflight_a_lost_lock_is_taken_back() {
+    let world = World {
+        lock: LockState::Free,
+        ..world_with_stopped_hub()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::BackingUp), &world, after(5));
+    assert_eq!(decision.action, Action::AcquireLock);
+    assert_eq!(decision.progress, progress_in(Phase::BackingUp));
+}
+
+#[test]
+fn after_preflight_a_lock_taken_by_another_upgrade_stops_without_touching_the_hub() {
+    let world = World {
+        lock: LockState::HeldBy(OTHER_UPGRADE.to_string()),
+        ..world_with_stopped_hub()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::BackingUp), &world, after(5));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    assert!(
+        !decision.progress.keeps_lock,
+        "the lock is not ours to keep"
+    );
+    assert!(decision.progress.message.contains(OTHER_UPGRADE));
+}
+
+#[test]
+fn a_hub_scaled_up_during_the_migration_is_scaled_down_again_before_anything_else() {
+    let world = World {
+        hub: Some(hub(ORIGINAL_IMAGE, 1, 1, false)),
+        ..world_with_stopped_hub()
+    };
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let decision = decide(&plan(), &progress, &world, after(5));
+    assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
+    assert!(decision.progress.message.contains("scaled up"));
+    let still_running = World {
+        hub: Some(hub(ORIGINAL_IMAGE, 0, 1, false)),
+        ..world_with_stopped_hub()
+    };
+    let decision = decide(&plan(), &progress, &still_running, after(6));
+    assert_eq!(
+        decision.action,
+        Action::Wait,
+        "nothing starts while a hub pod runs"
+    );
 }
 
 #[test]
@@ -254,7 +333,7 @@ fn preflight_with_problems_fails_listing_all_of_them_and_releases_its_own_lock()
         ..world()
     };
     let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(&plan(), &decision, &world);
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::Failed);
     let expected = "the database is unreachable; the target is older";
@@ -292,7 +371,7 @@ fn preflight_with_target_already_running_fails_as_nothing_to_upgrade() {
         ..checked_world(LockState::HeldBySelf)
     };
     let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(&plan(), &decision, &world);
     assert_eq!(decision.progress.phase, Phase::Failed);
     let failure = decision.progress.failure.as_deref().unwrap();
     assert!(failure.contains("nothing to upgrade"), "{failure}");
@@ -493,7 +572,7 @@ fn rehearsal_failure_fails_untouched_and_releases_the_lock() {
         &world,
         after(60),
     );
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(&rehearsing_plan(), &decision, &world);
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::Failed);
     let failure = progress.failure.as_deref().unwrap();
@@ -525,7 +604,7 @@ fn rehearsal_timeout_fails_untouched_and_releases_the_lock() {
         &world,
         past(plan.timeouts.rehearsal),
     );
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(&plan, &decision, &world);
     assert_eq!(decision.progress.phase, Phase::Failed);
     let failure = decision.progress.failure.as_deref().unwrap();
     assert!(failure.contains("did not finish within 30m"), "{failure}");
@@ -706,7 +785,7 @@ fn draining_timeout_fails_untouched_and_releases_the_lock() {
         &world_with_active_servers(Some(4)),
         past(plan.timeouts.drain),
     );
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(&plan, &decision, &world_with_active_servers(Some(4)));
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::Failed);
     let failure = progress.failure.as_deref().unwrap();
@@ -1407,7 +1486,11 @@ fn verifying_a_ready_hub_succeeds_and_releases_the_lock() {
         &world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, true)),
         after(90),
     );
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(
+        &plan(),
+        &decision,
+        &world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, true)),
+    );
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::Succeeded);
     assert_eq!(progress.hub_ready_at, Some(after(90)));
@@ -1568,7 +1651,7 @@ fn rolling_back_without_a_restore_ends_rolled_back_and_releases_the_lock() {
         &rolling_back_world(running_hub()),
         after(120),
     );
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(&plan(), &decision, &rolling_back_world(running_hub()));
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::RolledBack);
     assert_eq!(progress.hub_ready_at, Some(after(120)));
@@ -1584,7 +1667,7 @@ fn rolling_back_without_a_restore_ends_rolled_back_and_releases_the_lock() {
     assert_eq!(
         timeline(progress),
         [
-            (Phase::RollingBack, Some(Outcome::Failed)),
+            (Phase::RollingBack, Some(Outcome::Succeeded)),
             (Phase::RolledBack, Some(Outcome::Failed))
         ]
     );
@@ -1747,7 +1830,7 @@ fn rolling_back_after_the_restore_ends_rolled_back_with_the_database_restored() 
         ..rolling_back_world(running_hub())
     };
     let decision = decide(&plan(), &progress, &world, after(200));
-    assert_eq!(decision.action, Action::ReleaseLock);
+    assert_records_then_releases_the_lock(&plan(), &decision, &world);
     assert_eq!(decision.progress.phase, Phase::RolledBack);
     assert!(decision.progress.database_restored);
     assert!(decision.progress.migration_started);

@@ -21,8 +21,15 @@ pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -
     };
     let action = match progress.phase {
         Phase::Succeeded | Phase::RolledBack | Phase::Failed => {
+            // The lock is released only once the terminal phase is recorded, so a crash in
+            // between can never leave an unfinished upgrade without its lock.
+            let release = world.lock == LockState::HeldBySelf && !progress.keeps_lock;
             return Decision {
-                action: Action::Wait,
+                action: if release {
+                    Action::ReleaseLock
+                } else {
+                    Action::Wait
+                },
                 progress: progress.clone(),
                 notice: None,
                 requeue_after: None,
@@ -36,6 +43,7 @@ pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -
             Action::Wait
         }
         Phase::Preflight => step.preflight(),
+        _ if step.world.lock != LockState::HeldBySelf => step.lock_lost(),
         Phase::Rehearsal => step.rehearsal(),
         Phase::Draining => step.draining(),
         Phase::ScalingDown => step.scaling_down(),
@@ -105,6 +113,24 @@ impl Step<'_> {
                 self.after_preflight();
                 Action::Wait
             }
+        }
+    }
+
+    /// After Preflight the upgrade must hold the hub lock. Free: someone removed the annotation;
+    /// take it back. Held by another upgrade: stop here, touching nothing more.
+    fn lock_lost(&mut self) -> Action {
+        match &self.world.lock {
+            LockState::HeldBy(other) => {
+                let problem = format!(
+                    "HubUpgrade {other} took the hub lock while this upgrade was in {}; \
+                     stopped without touching the hub further",
+                    self.progress.phase
+                );
+                self.fail_touched(problem);
+                self.progress.keeps_lock = false;
+                Action::Wait
+            }
+            _ => Action::AcquireLock,
         }
     }
 
@@ -205,18 +231,15 @@ impl Step<'_> {
         let Some(hub) = &self.world.hub else {
             return self.hub_vanished();
         };
-        let Some(from) = &self.progress.from else {
+        if self.progress.from.is_none() {
             // Written to status before anything touches the hub, so a roll back knows what to restore.
             self.progress.from = Some(Original {
                 image: hub.image.clone(),
                 replicas: hub.replicas,
             });
             return Action::Wait;
-        };
+        }
         if hub.replicas != 0 {
-            if from.replicas == 0 {
-                self.progress.message = "the hub was already scaled to zero".to_string();
-            }
             return Action::ScaleHub { replicas: 0 };
         }
         if hub.pods == 0 {
@@ -246,6 +269,9 @@ impl Step<'_> {
                 human(self.plan.timeouts.backup)
             );
             return self.roll_back(problem);
+        }
+        if let Some(action) = self.keep_hub_stopped() {
+            return action;
         }
         if !self.progress.config_backed_up {
             if self.world.config_backed_up {
@@ -294,8 +320,13 @@ impl Step<'_> {
             self.progress.migration_started = true;
             return Action::Wait;
         }
+        if let Some(action) = self.keep_hub_stopped() {
+            return action;
+        }
         match &self.world.migration {
-            _ if self.timed_out(self.plan.timeouts.migration) => {
+            StepState::NotStarted | StepState::Running
+                if self.timed_out(self.plan.timeouts.migration) =>
+            {
                 let problem = format!(
                     "the migration did not finish within {}",
                     human(self.plan.timeouts.migration)
@@ -376,7 +407,7 @@ impl Step<'_> {
                 EventKind::Normal,
                 message,
             );
-            return Action::ReleaseLock;
+            return Action::Wait;
         }
         if self.timed_out(self.plan.timeouts.verify) {
             let problem = format!(
@@ -451,13 +482,15 @@ impl Step<'_> {
             self.progress.hub_ready_at = Some(self.now);
             let why = self.progress.failure.clone().unwrap_or_default();
             let message = format!("rolled back to {}: {why}", from.image);
+            // The roll back itself worked; the upgrade did not.
+            self.finish_current(Outcome::Succeeded, "");
             self.finish(
                 Phase::RolledBack,
                 Outcome::Failed,
                 EventKind::Warning,
                 message,
             );
-            return Action::ReleaseLock;
+            return Action::Wait;
         }
         self.progress.message = format!("waiting for the hub to become Ready on {}", from.image);
         Action::Wait
@@ -490,11 +523,7 @@ impl Step<'_> {
         if let Some(n) = &mut self.notice {
             n.reason = reason.to_string();
         }
-        if self.world.lock == LockState::HeldBySelf {
-            Action::ReleaseLock
-        } else {
-            Action::Wait
-        }
+        Action::Wait
     }
 
     /// Ends the upgrade after the hub changed and could not be put back. The lock stays, so no
@@ -505,8 +534,31 @@ impl Step<'_> {
             None => String::new(),
         };
         self.progress.failure = Some(problem.clone());
-        let message = format!("{problem}{backup}");
+        self.progress.keeps_lock = true;
+        let message =
+            format!("{problem}{backup}; the hub lock stays until this HubUpgrade is deleted");
         self.finish(Phase::Failed, Outcome::Failed, EventKind::Warning, message);
+    }
+
+    /// While the database is backed up or migrated the hub must stay down; an autoscaler or a
+    /// self-healing GitOps tool may scale it up again. `Some`: what to do instead of the step.
+    fn keep_hub_stopped(&mut self) -> Option<Action> {
+        let Some(hub) = &self.world.hub else {
+            return Some(self.hub_vanished());
+        };
+        if hub.replicas != 0 {
+            self.progress.message = format!(
+                "the hub was scaled up to {} during {} (by an autoscaler or a GitOps tool?); \
+                 scaling it to zero again",
+                hub.replicas, self.progress.phase
+            );
+            return Some(Action::ScaleHub { replicas: 0 });
+        }
+        if hub.pods > 0 {
+            self.progress.message = format!("waiting for {} hub pods to stop", hub.pods);
+            return Some(Action::Wait);
+        }
+        None
     }
 
     fn hub_vanished(&mut self) -> Action {

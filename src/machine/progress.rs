@@ -38,6 +38,10 @@ pub struct Progress {
     /// The database was restored from the backup during a roll back.
     #[serde(default, skip_serializing_if = "is_false")]
     pub database_restored: bool,
+    /// The upgrade failed after touching the hub: the hub lock stays, so no other upgrade acts
+    /// on the hub until a person has looked at it (deleting this HubUpgrade releases it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keeps_lock: bool,
     /// Why the upgrade is rolling back or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,

@@ -148,12 +148,10 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
     };
     let status = upgrade.status.clone().unwrap_or_default();
     let progress = status.progress.clone();
-    if progress.phase.is_terminal() {
-        return Ok(Requeue::await_change());
-    }
     let now = jiff::Timestamp::now();
     let plan = match upgrade.spec.plan() {
         Ok(plan) => plan,
+        Err(_) if progress.phase.is_terminal() => return Ok(Requeue::await_change()),
         Err(problem) => {
             // Only reachable past the CRD's validation (e.g. an older CRD installed).
             let progress = failed_on_invalid_spec(&progress, &problem.to_string(), now);

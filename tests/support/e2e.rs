@@ -56,7 +56,7 @@ fn hub_manifest(namespace: &str, edit: impl FnOnce(String) -> String) -> String 
     )
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -163,26 +163,36 @@ impl Hub {
     }
 
     pub fn start_operator(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
-            .args([
-                "run",
-                "--namespace",
-                &self.namespace.name,
-                "--lease-seconds",
-                "3",
-            ])
-            .args([
-                "--metrics-address",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
+        self.operator = Some(self.spawn_operator(self.metrics_port, "operator.log", 3));
+    }
+
+    /// Another replica of the operator, as a second pod of its Deployment would be.
+    pub fn spawn_operator(&self, metrics_port: u16, log: &str, lease_seconds: u32) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+            .args(["run", "--namespace", &self.namespace.name])
+            .args(["--lease-seconds", &lease_seconds.to_string()])
+            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--agent-image", "ghcr.io/hubgrade/hubgrade:test"])
             .env("KUBECONFIG", &self.operator_kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
-            .stderr(log_file(&self.dir, "operator.log"))
+            .stderr(log_file(&self.dir, log))
             .spawn()
-            .expect("starting hubgrade run");
-        self.operator = Some(child);
+            .expect("starting hubgrade run")
+    }
+
+    /// Replaces the running operator with one started with `lease_seconds`.
+    pub fn restart_operator_with_lease(&mut self, lease_seconds: u32) {
+        self.kill_operator();
+        self.operator = Some(self.spawn_operator(self.metrics_port, "operator.log", lease_seconds));
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; returns how the operator exited.
+    pub fn terminate_operator(&mut self) -> std::process::ExitStatus {
+        let mut operator = self.operator.take().expect("a running operator");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(operator.id() as i32, libc::SIGTERM) };
+        operator.wait().expect("waiting for the operator")
     }
 
     /// SIGKILL: no clean shutdown, no lease release.

@@ -453,42 +453,74 @@ async fn only_the_lease_holder_acts_and_a_clean_shutdown_hands_over_at_once() {
     let mut hub = Hub::new("e2e-leader", |yaml| yaml).await;
     // A long lease, so that a hand-over faster than its expiry can only come from the release.
     hub.restart_operator_with_lease(12);
-    support::wait_until(Duration::from_secs(40), "the first operator to lead", || async {
-        try_http_get(hub.metrics_port, "/metrics").await.is_some_and(|m| m.contains("hubgrade_leader 1"))
-    })
+    support::wait_until(
+        Duration::from_secs(40),
+        "the first operator to lead",
+        || async {
+            try_http_get(hub.metrics_port, "/metrics")
+                .await
+                .is_some_and(|m| m.contains("hubgrade_leader 1"))
+        },
+    )
     .await;
     let second_port = free_port();
     let mut second = hub.spawn_operator(second_port, "operator-2.log", 12);
-    support::wait_until(Duration::from_secs(30), "the second operator to serve metrics", || async {
-        try_http_get(second_port, "/metrics").await.is_some()
-    })
+    support::wait_until(
+        Duration::from_secs(30),
+        "the second operator to serve metrics",
+        || async { try_http_get(second_port, "/metrics").await.is_some() },
+    )
     .await;
 
-    hub.apply_upgrade("to-4-2-0", json!({"hub": {"deployment": "hub"}, "targetImage": TARGET})).await;
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
     let done = hub.wait_for("to-4-2-0", &TERMINAL, LIMIT).await;
-    assert_eq!(done.status.expect("status").progress.phase, Phase::Succeeded);
+    assert_eq!(
+        done.status.expect("status").progress.phase,
+        Phase::Succeeded
+    );
     let standby = http_get(second_port, "/metrics").await;
     assert!(standby.contains("hubgrade_leader 0"), "{standby}");
-    assert!(!standby.contains("hubgrade_actions_total{"), "the standby replica acted:\n{standby}");
+    assert!(
+        !standby.contains("hubgrade_actions_total{"),
+        "the standby replica acted:\n{standby}"
+    );
 
     // SIGTERM: the leader stops, gives the lease back, and the standby takes over well before
     // the lease would have expired on its own.
     let exit = hub.terminate_operator();
     assert!(exit.success(), "the operator exited with {exit} on SIGTERM");
     let started = std::time::Instant::now();
-    support::wait_until(Duration::from_secs(10), "the standby to take the lease", || async {
-        try_http_get(second_port, "/metrics").await.is_some_and(|m| m.contains("hubgrade_leader 1"))
-    })
+    support::wait_until(
+        Duration::from_secs(10),
+        "the standby to take the lease",
+        || async {
+            try_http_get(second_port, "/metrics")
+                .await
+                .is_some_and(|m| m.contains("hubgrade_leader 1"))
+        },
+    )
     .await;
-    assert!(started.elapsed() < Duration::from_secs(8), "the hand-over waited for the lease to expire");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the hand-over waited for the lease to expire"
+    );
     let _ = second.kill();
     let _ = second.wait();
 }
 
 async fn try_http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     Some(response)

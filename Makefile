@@ -9,7 +9,7 @@ CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
 ## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
 test: cluster-up
-	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets
+	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets --no-fail-fast
 
 ## cargo fmt --check and clippy with warnings as errors.
 lint:

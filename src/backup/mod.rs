@@ -1,6 +1,8 @@
 //! Database backups: making them, checking them, restoring them. Only SQLite files so far.
 
+pub mod revision;
 pub mod sqlite;
+pub mod url;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,7 @@
 //! The `hubgrade` command line.
 
 pub mod agent;
+mod db;
 mod run;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ pub enum Command {
     Crd,
     /// Print hubgrade's version.
     Version,
+    /// Database operations: schema revision, backup, restore.
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Work done inside the operator's Jobs, on the hub's volume.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Agent(command) => with_runtime(agent::run(command)),
+        Command::Db(command) => with_runtime(db::run(command)),
         Command::Run(args) => with_runtime(run::run(args)),
     }
 }

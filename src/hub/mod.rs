@@ -1,6 +1,7 @@
 //! JupyterHub knowledge: how a hub is laid out in its Deployment (z2jh conventions).
 
 mod layout;
+pub mod revision;
 
 pub use layout::{HubLayout, LayoutError, detect_layout};
 

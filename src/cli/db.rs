@@ -1,0 +1,147 @@
+//! `hubgrade db ...`: the database operations the operator uses, for people doing them by hand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+
+use crate::backup::revision::read_revision;
+use crate::backup::url::DatabaseUrl;
+use crate::backup::{BackupReference, sqlite};
+use crate::hub::revision::{check_upgrade, release_for_version, release_of};
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DbCommand {
+    /// Print the database's alembic revision and the JupyterHub release it belongs to.
+    Revision {
+        /// JupyterHub's database URL (sqlite:///..., postgresql://..., mysql://...).
+        #[arg(long, env = "HUBGRADE_DB_URL", hide_env_values = true)]
+        url: String,
+        /// Also check that upgrading to this JupyterHub version is not a schema downgrade.
+        #[arg(long)]
+        target_version: Option<String>,
+        /// Accept a revision hubgrade does not know.
+        #[arg(long)]
+        allow_unknown: bool,
+    },
+    /// Back the database up and print a JSON reference to the backup.
+    Backup {
+        #[arg(long, env = "HUBGRADE_DB_URL", hide_env_values = true)]
+        url: String,
+        #[arg(long, value_enum, default_value_t = Method::File)]
+        method: Method,
+        /// Where the backup goes (for file: a path).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore the database from a backup reference (the JSON `db backup` printed, or a file holding it).
+    Restore {
+        #[arg(long, env = "HUBGRADE_DB_URL", hide_env_values = true)]
+        url: String,
+        #[arg(long)]
+        from: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    File,
+    Clone,
+    Dump,
+}
+
+pub async fn run(command: DbCommand) -> ExitCode {
+    match execute(command).await {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("hubgrade: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: DbCommand) -> Result<String, String> {
+    match command {
+        DbCommand::Revision {
+            url,
+            target_version,
+            allow_unknown,
+        } => {
+            let url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
+            let revision = read_revision(&url)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!("{url} has no alembic revision: it is not a JupyterHub database")
+                })?;
+            let release = release_of(&revision)
+                .map(|r| r.releases)
+                .unwrap_or("unknown");
+            let mut out = format!("{revision} (JupyterHub {release})");
+            if let Some(version) = target_version {
+                let target = release_for_version(&version).ok_or_else(|| {
+                    format!("JupyterHub {version} is not a release hubgrade knows")
+                })?;
+                check_upgrade(&revision, target.head, allow_unknown).map_err(|e| e.to_string())?;
+                out.push_str(&format!(
+                    "\nupgrading to JupyterHub {version} migrates it to {}",
+                    target.head
+                ));
+                if let Some(note) = target.note.filter(|_| revision != target.head) {
+                    out.push_str(&format!(" ({note})"));
+                }
+            }
+            Ok(out)
+        }
+        DbCommand::Backup { url, method, to } => {
+            let url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
+            match (&url, method) {
+                (DatabaseUrl::Sqlite { path }, Method::File) => {
+                    let reference = sqlite::back_up(path, &to)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    serde_json::to_string_pretty(&reference).map_err(|e| e.to_string())
+                }
+                (DatabaseUrl::Sqlite { .. }, _) => {
+                    Err("an SQLite database is backed up with --method file".into())
+                }
+                (_, _) => Err(format!(
+                    "backing up {url} is not supported by this version of hubgrade yet"
+                )),
+            }
+        }
+        DbCommand::Restore { url, from } => {
+            let url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
+            let text = if from.trim_start().starts_with('{') {
+                from
+            } else {
+                std::fs::read_to_string(&from).map_err(|e| format!("reading {from}: {e}"))?
+            };
+            let reference: BackupReference = serde_json::from_str(&text)
+                .map_err(|e| format!("the backup reference is not valid: {e}"))?;
+            match (&url, reference.method.as_str()) {
+                (DatabaseUrl::Sqlite { path }, "File") => {
+                    let restored = sqlite::restore(
+                        PathBuf::from(&reference.reference).as_path(),
+                        path,
+                        &reference.checksum,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "restored {} from {} ({})",
+                        path.display(),
+                        restored.reference,
+                        restored.checksum
+                    ))
+                }
+                (_, method) => Err(format!(
+                    "restoring a {method} backup into {url} is not supported by this version of hubgrade yet"
+                )),
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs each pinned JupyterHub release from PyPI into a cached virtual environment, once.
+# Prints the venvs' root directory.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+root="${HUBGRADE_CACHE:-$HOME/.cache/hubgrade}/venvs"
+python="${PYTHON:-python3}"
+mkdir -p "$root"
+for version in $JUPYTERHUB_VERSIONS; do
+  venv="$root/jupyterhub-$version"
+  [[ -f "$venv/.complete" ]] && continue
+  echo "[venvs] installing JupyterHub $version into $venv" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "jupyterhub==$version" $DRIVERS >&2
+  "$venv/bin/jupyterhub" --version >/dev/null
+  touch "$venv/.complete"
+done
+echo "$root"

@@ -5,10 +5,10 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 # The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
-.PHONY: test lint build crd cluster-build cluster-up cluster-down demo
+.PHONY: test lint build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs
 
 ## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
-test: cluster-up
+test: cluster-up jupyterhub-venvs
 	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets --no-fail-fast
 
 ## cargo fmt --check and clippy with warnings as errors.
@@ -22,6 +22,10 @@ build:
 ## Regenerate crds/hubupgrade.yaml from the code (a test fails when it drifts).
 crd: build
 	target/debug/hubgrade crd > crds/hubupgrade.yaml
+
+## Install the pinned JupyterHub releases from PyPI into cached venvs (tests/jupyterhub/).
+jupyterhub-venvs:
+	@tests/jupyterhub/venvs.sh >/dev/null
 
 ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
 cluster-build:

@@ -209,3 +209,4 @@ pub async fn install_crd(client: &Client) {
     .await;
 }
 pub mod e2e;
+pub mod jupyterhub;

@@ -94,11 +94,16 @@ async fn the_example_hub_is_upgraded() {
 
     // Downtime, the lock released, an Event for every step.
     assert!(status.downtime_seconds.is_some());
-    let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
-    assert!(
-        !annotations.contains_key("hubgrade.io/locked-by"),
-        "the lock was not released"
-    );
+    // The lock goes once the terminal phase is recorded.
+    support::wait_until(
+        Duration::from_secs(10),
+        "the hub lock to be released",
+        || async {
+            let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
+            !annotations.contains_key("hubgrade.io/locked-by")
+        },
+    )
+    .await;
     let reasons: BTreeSet<String> = hub
         .event_reasons("to-4-2-0")
         .await

@@ -1,5 +1,6 @@
 //! Database backups: making them, checking them, restoring them. Only SQLite files so far.
 
+pub mod postgres;
 pub mod revision;
 pub mod sqlite;
 pub mod url;
@@ -15,8 +16,23 @@ pub struct BackupReference {
     /// Where the backup is (for File: its path as the hub container sees it).
     pub reference: String,
     pub size_bytes: u64,
-    /// `sha256:<hex>`.
-    pub checksum: String,
+    /// `sha256:<hex>` of the backup file (file and dump backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
     /// The copy was read back: checksum recomputed and `PRAGMA integrity_check` passed.
     pub verified: bool,
+}
+
+/// Bytes available to an unprivileged writer in the file system holding `dir`.
+pub(crate) fn available_space(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a writable statvfs.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
 }

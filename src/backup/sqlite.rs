@@ -90,7 +90,7 @@ pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupRefere
         method: "File".into(),
         reference: destination.display().to_string(),
         size_bytes,
-        checksum,
+        checksum: Some(checksum),
         verified: true,
     })
 }
@@ -142,7 +142,7 @@ pub async fn restore(backup: &Path, database: &Path, checksum: &str) -> Result<B
         method: "File".into(),
         reference: backup.display().to_string(),
         size_bytes,
-        checksum: restored,
+        checksum: Some(restored),
         verified: true,
     })
 }
@@ -225,16 +225,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Bytes available to an unprivileged writer in the file system holding `dir`.
 fn available_space(dir: &Path) -> Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| io_error(dir)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `stats` a writable statvfs.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
-    if rc != 0 {
-        return Err(io_error(dir)(io::Error::last_os_error()));
-    }
-    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
+    super::available_space(dir).map_err(io_error(dir))
 }

@@ -289,7 +289,7 @@ fn backup_report(message: &str) -> StepState<BackupReport> {
             method: backup.method,
             reference: backup.reference,
             size_bytes: Some(backup.size_bytes),
-            checksum: Some(backup.checksum),
+            checksum: backup.checksum,
             verified: backup.verified,
         }),
         None => StepState::Failed("the backup Job finished without reporting its backup".into()),

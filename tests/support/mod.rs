@@ -210,3 +210,4 @@ pub async fn install_crd(client: &Client) {
 }
 pub mod e2e;
 pub mod jupyterhub;
+pub mod postgres;

@@ -1,0 +1,383 @@
+//! PostgreSQL backups of a stopped hub's database.
+//!
+//! - Clone: `CREATE DATABASE <backup> TEMPLATE <hub>` on the same server: fast, and refused by
+//!   PostgreSQL while anything is still connected to the hub's database.
+//! - Dump: `pg_dump --format=custom` to a file, restored with `pg_restore`.
+//!
+//! A restore never drops the failed database: it is renamed `<hub>_failed_<time>` and kept
+//! until someone discards it, then the hub's database is made again from the backup.
+
+use std::path::Path;
+use std::process::Stdio;
+
+// Identifiers in dynamic SQL go through `quote`; values are always bound.
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+use super::BackupReference;
+use super::revision::{read_revision, scrubbed};
+use super::url::{DatabaseUrl, ServerUrl};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresBackupError {
+    #[error("{what} on {url}: {message}")]
+    Database {
+        what: &'static str,
+        url: String,
+        message: String,
+    },
+    #[error(
+        "{count} connections to database {database} remain (is the hub still running?); stop them before the backup or restore"
+    )]
+    InUse { database: String, count: i64 },
+    #[error("the backup database {0} does not exist")]
+    MissingBackup(String),
+    #[error("the copy {copy} does not match {database}: {detail}")]
+    NotVerified {
+        copy: String,
+        database: String,
+        detail: String,
+    },
+    #[error("{tool} failed: {message}")]
+    Tool { tool: &'static str, message: String },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("not enough space for the dump in {dir}: {needed} bytes needed, {available} available")]
+    NoSpace {
+        dir: String,
+        needed: u64,
+        available: u64,
+    },
+    #[error(
+        "the dump {path} has checksum {actual}, not the recorded {expected}; nothing was changed"
+    )]
+    ChecksumMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, PostgresBackupError>;
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// A connection to the server's maintenance database (`postgres`): databases are created and
+/// renamed from outside them.
+async fn maintenance(server: &ServerUrl) -> Result<PgConnection> {
+    let url = DatabaseUrl::Postgres(server.with_database("postgres"));
+    PgConnection::connect(&url.sqlx_url())
+        .await
+        .map_err(|e| PostgresBackupError::Database {
+            what: "connecting",
+            url: url.to_string(),
+            message: scrubbed(&e, &url),
+        })
+}
+
+fn database_error<'a>(
+    what: &'static str,
+    server: &'a ServerUrl,
+) -> impl Fn(sqlx::Error) -> PostgresBackupError + 'a {
+    move |e| {
+        let url = DatabaseUrl::Postgres(server.clone());
+        PostgresBackupError::Database {
+            what,
+            url: url.to_string(),
+            message: scrubbed(&e, &url),
+        }
+    }
+}
+
+async fn refuse_if_in_use(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Result<()> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(database)
+    .fetch_one(&mut *db)
+    .await
+    .map_err(database_error("counting connections", server))?;
+    if count > 0 {
+        return Err(PostgresBackupError::InUse {
+            database: database.to_string(),
+            count,
+        });
+    }
+    Ok(())
+}
+
+async fn exists(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Result<bool> {
+    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(database)
+        .fetch_optional(&mut *db)
+        .await
+        .map_err(database_error("looking up a database", server))?;
+    Ok(found.is_some())
+}
+
+/// Copies the hub's database into a new database `backup` on the same server, then checks the
+/// copy holds the same schema revision and the same number of rows in every table.
+pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {
+    let mut db = maintenance(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    if !exists(&mut db, server, backup).await? {
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quote(backup),
+            quote(&server.database)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut db)
+            .await
+            .map_err(database_error("cloning the database", server))?;
+    }
+    let (size,): (i64,) = sqlx::query_as("SELECT pg_database_size($1)")
+        .bind(backup)
+        .fetch_one(&mut db)
+        .await
+        .map_err(database_error("measuring the copy", server))?;
+    let _ = db.close().await;
+    verify_same(server, &server.with_database(backup)).await?;
+    Ok(BackupReference {
+        method: "Clone".into(),
+        reference: backup.to_string(),
+        size_bytes: size.max(0) as u64,
+        checksum: None,
+        verified: true,
+    })
+}
+
+/// Row counts of every table, and the revision: what a copy must share with its original.
+async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String, i64)>)> {
+    let url = DatabaseUrl::Postgres(server.clone());
+    let revision = read_revision(&url)
+        .await
+        .map_err(|e| PostgresBackupError::Database {
+            what: "reading the revision",
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+    let mut db = PgConnection::connect(&url.sqlx_url())
+        .await
+        .map_err(database_error("connecting", server))?;
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+    )
+    .fetch_all(&mut db)
+    .await
+    .map_err(database_error("listing tables", server))?;
+    let mut counts = Vec::new();
+    for (table,) in tables {
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            quote(&table)
+        )))
+        .fetch_one(&mut db)
+        .await
+        .map_err(database_error("counting rows", server))?;
+        counts.push((table, count));
+    }
+    let _ = db.close().await;
+    Ok((revision, counts))
+}
+
+async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
+    let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
+    if a != b {
+        return Err(PostgresBackupError::NotVerified {
+            copy: copy.database.clone(),
+            database: original.database.clone(),
+            detail: format!("revision and row counts {b:?} differ from {a:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// Moves the (failed) hub database aside as `<hub>_failed_<stamp>` and makes the hub's database
+/// again from `backup`, which stays as it is. Returns the name the failed database was kept under.
+pub async fn restore_clone(server: &ServerUrl, backup: &str, stamp: &str) -> Result<String> {
+    let mut db = maintenance(server).await?;
+    if !exists(&mut db, server, backup).await? {
+        return Err(PostgresBackupError::MissingBackup(backup.to_string()));
+    }
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    refuse_if_in_use(&mut db, server, backup).await?;
+    let kept = move_aside(&mut db, server, stamp).await?;
+    let sql = format!(
+        "CREATE DATABASE {} TEMPLATE {}",
+        quote(&server.database),
+        quote(backup)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(&mut db)
+        .await
+        .map_err(database_error("restoring from the clone", server))?;
+    let _ = db.close().await;
+    verify_same(&server.with_database(backup), server).await?;
+    Ok(kept)
+}
+
+async fn move_aside(db: &mut PgConnection, server: &ServerUrl, stamp: &str) -> Result<String> {
+    let kept = format!("{}_failed_{stamp}", server.database);
+    if exists(db, server, &server.database).await? {
+        let sql = format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote(&server.database),
+            quote(&kept)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *db)
+            .await
+            .map_err(database_error("moving the failed database aside", server))?;
+    }
+    Ok(kept)
+}
+
+/// Drops a backup (or a kept failed) database.
+pub async fn discard(server: &ServerUrl, database: &str) -> Result<()> {
+    let mut db = maintenance(server).await?;
+    let sql = format!("DROP DATABASE IF EXISTS {}", quote(database));
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(&mut db)
+        .await
+        .map_err(database_error("dropping a database", server))?;
+    Ok(())
+}
+
+/// libpq settings for pg_dump and pg_restore: the password goes in the environment, never on
+/// the command line, where `ps` would show it.
+fn libpq_command(tool: &str, server: &ServerUrl) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(tool);
+    command
+        .env("PGHOST", &server.host)
+        .env("PGUSER", &server.user)
+        .env("PGDATABASE", &server.database)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(port) = server.port {
+        command.env("PGPORT", port.to_string());
+    }
+    match server.password() {
+        Some(password) => command.env("PGPASSWORD", password),
+        None => command.env_remove("PGPASSWORD"),
+    };
+    command
+}
+
+async fn run_tool(
+    tool: &'static str,
+    mut command: tokio::process::Command,
+    server: &ServerUrl,
+) -> Result<()> {
+    let output = command
+        .output()
+        .await
+        .map_err(|e| PostgresBackupError::Tool {
+            tool,
+            message: e.to_string(),
+        })?;
+    if !output.status.success() {
+        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if let Some(password) = server.password().filter(|p| !p.is_empty()) {
+            message = message.replace(password, "***");
+        }
+        return Err(PostgresBackupError::Tool { tool, message });
+    }
+    Ok(())
+}
+
+/// `pg_dump --format=custom` of the hub's database to `file`, checked with `pg_restore --list`.
+pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
+    let mut db = maintenance(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    let (size,): (i64,) = sqlx::query_as("SELECT pg_database_size($1)")
+        .bind(&server.database)
+        .fetch_one(&mut db)
+        .await
+        .map_err(database_error("measuring the database", server))?;
+    let _ = db.close().await;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| PostgresBackupError::File {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let available = super::available_space(dir).map_err(|e| PostgresBackupError::File {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    // A custom-format dump is compressed: the database's size is a safe upper bound.
+    let needed = size.max(0) as u64;
+    if available < needed {
+        return Err(PostgresBackupError::NoSpace {
+            dir: dir.display().to_string(),
+            needed,
+            available,
+        });
+    }
+    let partial = format!("{}.partial", file.display());
+    let mut command = libpq_command("pg_dump", server);
+    command.args(["--format=custom", "--no-owner", "--file", &partial]);
+    run_tool("pg_dump", command, server).await?;
+    let mut list = libpq_command("pg_restore", server);
+    list.args(["--list", &partial]);
+    run_tool("pg_restore --list", list, server).await?;
+    std::fs::rename(&partial, file).map_err(|e| PostgresBackupError::File {
+        path: file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let (size_bytes, checksum) =
+        super::sqlite::size_and_checksum(file).map_err(|e| PostgresBackupError::File {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(BackupReference {
+        method: "Dump".into(),
+        reference: file.display().to_string(),
+        size_bytes,
+        checksum: Some(checksum),
+        verified: true,
+    })
+}
+
+/// Checks the dump's checksum, moves the failed database aside, and restores the dump into a
+/// fresh database of the hub's name. Returns the name the failed database was kept under.
+pub async fn restore_dump(
+    server: &ServerUrl,
+    file: &Path,
+    checksum: &str,
+    stamp: &str,
+) -> Result<String> {
+    let (_, actual) =
+        super::sqlite::size_and_checksum(file).map_err(|e| PostgresBackupError::File {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if actual != checksum {
+        return Err(PostgresBackupError::ChecksumMismatch {
+            path: file.display().to_string(),
+            expected: checksum.to_string(),
+            actual,
+        });
+    }
+    let mut db = maintenance(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    let kept = move_aside(&mut db, server, stamp).await?;
+    let sql = format!("CREATE DATABASE {}", quote(&server.database));
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(&mut db)
+        .await
+        .map_err(database_error("creating the database", server))?;
+    let _ = db.close().await;
+    let mut command = libpq_command("pg_restore", server);
+    command.args([
+        "--no-owner",
+        "--exit-on-error",
+        "--dbname",
+        &server.database,
+    ]);
+    command.arg(file);
+    run_tool("pg_restore", command, server).await?;
+    Ok(kept)
+}

@@ -1,0 +1,145 @@
+//! A private PostgreSQL server for one test: Debian's PostgreSQL binaries, a temporary data
+//! directory owned by the `postgres` system user, a free port on 127.0.0.1, password login.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::stderr;
+
+/// A password that needs URL encoding, as real ones do.
+pub const PASSWORD: &str = "s3cr@t pw";
+pub const PASSWORD_IN_URL: &str = "s3cr%40t%20pw";
+
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+fn postgres_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (.ci/run installs the postgresql package)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
+    let mut command = Command::new("runuser");
+    command.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+    command
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = postgres_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("hubgrade-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(
+            chown.success(),
+            "cannot give the data directory to the postgres user"
+        );
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("password file");
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&pwfile)
+            .status();
+        let data = dir.path().join("data");
+        let init = as_postgres(&bin, "initdb")
+            .args([
+                "-D",
+                data.to_str().expect("path"),
+                "-U",
+                "hubgrade",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("initdb");
+        assert!(init.status.success(), "initdb failed: {}", stderr(&init));
+        let port = super::e2e::free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            dir.path().display()
+        );
+        let start = as_postgres(&bin, "pg_ctl")
+            .args([
+                "-D",
+                data.to_str().expect("path"),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+            ])
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .arg("start")
+            .output()
+            .expect("pg_ctl start");
+        let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+        assert!(
+            start.status.success(),
+            "PostgreSQL did not start: {}\n{log}",
+            stderr(&start)
+        );
+        PgServer { dir, bin, port }
+    }
+
+    /// JupyterHub's (SQLAlchemy) URL of `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgresql+psycopg2://hubgrade:{PASSWORD_IN_URL}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// Runs SQL in the maintenance database, as the server's superuser.
+    pub fn sql(&self, sql: &str) {
+        let output = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "hubgrade",
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("psql");
+        assert!(output.status.success(), "{sql}: {}", stderr(&output));
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(&self.bin, "pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+    }
+}

@@ -1,5 +1,7 @@
-//! Database backups: making them, checking them, restoring them. Only SQLite files so far.
+//! Database backups: making them, checking them, restoring them: SQLite files, PostgreSQL and
+//! MySQL/MariaDB clones and dumps.
 
+pub mod mysql;
 pub mod postgres;
 pub mod revision;
 pub mod sqlite;

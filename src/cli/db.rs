@@ -7,7 +7,7 @@ use clap::{Subcommand, ValueEnum};
 
 use crate::backup::revision::read_revision;
 use crate::backup::url::DatabaseUrl;
-use crate::backup::{BackupReference, postgres, sqlite};
+use crate::backup::{BackupReference, mysql, postgres, sqlite};
 use crate::hub::revision::{check_upgrade, release_for_version, release_of};
 
 #[derive(Debug, Clone, Subcommand)]
@@ -119,10 +119,17 @@ async fn execute(command: DbCommand) -> Result<String, String> {
                         "a PostgreSQL database is backed up with --method clone or dump".into(),
                     );
                 }
-                (DatabaseUrl::Mysql(_), _) => {
-                    return Err(format!(
-                        "backing up {url} is not supported by this version of hubgrade yet"
-                    ));
+                (DatabaseUrl::Mysql(server), Method::Clone) => {
+                    let name = to.to_str().ok_or("--to must name the backup database")?;
+                    mysql::clone_database(server, name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+                (DatabaseUrl::Mysql(server), Method::Dump) => {
+                    mysql::dump(server, &to).await.map_err(|e| e.to_string())?
+                }
+                (DatabaseUrl::Mysql(_), Method::File) => {
+                    return Err("a MySQL database is backed up with --method clone or dump".into());
                 }
             };
             serde_json::to_string_pretty(&reference).map_err(|e| e.to_string())
@@ -165,6 +172,29 @@ async fn execute(command: DbCommand) -> Result<String, String> {
                 }
                 (DatabaseUrl::Postgres(server), "Dump") => {
                     let kept = postgres::restore_dump(
+                        server,
+                        Path::new(&reference.reference),
+                        &checksum()?,
+                        &stamp,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "restored {} from the dump {}; the replaced database is kept as {kept}",
+                        server.database, reference.reference
+                    ))
+                }
+                (DatabaseUrl::Mysql(server), "Clone") => {
+                    let kept = mysql::restore_clone(server, &reference.reference, &stamp)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "restored {} from the clone {}; the replaced database is kept as {kept}",
+                        server.database, reference.reference
+                    ))
+                }
+                (DatabaseUrl::Mysql(server), "Dump") => {
+                    let kept = mysql::restore_dump(
                         server,
                         Path::new(&reference.reference),
                         &checksum()?,

@@ -21,10 +21,12 @@ except orm.DatabaseSchemaMismatch as error:
 engine = sqlalchemy.create_engine(url)
 inspector = sqlalchemy.inspect(engine)
 dump = {}
+metadata = sqlalchemy.MetaData()
 with engine.connect() as connection:
     for table in sorted(inspector.get_table_names()):
         columns = [(c["name"], str(c["type"])) for c in inspector.get_columns(table)]
-        rows = connection.execute(sqlalchemy.text(f'SELECT * FROM "{table}"')).fetchall()
+        reflected = sqlalchemy.Table(table, metadata, autoload_with=connection)
+        rows = connection.execute(reflected.select()).fetchall()
         dump[table] = {
             "columns": columns,
             "rows": sorted(json.dumps([str(v) for v in row]) for row in rows),

@@ -210,4 +210,5 @@ pub async fn install_crd(client: &Client) {
 }
 pub mod e2e;
 pub mod jupyterhub;
+pub mod mariadb;
 pub mod postgres;

@@ -1,0 +1,494 @@
+//! MySQL and MariaDB backups of a stopped hub's database.
+//!
+//! - Clone: a backup schema on the same server holding a copy of every table (its `SHOW CREATE
+//!   TABLE`, foreign keys included, then its rows), with foreign-key checks off while copying.
+//! - Dump: `mysqldump --single-transaction` to a file, restored with the `mysql` client.
+//!
+//! A restore never drops the failed database: its tables are moved (RENAME TABLE) into
+//! `<hub>_failed_<time>`, kept until someone discards it, then the backup is copied back.
+
+use std::path::Path;
+use std::process::Stdio;
+
+// Identifiers in dynamic SQL go through `quote`; values are always bound.
+use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
+
+use super::BackupReference;
+use super::revision::{read_revision, scrubbed};
+use super::url::{DatabaseUrl, ServerUrl};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlBackupError {
+    #[error("{what} on {url}: {message}")]
+    Database {
+        what: &'static str,
+        url: String,
+        message: String,
+    },
+    #[error(
+        "{count} connections to database {database} remain (is the hub still running?); stop them before the backup or restore"
+    )]
+    InUse { database: String, count: i64 },
+    #[error("the backup database {0} does not exist")]
+    MissingBackup(String),
+    #[error("the copy {copy} does not match {database}: {detail}")]
+    NotVerified {
+        copy: String,
+        database: String,
+        detail: String,
+    },
+    #[error("{tool} failed: {message}")]
+    Tool { tool: &'static str, message: String },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("not enough space for the dump in {dir}: {needed} bytes needed, {available} available")]
+    NoSpace {
+        dir: String,
+        needed: u64,
+        available: u64,
+    },
+    #[error(
+        "the dump {path} has checksum {actual}, not the recorded {expected}; nothing was changed"
+    )]
+    ChecksumMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, MysqlBackupError>;
+
+fn quote(identifier: &str) -> String {
+    format!("`{}`", identifier.replace('`', "``"))
+}
+
+fn database_error<'a>(
+    what: &'static str,
+    server: &'a ServerUrl,
+) -> impl Fn(sqlx::Error) -> MysqlBackupError + 'a {
+    move |e| {
+        let url = DatabaseUrl::Mysql(server.clone());
+        MysqlBackupError::Database {
+            what,
+            url: url.to_string(),
+            message: scrubbed(&e, &url),
+        }
+    }
+}
+
+async fn connect(server: &ServerUrl) -> Result<MySqlConnection> {
+    let url = DatabaseUrl::Mysql(server.clone());
+    MySqlConnection::connect(&url.sqlx_url())
+        .await
+        .map_err(database_error("connecting", server))
+}
+
+async fn run(
+    db: &mut MySqlConnection,
+    server: &ServerUrl,
+    what: &'static str,
+    sql: String,
+) -> Result<()> {
+    db.execute(AssertSqlSafe(sql))
+        .await
+        .map(drop)
+        .map_err(database_error(what, server))
+}
+
+async fn refuse_if_in_use(
+    db: &mut MySqlConnection,
+    server: &ServerUrl,
+    database: &str,
+) -> Result<()> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+    )
+    .bind(database)
+    .fetch_one(&mut *db)
+    .await
+    .map_err(database_error("counting connections", server))?;
+    if count > 0 {
+        return Err(MysqlBackupError::InUse {
+            database: database.to_string(),
+            count,
+        });
+    }
+    Ok(())
+}
+
+async fn tables(
+    db: &mut MySqlConnection,
+    server: &ServerUrl,
+    database: &str,
+) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE' ORDER BY table_name",
+    )
+    .bind(database)
+    .fetch_all(&mut *db)
+    .await
+    .map_err(database_error("listing tables", server))?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+async fn schema_exists(
+    db: &mut MySqlConnection,
+    server: &ServerUrl,
+    database: &str,
+) -> Result<bool> {
+    let found: Option<(String,)> = sqlx::query_as(
+        "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name = ?",
+    )
+    .bind(database)
+    .fetch_optional(&mut *db)
+    .await
+    .map_err(database_error("looking up a database", server))?;
+    Ok(found.is_some())
+}
+
+/// Copies every table of `from` into the (existing, empty) schema `to`, structure and rows.
+async fn copy_tables(server: &ServerUrl, from: &str, to: &str) -> Result<()> {
+    // Connected to the target schema, so the table definitions (and their foreign keys) land there.
+    let mut db = connect(&server.with_database(to)).await?;
+    run(
+        &mut db,
+        server,
+        "turning foreign-key checks off",
+        "SET FOREIGN_KEY_CHECKS = 0".into(),
+    )
+    .await?;
+    for table in tables(&mut db, server, from).await? {
+        let row = db
+            .fetch_one(AssertSqlSafe(format!(
+                "SHOW CREATE TABLE {}.{}",
+                quote(from),
+                quote(&table)
+            )))
+            .await
+            .map_err(database_error("reading a table definition", server))?;
+        let create: String = row
+            .try_get(1)
+            .map_err(database_error("reading a table definition", server))?;
+        run(&mut db, server, "creating a table copy", create).await?;
+        let copy = format!(
+            "INSERT INTO {}.{} SELECT * FROM {}.{}",
+            quote(to),
+            quote(&table),
+            quote(from),
+            quote(&table)
+        );
+        run(&mut db, server, "copying rows", copy).await?;
+    }
+    run(
+        &mut db,
+        server,
+        "turning foreign-key checks on",
+        "SET FOREIGN_KEY_CHECKS = 1".into(),
+    )
+    .await?;
+    let _ = db.close().await;
+    Ok(())
+}
+
+/// Row counts of every table, and the revision.
+async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String, i64)>)> {
+    let url = DatabaseUrl::Mysql(server.clone());
+    let revision = read_revision(&url)
+        .await
+        .map_err(|e| MysqlBackupError::Database {
+            what: "reading the revision",
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+    let mut db = connect(server).await?;
+    let mut counts = Vec::new();
+    for table in tables(&mut db, server, &server.database).await? {
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
+            quote(&table)
+        )))
+        .fetch_one(&mut db)
+        .await
+        .map_err(database_error("counting rows", server))?;
+        counts.push((table, count));
+    }
+    let _ = db.close().await;
+    Ok((revision, counts))
+}
+
+async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
+    let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
+    if a != b {
+        return Err(MysqlBackupError::NotVerified {
+            copy: copy.database.clone(),
+            database: original.database.clone(),
+            detail: format!("revision and row counts {b:?} differ from {a:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// Copies the hub's database into the new schema `backup` and checks the copy.
+pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {
+    let mut db = connect(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    if schema_exists(&mut db, server, backup).await? {
+        // A half-made copy from an interrupted attempt is made again from scratch.
+        run(
+            &mut db,
+            server,
+            "dropping an unfinished copy",
+            format!("DROP DATABASE {}", quote(backup)),
+        )
+        .await?;
+    }
+    run(
+        &mut db,
+        server,
+        "creating the backup schema",
+        format!("CREATE DATABASE {}", quote(backup)),
+    )
+    .await?;
+    copy_tables(server, &server.database, backup).await?;
+    let (size,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.tables WHERE table_schema = ?",
+    )
+    .bind(backup)
+    .fetch_one(&mut db)
+    .await
+    .map_err(database_error("measuring the copy", server))?;
+    let _ = db.close().await;
+    verify_same(server, &server.with_database(backup)).await?;
+    Ok(BackupReference {
+        method: "Clone".into(),
+        reference: backup.to_string(),
+        size_bytes: size.max(0) as u64,
+        checksum: None,
+        verified: true,
+    })
+}
+
+/// Moves the hub's tables into `<hub>_failed_<stamp>` (kept), leaving the hub's schema empty.
+async fn move_aside(db: &mut MySqlConnection, server: &ServerUrl, stamp: &str) -> Result<String> {
+    let kept = format!("{}_failed_{stamp}", server.database);
+    run(
+        db,
+        server,
+        "creating the schema for the failed database",
+        format!("CREATE DATABASE IF NOT EXISTS {}", quote(&kept)),
+    )
+    .await?;
+    run(
+        db,
+        server,
+        "turning foreign-key checks off",
+        "SET FOREIGN_KEY_CHECKS = 0".into(),
+    )
+    .await?;
+    for table in tables(db, server, &server.database).await? {
+        let rename = format!(
+            "RENAME TABLE {}.{} TO {}.{}",
+            quote(&server.database),
+            quote(&table),
+            quote(&kept),
+            quote(&table)
+        );
+        run(db, server, "moving the failed database aside", rename).await?;
+    }
+    run(
+        db,
+        server,
+        "turning foreign-key checks on",
+        "SET FOREIGN_KEY_CHECKS = 1".into(),
+    )
+    .await?;
+    Ok(kept)
+}
+
+/// Puts the hub's database back from the clone `backup` (which stays). Returns the schema the
+/// failed database was kept in.
+pub async fn restore_clone(server: &ServerUrl, backup: &str, stamp: &str) -> Result<String> {
+    let mut db = connect(&server.with_database(backup))
+        .await
+        .map_err(|_| MysqlBackupError::MissingBackup(backup.to_string()))?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    let kept = move_aside(&mut db, server, stamp).await?;
+    let _ = db.close().await;
+    copy_tables(server, backup, &server.database).await?;
+    verify_same(&server.with_database(backup), server).await?;
+    Ok(kept)
+}
+
+/// Drops a backup (or a kept failed) schema.
+pub async fn discard(server: &ServerUrl, database: &str) -> Result<()> {
+    let mut db = connect(server).await?;
+    run(
+        &mut db,
+        server,
+        "dropping a database",
+        format!("DROP DATABASE IF EXISTS {}", quote(database)),
+    )
+    .await
+}
+
+/// Client options in a private file: the password never reaches the command line.
+fn options_file(server: &ServerUrl) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| MysqlBackupError::File {
+        path: "a temporary file".into(),
+        message: e.to_string(),
+    })?;
+    let mut text = format!("[client]\nuser={}\nhost={}\n", server.user, server.host);
+    if let Some(port) = server.port {
+        text.push_str(&format!("port={port}\nprotocol=TCP\n"));
+    }
+    if let Some(password) = server.password() {
+        text.push_str(&format!(
+            "password=\"{}\"\n",
+            password.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+    }
+    file.write_all(text.as_bytes())
+        .map_err(|e| MysqlBackupError::File {
+            path: file.path().display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(file)
+}
+
+async fn run_tool(
+    tool: &'static str,
+    args: &[&str],
+    server: &ServerUrl,
+    stdin: Option<&Path>,
+    stdout: Option<&Path>,
+) -> Result<()> {
+    let options = options_file(server)?;
+    let mut command = tokio::process::Command::new(tool);
+    command
+        .arg(format!(
+            "--defaults-extra-file={}",
+            options.path().display()
+        ))
+        .args(args);
+    let file_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: std::io::Error| MysqlBackupError::File {
+            path,
+            message: e.to_string(),
+        }
+    };
+    command.stdin(match stdin {
+        Some(path) => Stdio::from(std::fs::File::open(path).map_err(file_error(path))?),
+        None => Stdio::null(),
+    });
+    command.stdout(match stdout {
+        Some(path) => Stdio::from(std::fs::File::create(path).map_err(file_error(path))?),
+        None => Stdio::null(),
+    });
+    command.stderr(Stdio::piped());
+    // spawn, not output(): output() would replace the stdout file with a pipe.
+    let child = command.spawn().map_err(|e| MysqlBackupError::Tool {
+        tool,
+        message: e.to_string(),
+    })?;
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| MysqlBackupError::Tool {
+            tool,
+            message: e.to_string(),
+        })?;
+    if !output.status.success() {
+        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if let Some(password) = server.password().filter(|p| !p.is_empty()) {
+            message = message.replace(password, "***");
+        }
+        return Err(MysqlBackupError::Tool { tool, message });
+    }
+    Ok(())
+}
+
+/// `mysqldump --single-transaction` of the hub's database to `file`.
+pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
+    let mut db = connect(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    let (size,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.tables WHERE table_schema = ?",
+    )
+    .bind(&server.database)
+    .fetch_one(&mut db)
+    .await
+    .map_err(database_error("measuring the database", server))?;
+    let _ = db.close().await;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let dir_error = |e: std::io::Error| MysqlBackupError::File {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(dir_error)?;
+    let available = super::available_space(dir).map_err(dir_error)?;
+    // SQL text is larger than the tables' pages; twice their size is a safe bound.
+    let needed = 2 * size.max(0) as u64;
+    if available < needed {
+        return Err(MysqlBackupError::NoSpace {
+            dir: dir.display().to_string(),
+            needed,
+            available,
+        });
+    }
+    let partial = std::path::PathBuf::from(format!("{}.partial", file.display()));
+    let args = [
+        "--single-transaction",
+        "--routines",
+        "--triggers",
+        "--no-tablespaces",
+        "--skip-lock-tables",
+        &server.database,
+    ];
+    run_tool("mysqldump", &args, server, None, Some(&partial)).await?;
+    std::fs::rename(&partial, file).map_err(|e| MysqlBackupError::File {
+        path: file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let (size_bytes, checksum) =
+        super::sqlite::size_and_checksum(file).map_err(|e| MysqlBackupError::File {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(BackupReference {
+        method: "Dump".into(),
+        reference: file.display().to_string(),
+        size_bytes,
+        checksum: Some(checksum),
+        verified: true,
+    })
+}
+
+/// Checks the dump's checksum, moves the failed tables aside, and loads the dump.
+pub async fn restore_dump(
+    server: &ServerUrl,
+    file: &Path,
+    checksum: &str,
+    stamp: &str,
+) -> Result<String> {
+    let (_, actual) =
+        super::sqlite::size_and_checksum(file).map_err(|e| MysqlBackupError::File {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if actual != checksum {
+        return Err(MysqlBackupError::ChecksumMismatch {
+            path: file.display().to_string(),
+            expected: checksum.to_string(),
+            actual,
+        });
+    }
+    let mut db = connect(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    let kept = move_aside(&mut db, server, stamp).await?;
+    let _ = db.close().await;
+    run_tool("mysql", &[&server.database], server, Some(file), None).await?;
+    Ok(kept)
+}

@@ -1,0 +1,159 @@
+//! A private MariaDB server for one test: Debian's mariadb-server binaries, a temporary data
+//! directory owned by the `mysql` system user, a free port on 127.0.0.1, password login.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::stderr;
+
+/// A password that needs URL encoding, as real ones do.
+pub const PASSWORD: &str = "my s3cr@t";
+pub const PASSWORD_IN_URL: &str = "my%20s3cr%40t";
+
+pub struct MariaDbServer {
+    dir: tempfile::TempDir,
+    server: Child,
+    pub port: u16,
+}
+
+impl MariaDbServer {
+    pub fn start() -> MariaDbServer {
+        let dir = tempfile::Builder::new()
+            .prefix("hubgrade-mariadb-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let status = Command::new("chown")
+            .args(["-R", "mysql:mysql"])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(
+            status.success(),
+            "cannot give the data directory to the mysql user"
+        );
+        let install = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db (.ci/run installs mariadb-server)");
+        assert!(
+            install.status.success(),
+            "mariadb-install-db failed: {}",
+            stderr(&install)
+        );
+        let port = super::e2e::free_port();
+        let socket = dir.path().join("mysqld.sock");
+        let server = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--bind-address=127.0.0.1",
+                "--skip-log-bin",
+            ])
+            .args([
+                "--innodb-flush-log-at-trx-commit=0",
+                "--innodb-buffer-pool-size=64M",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("mysqld.pid").display()
+            ))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("error.log").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let mut me = MariaDbServer { dir, server, port };
+        let start = Instant::now();
+        while me
+            .root(&["-e", "SELECT 1"])
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            if start.elapsed() > Duration::from_secs(60)
+                || me.server.try_wait().ok().flatten().is_some()
+            {
+                let log =
+                    std::fs::read_to_string(me.dir.path().join("error.log")).unwrap_or_default();
+                panic!("MariaDB did not start:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let create = format!(
+            "CREATE USER 'hubgrade'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO 'hubgrade'@'%' WITH GRANT OPTION;"
+        );
+        let output = me.root(&["-e", &create]).expect("mariadb client");
+        assert!(
+            output.status.success(),
+            "creating the hubgrade user: {}",
+            stderr(&output)
+        );
+        me
+    }
+
+    fn root(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("mariadb")
+            .args(["--no-defaults", "-uroot"])
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("mysqld.sock").display()
+            ))
+            .args(args)
+            .output()
+    }
+
+    /// JupyterHub's (SQLAlchemy) URL of `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "mysql+pymysql://hubgrade:{PASSWORD_IN_URL}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// Runs SQL as the server's root user.
+    pub fn sql(&self, sql: &str) {
+        let output = self.root(&["-e", sql]).expect("mariadb client");
+        assert!(output.status.success(), "{sql}: {}", stderr(&output));
+    }
+
+    /// The server's user sessions (the hub's connection stands among them).
+    pub fn session(&self, sql: &str) -> Child {
+        Command::new("mariadb")
+            .args(["--no-defaults", "-uroot", "jupyterhub"])
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("mysqld.sock").display()
+            ))
+            .args(["-e", sql])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mariadb client")
+    }
+}
+
+impl Drop for MariaDbServer {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.server.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.server.try_wait().ok().flatten().is_none()
+            && start.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

@@ -1,6 +1,7 @@
 //! Database backups: making them, checking them, restoring them: SQLite files, PostgreSQL and
 //! MySQL/MariaDB clones and dumps.
 
+pub mod backend;
 pub mod mysql;
 pub mod postgres;
 pub mod revision;

@@ -229,6 +229,66 @@ async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
     Ok(())
 }
 
+/// Checks, changing nothing, that a backup can start: the server answers, nothing is connected
+/// to the hub's database, and (for a dump) the dump fits in `dump_to`'s folder.
+pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
+    let mut db = connect(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    if let Some(file) = dump_to {
+        let (size,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.tables WHERE table_schema = ?",
+        )
+        .bind(&server.database)
+        .fetch_one(&mut db)
+        .await
+        .map_err(database_error("measuring the database", server))?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let dir_error = |e: std::io::Error| MysqlBackupError::File {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(dir_error)?;
+        let available = super::available_space(dir).map_err(dir_error)?;
+        // SQL text is larger than the tables' pages; twice their size is a safe bound.
+        let needed = 2 * size.max(0) as u64;
+        if available < needed {
+            return Err(MysqlBackupError::NoSpace {
+                dir: dir.display().to_string(),
+                needed,
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a clone is still there and readable as a hub database.
+pub async fn verify_clone(server: &ServerUrl, backup: &str) -> Result<()> {
+    let mut db = connect(server).await?;
+    if !schema_exists(&mut db, server, backup).await? {
+        return Err(MysqlBackupError::MissingBackup(backup.to_string()));
+    }
+    let _ = db.close().await;
+    fingerprint(&server.with_database(backup)).await.map(drop)
+}
+
+/// Checks a dump still has its recorded checksum.
+pub fn verify_dump(file: &Path, checksum: &str) -> Result<()> {
+    let (_, actual) =
+        super::sqlite::size_and_checksum(file).map_err(|e| MysqlBackupError::File {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if actual != checksum {
+        return Err(MysqlBackupError::ChecksumMismatch {
+            path: file.display().to_string(),
+            expected: checksum.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// Copies the hub's database into the new schema `backup` and checks the copy.
 pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {
     let mut db = connect(server).await?;

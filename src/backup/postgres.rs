@@ -116,6 +116,70 @@ async fn exists(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Re
     Ok(found.is_some())
 }
 
+/// Checks, changing nothing, that a backup can start: the server answers, nothing is connected
+/// to the hub's database, and (for a dump) the dump fits in `dump_to`'s folder.
+pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
+    let mut db = maintenance(server).await?;
+    refuse_if_in_use(&mut db, server, &server.database).await?;
+    if let Some(file) = dump_to {
+        let (size,): (i64,) = sqlx::query_as("SELECT pg_database_size($1)")
+            .bind(&server.database)
+            .fetch_one(&mut db)
+            .await
+            .map_err(database_error("measuring the database", server))?;
+        // A custom-format dump is compressed: the database's size is a safe upper bound.
+        check_room(file, size.max(0) as u64)?;
+    }
+    Ok(())
+}
+
+fn check_room(file: &Path, needed: u64) -> Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let file_error = |e: std::io::Error| PostgresBackupError::File {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(file_error)?;
+    let available = super::available_space(dir).map_err(file_error)?;
+    if available < needed {
+        return Err(PostgresBackupError::NoSpace {
+            dir: dir.display().to_string(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a clone is still there and readable as a hub database.
+pub async fn verify_clone(server: &ServerUrl, backup: &str) -> Result<()> {
+    let mut db = maintenance(server).await?;
+    if !exists(&mut db, server, backup).await? {
+        return Err(PostgresBackupError::MissingBackup(backup.to_string()));
+    }
+    let _ = db.close().await;
+    fingerprint(&server.with_database(backup)).await.map(drop)
+}
+
+/// Checks a dump still has its recorded checksum and that pg_restore can read it.
+pub async fn verify_dump(server: &ServerUrl, file: &Path, checksum: &str) -> Result<()> {
+    let (_, actual) =
+        super::sqlite::size_and_checksum(file).map_err(|e| PostgresBackupError::File {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if actual != checksum {
+        return Err(PostgresBackupError::ChecksumMismatch {
+            path: file.display().to_string(),
+            expected: checksum.to_string(),
+            actual,
+        });
+    }
+    let mut list = libpq_command("pg_restore", server);
+    list.arg("--list").arg(file);
+    run_tool("pg_restore --list", list, server).await
+}
+
 /// Copies the hub's database into a new database `backup` on the same server, then checks the
 /// copy holds the same schema revision and the same number of rows in every table.
 pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {

@@ -50,23 +50,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SqliteBackupError + '_ {
 
 /// Copies `database` to `destination` (same bytes), verifies the copy, and reports it.
 pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupReference> {
-    if !database.is_file() {
-        return Err(SqliteBackupError::Missing(database.to_path_buf()));
-    }
+    prepare(database, destination)?;
     let dir = destination.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let size = fs::metadata(database).map_err(io_error(database))?.len();
-    let available = available_space(dir)?;
-    // Keep a margin: a full volume would stop the hub itself from writing.
-    let needed = size + size / 10 + 1024 * 1024;
-    if available < needed {
-        return Err(SqliteBackupError::NoSpace {
-            dir: dir.to_path_buf(),
-            needed,
-            available,
-        });
-    }
-
     let temporary = with_suffix(destination, ".partial");
     {
         let mut connection = open(database, false).await?;
@@ -93,6 +78,44 @@ pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupRefere
         checksum: Some(checksum),
         verified: true,
     })
+}
+
+/// Checks, changing nothing but creating the destination's folder, that `database` exists and
+/// that its copy fits at `destination`.
+pub fn prepare(database: &Path, destination: &Path) -> Result<()> {
+    if !database.is_file() {
+        return Err(SqliteBackupError::Missing(database.to_path_buf()));
+    }
+    let dir = destination.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let size = fs::metadata(database).map_err(io_error(database))?.len();
+    let available = available_space(dir)?;
+    // Keep a margin: a full volume would stop the hub itself from writing.
+    let needed = size + size / 10 + 1024 * 1024;
+    if available < needed {
+        return Err(SqliteBackupError::NoSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a backup file is still what was recorded: same checksum, and SQLite finds it intact.
+pub async fn verify(backup: &Path, checksum: &str) -> Result<()> {
+    if !backup.is_file() {
+        return Err(SqliteBackupError::Missing(backup.to_path_buf()));
+    }
+    let (_, actual) = size_and_checksum(backup)?;
+    if actual != checksum {
+        return Err(SqliteBackupError::ChecksumMismatch {
+            path: backup.to_path_buf(),
+            expected: checksum.to_string(),
+            actual,
+        });
+    }
+    check_integrity(backup).await
 }
 
 /// Replaces `database` with `backup`, after checking the backup still has `checksum`.

@@ -1,13 +1,14 @@
 //! `hubgrade db ...`: the database operations the operator uses, for people doing them by hand.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
+use crate::backup::BackupReference;
+use crate::backup::backend::{self, Backend, DatabaseBackend};
 use crate::backup::revision::read_revision;
 use crate::backup::url::DatabaseUrl;
-use crate::backup::{BackupReference, mysql, postgres, sqlite};
 use crate::hub::revision::{check_upgrade, release_for_version, release_of};
 
 #[derive(Debug, Clone, Subcommand)]
@@ -98,40 +99,15 @@ async fn execute(command: DbCommand) -> Result<String, String> {
         }
         DbCommand::Backup { url, method, to } => {
             let url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
-            let reference = match (&url, method) {
-                (DatabaseUrl::Sqlite { path }, Method::File) => sqlite::back_up(path, &to)
-                    .await
-                    .map_err(|e| e.to_string())?,
-                (DatabaseUrl::Sqlite { .. }, _) => {
-                    return Err("an SQLite database is backed up with --method file".into());
-                }
-                (DatabaseUrl::Postgres(server), Method::Clone) => {
-                    let name = to.to_str().ok_or("--to must name the backup database")?;
-                    postgres::clone_database(server, name)
-                        .await
-                        .map_err(|e| e.to_string())?
-                }
-                (DatabaseUrl::Postgres(server), Method::Dump) => postgres::dump(server, &to)
-                    .await
-                    .map_err(|e| e.to_string())?,
-                (DatabaseUrl::Postgres(_), Method::File) => {
-                    return Err(
-                        "a PostgreSQL database is backed up with --method clone or dump".into(),
-                    );
-                }
-                (DatabaseUrl::Mysql(server), Method::Clone) => {
-                    let name = to.to_str().ok_or("--to must name the backup database")?;
-                    mysql::clone_database(server, name)
-                        .await
-                        .map_err(|e| e.to_string())?
-                }
-                (DatabaseUrl::Mysql(server), Method::Dump) => {
-                    mysql::dump(server, &to).await.map_err(|e| e.to_string())?
-                }
-                (DatabaseUrl::Mysql(_), Method::File) => {
-                    return Err("a MySQL database is backed up with --method clone or dump".into());
-                }
+            let method = match method {
+                Method::File => backend::Method::File,
+                Method::Clone => backend::Method::Clone,
+                Method::Dump => backend::Method::Dump,
             };
+            let backend =
+                Backend::new(&url, method, &to.to_string_lossy()).map_err(|e| e.to_string())?;
+            backend.prepare().await.map_err(|e| e.to_string())?;
+            let reference = backend.back_up().await.map_err(|e| e.to_string())?;
             serde_json::to_string_pretty(&reference).map_err(|e| e.to_string())
         }
         DbCommand::Restore { url, from } => {
@@ -143,74 +119,8 @@ async fn execute(command: DbCommand) -> Result<String, String> {
             };
             let reference: BackupReference = serde_json::from_str(&text)
                 .map_err(|e| format!("the backup reference is not valid: {e}"))?;
-            let checksum = || {
-                reference
-                    .checksum
-                    .clone()
-                    .ok_or_else(|| "the backup reference has no checksum".to_string())
-            };
-            let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
-            match (&url, reference.method.as_str()) {
-                (DatabaseUrl::Sqlite { path }, "File") => {
-                    sqlite::restore(Path::new(&reference.reference), path, &checksum()?)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(format!(
-                        "restored {} from {}",
-                        path.display(),
-                        reference.reference
-                    ))
-                }
-                (DatabaseUrl::Postgres(server), "Clone") => {
-                    let kept = postgres::restore_clone(server, &reference.reference, &stamp)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(format!(
-                        "restored {} from the clone {}; the replaced database is kept as {kept}",
-                        server.database, reference.reference
-                    ))
-                }
-                (DatabaseUrl::Postgres(server), "Dump") => {
-                    let kept = postgres::restore_dump(
-                        server,
-                        Path::new(&reference.reference),
-                        &checksum()?,
-                        &stamp,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    Ok(format!(
-                        "restored {} from the dump {}; the replaced database is kept as {kept}",
-                        server.database, reference.reference
-                    ))
-                }
-                (DatabaseUrl::Mysql(server), "Clone") => {
-                    let kept = mysql::restore_clone(server, &reference.reference, &stamp)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(format!(
-                        "restored {} from the clone {}; the replaced database is kept as {kept}",
-                        server.database, reference.reference
-                    ))
-                }
-                (DatabaseUrl::Mysql(server), "Dump") => {
-                    let kept = mysql::restore_dump(
-                        server,
-                        Path::new(&reference.reference),
-                        &checksum()?,
-                        &stamp,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    Ok(format!(
-                        "restored {} from the dump {}; the replaced database is kept as {kept}",
-                        server.database, reference.reference
-                    ))
-                }
-                (_, method) => Err(format!(
-                    "restoring a {method} backup into {url} is not supported by this version of hubgrade"
-                )),
-            }
+            let backend = Backend::for_reference(&url, &reference).map_err(|e| e.to_string())?;
+            backend.restore(&reference).await.map_err(|e| e.to_string())
         }
     }
 }

@@ -1,0 +1,266 @@
+//! One interface over every way hubgrade backs up a hub database: prepare (check it can work),
+//! back up, verify, restore, discard. [`Backend`] picks the implementation from the database URL
+//! and the method.
+
+use std::path::{Path, PathBuf};
+
+use super::url::{DatabaseUrl, ServerUrl};
+use super::{BackupReference, mysql, postgres, sqlite};
+
+/// A way to back up and restore a hub database. Every step may be repeated safely.
+#[allow(async_fn_in_trait)] // Used with concrete types only; no Send bound is needed.
+pub trait DatabaseBackend {
+    /// Checks, changing nothing, that a backup can be made: the database is there and idle, and
+    /// the destination has room.
+    async fn prepare(&self) -> Result<(), BackupError>;
+    /// Makes the backup and checks it.
+    async fn back_up(&self) -> Result<BackupReference, BackupError>;
+    /// Checks an existing backup is still intact, before anything relies on it.
+    async fn verify(&self, backup: &BackupReference) -> Result<(), BackupError>;
+    /// Puts the backup in place of the database. Returns what became of the replaced database.
+    async fn restore(&self, backup: &BackupReference) -> Result<String, BackupError>;
+    /// Deletes a backup that is no longer needed.
+    async fn discard(&self, backup: &BackupReference) -> Result<(), BackupError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Sqlite(#[from] sqlite::SqliteBackupError),
+    #[error(transparent)]
+    Postgres(#[from] postgres::PostgresBackupError),
+    #[error(transparent)]
+    Mysql(#[from] mysql::MysqlBackupError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the backup reference has no checksum; it cannot be checked before a restore")]
+    NoChecksum,
+}
+
+/// How a backup is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// SQLite: a verified copy of the file.
+    File,
+    /// PostgreSQL and MySQL: a copy of the database on the same server.
+    Clone,
+    /// PostgreSQL and MySQL: pg_dump or mysqldump to a file.
+    Dump,
+}
+
+/// The backend for a database and a method, with where its backups go.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    SqliteFile {
+        database: PathBuf,
+        destination: PathBuf,
+    },
+    PostgresClone {
+        server: ServerUrl,
+        backup: String,
+    },
+    PostgresDump {
+        server: ServerUrl,
+        file: PathBuf,
+    },
+    MysqlClone {
+        server: ServerUrl,
+        backup: String,
+    },
+    MysqlDump {
+        server: ServerUrl,
+        file: PathBuf,
+    },
+}
+
+impl Backend {
+    /// `destination`: a file path (file and dump backups) or a database name (clones).
+    pub fn new(
+        url: &DatabaseUrl,
+        method: Method,
+        destination: &str,
+    ) -> Result<Backend, BackupError> {
+        let file = PathBuf::from(destination);
+        let name = destination.to_string();
+        Ok(match (url, method) {
+            (DatabaseUrl::Sqlite { path }, Method::File) => Backend::SqliteFile {
+                database: path.clone(),
+                destination: file,
+            },
+            (DatabaseUrl::Postgres(server), Method::Clone) => Backend::PostgresClone {
+                server: server.clone(),
+                backup: name,
+            },
+            (DatabaseUrl::Postgres(server), Method::Dump) => Backend::PostgresDump {
+                server: server.clone(),
+                file,
+            },
+            (DatabaseUrl::Mysql(server), Method::Clone) => Backend::MysqlClone {
+                server: server.clone(),
+                backup: name,
+            },
+            (DatabaseUrl::Mysql(server), Method::Dump) => Backend::MysqlDump {
+                server: server.clone(),
+                file,
+            },
+            (DatabaseUrl::Sqlite { .. }, _) => {
+                return Err(BackupError::Unsupported(
+                    "an SQLite database is backed up with the file method".into(),
+                ));
+            }
+            (_, Method::File) => {
+                return Err(BackupError::Unsupported(
+                    "PostgreSQL and MySQL databases are backed up with the clone or dump method"
+                        .into(),
+                ));
+            }
+        })
+    }
+
+    /// The backend that restores `backup` into the database at `url`.
+    pub fn for_reference(
+        url: &DatabaseUrl,
+        backup: &BackupReference,
+    ) -> Result<Backend, BackupError> {
+        let method = match backup.method.as_str() {
+            "File" => Method::File,
+            "Clone" => Method::Clone,
+            "Dump" => Method::Dump,
+            other => {
+                return Err(BackupError::Unsupported(format!(
+                    "backups made with {other} cannot be restored here"
+                )));
+            }
+        };
+        Backend::new(url, method, &backup.reference)
+    }
+}
+
+fn checksum(backup: &BackupReference) -> Result<&str, BackupError> {
+    backup.checksum.as_deref().ok_or(BackupError::NoChecksum)
+}
+
+/// A suffix for the name the replaced database is kept under.
+fn stamp() -> String {
+    jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string()
+}
+
+impl DatabaseBackend for Backend {
+    async fn prepare(&self) -> Result<(), BackupError> {
+        match self {
+            Backend::SqliteFile {
+                database,
+                destination,
+            } => Ok(sqlite::prepare(database, destination)?),
+            Backend::PostgresClone { server, .. } => Ok(postgres::prepare(server, None).await?),
+            Backend::PostgresDump { server, file } => {
+                Ok(postgres::prepare(server, Some(file)).await?)
+            }
+            Backend::MysqlClone { server, .. } => Ok(mysql::prepare(server, None).await?),
+            Backend::MysqlDump { server, file } => Ok(mysql::prepare(server, Some(file)).await?),
+        }
+    }
+
+    async fn back_up(&self) -> Result<BackupReference, BackupError> {
+        match self {
+            Backend::SqliteFile {
+                database,
+                destination,
+            } => Ok(sqlite::back_up(database, destination).await?),
+            Backend::PostgresClone { server, backup } => {
+                Ok(postgres::clone_database(server, backup).await?)
+            }
+            Backend::PostgresDump { server, file } => Ok(postgres::dump(server, file).await?),
+            Backend::MysqlClone { server, backup } => {
+                Ok(mysql::clone_database(server, backup).await?)
+            }
+            Backend::MysqlDump { server, file } => Ok(mysql::dump(server, file).await?),
+        }
+    }
+
+    async fn verify(&self, backup: &BackupReference) -> Result<(), BackupError> {
+        let reference = backup.reference.as_str();
+        match self {
+            Backend::SqliteFile { .. } => {
+                Ok(sqlite::verify(Path::new(reference), checksum(backup)?).await?)
+            }
+            Backend::PostgresClone { server, .. } => {
+                Ok(postgres::verify_clone(server, reference).await?)
+            }
+            Backend::PostgresDump { server, .. } => {
+                Ok(postgres::verify_dump(server, Path::new(reference), checksum(backup)?).await?)
+            }
+            Backend::MysqlClone { server, .. } => Ok(mysql::verify_clone(server, reference).await?),
+            Backend::MysqlDump { .. } => {
+                Ok(mysql::verify_dump(Path::new(reference), checksum(backup)?)?)
+            }
+        }
+    }
+
+    async fn restore(&self, backup: &BackupReference) -> Result<String, BackupError> {
+        // Nothing is replaced by a backup that is not intact.
+        self.verify(backup).await?;
+        let reference = backup.reference.as_str();
+        match self {
+            Backend::SqliteFile { database, .. } => {
+                sqlite::restore(Path::new(reference), database, checksum(backup)?).await?;
+                Ok(format!("restored {} from {reference}", database.display()))
+            }
+            Backend::PostgresClone { server, .. } => {
+                let kept = postgres::restore_clone(server, reference, &stamp()).await?;
+                Ok(format!(
+                    "restored {} from the clone {reference}; the replaced database is kept as {kept}",
+                    server.database
+                ))
+            }
+            Backend::PostgresDump { server, .. } => {
+                let kept = postgres::restore_dump(
+                    server,
+                    Path::new(reference),
+                    checksum(backup)?,
+                    &stamp(),
+                )
+                .await?;
+                Ok(format!(
+                    "restored {} from the dump {reference}; the replaced database is kept as {kept}",
+                    server.database
+                ))
+            }
+            Backend::MysqlClone { server, .. } => {
+                let kept = mysql::restore_clone(server, reference, &stamp()).await?;
+                Ok(format!(
+                    "restored {} from the clone {reference}; the replaced database is kept as {kept}",
+                    server.database
+                ))
+            }
+            Backend::MysqlDump { server, .. } => {
+                let kept =
+                    mysql::restore_dump(server, Path::new(reference), checksum(backup)?, &stamp())
+                        .await?;
+                Ok(format!(
+                    "restored {} from the dump {reference}; the replaced database is kept as {kept}",
+                    server.database
+                ))
+            }
+        }
+    }
+
+    async fn discard(&self, backup: &BackupReference) -> Result<(), BackupError> {
+        let reference = backup.reference.as_str();
+        let remove = |path: &str| match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(BackupError::Unsupported(format!("deleting {path}: {e}")))
+            }
+            _ => Ok(()),
+        };
+        match self {
+            Backend::SqliteFile { .. }
+            | Backend::PostgresDump { .. }
+            | Backend::MysqlDump { .. } => remove(reference),
+            Backend::PostgresClone { server, .. } => {
+                Ok(postgres::discard(server, reference).await?)
+            }
+            Backend::MysqlClone { server, .. } => Ok(mysql::discard(server, reference).await?),
+        }
+    }
+}

@@ -5,7 +5,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 # The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
-.PHONY: test lint build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs
+.PHONY: test lint bench build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs
 
 ## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
 test: cluster-up jupyterhub-venvs
@@ -15,6 +15,10 @@ test: cluster-up jupyterhub-venvs
 lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
+
+## Time hubgrade's SQLite and PostgreSQL backups against cp and pg_dump/pg_restore (~1 GiB databases); writes docs/BENCHMARKS.md.
+bench:
+	cargo bench --bench backup
 
 build:
 	cargo build --locked

@@ -8,7 +8,7 @@ use kube::{Client, ResourceExt};
 
 use super::lock;
 use super::objects::{JobStep, owned_name};
-use crate::api::HubUpgrade;
+use crate::api::{BackupMethod, HubUpgrade};
 use crate::cli::agent::AgentReport;
 use crate::hub::{HubLayout, LayoutError, detect_layout};
 use crate::machine::{BackupReport, HubObservation, LockState, Phase, Preflight, StepState, World};
@@ -193,6 +193,15 @@ async fn preflight(
                 problems.push(problem);
             }
         }
+    }
+    if !matches!(
+        upgrade.spec.backup.method,
+        BackupMethod::Auto | BackupMethod::File
+    ) {
+        problems.push(format!(
+            "spec.backup.method {:?} is not run by the operator yet (the `hubgrade db` commands and the library have it); use File or Auto for an SQLite hub",
+            upgrade.spec.backup.method
+        ));
     }
     if upgrade.spec.drain.is_some() {
         problems.push(

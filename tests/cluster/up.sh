@@ -156,6 +156,7 @@ start kwok kwok \
   --server-address "127.0.0.1:$KWOK_PORT"
 
 kubectl --kubeconfig "$state/kubeconfig" apply -f "$here/nodes.yaml" >/dev/null
+kubectl --kubeconfig "$state/kubeconfig" apply -f "$here/snapshot-crds.yaml" >/dev/null
 wait_for "the KWOK node to become Ready" 60 \
   kubectl --kubeconfig "$state/kubeconfig" wait --for=condition=Ready node --all --timeout=1s
 wait_for "the default ServiceAccount" 60 \

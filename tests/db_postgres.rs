@@ -3,7 +3,9 @@
 
 mod support;
 
-use support::jupyterhub::{MIDDLE, NEW, OLD, hubgrade, make_database, open_and_dump, upgrade_db};
+use support::jupyterhub::{
+    MIDDLE, NEW, OLD, hubgrade, make_database, open_and_dump, start_hub, upgrade_db,
+};
 use support::postgres::{PASSWORD, PgServer};
 use support::{stderr, stdout};
 
@@ -69,6 +71,12 @@ fn round_trip(method: &str, backup_to: &str) {
         "schema or rows differ after restoring the {method} backup"
     );
     assert!(after.contains("alice") && after.contains("researchers"));
+    // And a real JupyterHub 4.1 hub starts on it and answers its API.
+    assert_eq!(
+        start_hub(OLD, &url).as_deref(),
+        Ok(OLD),
+        "the old hub does not start on the restored database"
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@ mod support;
 
 use std::path::Path;
 
-use support::jupyterhub::{MIDDLE, NEW, OLD, hubgrade, make_database, open_and_dump, upgrade_db};
+use support::jupyterhub::{
+    MIDDLE, NEW, OLD, hubgrade, make_database, open_and_dump, start_hub, upgrade_db,
+};
 use support::{stderr, stdout};
 
 fn checksum(path: &Path) -> String {
@@ -78,6 +80,8 @@ fn a_backup_survives_real_upgrades_and_restores_the_old_hub_exactly() {
     // The old release now refuses the upgraded database, as a rolled-back image would.
     let refused = open_and_dump(OLD, &url).expect_err("4.1 refuses a 6.x schema");
     assert!(refused.contains("f460b0348206"), "{refused}");
+    let log = start_hub(OLD, &url).expect_err("a 4.1 hub must not start on a 6.x schema");
+    assert!(log.contains("upgrade-db"), "{log}");
 
     let output = hubgrade(&[
         "db",
@@ -101,6 +105,12 @@ fn a_backup_survives_real_upgrades_and_restores_the_old_hub_exactly() {
     let after = open_and_dump(OLD, &url).expect("JupyterHub 4.1 opens the restored database");
     assert_eq!(after, before, "schema or rows differ after the restore");
     assert!(after.contains("alice") && after.contains("researchers"));
+    // And a real JupyterHub 4.1 hub starts on it and answers its API.
+    assert_eq!(
+        start_hub(OLD, &url).as_deref(),
+        Ok(OLD),
+        "the old hub does not start on the restored database"
+    );
 }
 
 #[test]

@@ -85,3 +85,82 @@ pub fn hubgrade(args: &[&str]) -> Output {
         .output()
         .expect("running hubgrade")
 }
+
+/// Starts a real hub of `version` on the database at `url` (with configurable-http-proxy from
+/// tests/jupyterhub/venvs.sh) and asks it `GET /hub/api/`. `Ok(version the hub reports)`, or
+/// `Err(its log)` when it does not come up, as when it refuses the database's schema.
+pub fn start_hub(version: &str, url: &str) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    let venv = venv(version);
+    let cache = venv
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("cache directory")
+        .to_path_buf();
+    let chp_version = std::fs::read_to_string(repo().join("tests/jupyterhub/versions.env"))
+        .expect("versions.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("CHP_VERSION=").map(str::to_string))
+        .expect("CHP_VERSION");
+    let chp = cache.join(format!("chp-{chp_version}/node_modules/.bin"));
+    let path = format!(
+        "{}:{}:{}",
+        venv.join("bin").display(),
+        chp.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = super::e2e::free_port();
+    let log_path = dir.path().join("hub.log");
+    let log = std::fs::File::create(&log_path).expect("hub log");
+    let mut hub = Command::new(venv.join("bin/jupyterhub"))
+        .arg(format!("--db={url}"))
+        .args(["--ip=127.0.0.1", &format!("--port={port}")])
+        .arg(format!("--JupyterHub.hub_port={}", super::e2e::free_port()))
+        .arg(format!(
+            "--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{}",
+            super::e2e::free_port()
+        ))
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("starting jupyterhub");
+    let start = std::time::Instant::now();
+    let mut answer = None;
+    while start.elapsed() < std::time::Duration::from_secs(40) {
+        if hub.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        if let Some(body) = http_get(port, "/hub/api/") {
+            answer = Some(body);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // The hub and its proxy share the process group.
+    // SAFETY: signalling the process group of our own child.
+    unsafe { libc::kill(-(hub.id() as i32), libc::SIGTERM) };
+    let _ = hub.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    match answer.and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok()) {
+        Some(json) => Ok(json["version"].as_str().unwrap_or_default().to_string()),
+        None => Err(log),
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}

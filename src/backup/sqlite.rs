@@ -55,17 +55,34 @@ pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupRefere
     let temporary = with_suffix(destination, ".partial");
     {
         let mut connection = open(database, false).await?;
-        // RESERVED lock: no other connection can write while the bytes are copied.
-        connection
-            .execute("BEGIN IMMEDIATE")
+        let sqlite_error = |source| SqliteBackupError::Sqlite {
+            path: database.to_path_buf(),
+            source,
+        };
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut connection)
             .await
-            .map_err(|source| SqliteBackupError::Sqlite {
-                path: database.to_path_buf(),
-                source,
-            })?;
-        let copied = copy_synced(database, &temporary);
-        let _ = connection.execute("ROLLBACK").await;
-        copied?;
+            .map_err(sqlite_error)?;
+        if mode.eq_ignore_ascii_case("wal") {
+            // In WAL mode recent commits live in the -wal file, not the main file: let SQLite
+            // write a consistent snapshot instead (same data, not the same bytes).
+            let _ = fs::remove_file(&temporary);
+            sqlx::query("VACUUM INTO ?")
+                .bind(temporary.display().to_string())
+                .execute(&mut connection)
+                .await
+                .map_err(sqlite_error)?;
+        } else {
+            // RESERVED lock: no other connection can write while the bytes are copied, and a
+            // hot journal left by a crashed writer has been rolled back by SQLite first.
+            connection
+                .execute("BEGIN IMMEDIATE")
+                .await
+                .map_err(sqlite_error)?;
+            let copied = copy_synced(database, &temporary);
+            let _ = connection.execute("ROLLBACK").await;
+            copied?;
+        }
     }
     check_integrity(&temporary).await?;
     let (size_bytes, checksum) = size_and_checksum(&temporary)?;
@@ -250,4 +267,63 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 fn available_space(dir: &Path) -> Result<u64> {
     super::available_space(dir).map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn database(path: &Path, wal: bool) {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let mut db = SqliteConnection::connect_with(&options)
+            .await
+            .expect("database");
+        if wal {
+            db.execute("PRAGMA journal_mode = WAL").await.expect("wal");
+        }
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+            .await
+            .expect("table");
+        db.execute("INSERT INTO users (name) VALUES ('alice'), ('bob')")
+            .await
+            .expect("rows");
+        // Left open on purpose in WAL mode: the rows may still sit in the -wal file.
+        std::mem::forget(db);
+    }
+
+    async fn names(path: &Path) -> Vec<String> {
+        let mut db = open(path, true).await.expect("open");
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM users ORDER BY id")
+            .fetch_all(&mut db)
+            .await
+            .expect("rows");
+        rows.into_iter().map(|(n,)| n).collect()
+    }
+
+    #[tokio::test]
+    async fn a_backup_of_a_wal_database_holds_the_commits_still_in_the_wal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        database(&source, true).await;
+        let copy = dir.path().join("backups/hub.sqlite");
+        let reference = back_up(&source, &copy).await.expect("backup");
+        assert!(reference.verified);
+        assert_eq!(names(&copy).await, ["alice", "bob"]);
+    }
+
+    #[tokio::test]
+    async fn a_backup_of_a_rollback_journal_database_is_byte_identical() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        database(&source, false).await;
+        let copy = dir.path().join("hub.sqlite.bak");
+        let reference = back_up(&source, &copy).await.expect("backup");
+        assert_eq!(
+            reference.checksum,
+            Some(size_and_checksum(&source).expect("checksum").1)
+        );
+        assert_eq!(names(&copy).await, ["alice", "bob"]);
+    }
 }

@@ -28,9 +28,7 @@ pub enum BackupError {
     #[error(transparent)]
     Sqlite(#[from] sqlite::SqliteBackupError),
     #[error(transparent)]
-    Postgres(#[from] postgres::PostgresBackupError),
-    #[error(transparent)]
-    Mysql(#[from] mysql::MysqlBackupError),
+    Server(#[from] super::server::ServerBackupError),
     #[error("{0}")]
     Unsupported(String),
     #[error("the backup reference has no checksum; it cannot be checked before a restore")]

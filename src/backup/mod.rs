@@ -5,6 +5,7 @@ pub mod backend;
 pub mod mysql;
 pub mod postgres;
 pub mod revision;
+pub mod server;
 pub mod snapshot;
 pub mod sqlite;
 pub mod url;

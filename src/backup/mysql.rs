@@ -15,49 +15,10 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 
 use super::BackupReference;
 use super::revision::{read_revision, scrubbed};
+use super::server::{ServerBackupError, check_dump_checksum, check_room};
 use super::url::{DatabaseUrl, ServerUrl};
 
-#[derive(Debug, thiserror::Error)]
-pub enum MysqlBackupError {
-    #[error("{what} on {url}: {message}")]
-    Database {
-        what: &'static str,
-        url: String,
-        message: String,
-    },
-    #[error(
-        "{count} connections to database {database} remain (is the hub still running?); stop them before the backup or restore"
-    )]
-    InUse { database: String, count: i64 },
-    #[error("the backup database {0} does not exist")]
-    MissingBackup(String),
-    #[error("the copy {copy} does not match {database}: {detail}")]
-    NotVerified {
-        copy: String,
-        database: String,
-        detail: String,
-    },
-    #[error("{tool} failed: {message}")]
-    Tool { tool: &'static str, message: String },
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
-    #[error("not enough space for the dump in {dir}: {needed} bytes needed, {available} available")]
-    NoSpace {
-        dir: String,
-        needed: u64,
-        available: u64,
-    },
-    #[error(
-        "the dump {path} has checksum {actual}, not the recorded {expected}; nothing was changed"
-    )]
-    ChecksumMismatch {
-        path: String,
-        expected: String,
-        actual: String,
-    },
-}
-
-type Result<T> = std::result::Result<T, MysqlBackupError>;
+type Result<T> = std::result::Result<T, ServerBackupError>;
 
 fn quote(identifier: &str) -> String {
     format!("`{}`", identifier.replace('`', "``"))
@@ -66,10 +27,10 @@ fn quote(identifier: &str) -> String {
 fn database_error<'a>(
     what: &'static str,
     server: &'a ServerUrl,
-) -> impl Fn(sqlx::Error) -> MysqlBackupError + 'a {
+) -> impl Fn(sqlx::Error) -> ServerBackupError + 'a {
     move |e| {
         let url = DatabaseUrl::Mysql(server.clone());
-        MysqlBackupError::Database {
+        ServerBackupError::Database {
             what,
             url: url.to_string(),
             message: scrubbed(&e, &url),
@@ -101,20 +62,27 @@ async fn refuse_if_in_use(
     server: &ServerUrl,
     database: &str,
 ) -> Result<()> {
-    let (count,): (i64,) = sqlx::query_as(
-        "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
-    )
-    .bind(database)
-    .fetch_one(&mut *db)
-    .await
-    .map_err(database_error("counting connections", server))?;
-    if count > 0 {
-        return Err(MysqlBackupError::InUse {
-            database: database.to_string(),
-            count,
-        });
+    // A client that just disconnected can linger in the list for a moment; a running hub stays.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+        )
+        .bind(database)
+        .fetch_one(&mut *db)
+        .await
+        .map_err(database_error("counting connections", server))?;
+        if count == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ServerBackupError::InUse {
+                database: database.to_string(),
+                count,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    Ok(())
 }
 
 async fn tables(
@@ -196,7 +164,7 @@ async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String,
     let url = DatabaseUrl::Mysql(server.clone());
     let revision = read_revision(&url)
         .await
-        .map_err(|e| MysqlBackupError::Database {
+        .map_err(|e| ServerBackupError::Database {
             what: "reading the revision",
             url: url.to_string(),
             message: e.to_string(),
@@ -220,7 +188,7 @@ async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String,
 async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
     let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
     if a != b {
-        return Err(MysqlBackupError::NotVerified {
+        return Err(ServerBackupError::NotVerified {
             copy: copy.database.clone(),
             database: original.database.clone(),
             detail: format!("revision and row counts {b:?} differ from {a:?}"),
@@ -242,22 +210,8 @@ pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
         .fetch_one(&mut db)
         .await
         .map_err(database_error("measuring the database", server))?;
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let dir_error = |e: std::io::Error| MysqlBackupError::File {
-            path: dir.display().to_string(),
-            message: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(dir_error)?;
-        let available = super::available_space(dir).map_err(dir_error)?;
         // SQL text is larger than the tables' pages; twice their size is a safe bound.
-        let needed = 2 * size.max(0) as u64;
-        if available < needed {
-            return Err(MysqlBackupError::NoSpace {
-                dir: dir.display().to_string(),
-                needed,
-                available,
-            });
-        }
+        check_room(file, 2 * size.max(0) as u64)?;
     }
     Ok(())
 }
@@ -266,7 +220,7 @@ pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
 pub async fn verify_clone(server: &ServerUrl, backup: &str) -> Result<()> {
     let mut db = connect(server).await?;
     if !schema_exists(&mut db, server, backup).await? {
-        return Err(MysqlBackupError::MissingBackup(backup.to_string()));
+        return Err(ServerBackupError::MissingBackup(backup.to_string()));
     }
     let _ = db.close().await;
     fingerprint(&server.with_database(backup)).await.map(drop)
@@ -274,18 +228,7 @@ pub async fn verify_clone(server: &ServerUrl, backup: &str) -> Result<()> {
 
 /// Checks a dump still has its recorded checksum.
 pub fn verify_dump(file: &Path, checksum: &str) -> Result<()> {
-    let (_, actual) =
-        super::sqlite::size_and_checksum(file).map_err(|e| MysqlBackupError::File {
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if actual != checksum {
-        return Err(MysqlBackupError::ChecksumMismatch {
-            path: file.display().to_string(),
-            expected: checksum.to_string(),
-            actual,
-        });
-    }
+    check_dump_checksum(file, checksum)?;
     Ok(())
 }
 
@@ -371,7 +314,7 @@ async fn move_aside(db: &mut MySqlConnection, server: &ServerUrl, stamp: &str) -
 pub async fn restore_clone(server: &ServerUrl, backup: &str, stamp: &str) -> Result<String> {
     let mut db = connect(&server.with_database(backup))
         .await
-        .map_err(|_| MysqlBackupError::MissingBackup(backup.to_string()))?;
+        .map_err(|_| ServerBackupError::MissingBackup(backup.to_string()))?;
     refuse_if_in_use(&mut db, server, &server.database).await?;
     let kept = move_aside(&mut db, server, stamp).await?;
     let _ = db.close().await;
@@ -395,7 +338,7 @@ pub async fn discard(server: &ServerUrl, database: &str) -> Result<()> {
 /// Client options in a private file: the password never reaches the command line.
 fn options_file(server: &ServerUrl) -> Result<tempfile::NamedTempFile> {
     use std::io::Write;
-    let mut file = tempfile::NamedTempFile::new().map_err(|e| MysqlBackupError::File {
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| ServerBackupError::File {
         path: "a temporary file".into(),
         message: e.to_string(),
     })?;
@@ -410,7 +353,7 @@ fn options_file(server: &ServerUrl) -> Result<tempfile::NamedTempFile> {
         ));
     }
     file.write_all(text.as_bytes())
-        .map_err(|e| MysqlBackupError::File {
+        .map_err(|e| ServerBackupError::File {
             path: file.path().display().to_string(),
             message: e.to_string(),
         })?;
@@ -434,7 +377,7 @@ async fn run_tool(
         .args(args);
     let file_error = |path: &Path| {
         let path = path.display().to_string();
-        move |e: std::io::Error| MysqlBackupError::File {
+        move |e: std::io::Error| ServerBackupError::File {
             path,
             message: e.to_string(),
         }
@@ -449,14 +392,14 @@ async fn run_tool(
     });
     command.stderr(Stdio::piped());
     // spawn, not output(): output() would replace the stdout file with a pipe.
-    let child = command.spawn().map_err(|e| MysqlBackupError::Tool {
+    let child = command.spawn().map_err(|e| ServerBackupError::Tool {
         tool,
         message: e.to_string(),
     })?;
     let output = child
         .wait_with_output()
         .await
-        .map_err(|e| MysqlBackupError::Tool {
+        .map_err(|e| ServerBackupError::Tool {
             tool,
             message: e.to_string(),
         })?;
@@ -465,39 +408,14 @@ async fn run_tool(
         if let Some(password) = server.password().filter(|p| !p.is_empty()) {
             message = message.replace(password, "***");
         }
-        return Err(MysqlBackupError::Tool { tool, message });
+        return Err(ServerBackupError::Tool { tool, message });
     }
     Ok(())
 }
 
 /// `mysqldump --single-transaction` of the hub's database to `file`.
 pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
-    let mut db = connect(server).await?;
-    refuse_if_in_use(&mut db, server, &server.database).await?;
-    let (size,): (i64,) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.tables WHERE table_schema = ?",
-    )
-    .bind(&server.database)
-    .fetch_one(&mut db)
-    .await
-    .map_err(database_error("measuring the database", server))?;
-    let _ = db.close().await;
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let dir_error = |e: std::io::Error| MysqlBackupError::File {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(dir_error)?;
-    let available = super::available_space(dir).map_err(dir_error)?;
-    // SQL text is larger than the tables' pages; twice their size is a safe bound.
-    let needed = 2 * size.max(0) as u64;
-    if available < needed {
-        return Err(MysqlBackupError::NoSpace {
-            dir: dir.display().to_string(),
-            needed,
-            available,
-        });
-    }
+    prepare(server, Some(file)).await?;
     let partial = std::path::PathBuf::from(format!("{}.partial", file.display()));
     let args = [
         "--single-transaction",
@@ -508,12 +426,12 @@ pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
         &server.database,
     ];
     run_tool("mysqldump", &args, server, None, Some(&partial)).await?;
-    std::fs::rename(&partial, file).map_err(|e| MysqlBackupError::File {
+    std::fs::rename(&partial, file).map_err(|e| ServerBackupError::File {
         path: file.display().to_string(),
         message: e.to_string(),
     })?;
     let (size_bytes, checksum) =
-        super::sqlite::size_and_checksum(file).map_err(|e| MysqlBackupError::File {
+        super::sqlite::size_and_checksum(file).map_err(|e| ServerBackupError::File {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
@@ -533,18 +451,7 @@ pub async fn restore_dump(
     checksum: &str,
     stamp: &str,
 ) -> Result<String> {
-    let (_, actual) =
-        super::sqlite::size_and_checksum(file).map_err(|e| MysqlBackupError::File {
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if actual != checksum {
-        return Err(MysqlBackupError::ChecksumMismatch {
-            path: file.display().to_string(),
-            expected: checksum.to_string(),
-            actual,
-        });
-    }
+    check_dump_checksum(file, checksum)?;
     let mut db = connect(server).await?;
     refuse_if_in_use(&mut db, server, &server.database).await?;
     let kept = move_aside(&mut db, server, stamp).await?;

@@ -15,49 +15,10 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::BackupReference;
 use super::revision::{read_revision, scrubbed};
+use super::server::{ServerBackupError, check_dump_checksum, check_room};
 use super::url::{DatabaseUrl, ServerUrl};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PostgresBackupError {
-    #[error("{what} on {url}: {message}")]
-    Database {
-        what: &'static str,
-        url: String,
-        message: String,
-    },
-    #[error(
-        "{count} connections to database {database} remain (is the hub still running?); stop them before the backup or restore"
-    )]
-    InUse { database: String, count: i64 },
-    #[error("the backup database {0} does not exist")]
-    MissingBackup(String),
-    #[error("the copy {copy} does not match {database}: {detail}")]
-    NotVerified {
-        copy: String,
-        database: String,
-        detail: String,
-    },
-    #[error("{tool} failed: {message}")]
-    Tool { tool: &'static str, message: String },
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
-    #[error("not enough space for the dump in {dir}: {needed} bytes needed, {available} available")]
-    NoSpace {
-        dir: String,
-        needed: u64,
-        available: u64,
-    },
-    #[error(
-        "the dump {path} has checksum {actual}, not the recorded {expected}; nothing was changed"
-    )]
-    ChecksumMismatch {
-        path: String,
-        expected: String,
-        actual: String,
-    },
-}
-
-type Result<T> = std::result::Result<T, PostgresBackupError>;
+type Result<T> = std::result::Result<T, ServerBackupError>;
 
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
@@ -69,7 +30,7 @@ async fn maintenance(server: &ServerUrl) -> Result<PgConnection> {
     let url = DatabaseUrl::Postgres(server.with_database("postgres"));
     PgConnection::connect(&url.sqlx_url())
         .await
-        .map_err(|e| PostgresBackupError::Database {
+        .map_err(|e| ServerBackupError::Database {
             what: "connecting",
             url: url.to_string(),
             message: scrubbed(&e, &url),
@@ -79,10 +40,10 @@ async fn maintenance(server: &ServerUrl) -> Result<PgConnection> {
 fn database_error<'a>(
     what: &'static str,
     server: &'a ServerUrl,
-) -> impl Fn(sqlx::Error) -> PostgresBackupError + 'a {
+) -> impl Fn(sqlx::Error) -> ServerBackupError + 'a {
     move |e| {
         let url = DatabaseUrl::Postgres(server.clone());
-        PostgresBackupError::Database {
+        ServerBackupError::Database {
             what,
             url: url.to_string(),
             message: scrubbed(&e, &url),
@@ -91,20 +52,27 @@ fn database_error<'a>(
 }
 
 async fn refuse_if_in_use(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Result<()> {
-    let (count,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(database)
-    .fetch_one(&mut *db)
-    .await
-    .map_err(database_error("counting connections", server))?;
-    if count > 0 {
-        return Err(PostgresBackupError::InUse {
-            database: database.to_string(),
-            count,
-        });
+    // A client that just disconnected can linger in the list for a moment; a running hub stays.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(database)
+        .fetch_one(&mut *db)
+        .await
+        .map_err(database_error("counting connections", server))?;
+        if count == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ServerBackupError::InUse {
+                database: database.to_string(),
+                count,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    Ok(())
 }
 
 async fn exists(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Result<bool> {
@@ -133,29 +101,11 @@ pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn check_room(file: &Path, needed: u64) -> Result<()> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let file_error = |e: std::io::Error| PostgresBackupError::File {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(file_error)?;
-    let available = super::available_space(dir).map_err(file_error)?;
-    if available < needed {
-        return Err(PostgresBackupError::NoSpace {
-            dir: dir.display().to_string(),
-            needed,
-            available,
-        });
-    }
-    Ok(())
-}
-
 /// Checks a clone is still there and readable as a hub database.
 pub async fn verify_clone(server: &ServerUrl, backup: &str) -> Result<()> {
     let mut db = maintenance(server).await?;
     if !exists(&mut db, server, backup).await? {
-        return Err(PostgresBackupError::MissingBackup(backup.to_string()));
+        return Err(ServerBackupError::MissingBackup(backup.to_string()));
     }
     let _ = db.close().await;
     fingerprint(&server.with_database(backup)).await.map(drop)
@@ -163,18 +113,7 @@ pub async fn verify_clone(server: &ServerUrl, backup: &str) -> Result<()> {
 
 /// Checks a dump still has its recorded checksum and that pg_restore can read it.
 pub async fn verify_dump(server: &ServerUrl, file: &Path, checksum: &str) -> Result<()> {
-    let (_, actual) =
-        super::sqlite::size_and_checksum(file).map_err(|e| PostgresBackupError::File {
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if actual != checksum {
-        return Err(PostgresBackupError::ChecksumMismatch {
-            path: file.display().to_string(),
-            expected: checksum.to_string(),
-            actual,
-        });
-    }
+    check_dump_checksum(file, checksum)?;
     let mut list = libpq_command("pg_restore", server);
     list.arg("--list").arg(file);
     run_tool("pg_restore --list", list, server).await
@@ -217,7 +156,7 @@ async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String,
     let url = DatabaseUrl::Postgres(server.clone());
     let revision = read_revision(&url)
         .await
-        .map_err(|e| PostgresBackupError::Database {
+        .map_err(|e| ServerBackupError::Database {
             what: "reading the revision",
             url: url.to_string(),
             message: e.to_string(),
@@ -249,7 +188,7 @@ async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String,
 async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
     let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
     if a != b {
-        return Err(PostgresBackupError::NotVerified {
+        return Err(ServerBackupError::NotVerified {
             copy: copy.database.clone(),
             database: original.database.clone(),
             detail: format!("revision and row counts {b:?} differ from {a:?}"),
@@ -263,7 +202,7 @@ async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
 pub async fn restore_clone(server: &ServerUrl, backup: &str, stamp: &str) -> Result<String> {
     let mut db = maintenance(server).await?;
     if !exists(&mut db, server, backup).await? {
-        return Err(PostgresBackupError::MissingBackup(backup.to_string()));
+        return Err(ServerBackupError::MissingBackup(backup.to_string()));
     }
     refuse_if_in_use(&mut db, server, &server.database).await?;
     refuse_if_in_use(&mut db, server, backup).await?;
@@ -338,7 +277,7 @@ async fn run_tool(
     let output = command
         .output()
         .await
-        .map_err(|e| PostgresBackupError::Tool {
+        .map_err(|e| ServerBackupError::Tool {
             tool,
             message: e.to_string(),
         })?;
@@ -347,39 +286,14 @@ async fn run_tool(
         if let Some(password) = server.password().filter(|p| !p.is_empty()) {
             message = message.replace(password, "***");
         }
-        return Err(PostgresBackupError::Tool { tool, message });
+        return Err(ServerBackupError::Tool { tool, message });
     }
     Ok(())
 }
 
 /// `pg_dump --format=custom` of the hub's database to `file`, checked with `pg_restore --list`.
 pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
-    let mut db = maintenance(server).await?;
-    refuse_if_in_use(&mut db, server, &server.database).await?;
-    let (size,): (i64,) = sqlx::query_as("SELECT pg_database_size($1)")
-        .bind(&server.database)
-        .fetch_one(&mut db)
-        .await
-        .map_err(database_error("measuring the database", server))?;
-    let _ = db.close().await;
-    let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| PostgresBackupError::File {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let available = super::available_space(dir).map_err(|e| PostgresBackupError::File {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    })?;
-    // A custom-format dump is compressed: the database's size is a safe upper bound.
-    let needed = size.max(0) as u64;
-    if available < needed {
-        return Err(PostgresBackupError::NoSpace {
-            dir: dir.display().to_string(),
-            needed,
-            available,
-        });
-    }
+    prepare(server, Some(file)).await?;
     let partial = format!("{}.partial", file.display());
     let mut command = libpq_command("pg_dump", server);
     command.args(["--format=custom", "--no-owner", "--file", &partial]);
@@ -387,12 +301,12 @@ pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
     let mut list = libpq_command("pg_restore", server);
     list.args(["--list", &partial]);
     run_tool("pg_restore --list", list, server).await?;
-    std::fs::rename(&partial, file).map_err(|e| PostgresBackupError::File {
+    std::fs::rename(&partial, file).map_err(|e| ServerBackupError::File {
         path: file.display().to_string(),
         message: e.to_string(),
     })?;
     let (size_bytes, checksum) =
-        super::sqlite::size_and_checksum(file).map_err(|e| PostgresBackupError::File {
+        super::sqlite::size_and_checksum(file).map_err(|e| ServerBackupError::File {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
@@ -413,18 +327,7 @@ pub async fn restore_dump(
     checksum: &str,
     stamp: &str,
 ) -> Result<String> {
-    let (_, actual) =
-        super::sqlite::size_and_checksum(file).map_err(|e| PostgresBackupError::File {
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if actual != checksum {
-        return Err(PostgresBackupError::ChecksumMismatch {
-            path: file.display().to_string(),
-            expected: checksum.to_string(),
-            actual,
-        });
-    }
+    check_dump_checksum(file, checksum)?;
     let mut db = maintenance(server).await?;
     refuse_if_in_use(&mut db, server, &server.database).await?;
     let kept = move_aside(&mut db, server, stamp).await?;

@@ -128,8 +128,7 @@ impl MariaDbServer {
         assert!(output.status.success(), "{sql}: {}", stderr(&output));
     }
 
-    /// The server's user sessions (the hub's connection stands among them).
-    pub fn session(&self, sql: &str) -> Child {
+    fn session(&self, sql: &str) -> Child {
         Command::new("mariadb")
             .args(["--no-defaults", "-uroot", "jupyterhub"])
             .arg(format!(
@@ -155,5 +154,30 @@ impl Drop for MariaDbServer {
         }
         let _ = self.server.kill();
         let _ = self.server.wait();
+    }
+}
+
+impl super::server_db::TestServer for MariaDbServer {
+    const PASSWORD: &'static str = PASSWORD;
+    const AUTHENTICATION_FAILED: &'static str = "Access denied for user 'hubgrade'";
+
+    fn start() -> Self {
+        MariaDbServer::start()
+    }
+
+    fn url(&self, database: &str) -> String {
+        MariaDbServer::url(self, database)
+    }
+
+    fn url_with_password(&self, password: &str) -> String {
+        format!("mysql://hubgrade:{password}@127.0.0.1:{}/mysql", self.port)
+    }
+
+    fn create_hub_database(&self) {
+        self.sql("CREATE DATABASE jupyterhub CHARACTER SET utf8mb4");
+    }
+
+    fn hub_session(&self) -> Child {
+        self.session("SELECT SLEEP(30)")
     }
 }

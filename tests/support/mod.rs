@@ -212,3 +212,4 @@ pub mod e2e;
 pub mod jupyterhub;
 pub mod mariadb;
 pub mod postgres;
+pub mod server_db;

@@ -143,3 +143,46 @@ impl Drop for PgServer {
             .output();
     }
 }
+
+impl super::server_db::TestServer for PgServer {
+    const PASSWORD: &'static str = PASSWORD;
+    const AUTHENTICATION_FAILED: &'static str = "password authentication failed";
+
+    fn start() -> Self {
+        PgServer::start()
+    }
+
+    fn url(&self, database: &str) -> String {
+        PgServer::url(self, database)
+    }
+
+    fn url_with_password(&self, password: &str) -> String {
+        format!(
+            "postgresql://hubgrade:{password}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    fn create_hub_database(&self) {
+        self.sql("CREATE DATABASE jupyterhub");
+    }
+
+    fn hub_session(&self) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "hubgrade",
+                "-d",
+                "jupyterhub",
+            ])
+            .args(["-c", "SELECT pg_sleep(30)"])
+            .env("PGPASSWORD", PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("psql")
+    }
+}

@@ -4,14 +4,16 @@
 //! SQLite, on a ~1 GiB database file:
 //! - `backup::sqlite::back_up` (copy under SQLite's write lock, fsync, `PRAGMA integrity_check`
 //!   on the copy, SHA-256) against `cp`, and against `cp` followed by an fsync of the copy;
-//! - the integrity check and the SHA-256 alone, to show where `back_up`'s time goes.
+//! - the integrity check and the SHA-256 alone, to show where `back_up`'s time goes, and
+//!   `PRAGMA quick_check`, the lighter check `back_up` could run instead.
 //!
 //! PostgreSQL, on a ~1 GiB database of a private server started for the run:
 //! - `backup::postgres::clone_database` (CREATE DATABASE ... TEMPLATE, then the copy compared
 //!   with the original) against hubgrade's `dump` + `restore_dump` and against raw
 //!   `pg_dump -Fc` + `pg_restore`;
 //! - the bare `CREATE DATABASE ... TEMPLATE`, with PostgreSQL's default strategy (WAL_LOG, the
-//!   statement `clone_database` issues) and with STRATEGY FILE_COPY.
+//!   statement `clone_database` issues) and with STRATEGY FILE_COPY, and `pg_dump -Fc -Z0`, to
+//!   show what the checks and the dump's compression cost.
 //!
 //! The machine is small and shared, so absolute times are noise: every measurement runs several
 //! times, interleaved with the others (A, B, C, A, B, C, ...), and the report compares medians.
@@ -23,25 +25,26 @@ use std::error::Error;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hubgrade::backup::postgres::{clone_database, dump, restore_dump};
 use hubgrade::backup::sqlite::{back_up, size_and_checksum};
-use hubgrade::backup::url::{DatabaseUrl, ServerUrl};
+use hubgrade::backup::url::DatabaseUrl;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection};
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 
-/// SQLite runs take seconds; PostgreSQL rounds take minutes, so they get fewer.
+/// A PostgreSQL round takes about 90 s on a 2-core machine: five rounds of each keep
+/// `make bench` under 10 minutes.
 const SQLITE_ROUNDS: usize = 5;
-const POSTGRES_ROUNDS: usize = 3;
+const POSTGRES_ROUNDS: usize = 5;
 /// Rows of about 1 KiB each: a database of about 1 GiB in both engines.
 const ROWS: i64 = 1_000_000;
+// The SQL statements spell these names out: sqlx takes static SQL text without ceremony.
 const HUB_DATABASE: &str = "jupyterhub";
 const CLONE_DATABASE: &str = "jupyterhub_clone";
 const RESTORED_DATABASE: &str = "bench_restored";
@@ -99,6 +102,8 @@ impl Drop for Scratch {
 struct Run {
     seconds: f64,
     peak_rss_kib: Option<u64>,
+    /// For in-process work: how far the peak rose above the bench's RSS when the run started.
+    rss_growth_kib: Option<u64>,
 }
 
 impl Run {
@@ -107,6 +112,7 @@ impl Run {
         Run {
             seconds: self.seconds + next.seconds,
             peak_rss_kib: self.peak_rss_kib.max(next.peak_rss_kib),
+            rss_growth_kib: self.rss_growth_kib.max(next.rss_growth_kib),
         }
     }
 }
@@ -141,8 +147,16 @@ impl Measurement {
         }
     }
 
-    fn peak_rss_kib(&self) -> Option<u64> {
-        self.runs.iter().filter_map(|run| run.peak_rss_kib).max()
+    /// The highest peak of all runs, with (for in-process work) its rise above the baseline.
+    fn peak_rss(&self) -> String {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let peak = self.runs.iter().filter_map(|run| run.peak_rss_kib).max();
+        let growth = self.runs.iter().filter_map(|run| run.rss_growth_kib).max();
+        match (peak, growth) {
+            (Some(peak), Some(growth)) => format!("{:.0} MiB (+{:.0})", mib(peak), mib(growth)),
+            (Some(peak), None) => format!("{:.1} MiB", mib(peak)),
+            (None, _) => "n/a".into(),
+        }
     }
 
     /// How many times this measurement's median is `other`'s.
@@ -151,23 +165,24 @@ impl Measurement {
     }
 }
 
-/// Times in-process work. Its peak RSS is the bench process's high-water mark, reset first, so
-/// it includes the bench's own baseline (the runtime, the connections) but no child process.
+/// Times in-process work. Its peak RSS is the bench process's high-water mark, reset first: it
+/// includes the bench's own baseline (the runtime, the libraries) but no child process.
 async fn time_async<T>(work: impl Future<Output = BenchResult<T>>) -> BenchResult<(Run, T)> {
     // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0 and later).
     let peak_was_reset = fs::write("/proc/self/clear_refs", "5").is_ok();
+    let rss_before = own_peak_rss_kib().filter(|_| peak_was_reset);
     let start = Instant::now();
     let value = work.await?;
     let seconds = start.elapsed().as_secs_f64();
-    let peak_rss_kib = if peak_was_reset {
-        own_peak_rss_kib()
-    } else {
-        None
-    };
+    let peak_rss_kib = own_peak_rss_kib().filter(|_| peak_was_reset);
+    let rss_growth_kib = peak_rss_kib
+        .zip(rss_before)
+        .map(|(peak, before)| peak.saturating_sub(before));
     Ok((
         Run {
             seconds,
             peak_rss_kib,
+            rss_growth_kib,
         },
         value,
     ))
@@ -179,45 +194,59 @@ fn own_peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs a command to completion; its peak RSS comes from the kernel's accounting of the child.
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs a command to completion, under GNU time when installed, for its peak RSS. (wait4 in this
+/// process would not do: a child spawned the vfork way is charged the bench's own RSS, ~40 MiB.)
 /// Blocking the async runtime here is fine: nothing else runs on it meanwhile.
 fn time_command(command: &mut Command) -> BenchResult<Run> {
+    let program = command.get_program().display().to_string();
+    let rss_report = tempfile::NamedTempFile::new()?;
+    let mut under_time = Path::new(GNU_TIME)
+        .exists()
+        .then(|| under_gnu_time(command, rss_report.path()));
+    let runner = match under_time.as_mut() {
+        Some(under_time) => under_time,
+        None => command,
+    };
     let start = Instant::now();
-    let child = command
+    let status = runner
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", command.get_program().display()))?;
-    let (status, usage) = wait_with_usage(child)?;
+        .status()
+        .map_err(|e| format!("{program}: {e}"))?;
     let seconds = start.elapsed().as_secs_f64();
     if !status.success() {
-        return Err(format!("{} failed: {status}", command.get_program().display()).into());
+        return Err(format!("{program} failed: {status}").into());
     }
+    // %M is the peak RSS in KiB, on the report's last line (empty without GNU time).
+    let peak_rss_kib = fs::read_to_string(rss_report.path())?
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok());
     Ok(Run {
         seconds,
-        // ru_maxrss is in KiB on Linux.
-        peak_rss_kib: Some(usage.ru_maxrss as u64),
+        peak_rss_kib,
+        rss_growth_kib: None,
     })
 }
 
-/// `Child::wait` does not report resource usage; `wait4` does.
-fn wait_with_usage(child: Child) -> io::Result<(ExitStatus, libc::rusage)> {
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data, for which all zeros is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `pid` is a child of ours not yet reaped (Child only reaps in wait/try_wait,
-        // which are never called on it); both pointers are to live, writable locals.
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if reaped == pid {
-            return Ok((ExitStatus::from_raw(status), usage));
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
+/// `command` (program, arguments, environment) run by GNU time, which writes its peak RSS in
+/// KiB to `rss_report`.
+fn under_gnu_time(command: &Command, rss_report: &Path) -> Command {
+    let mut timed = Command::new(GNU_TIME);
+    timed
+        .args(["--format=%M", "--output"])
+        .arg(rss_report)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(name, value),
+            None => timed.env_remove(name),
+        };
     }
+    timed
 }
 
 /// Runs a setup or cleanup command, untimed, failing with its error output.
@@ -253,6 +282,7 @@ struct SqliteResults {
     cp: Measurement,
     cp_and_fsync: Measurement,
     integrity_check: Measurement,
+    quick_check: Measurement,
     sha256: Measurement,
 }
 
@@ -278,6 +308,7 @@ async fn bench_sqlite(dir: &Path) -> BenchResult<SqliteResults> {
         cp: Measurement::new("cp"),
         cp_and_fsync: Measurement::new("cp, then fsync of the copy"),
         integrity_check: Measurement::new("PRAGMA integrity_check alone"),
+        quick_check: Measurement::new("PRAGMA quick_check alone (not in back_up)"),
         sha256: Measurement::new("SHA-256 alone (size_and_checksum)"),
     };
     for round in 1..=SQLITE_ROUNDS {
@@ -290,8 +321,11 @@ async fn bench_sqlite(dir: &Path) -> BenchResult<SqliteResults> {
 
         // Two of back_up's steps again, on the copy it just made (still in the page cache, as
         // it is when back_up runs them).
-        let (run, ()) = time_async(integrity_check(&backup)).await?;
+        let (run, ()) = time_async(check_copy(&backup, "PRAGMA integrity_check")).await?;
         results.integrity_check.record(run);
+        // The lighter check SQLite offers, which skips comparing indexes with their tables.
+        let (run, ()) = time_async(check_copy(&backup, "PRAGMA quick_check")).await?;
+        results.quick_check.record(run);
         let (run, _) = time_async(async { Ok(size_and_checksum(&backup)?) }).await?;
         results.sha256.record(run);
         fs::remove_file(&backup)?;
@@ -356,17 +390,15 @@ async fn build_sqlite_database(path: &Path) -> BenchResult<String> {
     Ok(version)
 }
 
-/// `PRAGMA integrity_check` on a read-only connection, as `back_up` runs it.
-async fn integrity_check(path: &Path) -> BenchResult<()> {
+/// `PRAGMA integrity_check` (or `quick_check`) on a read-only connection, as `back_up` runs it.
+async fn check_copy(path: &Path, pragma: &'static str) -> BenchResult<()> {
     let options = SqliteConnectOptions::new().filename(path).read_only(true);
     let mut db = SqliteConnection::connect_with(&options).await?;
-    let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
-        .fetch_all(&mut db)
-        .await?;
+    let rows: Vec<(String,)> = sqlx::query_as(pragma).fetch_all(&mut db).await?;
     db.close().await?;
     match rows.as_slice() {
         [(ok,)] if ok == "ok" => Ok(()),
-        _ => Err(format!("integrity_check of {}: {rows:?}", path.display()).into()),
+        _ => Err(format!("{pragma} on {}: {rows:?}", path.display()).into()),
     }
 }
 
@@ -387,6 +419,8 @@ struct PostgresResults {
     raw_dump: Measurement,
     raw_restore: Measurement,
     raw_round_trip: Measurement,
+    uncompressed_dump: Measurement,
+    uncompressed_dump_bytes: u64,
     template_wal_log: Measurement,
     template_file_copy: Measurement,
 }
@@ -424,6 +458,8 @@ async fn bench_postgres(dir: &Path) -> BenchResult<PostgresResults> {
         raw_dump: Measurement::new("pg_dump -Fc"),
         raw_restore: Measurement::new("CREATE DATABASE + pg_restore"),
         raw_round_trip: Measurement::new("pg_dump -Fc + pg_restore"),
+        uncompressed_dump: Measurement::new("pg_dump -Fc -Z0 (no compression)"),
+        uncompressed_dump_bytes: 0,
         template_wal_log: Measurement::new("CREATE DATABASE ... TEMPLATE (WAL_LOG)"),
         template_file_copy: Measurement::new("CREATE DATABASE ... TEMPLATE, FILE_COPY"),
     };
@@ -489,10 +525,27 @@ async fn bench_postgres(dir: &Path) -> BenchResult<PostgresResults> {
                 ])
                 .arg(&raw_dump_file),
         )?;
-        let restore_run = create_run.then(restore_run);
+        // The peak RSS is pg_restore's: the CREATE DATABASE ran in this process.
+        let restore_run = Run {
+            seconds: create_run.seconds + restore_run.seconds,
+            ..restore_run
+        };
         results.raw_restore.record(restore_run);
         results.raw_round_trip.record(dump_run.then(restore_run));
         execute(&mut admin, "DROP DATABASE bench_restored").await?;
+        fs::remove_file(&raw_dump_file)?;
+        settle(&mut admin).await?;
+
+        // How much of the dump's time is compression.
+        let run = time_command(
+            server
+                .client("pg_dump")
+                .args(["-Fc", "-Z0", "--no-owner", "--file"])
+                .arg(&raw_dump_file)
+                .arg(HUB_DATABASE),
+        )?;
+        results.uncompressed_dump.record(run);
+        results.uncompressed_dump_bytes = fs::metadata(&raw_dump_file)?.len();
         fs::remove_file(&raw_dump_file)?;
         settle(&mut admin).await?;
 
@@ -774,7 +827,7 @@ fn render_report(
     report.push_str(&format!(
         "## What was measured\n\n\
          Each backup method of hubgrade against the plain tools, on databases of about 1 GiB made \
-         by the bench: {ROWS} rows of an id, a unique 32-character token and about 1 KiB of \
+         by the bench: {} rows of an id, a unique 32-character token and about 1 KiB of \
          random data (random bytes in SQLite, MD5 hex in PostgreSQL). The measurements run \
          interleaved, one after the other in each round ({SQLITE_ROUNDS} rounds for SQLite, \
          {POSTGRES_ROUNDS} for PostgreSQL), with `sync` (and a PostgreSQL `CHECKPOINT`) untimed \
@@ -783,17 +836,18 @@ fn render_report(
          are writing to disk and computing, not reading from it. The private PostgreSQL server \
          keeps the default durability settings (fsync on, shared_buffers 128 MB), with \
          autovacuum off. Absolute times on this shared machine are noise; compare the ratios of \
-         medians. Peak RSS: for in-process work, the bench process's VmHWM, reset before each run \
-         (so it includes the bench's baseline and excludes pg_dump/pg_restore started by \
-         hubgrade); for commands, the command's own peak (wait4). Rerun with `make bench`, which \
-         overwrites this file.\n\n"
+         medians. Peak RSS, the highest of all runs: for commands, the command's own (GNU time's \
+         %M); for in-process work, the bench process's VmHWM, reset before each run, so it \
+         includes the bench's own baseline (in parentheses: the rise above it) and excludes the \
+         pg_dump and pg_restore that hubgrade starts. Rerun with `make bench`, which \
+         overwrites this file.\n\n",
+        thousands(ROWS)
     ));
 
     report.push_str("## SQLite: `backup::sqlite::back_up` against `cp`\n\n");
     report.push_str(&format!(
-        "Database file: {} ({}), built in {:.0} s.\n\n",
+        "Database file: {}, in rollback-journal mode with 4 KiB pages; built in {:.0} s.\n\n",
         bytes_with_gib(sqlite.database_bytes),
-        "rollback-journal mode, page size 4096",
         sqlite.build_seconds
     ));
     report.push_str(&table(&[
@@ -801,6 +855,7 @@ fn render_report(
         &sqlite.cp,
         &sqlite.cp_and_fsync,
         &sqlite.integrity_check,
+        &sqlite.quick_check,
         &sqlite.sha256,
     ]));
     let back_up = sqlite.back_up.median();
@@ -808,26 +863,30 @@ fn render_report(
         "\n- hubgrade's SQLite backup takes **{:.1}×** the time of `cp`.\n\
          - It takes **{:.2}×** the time of `cp` followed by an fsync of the copy (back_up makes its \
          copy durable; `cp` leaves it in the page cache).\n\
-         - Where back_up's median time goes: copying and fsync (measured as `cp` + fsync) ≈ {:.0} %, \
-         `PRAGMA integrity_check` ≈ {:.0} %, SHA-256 ≈ {:.0} %; the rest (opening, locking, \
-         rename, directory fsync) ≈ {:.0} %.\n\n",
+         - Where back_up's median time goes: copying and fsync (measured as `cp` + fsync) ≈ {} %, \
+         `PRAGMA integrity_check` ≈ {} %, SHA-256 ≈ {} %; the rest (opening, locking, rename, \
+         directory fsync, and the noise of the other three) ≈ {} %.\n\
+         - `PRAGMA quick_check`, which skips comparing the indexes with their tables, takes \
+         **{:.2}×** the time of `PRAGMA integrity_check`.\n\n",
         sqlite.back_up.ratio_to(&sqlite.cp),
         sqlite.back_up.ratio_to(&sqlite.cp_and_fsync),
-        100.0 * sqlite.cp_and_fsync.median() / back_up,
-        100.0 * sqlite.integrity_check.median() / back_up,
-        100.0 * sqlite.sha256.median() / back_up,
-        100.0
-            * (back_up
+        percent(sqlite.cp_and_fsync.median() / back_up),
+        percent(sqlite.integrity_check.median() / back_up),
+        percent(sqlite.sha256.median() / back_up),
+        percent(
+            (back_up
                 - sqlite.cp_and_fsync.median()
                 - sqlite.integrity_check.median()
                 - sqlite.sha256.median())
-            / back_up,
+                / back_up
+        ),
+        sqlite.quick_check.ratio_to(&sqlite.integrity_check),
     ));
 
     report
         .push_str("## PostgreSQL: `backup::postgres::clone_database` against dump and restore\n\n");
     report.push_str(&format!(
-        "Database: {} (`pg_database_size`), built in {:.0} s. Clone: {}. \
+        "Database (`pg_database_size`): {}, built in {:.0} s. Clone: {}. \
          hubgrade's dump: {}; raw `pg_dump -Fc`: {}.\n\n",
         bytes_with_gib(postgres.database_bytes.max(0) as u64),
         postgres.build_seconds,
@@ -843,6 +902,7 @@ fn render_report(
         &postgres.raw_dump,
         &postgres.raw_restore,
         &postgres.raw_round_trip,
+        &postgres.uncompressed_dump,
         &postgres.template_wal_log,
         &postgres.template_file_copy,
     ]));
@@ -852,6 +912,8 @@ fn render_report(
          - hubgrade's dump + restore_dump takes **{:.2}×** the time of raw `pg_dump -Fc` + \
          `pg_restore` (dump alone: {:.2}×, restore alone: {:.2}×).\n\
          - Backup alone: hubgrade's dump takes **{:.1}×** the time of clone_database.\n\
+         - `pg_dump -Fc -Z0` (no compression; a dump of {} instead of {}) takes **{:.2}×** the \
+         time of `pg_dump -Fc` (compressed, as hubgrade dumps).\n\
          - clone_database takes **{:.2}×** the time of its bare `CREATE DATABASE ... TEMPLATE` \
          (the rest is connecting, reading the revision and counting every table's rows in both \
          databases).\n\
@@ -867,6 +929,9 @@ fn render_report(
         postgres.hubgrade_dump.ratio_to(&postgres.raw_dump),
         postgres.hubgrade_restore.ratio_to(&postgres.raw_restore),
         postgres.hubgrade_dump.ratio_to(&postgres.clone_database),
+        gib(postgres.uncompressed_dump_bytes),
+        gib(postgres.raw_dump_bytes),
+        postgres.uncompressed_dump.ratio_to(&postgres.raw_dump),
         postgres
             .clone_database
             .ratio_to(&postgres.template_wal_log),
@@ -892,20 +957,43 @@ fn table(measurements: &[&Measurement]) -> String {
         for run in &measurement.runs {
             text.push_str(&format!(" {:.2} s |", run.seconds));
         }
-        let peak = measurement
-            .peak_rss_kib()
-            .map(|kib| format!("{:.0} MiB", kib as f64 / 1024.0))
-            .unwrap_or_else(|| "n/a".into());
-        text.push_str(&format!(" **{:.2} s** | {peak} |\n", measurement.median()));
+        text.push_str(&format!(
+            " **{:.2} s** | {} |\n",
+            measurement.median(),
+            measurement.peak_rss()
+        ));
     }
     text
 }
 
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
 fn bytes_with_gib(bytes: u64) -> String {
-    format!(
-        "{bytes} bytes ({:.2} GiB)",
-        bytes as f64 / (1u64 << 30) as f64
-    )
+    format!("{} ({} bytes)", gib(bytes), thousands(bytes as i64))
+}
+
+/// 1000000 as 1,000,000.
+fn thousands(number: i64) -> String {
+    let digits = number.unsigned_abs().to_string();
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    if number < 0 {
+        grouped.insert(0, '-');
+    }
+    grouped
+}
+
+/// A fraction as a whole percentage, never "-0".
+fn percent(fraction: f64) -> String {
+    let rounded = (100.0 * fraction).round();
+    format!("{}", if rounded == 0.0 { 0.0 } else { rounded })
 }
 
 fn minutes_and_seconds(elapsed: Duration) -> String {

@@ -52,11 +52,12 @@ fn database_error<'a>(
 }
 
 async fn refuse_if_in_use(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Result<()> {
-    // A client that just disconnected can linger in the list for a moment; a running hub stays.
+    // Only clients count (autovacuum workers come and go, and CREATE DATABASE cancels them). A
+    // client that just disconnected can linger for a moment; a running hub stays.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let (count,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
         )
         .bind(database)
         .fetch_one(&mut *db)

@@ -531,16 +531,12 @@ fn timeouts() -> impl Strategy<Value = Timeouts> {
     // Short enough that waiting phases time out within a run.
     let short = || seconds(60..=1200);
     (
-        (short(), short(), short(), short(), short()),
+        (short(), short(), short(), short()),
         (short(), short(), short(), seconds(300..=1800)),
     )
         .prop_map(
-            |(
-                (preflight, rehearsal, drain, scale_down, backup),
-                (migration, rollout, verify, rollback),
-            )| {
+            |((rehearsal, drain, scale_down, backup), (migration, rollout, verify, rollback))| {
                 Timeouts {
-                    preflight,
                     rehearsal,
                     drain,
                     scale_down,

@@ -1389,6 +1389,28 @@ fn rolling_out_restores_the_original_replicas_once_the_image_is_set() {
 }
 
 #[test]
+fn rolling_out_when_the_replicas_never_come_back_rolls_back() {
+    let plan = plan();
+    let decision = decide(
+        &plan,
+        &rolling_out_progress(),
+        &world_with_hub(stopped_hub(TARGET_IMAGE)),
+        past(plan.timeouts.rollout),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+    assert!(
+        decision
+            .progress
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("replicas were not set back")),
+        "{:?}",
+        decision.progress.failure
+    );
+}
+
+#[test]
 fn rolling_out_with_image_and_replicas_in_place_enters_verifying() {
     let decision = decide(
         &plan(),

@@ -379,6 +379,14 @@ impl Step<'_> {
             };
         }
         if hub.replicas != from.replicas {
+            if self.timed_out(self.plan.timeouts.rollout) {
+                let problem = format!(
+                    "the hub's replicas were not set back to {} within {}",
+                    from.replicas,
+                    human(self.plan.timeouts.rollout)
+                );
+                return self.roll_back(problem);
+            }
             return Action::ScaleHub {
                 replicas: from.replicas,
             };

@@ -38,10 +38,10 @@ pub enum RollbackPolicy {
     Manual,
 }
 
-/// How long each phase may take before it counts as failed.
+/// How long each phase may take before it counts as failed. Preflight has none: it only reads,
+/// and waiting for another upgrade's lock may rightly last as long as that upgrade.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Timeouts {
-    pub preflight: SignedDuration,
     pub rehearsal: SignedDuration,
     pub drain: SignedDuration,
     pub scale_down: SignedDuration,
@@ -58,7 +58,6 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            preflight: SignedDuration::from_mins(10),
             rehearsal: SignedDuration::from_mins(30),
             drain: SignedDuration::from_mins(15),
             scale_down: SignedDuration::from_mins(5),

@@ -23,6 +23,10 @@ impl MariaDbServer {
             .tempdir()
             .expect("temp dir");
         let data = dir.path().join("data");
+        // Each server gets its own temporary directory: bootstraps running side by side in /tmp
+        // collide on their temporary tables. One bootstrap at a time, for the same reason.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp directory");
         let status = Command::new("chown")
             .args(["-R", "mysql:mysql"])
             .arg(dir.path())
@@ -32,6 +36,8 @@ impl MariaDbServer {
             status.success(),
             "cannot give the data directory to the mysql user"
         );
+        static BOOTSTRAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let bootstrap = BOOTSTRAP.lock().unwrap_or_else(|e| e.into_inner());
         let install = Command::new("mariadb-install-db")
             .args([
                 "--no-defaults",
@@ -40,8 +46,10 @@ impl MariaDbServer {
                 "--skip-test-db",
             ])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .expect("mariadb-install-db (.ci/run installs mariadb-server)");
+        drop(bootstrap);
         assert!(
             install.status.success(),
             "mariadb-install-db failed: {}",
@@ -61,6 +69,7 @@ impl MariaDbServer {
                 "--innodb-buffer-pool-size=64M",
             ])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!(

@@ -29,6 +29,19 @@ fn job_complete(job: &k8s_openapi::api::batch::v1::Job) -> bool {
 async fn the_example_hub_is_upgraded() {
     let hub = Hub::new("e2e-ok", |yaml| yaml).await;
     let original = checksum(&hub.database());
+    // Six backups of earlier upgrades: with the default backup.retain of 5, the two oldest go.
+    let backups = hub.volume.join("hubgrade-backups");
+    std::fs::create_dir_all(&backups).expect("backups folder");
+    for i in 0..6u64 {
+        let old = backups.join(format!("hubgrade-0ld0000{i}-db.sqlite"));
+        std::fs::write(&old, b"an earlier backup").expect("old backup");
+        let time = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i);
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .expect("old backup");
+        file.set_modified(time).expect("mtime");
+    }
     hub.apply_upgrade(
         "to-4-2-0",
         json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
@@ -75,6 +88,21 @@ async fn the_example_hub_is_upgraded() {
     assert_eq!(
         backup.size_bytes,
         Some(std::fs::metadata(&copy).expect("backup file").len())
+    );
+
+    let mut kept: Vec<String> = std::fs::read_dir(&backups)
+        .expect("backups folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 5, "backups kept: {kept:?}");
+    assert!(
+        kept.contains(&file_name.to_string()),
+        "the new backup was pruned: {kept:?}"
+    );
+    assert!(
+        !kept.contains(&"hubgrade-0ld00000-db.sqlite".to_string()),
+        "{kept:?}"
     );
 
     // The configuration was copied into a Secret owned by the upgrade.

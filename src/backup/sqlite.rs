@@ -187,6 +187,40 @@ pub async fn restore(backup: &Path, database: &Path, checksum: &str) -> Result<B
     })
 }
 
+/// Keeps the `keep` newest hubgrade database backups (`hubgrade-*-db.sqlite`) in the folder of
+/// `newest` (which is always kept) and deletes the older ones and every rehearsal copy
+/// (`hubgrade-*-rehearsal.sqlite`). Returns what was deleted.
+pub fn prune_backups(newest: &Path, keep: usize) -> Result<Vec<PathBuf>> {
+    let dir = newest.parent().unwrap_or(Path::new("."));
+    let mut backups = Vec::new();
+    let mut deleted = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("hubgrade-") {
+            continue;
+        }
+        let path = entry.path();
+        if name.ends_with("-rehearsal.sqlite") {
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            deleted.push(path);
+        } else if name.ends_with("-db.sqlite") && path != newest {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(io_error(&path))?;
+            backups.push((modified, path));
+        }
+    }
+    // Newest first; the backup just made counts as one of the kept.
+    backups.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, path) in backups.into_iter().skip(keep.saturating_sub(1)) {
+        fs::remove_file(&path).map_err(io_error(&path))?;
+        deleted.push(path);
+    }
+    Ok(deleted)
+}
+
 /// Size and `sha256:<hex>` of a file.
 pub fn size_and_checksum(path: &Path) -> Result<(u64, String)> {
     let mut file = File::open(path).map_err(io_error(path))?;
@@ -300,6 +334,53 @@ mod tests {
             .await
             .expect("rows");
         rows.into_iter().map(|(n,)| n).collect()
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_backups_and_drops_rehearsal_copies() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = |name: &str| dir.path().join(name);
+        for (i, name) in [
+            "hubgrade-aaaa-db.sqlite",
+            "hubgrade-bbbb-db.sqlite",
+            "hubgrade-cccc-db.sqlite",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fs::write(path(name), b"old").expect("write");
+            let time = std::time::SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(1_000 + i as u64);
+            File::options()
+                .write(true)
+                .open(path(name))
+                .and_then(|f| f.set_modified(time))
+                .expect("mtime");
+        }
+        fs::write(path("hubgrade-dddd-rehearsal.sqlite"), b"scratch").expect("write");
+        fs::write(
+            path("jupyterhub.sqlite.2026-01-01-000000"),
+            b"jupyterhub's own",
+        )
+        .expect("write");
+        let newest = path("hubgrade-eeee-db.sqlite");
+        fs::write(&newest, b"new").expect("write");
+
+        let deleted = prune_backups(&newest, 2).expect("prune");
+        assert_eq!(deleted.len(), 3, "{deleted:?}");
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "hubgrade-cccc-db.sqlite",
+                "hubgrade-eeee-db.sqlite",
+                "jupyterhub.sqlite.2026-01-01-000000"
+            ]
+        );
     }
 
     #[tokio::test]

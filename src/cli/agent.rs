@@ -20,6 +20,10 @@ pub enum AgentCommand {
         /// Where the copy goes.
         #[arg(long)]
         to: PathBuf,
+        /// Afterwards keep only this many hubgrade backups in the copy's folder (newest first),
+        /// and delete rehearsal copies there.
+        #[arg(long)]
+        retain: Option<usize>,
     },
     /// Replace an SQLite database with a backup whose checksum is known.
     SqliteRestore {
@@ -57,7 +61,21 @@ impl AgentCommand {
     /// Runs the command against local paths (in a Job: the mounted hub volume).
     pub async fn execute(&self) -> AgentReport {
         let outcome = match self {
-            AgentCommand::SqliteBackup { database, to } => sqlite::back_up(database, to).await,
+            AgentCommand::SqliteBackup {
+                database,
+                to,
+                retain,
+            } => {
+                let made = sqlite::back_up(database, to).await;
+                if let (Ok(_), Some(keep)) = (&made, retain) {
+                    // Pruning is housekeeping: a failure to delete an old copy does not undo
+                    // the backup just made.
+                    if let Err(error) = sqlite::prune_backups(to, *keep) {
+                        eprintln!("hubgrade agent: could not prune old backups: {error}");
+                    }
+                }
+                made
+            }
             AgentCommand::SqliteRestore { from, to, checksum } => {
                 sqlite::restore(from, to, checksum).await
             }
@@ -84,9 +102,14 @@ impl AgentCommand {
             Err(_) => path.clone(),
         };
         match self {
-            AgentCommand::SqliteBackup { database, to: dest } => AgentCommand::SqliteBackup {
+            AgentCommand::SqliteBackup {
+                database,
+                to: dest,
+                retain,
+            } => AgentCommand::SqliteBackup {
                 database: moved(database),
                 to: moved(dest),
+                retain: *retain,
             },
             AgentCommand::SqliteRestore {
                 from: source,

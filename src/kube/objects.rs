@@ -253,6 +253,8 @@ pub fn backup_job(
         layout.sqlite_path.clone(),
         "--to".into(),
         sqlite_backup_path(upgrade, layout),
+        "--retain".into(),
+        upgrade.spec.backup.retain.to_string(),
     ];
     agent_job(
         upgrade,

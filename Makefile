@@ -5,11 +5,15 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 # The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
-.PHONY: test lint bench build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs
+.PHONY: test deps lint bench build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs
 
 ## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
-test: cluster-up jupyterhub-venvs
+test: deps cluster-up jupyterhub-venvs
 	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets --no-fail-fast
+
+## Install the missing system packages (PostgreSQL, MariaDB, npm, jq, ...) from Debian's packages.
+deps:
+	@tests/install-deps.sh
 
 ## cargo fmt --check and clippy with warnings as errors.
 lint:
@@ -44,5 +48,5 @@ cluster-down:
 	@tests/cluster/down.sh
 
 ## The local cluster, the example hub, the operator, one upgrade end to end (exit 0 on Succeeded).
-demo:
+demo: deps
 	@examples/z2jh-hub/demo.sh

@@ -294,18 +294,7 @@ async fn a_crd_becomes_established_and_the_server_enforces_its_schema() {
     crds.create(&PostParams::default(), &crd)
         .await
         .expect("create CRD");
-    wait_until(MINUTE, "the CRD to become Established", || async {
-        crds.get(&name)
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    })
-    .await;
+    support::wait_for_established(&crds, &name).await;
 
     let ns = TestNamespace::new(&client, "crd").await;
     let resource = ApiResource::from_gvk_with_plural(

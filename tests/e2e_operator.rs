@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use hubgrade::machine::Phase;
 use serde_json::json;
-use support::e2e::{Hub, ORIGINAL_IMAGE, checksum, free_port};
+use support::e2e::{Hub, ORIGINAL_IMAGE, checksum};
+use support::free_port;
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 const LIMIT: Duration = Duration::from_secs(120);

@@ -124,15 +124,21 @@ pub async fn verify(backup: &Path, checksum: &str) -> Result<()> {
     if !backup.is_file() {
         return Err(SqliteBackupError::Missing(backup.to_path_buf()));
     }
-    let (_, actual) = size_and_checksum(backup)?;
-    if actual != checksum {
+    ensure_checksum(backup, checksum)?;
+    check_integrity(backup).await
+}
+
+/// The file's size, if its checksum is `expected`.
+fn ensure_checksum(path: &Path, expected: &str) -> Result<u64> {
+    let (size, actual) = size_and_checksum(path)?;
+    if actual != expected {
         return Err(SqliteBackupError::ChecksumMismatch {
-            path: backup.to_path_buf(),
-            expected: checksum.to_string(),
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
             actual,
         });
     }
-    check_integrity(backup).await
+    Ok(size)
 }
 
 /// Replaces `database` with `backup`, after checking the backup still has `checksum`.
@@ -141,26 +147,18 @@ pub async fn restore(backup: &Path, database: &Path, checksum: &str) -> Result<B
     if !backup.is_file() {
         return Err(SqliteBackupError::Missing(backup.to_path_buf()));
     }
-    let (_, actual) = size_and_checksum(backup)?;
-    if actual != checksum {
-        return Err(SqliteBackupError::ChecksumMismatch {
-            path: backup.to_path_buf(),
-            expected: checksum.to_string(),
-            actual,
-        });
-    }
+    ensure_checksum(backup, checksum)?;
     let dir = database.parent().unwrap_or(Path::new("."));
     let temporary = with_suffix(database, ".hubgrade-restore");
     copy_synced(backup, &temporary)?;
-    let (size_bytes, copied) = size_and_checksum(&temporary)?;
-    if copied != checksum {
-        let _ = fs::remove_file(&temporary);
-        return Err(SqliteBackupError::ChecksumMismatch {
-            path: temporary,
-            expected: checksum.to_string(),
-            actual: copied,
-        });
-    }
+    // The synced copy is checked before it replaces anything; the rename keeps its bytes.
+    let size_bytes = match ensure_checksum(&temporary, checksum) {
+        Ok(size) => size,
+        Err(error) => {
+            let _ = fs::remove_file(&temporary);
+            return Err(error);
+        }
+    };
     // A journal left by the failed migration would be replayed onto the restored file.
     for suffix in ["-journal", "-wal", "-shm"] {
         let side = with_suffix(database, suffix);
@@ -170,19 +168,11 @@ pub async fn restore(backup: &Path, database: &Path, checksum: &str) -> Result<B
     }
     fs::rename(&temporary, database).map_err(io_error(database))?;
     sync_dir(dir)?;
-    let (_, restored) = size_and_checksum(database)?;
-    if restored != checksum {
-        return Err(SqliteBackupError::ChecksumMismatch {
-            path: database.to_path_buf(),
-            expected: checksum.to_string(),
-            actual: restored,
-        });
-    }
     Ok(BackupReference {
         method: "File".into(),
         reference: backup.display().to_string(),
         size_bytes,
-        checksum: Some(restored),
+        checksum: Some(checksum.to_string()),
         verified: true,
     })
 }

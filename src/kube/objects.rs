@@ -180,6 +180,38 @@ fn job(
     }
 }
 
+/// A container running `hubgrade agent <args>` with the hub's database volume mounted where
+/// the hub mounts it, as the hub's user, under the restricted profile.
+fn agent_container(
+    name: &str,
+    hub_pod: &PodSpec,
+    layout: &HubLayout,
+    agent_image: &str,
+    args: Vec<String>,
+) -> Container {
+    let hub_container = hub_pod
+        .containers
+        .iter()
+        .find(|c| c.name == layout.container);
+    Container {
+        name: name.into(),
+        image: Some(agent_image.into()),
+        command: Some(vec!["hubgrade".into(), "agent".into()]),
+        args: Some(args),
+        volume_mounts: Some(vec![VolumeMount {
+            name: layout.volume_name.clone(),
+            mount_path: layout.mount_path.clone(),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(restricted(
+            hub_container.and_then(|c| c.security_context.as_ref()),
+            hub_pod.security_context.as_ref(),
+        )),
+        ..Default::default()
+    }
+}
+
 /// A Job running `hubgrade agent <args>` with the hub's database volume mounted where the hub
 /// mounts it.
 fn agent_job(
@@ -192,7 +224,6 @@ fn agent_job(
     deadline_seconds: i64,
 ) -> Job {
     let pod = hub_pod(deployment);
-    let hub_container = pod.containers.iter().find(|c| c.name == layout.container);
     let mut labels = labels(upgrade, step.as_str());
     labels.insert(ROLE_LABEL.into(), "agent".into());
     let template = PodTemplateSpec {
@@ -208,23 +239,7 @@ fn agent_job(
             affinity: pod.affinity.clone(),
             image_pull_secrets: None,
             automount_service_account_token: Some(false),
-            containers: vec![Container {
-                name: "agent".into(),
-                image: Some(agent_image.into()),
-                command: Some(vec!["hubgrade".into(), "agent".into()]),
-                args: Some(args),
-                volume_mounts: Some(vec![VolumeMount {
-                    name: layout.volume_name.clone(),
-                    mount_path: layout.mount_path.clone(),
-                    ..Default::default()
-                }]),
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
-                security_context: Some(restricted(
-                    hub_container.and_then(|c| c.security_context.as_ref()),
-                    pod.security_context.as_ref(),
-                )),
-                ..Default::default()
-            }],
+            containers: vec![agent_container("agent", &pod, layout, agent_image, args)],
             volumes: Some(vec![Volume {
                 name: layout.volume_name.clone(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -339,30 +354,21 @@ pub fn rehearsal_job(
         deadline_seconds,
     );
     let pod = hub_pod(deployment);
-    let hub_container = pod.containers.iter().find(|c| c.name == layout.container);
+    let args = vec![
+        "sqlite-backup".into(),
+        "--database".into(),
+        layout.sqlite_path.clone(),
+        "--to".into(),
+        copy,
+    ];
     if let Some(spec) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-        spec.init_containers = Some(vec![Container {
-            name: "copy-database".into(),
-            image: Some(agent_image.into()),
-            command: Some(vec!["hubgrade".into(), "agent".into()]),
-            args: Some(vec![
-                "sqlite-backup".into(),
-                "--database".into(),
-                layout.sqlite_path.clone(),
-                "--to".into(),
-                copy,
-            ]),
-            volume_mounts: Some(vec![VolumeMount {
-                name: layout.volume_name.clone(),
-                mount_path: layout.mount_path.clone(),
-                ..Default::default()
-            }]),
-            security_context: Some(restricted(
-                hub_container.and_then(|c| c.security_context.as_ref()),
-                pod.security_context.as_ref(),
-            )),
-            ..Default::default()
-        }]);
+        spec.init_containers = Some(vec![agent_container(
+            "copy-database",
+            &pod,
+            layout,
+            agent_image,
+            args,
+        )]);
     }
     job
 }

@@ -49,34 +49,16 @@ pub async fn observe(
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    world.rehearsal = job_state(
-        &jobs,
-        &pods,
-        &owned_name(upgrade, JobStep::Rehearsal.as_str()),
-    )
-    .await?
-    .map(|_| ());
-    world.migration = job_state(
-        &jobs,
-        &pods,
-        &owned_name(upgrade, JobStep::Migration.as_str()),
-    )
-    .await?
-    .map(|_| ());
-    world.restore = job_state(
-        &jobs,
-        &pods,
-        &owned_name(upgrade, JobStep::Restore.as_str()),
-    )
-    .await?
-    .map(|_| ());
-    world.backup =
-        match job_state(&jobs, &pods, &owned_name(upgrade, JobStep::Backup.as_str())).await? {
-            StepState::Succeeded(message) => backup_report(&message),
-            StepState::NotStarted => StepState::NotStarted,
-            StepState::Running => StepState::Running,
-            StepState::Failed(why) => StepState::Failed(why),
-        };
+    let job = |step: JobStep, report| job_state(&jobs, &pods, upgrade, step, report);
+    world.rehearsal = job(JobStep::Rehearsal, false).await?.map(|_| ());
+    world.migration = job(JobStep::Migration, false).await?.map(|_| ());
+    world.restore = job(JobStep::Restore, false).await?.map(|_| ());
+    world.backup = match job(JobStep::Backup, true).await? {
+        StepState::Succeeded(message) => backup_report(&message),
+        StepState::NotStarted => StepState::NotStarted,
+        StepState::Running => StepState::Running,
+        StepState::Failed(why) => StepState::Failed(why),
+    };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     world.config_backed_up = secrets
         .get_opt(&owned_name(upgrade, "config"))
@@ -233,12 +215,16 @@ fn downgrade_problem(current: &str, target: &str) -> Option<String> {
     })
 }
 
-/// The state of one of this upgrade's Jobs; `Succeeded` carries the pod's termination message.
+/// The state of one of this upgrade's Jobs; with `report`, `Succeeded` carries the pod's
+/// termination message (the agent's JSON report).
 async fn job_state(
     jobs: &Api<Job>,
     pods: &Api<Pod>,
-    name: &str,
+    upgrade: &HubUpgrade,
+    step: JobStep,
+    report: bool,
 ) -> Result<StepState<String>, kube::Error> {
+    let name = &owned_name(upgrade, step.as_str());
     let Some(job) = jobs.get_opt(name).await? else {
         return Ok(StepState::NotStarted);
     };
@@ -256,6 +242,10 @@ async fn job_state(
     });
     if !complete && failed.is_none() {
         return Ok(StepState::Running);
+    }
+    // Only a failure, or a finished step whose report is wanted, needs its pod's message.
+    if complete && !report {
+        return Ok(StepState::Succeeded(String::new()));
     }
     let job_pods = pods
         .list(&ListParams::default().labels(&format!("job-name={name}")))

@@ -56,13 +56,6 @@ fn hub_manifest(namespace: &str, edit: impl FnOnce(String) -> String) -> String 
     )
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Hub {
     /// A running example hub; `edit` may change hub.yaml's text first (e.g. add test markers).
     pub async fn new(prefix: &str, edit: impl FnOnce(String) -> String) -> Hub {
@@ -149,7 +142,7 @@ impl Hub {
             namespace,
             volume,
             dir,
-            metrics_port: free_port(),
+            metrics_port: super::free_port(),
             operator: None,
             standin,
             operator_kubeconfig,

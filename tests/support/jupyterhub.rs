@@ -110,16 +110,16 @@ pub fn start_hub(version: &str, url: &str) -> Result<String, String> {
         std::env::var("PATH").unwrap_or_default()
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = super::e2e::free_port();
+    let port = super::free_port();
     let log_path = dir.path().join("hub.log");
     let log = std::fs::File::create(&log_path).expect("hub log");
     let mut hub = Command::new(venv.join("bin/jupyterhub"))
         .arg(format!("--db={url}"))
         .args(["--ip=127.0.0.1", &format!("--port={port}")])
-        .arg(format!("--JupyterHub.hub_port={}", super::e2e::free_port()))
+        .arg(format!("--JupyterHub.hub_port={}", super::free_port()))
         .arg(format!(
             "--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{}",
-            super::e2e::free_port()
+            super::free_port()
         ))
         .current_dir(dir.path())
         .env("PATH", path)

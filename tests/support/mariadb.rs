@@ -55,7 +55,7 @@ impl MariaDbServer {
             "mariadb-install-db failed: {}",
             stderr(&install)
         );
-        let port = super::e2e::free_port();
+        let port = super::free_port();
         let socket = dir.path().join("mysqld.sock");
         let server = Command::new("mariadbd")
             .args([

@@ -145,6 +145,14 @@ impl TestNamespace {
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Polls `check` until it holds; panics naming `what` after `limit`.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -191,11 +199,24 @@ pub async fn install_crd(client: &Client) {
     )
     .await
     .expect("the API server accepts the generated CRD");
+    wait_for_established(&crds, &name).await;
+}
+pub mod e2e;
+pub mod jupyterhub;
+pub mod mariadb;
+pub mod postgres;
+pub mod server_db;
+
+/// Waits until the CustomResourceDefinition `name` is Established.
+pub async fn wait_for_established(
+    crds: &Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+    name: &str,
+) {
     wait_until(
-        Duration::from_secs(30),
-        "the HubUpgrade CRD to become Established",
+        Duration::from_secs(60),
+        &format!("the CRD {name} to become Established"),
         || async {
-            crds.get(&name)
+            crds.get(name)
                 .await
                 .ok()
                 .and_then(|c| c.status)
@@ -208,8 +229,3 @@ pub async fn install_crd(client: &Client) {
     )
     .await;
 }
-pub mod e2e;
-pub mod jupyterhub;
-pub mod mariadb;
-pub mod postgres;
-pub mod server_db;

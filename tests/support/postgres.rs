@@ -71,7 +71,7 @@ impl PgServer {
             .output()
             .expect("initdb");
         assert!(init.status.success(), "initdb failed: {}", stderr(&init));
-        let port = super::e2e::free_port();
+        let port = super::free_port();
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             dir.path().display()

@@ -1,5 +1,6 @@
 //! hubgrade: a Kubernetes operator that upgrades JupyterHub deployments safely.
 
+pub mod agent;
 pub mod api;
 pub mod backup;
 pub mod cli;

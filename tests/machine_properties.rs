@@ -278,6 +278,8 @@ impl Shell {
                 replicas: hub.replicas,
                 pods: hub.pods,
                 rolled_out: hub.rolled_out,
+                stuck: None,
+                scaled_by: None,
             }),
             lock: cluster.lock.clone(),
             // The checks run only while the persisted phase is Preflight.
@@ -291,6 +293,7 @@ impl Shell {
             backup,
             migration: cluster.migration.observed(),
             restore: cluster.restore.observed(),
+            ..World::default()
         }
     }
 
@@ -339,6 +342,11 @@ impl Shell {
                 {
                     hub.replicas = *replicas;
                     hub.rolled_out = false;
+                }
+            }
+            Action::DeleteHubPods => {
+                if let Some(hub) = &mut cluster.hub {
+                    hub.pods = 0;
                 }
             }
             Action::BackUpConfig => self.config_copied = true,

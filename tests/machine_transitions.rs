@@ -241,9 +241,136 @@ fn a_hub_scaled_up_during_the_migration_is_scaled_down_again_before_anything_els
     let decision = decide(&plan(), &progress, &still_running, after(6));
     assert_eq!(
         decision.action,
-        Action::Wait,
-        "nothing starts while a hub pod runs"
+        Action::DeleteHubPods,
+        "nothing starts while a hub pod runs: it is stopped at once, without a grace period"
     );
+}
+
+#[test]
+fn a_hub_scaled_up_during_the_backup_is_announced_naming_who_did_it() {
+    let mut scaled = hub(ORIGINAL_IMAGE, 1, 0, false);
+    scaled.scaled_by = Some("helm".into());
+    let world = World {
+        hub: Some(scaled),
+        ..world_with_stopped_hub()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::BackingUp), &world, after(5));
+    assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
+    let notice = decision.notice.expect("an Event");
+    assert_eq!(notice.reason, "HubRestarted");
+    assert!(notice.message.contains("by helm"), "{}", notice.message);
+}
+
+#[test]
+fn a_deleted_upgrade_that_stopped_the_hub_rolls_back_first() {
+    let world = World {
+        deleting: true,
+        migration: StepState::Running,
+        ..world_with_stopped_hub()
+    };
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let decision = decide(&plan(), &progress, &world, after(5));
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+    assert!(decision.progress.message.contains("deleted"));
+    // Even a Manual roll back policy rolls back: nobody will be left to decide.
+    let manual = Plan {
+        rollback: RollbackPolicy::Manual,
+        ..plan()
+    };
+    let decision = decide(&manual, &progress, &world, after(5));
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+}
+
+#[test]
+fn a_deleted_upgrade_that_has_not_touched_the_hub_just_ends() {
+    let world = World {
+        deleting: true,
+        ..world()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Rehearsal), &world, after(5));
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    assert!(!decision.progress.keeps_lock);
+    assert_eq!(decision.action, Action::Wait);
+}
+
+#[test]
+fn a_deleted_upgrade_whose_migration_succeeded_finishes() {
+    let world = World {
+        deleting: true,
+        hub: Some(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, true)),
+        ..world()
+    };
+    let mut progress = progress_after_migration_started(Phase::Verifying);
+    progress.migration_succeeded = true;
+    let decision = decide(&plan(), &progress, &world, after(5));
+    assert_eq!(decision.progress.phase, Phase::Succeeded);
+}
+
+#[test]
+fn a_new_hub_that_cannot_start_rolls_back_without_waiting_for_the_timeout() {
+    let mut stuck = hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, false);
+    stuck.stuck = Some("pod hub-1, container hub: ImagePullBackOff: not found".into());
+    let world = World {
+        hub: Some(stuck),
+        ..world()
+    };
+    let mut progress = progress_after_migration_started(Phase::Verifying);
+    progress.migration_succeeded = true;
+    let decision = decide(&plan(), &progress, &world, after(40));
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+    assert!(
+        decision
+            .progress
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ImagePullBackOff")
+    );
+}
+
+#[test]
+fn a_blocked_rehearsal_is_skipped_with_its_reason() {
+    let world = World {
+        rehearsal_blocked: Some("the hub's claim is ReadWriteOncePod and in use".into()),
+        ..world()
+    };
+    let rehearsing = Plan {
+        rehearse: true,
+        ..plan()
+    };
+    let decision = decide(
+        &rehearsing,
+        &progress_in(Phase::Rehearsal),
+        &world,
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    let step = decision
+        .progress
+        .steps
+        .iter()
+        .find(|s| s.name == Phase::Rehearsal)
+        .expect("the rehearsal step");
+    assert_eq!(step.outcome, Some(Outcome::Skipped));
+    assert!(
+        step.message.contains("ReadWriteOncePod"),
+        "{}",
+        step.message
+    );
+}
+
+#[test]
+fn the_migrated_revision_is_recorded() {
+    let world = World {
+        migration: StepState::Succeeded(()),
+        migrated_revision: Some("4621fec11365".into()),
+        ..world_with_stopped_hub()
+    };
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let decision = decide(&plan(), &progress, &world, after(5));
+    let to = decision.progress.to.expect("the target recorded");
+    assert_eq!(to.revision.as_deref(), Some("4621fec11365"));
+    assert_eq!(to.image, TARGET_IMAGE);
 }
 
 #[test]

@@ -13,7 +13,7 @@ pub use spec::{
     HubUpgradeSpec, ImageManagementMode, MigrationSpec, RollbackPolicyMode, RollbackSpec,
     RolloutSpec, SecretKeyRef,
 };
-pub use status::{HubUpgradeStatus, TargetRecord};
+pub use status::HubUpgradeStatus;
 
 /// The CustomResourceDefinition of `HubUpgrade`, as YAML, exactly as `crds/hubupgrade.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {

@@ -35,6 +35,8 @@ impl HubUpgradeSpec {
             migration,
             rollout,
             verify: rollout,
+            scale_down: duration("rollout.stopTimeout", &self.rollout.stop_timeout)?,
+            rollback: duration("rollback.timeout", &self.rollback.timeout)?,
             ..defaults
         };
         let drain = match &self.drain {

@@ -261,6 +261,11 @@ pub struct RolloutSpec {
     #[schemars(length(min = 2, max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
     pub timeout: String,
+    /// How long the hub's pods may take to stop once it is scaled to zero; then the upgrade rolls back.
+    #[serde(default = "default_stop_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
+    pub stop_timeout: String,
 }
 
 impl Default for RolloutSpec {
@@ -268,6 +273,7 @@ impl Default for RolloutSpec {
         RolloutSpec {
             image_management: ImageManagementMode::Operator,
             timeout: default_rollout_timeout(),
+            stop_timeout: default_stop_timeout(),
         }
     }
 }
@@ -282,12 +288,26 @@ pub enum RollbackPolicyMode {
 }
 
 /// What happens when the upgrade fails after the hub was stopped.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackSpec {
     /// Automatic (default) or Manual.
     #[serde(default)]
     pub policy: RollbackPolicyMode,
+    /// How long the whole roll back (database restore included) may take; then the upgrade is Failed with the hub stopped and the backup named.
+    #[serde(default = "default_rollback_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
+    pub timeout: String,
+}
+
+impl Default for RollbackSpec {
+    fn default() -> Self {
+        RollbackSpec {
+            policy: RollbackPolicyMode::Automatic,
+            timeout: default_rollback_timeout(),
+        }
+    }
 }
 
 const DURATION_RULE: &str =
@@ -311,4 +331,10 @@ fn default_drain_timeout() -> String {
 }
 fn default_rollout_timeout() -> String {
     "10m".into()
+}
+fn default_stop_timeout() -> String {
+    "5m".into()
+}
+fn default_rollback_timeout() -> String {
+    "30m".into()
 }

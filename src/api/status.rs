@@ -19,21 +19,7 @@ pub struct HubUpgradeStatus {
     /// Ready, Progressing and Degraded, in the usual Kubernetes meaning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The hub after the upgrade.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<TargetRecord>,
     /// Seconds from the hub pod's termination to the new hub pod's readiness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_seconds: Option<i64>,
-}
-
-/// The hub the upgrade aims for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetRecord {
-    /// The target image.
-    pub image: String,
-    /// The database schema (alembic) revision the target's JupyterHub release expects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
 }

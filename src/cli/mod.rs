@@ -1,6 +1,6 @@
 //! The `hubgrade` command line.
 
-pub mod agent;
+mod agent;
 mod db;
 mod run;
 
@@ -31,7 +31,7 @@ pub enum Command {
     Db(db::DbCommand),
     /// Work done inside the operator's Jobs, on the hub's volume.
     #[command(subcommand)]
-    Agent(agent::AgentCommand),
+    Agent(crate::agent::AgentCommand),
 }
 
 /// Runs the command line; returns the process exit code.

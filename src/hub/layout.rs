@@ -21,6 +21,9 @@ pub struct HubLayout {
     /// Name of the pod volume of that claim, and where the hub container mounts it.
     pub volume_name: String,
     pub mount_path: String,
+    /// The mount's `subPath` (z2jh's `hub.db.pvc.subPath`): the folder of the claim that the
+    /// hub sees at `mount_path`. Every pod hubgrade mounts the claim in uses the same.
+    pub sub_path: Option<String>,
     /// ConfigMaps and Secrets the hub mounts (its configuration), to be backed up.
     pub config_maps: Vec<String>,
     pub secrets: Vec<String>,
@@ -86,7 +89,7 @@ pub fn detect_layout(
         .unwrap_or("/");
 
     // The mount covering the database's directory most closely, backed by a claim.
-    let mut best: Option<(String, String, String)> = None;
+    let mut best: Option<(String, String, String, Option<String>)> = None;
     for mount in container.volume_mounts.iter().flatten() {
         let covers = directory == mount.mount_path
             || directory.starts_with(&format!("{}/", mount.mount_path.trim_end_matches('/')));
@@ -103,27 +106,33 @@ pub fn detect_layout(
         if let Some(claim) = claim
             && best
                 .as_ref()
-                .is_none_or(|(_, _, path)| mount.mount_path.len() > path.len())
+                .is_none_or(|(_, _, path, _)| mount.mount_path.len() > path.len())
         {
-            best = Some((claim, mount.name.clone(), mount.mount_path.clone()));
+            best = Some((
+                claim,
+                mount.name.clone(),
+                mount.mount_path.clone(),
+                mount.sub_path.clone().filter(|p| !p.is_empty()),
+            ));
         }
     }
-    let (volume_claim, volume_name, mount_path) = match (best, &spec.database.volume_claim) {
-        (Some(found), None) => found,
-        (Some(found), Some(wanted)) if &found.0 == wanted => found,
-        (_, Some(wanted)) => {
-            return Err(LayoutError::ClaimNotMounted {
-                claim: wanted.clone(),
-                path: sqlite_path,
-            });
-        }
-        (None, None) => {
-            return Err(LayoutError::NoDatabaseVolume {
-                path: sqlite_path,
-                container: container.name.clone(),
-            });
-        }
-    };
+    let (volume_claim, volume_name, mount_path, sub_path) =
+        match (best, &spec.database.volume_claim) {
+            (Some(found), None) => found,
+            (Some(found), Some(wanted)) if &found.0 == wanted => found,
+            (_, Some(wanted)) => {
+                return Err(LayoutError::ClaimNotMounted {
+                    claim: wanted.clone(),
+                    path: sqlite_path,
+                });
+            }
+            (None, None) => {
+                return Err(LayoutError::NoDatabaseVolume {
+                    path: sqlite_path,
+                    container: container.name.clone(),
+                });
+            }
+        };
 
     let mut config_maps = Vec::new();
     let mut secrets = Vec::new();
@@ -146,6 +155,7 @@ pub fn detect_layout(
         volume_claim,
         volume_name,
         mount_path,
+        sub_path,
         config_maps,
         secrets,
     })

@@ -1,8 +1,10 @@
 //! JupyterHub knowledge: how a hub is laid out in its Deployment (z2jh conventions).
 
+mod config;
 mod layout;
 pub mod revision;
 
+pub use config::{WRONG_DATABASE_EXIT_CODE, pinned_database_config};
 pub use layout::{HubLayout, LayoutError, detect_layout};
 
 /// Where z2jh keeps the hub's SQLite database.

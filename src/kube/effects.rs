@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -49,6 +49,10 @@ pub struct EffectInputs<'a> {
     pub deployment: Option<&'a Deployment>,
     pub layout: Option<&'a HubLayout>,
     pub agent_image: &'a str,
+    /// The node the hub pod runs on (the rehearsal runs there too).
+    pub hub_node: Option<&'a str>,
+    /// The pods the hub Deployment selects.
+    pub hub_pods: &'a [Pod],
 }
 
 pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
@@ -81,7 +85,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 }
             }});
             deployments
-                .patch(&hub_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&hub_name, &patch_params(), &Patch::Merge(&patch))
                 .await
                 .map(drop)
                 .map_err(kube_error("acquire the hub lock", hub_name.clone()))
@@ -90,7 +94,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         Action::ScaleHub { replicas } => {
             let patch = json!({"spec": {"replicas": replicas}});
             deployments
-                .patch(&hub_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&hub_name, &patch_params(), &Patch::Merge(&patch))
                 .await
                 .map(drop)
                 .map_err(kube_error("scale the hub", hub_name.clone()))
@@ -105,48 +109,51 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 {"name": layout.container, "image": image}
             ]}}}});
             deployments
-                .patch(
-                    &hub_name,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
+                .patch(&hub_name, &patch_params(), &Patch::Strategic(&patch))
                 .await
                 .map(drop)
                 .map_err(kube_error("set the hub image", hub_name.clone()))
         }
+        Action::DeleteHubPods => {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let now = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            for pod in inputs.hub_pods {
+                let name = pod.name_any();
+                match pods.delete(&name, &now).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(source) => {
+                        return Err(EffectError::Kube {
+                            action: "stop a hub pod that came back",
+                            object: name,
+                            source,
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
         Action::BackUpConfig => back_up_config(inputs).await,
         Action::StartRehearsal => {
-            let (deployment, layout) = hub_parts(inputs, "start the rehearsal")?;
+            let job_inputs = job_inputs(inputs, "start the rehearsal")?;
             let job = objects::rehearsal_job(
-                inputs.upgrade,
-                deployment,
-                layout,
-                &inputs.plan.target_image,
-                inputs.agent_image,
+                &job_inputs,
+                inputs.hub_node,
                 inputs.plan.timeouts.rehearsal.as_secs(),
             );
             create_job(&client, &namespace, job).await
         }
         Action::StartBackup => {
-            let (deployment, layout) = hub_parts(inputs, "start the backup")?;
-            let job = objects::backup_job(
-                inputs.upgrade,
-                deployment,
-                layout,
-                inputs.agent_image,
-                inputs.plan.timeouts.backup.as_secs(),
-            );
+            let job_inputs = job_inputs(inputs, "start the backup")?;
+            let job = objects::backup_job(&job_inputs, inputs.plan.timeouts.backup.as_secs());
             create_job(&client, &namespace, job).await
         }
         Action::StartMigration => {
-            let (deployment, layout) = hub_parts(inputs, "start the migration")?;
-            let job = objects::migration_job(
-                inputs.upgrade,
-                deployment,
-                layout,
-                &inputs.plan.target_image,
-                inputs.plan.timeouts.migration.as_secs(),
-            );
+            let job_inputs = job_inputs(inputs, "start the migration")?;
+            let job = objects::migration_job(&job_inputs, inputs.plan.timeouts.migration.as_secs());
             create_job(&client, &namespace, job).await
         }
         Action::CancelMigration => {
@@ -167,7 +174,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             }
         }
         Action::StartRestore => {
-            let (deployment, layout) = hub_parts(inputs, "start the restore")?;
+            let job_inputs = job_inputs(inputs, "start the restore")?;
             let backup = need(
                 inputs.progress.backup.as_ref(),
                 "start the restore",
@@ -178,14 +185,12 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 "start the restore",
                 "the backup has no checksum",
             )?;
+            // The restore may take what is left of the roll back's time, no more.
             let job = objects::restore_job(
-                inputs.upgrade,
-                deployment,
-                layout,
-                inputs.agent_image,
+                &job_inputs,
                 &backup.reference,
                 checksum,
-                inputs.plan.timeouts.backup.as_secs(),
+                inputs.plan.timeouts.rollback.as_secs(),
             );
             create_job(&client, &namespace, job).await
         }
@@ -223,7 +228,7 @@ pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), E
         "annotations": {LOCKED_BY: null, LOCKED_BY_UID: null}
     }});
     deployments
-        .patch(hub, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(hub, &patch_params(), &Patch::Merge(&patch))
         .await
         .map(drop)
         .map_err(|source| EffectError::Kube {
@@ -231,6 +236,48 @@ pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), E
             object: hub.clone(),
             source,
         })
+}
+
+/// Every write names hubgrade as its field manager, so the Deployment's managed fields tell
+/// hubgrade's writes from others' (who scaled the hub back up).
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(super::interpret::MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Deletes the Jobs of `upgrade` that were made without an owner reference while it was being
+/// deleted (see `objects::owned_metadata`): only roll back Jobs are made then.
+pub async fn delete_unowned(client: &Client, upgrade: &HubUpgrade) -> Result<(), EffectError> {
+    let namespace = upgrade.namespace().unwrap_or_default();
+    let uid = upgrade.metadata.uid.clone().unwrap_or_default();
+    let selector = format!("{}={uid}", objects::UPGRADE_UID_LABEL);
+    let kube_error = |object: String| {
+        move |source| EffectError::Kube {
+            action: "delete the Jobs of a deleted upgrade",
+            object,
+            source,
+        }
+    };
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let listed = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error(selector.clone()))?;
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for job in listed.items {
+        let name = job.name_any();
+        match jobs.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => return Err(kube_error(name)(source)),
+        }
+    }
+    Ok(())
 }
 
 fn need<'a, T: ?Sized>(
@@ -244,14 +291,17 @@ fn need<'a, T: ?Sized>(
     })
 }
 
-fn hub_parts<'a>(
+fn job_inputs<'a>(
     inputs: &EffectInputs<'a>,
     action: &'static str,
-) -> Result<(&'a Deployment, &'a HubLayout), EffectError> {
-    Ok((
-        need(inputs.deployment, action, "the hub Deployment is gone")?,
-        need(inputs.layout, action, "the hub's layout is unknown")?,
-    ))
+) -> Result<objects::JobInputs<'a>, EffectError> {
+    Ok(objects::JobInputs {
+        upgrade: inputs.upgrade,
+        hub: need(inputs.deployment, action, "the hub Deployment is gone")?,
+        layout: need(inputs.layout, action, "the hub's layout is unknown")?,
+        agent_image: inputs.agent_image,
+        target_image: &inputs.plan.target_image,
+    })
 }
 
 async fn create_job(client: &Client, namespace: &str, job: Job) -> Result<(), EffectError> {

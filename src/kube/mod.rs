@@ -2,6 +2,7 @@
 //! state machine, and how it carries out the machine's actions.
 
 pub mod effects;
+pub mod interpret;
 pub mod lock;
 pub mod objects;
 pub mod observe;

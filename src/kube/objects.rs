@@ -14,11 +14,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
+use crate::agent::AgentCommand;
 use crate::api::HubUpgrade;
 use crate::hub::HubLayout;
 
 /// Label on every object hubgrade creates: which HubUpgrade it belongs to.
 pub const UPGRADE_LABEL: &str = "hubgrade.io/upgrade";
+/// Label naming the uid of the HubUpgrade an object belongs to (names are reused, uids not).
+pub const UPGRADE_UID_LABEL: &str = "hubgrade.io/upgrade-uid";
 /// Label saying what the object is for (backup, migration, restore, rehearsal, config-backup).
 pub const STEP_LABEL: &str = "hubgrade.io/step";
 /// Label on pods that run `hubgrade agent` (the operator's own image).
@@ -27,7 +30,7 @@ pub const ROLE_LABEL: &str = "hubgrade.io/role";
 pub const BACKUP_DIR: &str = "hubgrade-backups";
 
 /// The steps that run as Jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum JobStep {
     Rehearsal,
     Backup,
@@ -36,6 +39,13 @@ pub enum JobStep {
 }
 
 impl JobStep {
+    pub const ALL: [JobStep; 4] = [
+        JobStep::Rehearsal,
+        JobStep::Backup,
+        JobStep::Migration,
+        JobStep::Restore,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStep::Rehearsal => "rehearsal",
@@ -72,7 +82,14 @@ pub fn owned_metadata(upgrade: &HubUpgrade, what: &str) -> ObjectMeta {
         name: Some(owned_name(upgrade, what)),
         namespace: upgrade.metadata.namespace.clone(),
         labels: Some(labels(upgrade, what)),
-        owner_references: Some(vec![owner_reference(upgrade)]),
+        // An upgrade being deleted (Argo CD prunes with foreground deletion) would have the
+        // garbage collector remove what it makes now, the roll back's Jobs included: those
+        // are left unowned and deleted by the finalizer once the upgrade has ended.
+        owner_references: upgrade
+            .metadata
+            .deletion_timestamp
+            .is_none()
+            .then(|| vec![owner_reference(upgrade)]),
         ..Default::default()
     }
 }
@@ -86,6 +103,10 @@ fn labels(upgrade: &HubUpgrade, what: &str) -> BTreeMap<String, String> {
             upgrade.metadata.name.clone().unwrap_or_default(),
         ),
         (STEP_LABEL.into(), what.into()),
+        (
+            UPGRADE_UID_LABEL.into(),
+            upgrade.metadata.uid.clone().unwrap_or_default(),
+        ),
     ])
 }
 
@@ -180,51 +201,83 @@ fn job(
     }
 }
 
-/// A container running `hubgrade agent <args>` with the hub's database volume mounted where
-/// the hub mounts it, as the hub's user, under the restricted profile.
-fn agent_container(
-    name: &str,
-    hub_pod: &PodSpec,
-    layout: &HubLayout,
-    agent_image: &str,
-    args: Vec<String>,
-) -> Container {
-    let hub_container = hub_pod
+/// What every Job builder needs: the upgrade that owns the Job, the hub it acts on, and the
+/// images it runs.
+pub struct JobInputs<'a> {
+    pub upgrade: &'a HubUpgrade,
+    pub hub: &'a Deployment,
+    pub layout: &'a HubLayout,
+    /// The operator's own image (`hubgrade agent`).
+    pub agent_image: &'a str,
+    /// The image the hub is upgraded to (`jupyterhub upgrade-db`).
+    pub target_image: &'a str,
+}
+
+/// The scratch folder of a Job running `jupyterhub upgrade-db` (an emptyDir): the pinned
+/// configuration file goes there.
+const RUN_VOLUME: &str = "hubgrade-run";
+const RUN_DIR: &str = "/hubgrade-run";
+const PINNED_CONFIG: &str = "/hubgrade-run/jupyterhub_config.py";
+
+/// A container running `hubgrade agent <command>` with the hub's database volume mounted where
+/// the hub mounts it (same claim, same `subPath`), as the hub's user, under the restricted
+/// profile.
+fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -> Container {
+    let pod = hub_pod(inputs.hub);
+    let hub_container = pod
         .containers
         .iter()
-        .find(|c| c.name == layout.container);
+        .find(|c| c.name == inputs.layout.container);
     Container {
         name: name.into(),
-        image: Some(agent_image.into()),
+        image: Some(inputs.agent_image.into()),
         command: Some(vec!["hubgrade".into(), "agent".into()]),
-        args: Some(args),
-        volume_mounts: Some(vec![VolumeMount {
-            name: layout.volume_name.clone(),
-            mount_path: layout.mount_path.clone(),
-            ..Default::default()
-        }]),
+        args: Some(command.to_args()),
+        volume_mounts: Some(vec![
+            database_mount(inputs.layout),
+            VolumeMount {
+                name: RUN_VOLUME.into(),
+                mount_path: RUN_DIR.into(),
+                ..Default::default()
+            },
+        ]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(restricted(
             hub_container.and_then(|c| c.security_context.as_ref()),
-            hub_pod.security_context.as_ref(),
+            pod.security_context.as_ref(),
         )),
         ..Default::default()
     }
 }
 
-/// A Job running `hubgrade agent <args>` with the hub's database volume mounted where the hub
-/// mounts it.
+/// The hub container's mount of the database volume, exactly as the hub has it.
+fn database_mount(layout: &HubLayout) -> VolumeMount {
+    VolumeMount {
+        name: layout.volume_name.clone(),
+        mount_path: layout.mount_path.clone(),
+        sub_path: layout.sub_path.clone(),
+        ..Default::default()
+    }
+}
+
+fn run_volume() -> Volume {
+    Volume {
+        name: RUN_VOLUME.into(),
+        empty_dir: Some(Default::default()),
+        ..Default::default()
+    }
+}
+
+/// A Job running `hubgrade agent <command>` with the hub's database volume mounted where the
+/// hub mounts it.
 fn agent_job(
-    upgrade: &HubUpgrade,
-    deployment: &Deployment,
-    layout: &HubLayout,
+    inputs: &JobInputs<'_>,
     step: JobStep,
-    agent_image: &str,
-    args: Vec<String>,
+    command: &AgentCommand,
     deadline_seconds: i64,
 ) -> Job {
-    let pod = hub_pod(deployment);
-    let mut labels = labels(upgrade, step.as_str());
+    let pod = hub_pod(inputs.hub);
+    let mut labels = labels(inputs.upgrade, step.as_str());
     labels.insert(ROLE_LABEL.into(), "agent".into());
     let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -239,151 +292,104 @@ fn agent_job(
             affinity: pod.affinity.clone(),
             image_pull_secrets: None,
             automount_service_account_token: Some(false),
-            containers: vec![agent_container("agent", &pod, layout, agent_image, args)],
-            volumes: Some(vec![Volume {
-                name: layout.volume_name.clone(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: layout.volume_claim.clone(),
-                    read_only: None,
-                }),
-                ..Default::default()
-            }]),
+            containers: vec![agent_container("agent", inputs, command)],
+            volumes: Some(vec![
+                Volume {
+                    name: inputs.layout.volume_name.clone(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: inputs.layout.volume_claim.clone(),
+                        read_only: None,
+                    }),
+                    ..Default::default()
+                },
+                run_volume(),
+            ]),
             ..Default::default()
         }),
     };
-    job(upgrade, step, template, deadline_seconds)
+    job(inputs.upgrade, step, template, deadline_seconds)
 }
 
 /// Copies the stopped hub's SQLite file next to it, verified, with its size and checksum.
-pub fn backup_job(
-    upgrade: &HubUpgrade,
-    deployment: &Deployment,
-    layout: &HubLayout,
-    agent_image: &str,
-    deadline_seconds: i64,
-) -> Job {
-    let args = vec![
-        "sqlite-backup".into(),
-        "--database".into(),
-        layout.sqlite_path.clone(),
-        "--to".into(),
-        sqlite_backup_path(upgrade, layout),
-        "--retain".into(),
-        upgrade.spec.backup.retain.to_string(),
-    ];
-    agent_job(
-        upgrade,
-        deployment,
-        layout,
-        JobStep::Backup,
-        agent_image,
-        args,
-        deadline_seconds,
-    )
+pub fn backup_job(inputs: &JobInputs<'_>, deadline_seconds: i64) -> Job {
+    let command = AgentCommand::SqliteBackup {
+        database: inputs.layout.sqlite_path.clone().into(),
+        to: sqlite_backup_path(inputs.upgrade, inputs.layout).into(),
+        retain: Some(inputs.upgrade.spec.backup.retain as usize),
+    };
+    agent_job(inputs, JobStep::Backup, &command, deadline_seconds)
 }
 
 /// Puts the backup back in place of the database, checking the checksum before and after.
 pub fn restore_job(
-    upgrade: &HubUpgrade,
-    deployment: &Deployment,
-    layout: &HubLayout,
-    agent_image: &str,
+    inputs: &JobInputs<'_>,
     backup_path: &str,
     checksum: &str,
     deadline_seconds: i64,
 ) -> Job {
-    let args = vec![
-        "sqlite-restore".into(),
-        "--from".into(),
-        backup_path.into(),
-        "--to".into(),
-        layout.sqlite_path.clone(),
-        "--checksum".into(),
-        checksum.into(),
-    ];
-    agent_job(
-        upgrade,
-        deployment,
-        layout,
-        JobStep::Restore,
-        agent_image,
-        args,
-        deadline_seconds,
-    )
+    let command = AgentCommand::SqliteRestore {
+        from: backup_path.into(),
+        to: inputs.layout.sqlite_path.clone().into(),
+        checksum: checksum.into(),
+    };
+    agent_job(inputs, JobStep::Restore, &command, deadline_seconds)
 }
 
-/// `jupyterhub upgrade-db` in the target image, in a pod built from the hub's own template:
-/// same volumes, configuration mounts, environment, service account, working directory and
-/// security context, so it finds the database exactly as the hub does.
-pub fn migration_job(
-    upgrade: &HubUpgrade,
-    deployment: &Deployment,
-    layout: &HubLayout,
-    target_image: &str,
-    deadline_seconds: i64,
-) -> Job {
+/// `jupyterhub upgrade-db` in the target image, in a pod built from the hub's own template
+/// (same volumes, configuration mounts, environment, service account, working directory and
+/// security context), on exactly the database that was backed up: the hub's configuration is
+/// loaded, checked to name that database, and the database pinned after it. Then the agent
+/// reports the revision the database reached.
+pub fn migration_job(inputs: &JobInputs<'_>, deadline_seconds: i64) -> Job {
+    let database = inputs.layout.sqlite_path.clone();
     hub_image_job(
-        upgrade,
-        deployment,
-        layout,
+        inputs,
         JobStep::Migration,
-        target_image,
-        None,
+        &database,
+        Vec::new(),
         deadline_seconds,
     )
 }
 
-/// The migration run against a scratch copy of the database, before the hub is stopped: an
-/// init container (the agent) copies the live file, then the target image migrates the copy.
-pub fn rehearsal_job(
-    upgrade: &HubUpgrade,
-    deployment: &Deployment,
-    layout: &HubLayout,
-    target_image: &str,
-    agent_image: &str,
-    deadline_seconds: i64,
-) -> Job {
-    let copy = rehearsal_copy_path(upgrade, layout);
+/// The migration run against a scratch copy of the database, before the hub is stopped: the
+/// agent copies the live file, then the target image migrates the copy (pinned, so the hub's
+/// configuration cannot send it to the live file), then the agent reports the copy's revision.
+/// `node`: the node the hub pod runs on, where its ReadWriteOnce claim is attached.
+pub fn rehearsal_job(inputs: &JobInputs<'_>, node: Option<&str>, deadline_seconds: i64) -> Job {
+    let copy = rehearsal_copy_path(inputs.upgrade, inputs.layout);
+    let copy_database = AgentCommand::SqliteBackup {
+        database: inputs.layout.sqlite_path.clone().into(),
+        to: copy.clone().into(),
+        retain: None,
+    };
     let mut job = hub_image_job(
-        upgrade,
-        deployment,
-        layout,
+        inputs,
         JobStep::Rehearsal,
-        target_image,
-        Some(&copy),
+        &copy,
+        vec![agent_container("copy-database", inputs, &copy_database)],
         deadline_seconds,
     );
-    let pod = hub_pod(deployment);
-    let args = vec![
-        "sqlite-backup".into(),
-        "--database".into(),
-        layout.sqlite_path.clone(),
-        "--to".into(),
-        copy,
-    ];
-    if let Some(spec) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-        spec.init_containers = Some(vec![agent_container(
-            "copy-database",
-            &pod,
-            layout,
-            agent_image,
-            args,
-        )]);
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        // Bound to the hub pod's node, past the scheduler: a ReadWriteOnce volume can be used
+        // by several pods of one node, never by pods of two.
+        pod.node_name = node.map(str::to_string);
     }
     job
 }
 
+/// A pod of the hub's template that runs, in order: `first` (init containers), the pinning of
+/// `database`, `jupyterhub upgrade-db` in the target image, and the agent reporting the
+/// revision `database` reached.
 fn hub_image_job(
-    upgrade: &HubUpgrade,
-    deployment: &Deployment,
-    layout: &HubLayout,
+    inputs: &JobInputs<'_>,
     step: JobStep,
-    target_image: &str,
-    database_override: Option<&str>,
+    database: &str,
+    first: Vec<Container>,
     deadline_seconds: i64,
 ) -> Job {
-    let pod = hub_pod(deployment);
-    let template_meta = deployment
+    let pod = hub_pod(inputs.hub);
+    let template_meta = inputs
+        .hub
         .spec
         .as_ref()
         .and_then(|s| s.template.metadata.clone())
@@ -391,24 +397,33 @@ fn hub_image_job(
     let hub = pod
         .containers
         .iter()
-        .find(|c| c.name == layout.container)
+        .find(|c| c.name == inputs.layout.container)
         .cloned()
         .unwrap_or_default();
-    let mut args = vec!["upgrade-db".to_string()];
-    if let Some(config) = config_file_argument(&hub) {
-        args.push(format!("--config={config}"));
-    }
-    if let Some(copy) = database_override {
-        args.push(format!("--db=sqlite:///{copy}"));
-    }
-    let container = Container {
-        name: layout.container.clone(),
-        image: Some(target_image.into()),
+    let pin = AgentCommand::PinDatabase {
+        hub_config: config_file_argument(&hub),
+        database_url: sqlite_url(database),
+        expect_url: sqlite_url(&inputs.layout.sqlite_path),
+        to: PINNED_CONFIG.into(),
+    };
+    let mut mounts = hub.volume_mounts.clone().unwrap_or_default();
+    mounts.push(VolumeMount {
+        name: RUN_VOLUME.into(),
+        mount_path: RUN_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    let upgrade_db = Container {
+        name: "upgrade-db".into(),
+        image: Some(inputs.target_image.into()),
         command: Some(vec!["jupyterhub".into()]),
-        args: Some(args),
+        args: Some(vec![
+            "upgrade-db".into(),
+            format!("--config={PINNED_CONFIG}"),
+        ]),
         env: hub.env.clone(),
         env_from: hub.env_from.clone(),
-        volume_mounts: hub.volume_mounts.clone(),
+        volume_mounts: Some(mounts),
         working_dir: hub.working_dir.clone(),
         resources: hub.resources.clone(),
         image_pull_policy: hub.image_pull_policy.clone(),
@@ -419,7 +434,15 @@ fn hub_image_job(
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
-    let mut labels = labels(upgrade, step.as_str());
+    let mut init_containers = first;
+    init_containers.push(agent_container("pin-database", inputs, &pin));
+    init_containers.push(upgrade_db);
+    let revision = AgentCommand::SqliteRevision {
+        database: database.into(),
+    };
+    let mut volumes = pod.volumes.clone().unwrap_or_default();
+    volumes.push(run_volume());
+    let mut labels = labels(inputs.upgrade, step.as_str());
     labels.insert(ROLE_LABEL.into(), "hub-image".into());
     let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -429,13 +452,19 @@ fn hub_image_job(
             ..Default::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container],
-            init_containers: None,
+            init_containers: Some(init_containers),
+            containers: vec![agent_container("report-revision", inputs, &revision)],
+            volumes: Some(volumes),
             restart_policy: Some("Never".into()),
             ..pod
         }),
     };
-    job(upgrade, step, template, deadline_seconds)
+    job(inputs.upgrade, step, template, deadline_seconds)
+}
+
+/// The SQLAlchemy URL of an SQLite file (`sqlite:////srv/jupyterhub/jupyterhub.sqlite`).
+fn sqlite_url(path: &str) -> String {
+    format!("sqlite:///{path}")
 }
 
 /// The `--config` / `-f` file the hub is started with (z2jh: jupyterhub_config.py).
@@ -509,6 +538,20 @@ mod tests {
         crate::hub::detect_layout(&hub(), &spec).expect("layout")
     }
 
+    fn inputs<'a>(
+        upgrade: &'a HubUpgrade,
+        hub: &'a Deployment,
+        layout: &'a HubLayout,
+    ) -> JobInputs<'a> {
+        JobInputs {
+            upgrade,
+            hub,
+            layout,
+            agent_image: "hubgrade:0.1.0",
+            target_image: "quay.io/jupyterhub/k8s-hub:4.2.0",
+        }
+    }
+
     #[test]
     fn names_derive_from_the_uid() {
         assert_eq!(owned_name(&upgrade(), "backup"), "hubgrade-0f1e2d3c-backup");
@@ -520,13 +563,8 @@ mod tests {
 
     #[test]
     fn the_migration_job_is_the_hub_pod_with_the_target_image() {
-        let job = migration_job(
-            &upgrade(),
-            &hub(),
-            &layout(),
-            "quay.io/jupyterhub/k8s-hub:4.2.0",
-            1800,
-        );
+        let (upgrade, hub, layout) = (upgrade(), hub(), layout());
+        let job = migration_job(&inputs(&upgrade, &hub, &layout), 1800);
         assert_eq!(
             job.metadata.name.as_deref(),
             Some("hubgrade-0f1e2d3c-migration")
@@ -553,7 +591,11 @@ mod tests {
         let pod = template.spec.expect("pod");
         assert_eq!(pod.service_account_name.as_deref(), Some("hub"));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
-        let container = &pod.containers[0];
+        let init = pod.init_containers.clone().unwrap_or_default();
+        let container = init
+            .iter()
+            .find(|c| c.name == "upgrade-db")
+            .expect("the upgrade-db container");
         assert_eq!(
             container.image.as_deref(),
             Some("quay.io/jupyterhub/k8s-hub:4.2.0")
@@ -567,7 +609,7 @@ mod tests {
             Some(
                 &[
                     "upgrade-db".to_string(),
-                    "--config=/usr/local/etc/jupyterhub/jupyterhub_config.py".to_string()
+                    "--config=/hubgrade-run/jupyterhub_config.py".to_string()
                 ][..]
             )
         );
@@ -602,10 +644,14 @@ mod tests {
             run_as_user: Some(0),
             ..Default::default()
         });
-        let job = migration_job(&upgrade(), &deployment, &layout(), "x:2", 60);
+        let (upgrade, layout) = (upgrade(), layout());
+        let job = migration_job(&inputs(&upgrade, &deployment, &layout), 60);
         let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        let init = pod.init_containers.unwrap_or_default();
         assert_eq!(
-            pod.containers[0]
+            init.iter()
+                .find(|c| c.name == "upgrade-db")
+                .expect("upgrade-db")
                 .security_context
                 .as_ref()
                 .and_then(|s| s.run_as_non_root),
@@ -615,7 +661,8 @@ mod tests {
 
     #[test]
     fn the_backup_job_runs_the_agent_on_the_hub_volume() {
-        let job = backup_job(&upgrade(), &hub(), &layout(), "hubgrade:0.1.0", 600);
+        let (upgrade, hub, layout) = (upgrade(), hub(), layout());
+        let job = backup_job(&inputs(&upgrade, &hub, &layout), 600);
         let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some("hubgrade:0.1.0"));

@@ -1,23 +1,25 @@
-//! Reading the cluster into the state machine's [`World`]. Reads only.
+//! Reading the cluster into a [`Snapshot`] (reads only); [`super::interpret`] turns it into
+//! the state machine's world.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
+use super::interpret::Snapshot;
 use super::lock;
 use super::objects::{JobStep, owned_name};
 use crate::api::{BackupMethod, HubUpgrade};
-use crate::cli::agent::AgentReport;
 use crate::hub::{HubLayout, LayoutError, detect_layout};
-use crate::machine::{BackupReport, HubObservation, LockState, Phase, Preflight, StepState, World};
+use crate::machine::{LockState, Phase, Preflight};
 
-/// What one reconcile saw: the machine's world plus the objects the effects need.
+/// What one reconcile saw: the snapshot, and the Preflight checks while in Preflight.
 pub struct Observation {
-    pub world: World,
-    pub deployment: Option<Deployment>,
-    pub layout: Option<Result<HubLayout, LayoutError>>,
+    pub snapshot: Snapshot,
+    pub preflight: Option<Preflight>,
 }
 
 pub async fn observe(
@@ -27,16 +29,19 @@ pub async fn observe(
 ) -> Result<Observation, kube::Error> {
     let namespace = upgrade.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let deployment = deployments.get_opt(&upgrade.spec.hub.deployment).await?;
     let layout = deployment.as_ref().map(|d| detect_layout(d, &upgrade.spec));
-
-    let mut world = World::default();
+    let mut snapshot = Snapshot {
+        deleting: upgrade.metadata.deletion_timestamp.is_some(),
+        ..Snapshot::default()
+    };
     if let Some(deployment) = &deployment {
-        world.hub = Some(observe_hub(client, &namespace, deployment, layout.as_ref()).await?);
-        world.lock = observe_lock(client, &namespace, upgrade, deployment).await?;
+        snapshot.hub_pods = hub_pods(&pods, deployment).await?;
+        snapshot.lock = observe_lock(client, &namespace, upgrade, deployment).await?;
     }
-    if matches!(phase, Phase::Pending | Phase::Preflight) {
-        world.preflight = Some(
+    let preflight = if matches!(phase, Phase::Pending | Phase::Preflight) {
+        Some(
             preflight(
                 client,
                 &namespace,
@@ -45,77 +50,84 @@ pub async fn observe(
                 layout.as_ref(),
             )
             .await?,
-        );
+        )
+    } else {
+        None
+    };
+    if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal)
+        && let Some(Ok(layout)) = &layout
+    {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+        snapshot.claim = claims.get_opt(&layout.volume_claim).await?;
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let job = |step: JobStep, report| job_state(&jobs, &pods, upgrade, step, report);
-    world.rehearsal = job(JobStep::Rehearsal, false).await?.map(|_| ());
-    world.migration = job(JobStep::Migration, false).await?.map(|_| ());
-    world.restore = job(JobStep::Restore, false).await?.map(|_| ());
-    world.backup = match job(JobStep::Backup, true).await? {
-        StepState::Succeeded(message) => backup_report(&message),
-        StepState::NotStarted => StepState::NotStarted,
-        StepState::Running => StepState::Running,
-        StepState::Failed(why) => StepState::Failed(why),
-    };
+    let mut jobs_found = BTreeMap::new();
+    for step in JobStep::ALL {
+        let name = owned_name(upgrade, step.as_str());
+        let Some(job) = jobs.get_opt(&name).await? else {
+            continue;
+        };
+        let finished_ok = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            });
+        // A finished Job's pods are only read for a report (backup, migration) or a failure.
+        let job_pods = if finished_ok && matches!(step, JobStep::Rehearsal | JobStep::Restore) {
+            Vec::new()
+        } else {
+            pods.list(&ListParams::default().labels(&format!("job-name={name}")))
+                .await?
+                .items
+        };
+        jobs_found.insert(step, (job, job_pods));
+    }
+    snapshot.jobs = jobs_found;
+    // Volume trouble shows only in Events: read them for pods that are still being created.
+    let creating = snapshot
+        .hub_pods
+        .iter()
+        .chain(snapshot.jobs.values().flat_map(|(_, p)| p.iter()))
+        .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"));
+    if creating {
+        let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+        let warnings = ListParams::default().fields("type=Warning,involvedObject.kind=Pod");
+        snapshot.pod_events = events.list(&warnings).await?.items;
+    }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    world.config_backed_up = secrets
+    snapshot.config_backed_up = secrets
         .get_opt(&owned_name(upgrade, "config"))
         .await?
         .is_some();
+    snapshot.deployment = deployment;
+    snapshot.layout = layout;
     Ok(Observation {
-        world,
-        deployment,
-        layout,
+        snapshot,
+        preflight,
     })
 }
 
-async fn observe_hub(
-    client: &Client,
-    namespace: &str,
-    deployment: &Deployment,
-    layout: Option<&Result<HubLayout, LayoutError>>,
-) -> Result<HubObservation, kube::Error> {
-    let spec = deployment.spec.clone().unwrap_or_default();
-    let replicas = spec.replicas.unwrap_or(1);
-    let selector = spec
-        .selector
-        .match_labels
+/// The pods the hub Deployment's selector selects.
+async fn hub_pods(pods: &Api<Pod>, deployment: &Deployment) -> Result<Vec<Pod>, kube::Error> {
+    let selector = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
         .unwrap_or_default()
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let count = if selector.is_empty() {
-        0
-    } else {
-        pods.list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-            .len() as u32
-    };
-    let status = deployment.status.clone().unwrap_or_default();
-    let current =
-        status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
-    let all = |n: Option<i32>| n.unwrap_or(0) == replicas;
-    let rolled_out = current
-        && all(status.updated_replicas)
-        && all(status.ready_replicas)
-        && all(status.available_replicas)
-        && all(status.replicas)
-        && count == replicas.max(0) as u32;
-    let image = match layout {
-        Some(Ok(layout)) => layout.image.clone(),
-        _ => String::new(),
-    };
-    Ok(HubObservation {
-        image,
-        replicas,
-        pods: count,
-        rolled_out,
-    })
+    if selector.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 async fn observe_lock(
@@ -213,86 +225,6 @@ fn downgrade_problem(current: &str, target: &str) -> Option<String> {
             "targetImage {target} is older than the hub's {current}; hubgrade does not downgrade, because the database schema cannot go back"
         )
     })
-}
-
-/// The state of one of this upgrade's Jobs; with `report`, `Succeeded` carries the pod's
-/// termination message (the agent's JSON report).
-async fn job_state(
-    jobs: &Api<Job>,
-    pods: &Api<Pod>,
-    upgrade: &HubUpgrade,
-    step: JobStep,
-    report: bool,
-) -> Result<StepState<String>, kube::Error> {
-    let name = &owned_name(upgrade, step.as_str());
-    let Some(job) = jobs.get_opt(name).await? else {
-        return Ok(StepState::NotStarted);
-    };
-    let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
-    let holds = |kind: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == kind && c.status == "True")
-    };
-    let complete = holds("Complete").is_some();
-    let failed = holds("Failed").map(|c| {
-        c.message
-            .clone()
-            .unwrap_or_else(|| c.reason.clone().unwrap_or_default())
-    });
-    if !complete && failed.is_none() {
-        return Ok(StepState::Running);
-    }
-    // Only a failure, or a finished step whose report is wanted, needs its pod's message.
-    if complete && !report {
-        return Ok(StepState::Succeeded(String::new()));
-    }
-    let job_pods = pods
-        .list(&ListParams::default().labels(&format!("job-name={name}")))
-        .await?;
-    let terminated = job_pods.items.iter().rev().find_map(|pod| {
-        pod.status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find_map(|c| c.state.as_ref()?.terminated.clone())
-    });
-    if complete {
-        return Ok(StepState::Succeeded(
-            terminated.and_then(|t| t.message).unwrap_or_default(),
-        ));
-    }
-    let why = match terminated {
-        Some(t) => {
-            let detail = t
-                .message
-                .as_deref()
-                .map(|m| {
-                    AgentReport::parse(m)
-                        .and_then(|r| r.error)
-                        .unwrap_or_else(|| m.trim().to_string())
-                })
-                .or(t.reason.clone())
-                .unwrap_or_default();
-            format!("Job {name} failed with exit code {}: {detail}", t.exit_code)
-        }
-        None => format!("Job {name} failed: {}", failed.unwrap_or_default()),
-    };
-    Ok(StepState::Failed(why))
-}
-
-fn backup_report(message: &str) -> StepState<BackupReport> {
-    match AgentReport::parse(message).and_then(|r| r.backup) {
-        Some(backup) => StepState::Succeeded(BackupReport {
-            method: backup.method,
-            reference: backup.reference,
-            size_bytes: Some(backup.size_bytes),
-            checksum: backup.checksum,
-            verified: backup.verified,
-        }),
-        None => StepState::Failed("the backup Job finished without reporting its backup".into()),
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub enum Action {
     StopServers,
     /// Set `spec.replicas` of the hub Deployment.
     ScaleHub { replicas: i32 },
+    /// Delete the hub's pods at once (no grace period): they came back while the database
+    /// must stay untouched.
+    DeleteHubPods,
     /// Copy the hub's ConfigMaps and Secrets into backup objects owned by the upgrade.
     BackUpConfig,
     /// Back up the (stopped) hub's database.
@@ -41,6 +44,7 @@ impl Action {
             self,
             Action::StopServers
                 | Action::ScaleHub { .. }
+                | Action::DeleteHubPods
                 | Action::StartMigration
                 | Action::CancelMigration
                 | Action::SetHubImage { .. }

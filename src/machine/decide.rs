@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{
     Action, BackupRecord, Decision, EventKind, ImageManagement, LockState, Notice, Original,
-    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, World,
+    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
 };
 
 /// How soon to look again while waiting on something that is not watched (pods, the hub API).
@@ -19,6 +19,12 @@ pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -
         progress: progress.clone(),
         notice: None,
     };
+    if world.deleting
+        && !progress.phase.is_terminal()
+        && let Some(action) = step.deleted()
+    {
+        return step.into_decision(action);
+    }
     let action = match progress.phase {
         Phase::Succeeded | Phase::RolledBack | Phase::Failed => {
             // The lock is released only once the terminal phase is recorded, so a crash in
@@ -53,13 +59,7 @@ pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -
         Phase::Verifying => step.verifying(),
         Phase::RollingBack => step.rolling_back(),
     };
-    let requeue_after = (!step.progress.phase.is_terminal()).then_some(POLL);
-    Decision {
-        action,
-        progress: step.progress,
-        notice: step.notice,
-        requeue_after,
-    }
+    step.into_decision(action)
 }
 
 /// One decision in the making: the progress is edited in place, the action is returned.
@@ -72,6 +72,40 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
+    fn into_decision(self, action: Action) -> Decision {
+        let requeue_after = (!self.progress.phase.is_terminal()).then_some(POLL);
+        Decision {
+            action,
+            progress: self.progress,
+            notice: self.notice,
+            requeue_after,
+        }
+    }
+
+    /// The HubUpgrade is being deleted. Before the hub was touched it simply ends; once the
+    /// hub is stopped it rolls back (whatever the roll back policy: nobody will be left to
+    /// decide), unless the migration already succeeded, in which case it finishes. `None`: go
+    /// on with the current phase (finishing, or rolling back).
+    fn deleted(&mut self) -> Option<Action> {
+        let touched = self.progress.from.is_some();
+        match self.progress.phase {
+            _ if !touched => Some(self.fail_untouched(
+                "Deleted",
+                "the HubUpgrade was deleted before it touched the hub; nothing was changed".into(),
+            )),
+            Phase::ScalingDown | Phase::BackingUp | Phase::Migrating
+                if !self.progress.migration_succeeded =>
+            {
+                let problem = format!(
+                    "the HubUpgrade was deleted during {}; rolling the hub back before it goes",
+                    self.progress.phase
+                );
+                Some(self.roll_back(problem))
+            }
+            _ => None,
+        }
+    }
+
     fn preflight(&mut self) -> Action {
         let Some(checks) = &self.world.preflight else {
             return Action::Wait;
@@ -162,6 +196,15 @@ impl Step<'_> {
     }
 
     fn rehearsal(&mut self) -> Action {
+        if let (Some(why), StepState::NotStarted) =
+            (&self.world.rehearsal_blocked, &self.world.rehearsal)
+        {
+            let message = format!("rehearsal skipped: {why}");
+            self.finish_current(Outcome::Skipped, &message);
+            self.notify(EventKind::Warning, "RehearsalSkipped", &message);
+            self.after_rehearsal();
+            return Action::Wait;
+        }
         if self.timed_out(self.plan.timeouts.rehearsal) {
             let problem = format!(
                 "the rehearsal did not finish within {}; the hub was not touched",
@@ -338,6 +381,10 @@ impl Step<'_> {
             StepState::Failed(why) => self.roll_back(format!("the migration failed: {why}")),
             StepState::Succeeded(()) => {
                 self.progress.migration_succeeded = true;
+                self.progress.to = Some(Target {
+                    image: self.plan.target_image.clone(),
+                    revision: self.world.migrated_revision.clone(),
+                });
                 let message = match self.plan.image_management {
                     ImageManagement::Operator => {
                         format!("setting the hub image to {}", self.plan.target_image)
@@ -416,6 +463,10 @@ impl Step<'_> {
                 message,
             );
             return Action::Wait;
+        }
+        if let Some(why) = &hub.stuck {
+            let problem = format!("the hub cannot start on {}: {why}", self.plan.target_image);
+            return self.roll_back(problem);
         }
         if self.timed_out(self.plan.timeouts.verify) {
             let problem = format!(
@@ -507,7 +558,7 @@ impl Step<'_> {
     /// A failure after the hub was touched: roll back, unless the policy leaves it to a person.
     fn roll_back(&mut self, problem: String) -> Action {
         self.progress.failure = Some(problem.clone());
-        if self.plan.rollback == RollbackPolicy::Manual {
+        if self.plan.rollback == RollbackPolicy::Manual && !self.world.deleting {
             let stop = self.world.hub.as_ref().is_some_and(|h| h.replicas != 0);
             self.fail_touched(format!(
                 "{problem}; the roll back policy is Manual, so the hub is left stopped"
@@ -555,16 +606,24 @@ impl Step<'_> {
             return Some(self.hub_vanished());
         };
         if hub.replicas != 0 {
-            self.progress.message = format!(
-                "the hub was scaled up to {} during {} (by an autoscaler or a GitOps tool?); \
-                 scaling it to zero again",
+            let by = match &hub.scaled_by {
+                Some(manager) => format!("by {manager}"),
+                None => "by an autoscaler or a GitOps tool?".to_string(),
+            };
+            let message = format!(
+                "the hub Deployment was scaled up to {} ({by}) during {}, while its database \
+                 must stay untouched; scaling it to zero again",
                 hub.replicas, self.progress.phase
             );
+            self.notify(EventKind::Warning, "HubRestarted", &message);
+            self.progress.message = message;
             return Some(Action::ScaleHub { replicas: 0 });
         }
         if hub.pods > 0 {
-            self.progress.message = format!("waiting for {} hub pods to stop", hub.pods);
-            return Some(Action::Wait);
+            // A hub pod now could open (and, with --upgrade-db, migrate) the database under
+            // the backup or the migration: it goes at once, not after its grace period.
+            self.progress.message = format!("stopping {} hub pods that came back", hub.pods);
+            return Some(Action::DeleteHubPods);
         }
         None
     }

@@ -16,5 +16,5 @@ pub use action::{Action, Decision, EventKind, Notice};
 pub use decide::decide;
 pub use phase::Phase;
 pub use plan::{DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts};
-pub use progress::{BackupRecord, Original, Outcome, Progress, StepRecord};
+pub use progress::{BackupRecord, Original, Outcome, Progress, StepRecord, Target};
 pub use world::{BackupReport, HubObservation, LockState, Preflight, StepState, World};

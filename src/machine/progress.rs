@@ -23,6 +23,9 @@ pub struct Progress {
     /// The hub as it was before it was touched: recorded before it is scaled down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Original>,
+    /// The hub after the migration: the target image and the revision the database reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Target>,
     /// The finished, verified database backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupRecord>,
@@ -73,6 +76,17 @@ pub struct Original {
     pub image: String,
     /// Replicas of the hub Deployment.
     pub replicas: i32,
+}
+
+/// The hub the upgrade moved to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// The target image.
+    pub image: String,
+    /// The alembic revision the migrated database reached, read from it after the migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// A database backup the upgrade can restore from.

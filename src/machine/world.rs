@@ -17,7 +17,15 @@ pub struct World {
     pub config_backed_up: bool,
     pub backup: StepState<BackupReport>,
     pub migration: StepState<()>,
+    /// The alembic revision the migrated database reached, as the migration Job reported it.
+    pub migrated_revision: Option<String>,
     pub restore: StepState<()>,
+    /// Why the rehearsal cannot run (say, the hub's claim is ReadWriteOncePod and in use);
+    /// `None`: it can.
+    pub rehearsal_blocked: Option<String>,
+    /// The HubUpgrade is being deleted: it ends as soon as that is safe for the hub (rolled
+    /// back, or finished when the migration is done) before it lets go.
+    pub deleting: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -26,11 +34,17 @@ pub struct HubObservation {
     pub image: String,
     /// `spec.replicas` of the Deployment.
     pub replicas: i32,
-    /// Hub pods that exist, terminating ones included.
+    /// Hub pods that exist and have not finished (terminating ones included; evicted or
+    /// completed ones are not).
     pub pods: u32,
     /// The Deployment has rolled out its current template: every wanted replica is updated,
     /// Ready and available, and no pod of an older template is left.
     pub rolled_out: bool,
+    /// Why a hub pod cannot start (image pull, configuration, scheduling), once that has
+    /// lasted long enough not to be a passing state.
+    pub stuck: Option<String>,
+    /// Who last set the Deployment's replicas (its field manager), when that was not hubgrade.
+    pub scaled_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -36,6 +36,7 @@ impl Metrics {
             Action::StartRehearsal => "start_rehearsal",
             Action::StopServers => "stop_servers",
             Action::ScaleHub { .. } => "scale_hub",
+            Action::DeleteHubPods => "delete_hub_pods",
             Action::BackUpConfig => "back_up_config",
             Action::StartBackup => "start_backup",
             Action::StartMigration => "start_migration",

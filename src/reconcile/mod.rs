@@ -3,6 +3,7 @@
 //! it with an Event. All state lives in the resource, so a restarted operator continues.
 
 mod conditions;
+mod finalizers;
 pub mod leader;
 pub mod metrics;
 
@@ -10,17 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{HubUpgrade, HubUpgradeStatus, TargetRecord};
+use crate::api::{HubUpgrade, HubUpgradeStatus};
 use crate::kube::effects::{self, EffectError, EffectInputs};
 use crate::kube::observe::observe;
 use crate::machine::{Decision, EventKind, Outcome, Phase, Progress, StepRecord, decide};
@@ -29,7 +31,8 @@ pub use metrics::Metrics;
 
 /// The field manager of every write hubgrade makes.
 pub const MANAGER: &str = "hubgrade";
-/// Released on deletion: the hub lock.
+/// Holds a deleted HubUpgrade until it has ended (rolled back or finished, if it had stopped
+/// the hub) and released the hub lock.
 pub const FINALIZER: &str = "hubgrade.io/hub-lock";
 
 pub struct Context {
@@ -68,16 +71,28 @@ pub async fn run_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    let (upgrades, jobs): (Api<HubUpgrade>, Api<Job>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (upgrades, jobs, deployments): (Api<HubUpgrade>, Api<Job>, Api<Deployment>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=hubgrade");
     Controller::new(upgrades, watcher::Config::default())
         .owns(jobs, owned)
+        // A locked hub that changes (scaled back up by Helm or a GitOps tool, its pods gone)
+        // wakes the upgrade holding the lock at once, not at its next poll.
+        .watches(deployments, watcher::Config::default(), |hub| {
+            let (name, _) = crate::kube::lock::holder(&hub)?;
+            Some(ObjectRef::new(&name).within(&hub.namespace()?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -103,25 +118,51 @@ async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Re
         &upgrade.namespace().unwrap_or_default(),
     );
     let name = label(&upgrade);
-    finalizer(&api, FINALIZER, upgrade, |event| async {
-        match event {
-            FinalizerEvent::Apply(upgrade) => advance(&upgrade, &context).await,
-            FinalizerEvent::Cleanup(upgrade) => {
-                effects::release_lock(&context.client, &upgrade)
-                    .await
-                    .map_err(|source| Error::Effect {
-                        upgrade: label(&upgrade),
-                        source,
-                    })?;
-                Ok(Requeue::await_change())
-            }
+    let finalizer_error = |source: kube::Error| Error::Finalizer {
+        upgrade: name.clone(),
+        message: source.to_string(),
+    };
+    let has_finalizer = upgrade.finalizers().iter().any(|f| f == FINALIZER);
+    if upgrade.metadata.deletion_timestamp.is_none() {
+        if !has_finalizer {
+            // Before anything else: from now on a deletion waits for the upgrade to end.
+            finalizers::add(&api, &upgrade, FINALIZER)
+                .await
+                .map_err(finalizer_error)?;
+            return Ok(Requeue::requeue(Duration::from_millis(100)));
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer {
-        upgrade: name,
-        message: e.to_string(),
-    })
+        return advance(&upgrade, &context).await;
+    }
+    if !has_finalizer {
+        return Ok(Requeue::await_change());
+    }
+    // Being deleted: an upgrade that stopped the hub first brings it back (or finishes), and
+    // only a terminal phase, recorded in status and an Event, lets the object go.
+    let phase = upgrade
+        .status
+        .as_ref()
+        .map(|s| s.progress.phase)
+        .unwrap_or_default();
+    if !phase.is_terminal() {
+        return advance(&upgrade, &context).await;
+    }
+    effects::release_lock(&context.client, &upgrade)
+        .await
+        .map_err(|source| Error::Effect {
+            upgrade: name.clone(),
+            source,
+        })?;
+    effects::delete_unowned(&context.client, &upgrade)
+        .await
+        .map_err(|source| Error::Effect {
+            upgrade: name.clone(),
+            source,
+        })?;
+    finalizers::remove(&api, &upgrade, FINALIZER)
+        .await
+        .map_err(finalizer_error)?;
+    info!(upgrade = %name, %phase, "deleted after the upgrade ended");
+    Ok(Requeue::await_change())
 }
 
 fn error_policy(upgrade: Arc<HubUpgrade>, error: &Error, context: Arc<Context>) -> Requeue {
@@ -178,21 +219,25 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
             upgrade: name.clone(),
             source,
         })?;
+    let snapshot = &observation.snapshot;
+    let mut world = snapshot.world(now);
+    world.preflight = observation.preflight;
     let Decision {
         action,
         progress: next,
         notice,
         requeue_after,
-    } = decide(&plan, &progress, &observation.world, now);
-    let layout = observation.layout.as_ref().and_then(|l| l.as_ref().ok());
+    } = decide(&plan, &progress, &world, now);
     let inputs = EffectInputs {
         client: &context.client,
         upgrade: &upgrade,
         plan: &plan,
         progress: &progress,
-        deployment: observation.deployment.as_ref(),
-        layout,
+        deployment: snapshot.deployment.as_ref(),
+        layout: snapshot.layout.as_ref().and_then(|l| l.as_ref().ok()),
         agent_image: &context.agent_image,
+        hub_node: snapshot.hub_node(),
+        hub_pods: &snapshot.hub_pods,
     };
     info!(upgrade = %name, phase = %progress.phase, action = ?action, "step");
     if let Err(source) = effects::carry_out(&action, &inputs).await {
@@ -278,10 +323,6 @@ async fn write_status(
             &previous.conditions,
             jiff::Timestamp::now(),
         ),
-        to: Some(TargetRecord {
-            image: upgrade.spec.target_image.clone(),
-            revision: None,
-        }),
         downtime_seconds: progress.downtime_seconds(),
     };
     let patch = json!({

@@ -1,21 +1,29 @@
 //! kwok-agent-standin: TEST INFRASTRUCTURE ONLY, for the KWOK-based local cluster, where no
-//! container runs. It plays the part of the container of every pod that runs `hubgrade agent`
-//! (label `hubgrade.io/role: agent`): it parses the pod's arguments with hubgrade's own parser,
-//! runs hubgrade's own agent code against a local directory standing for each volume claim
-//! (`<volumes>/<namespace>/<claim>/`), and hands the report and exit code to KWOK through pod
-//! annotations (`kwok.hubgrade.io/result`, `kwok.hubgrade.io/exit-code`), which the
-//! `pod-agent-finish` stage turns into the container's termination message and exit code.
+//! container runs. It plays the containers of every pod hubgrade makes (label
+//! `hubgrade.io/role`: `agent`, or `hub-image` for the rehearsal and the migration), init
+//! containers first, in order:
+//! - `hubgrade agent ...` containers: parsed with hubgrade's own parser and run with hubgrade's
+//!   own agent code against local directories standing for the volumes (a claim:
+//!   `<volumes>/<namespace>/<claim>/<subPath>`; an emptyDir: a folder per pod);
+//! - `jupyterhub upgrade-db`: a stand-in migration of the database the pod pinned (its
+//!   `pin-database` container's `--database-url`), which really changes it, as JupyterHub does:
+//!   a timestamped copy next to it, a new column, the alembic revision of JupyterHub 5.
+//!
+//! It hands the last report and the exit code to KWOK through pod annotations
+//! (`kwok.hubgrade.io/result`, `kwok.hubgrade.io/exit-code`), which the `pod-agent-finish`
+//! stage turns into the container's termination message and exit code.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use hubgrade::cli::agent::AgentCommand;
+use hubgrade::agent::AgentCommand;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use sqlx::Connection;
 
 #[derive(Debug, Parser)]
 #[command(about = "Runs hubgrade agent pods' work locally, for a KWOK cluster (tests only)")]
@@ -44,84 +52,168 @@ async fn main() {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let mut done: HashSet<String> = HashSet::new();
+    let volumes = std::sync::Arc::new(args.volumes);
+    let mut started: HashSet<String> = HashSet::new();
     loop {
         let listed = pods
-            .list(&ListParams::default().labels("hubgrade.io/role=agent"))
+            .list(&ListParams::default().labels("hubgrade.io/role in (agent,hub-image)"))
             .await;
         for pod in listed.map(|l| l.items).unwrap_or_default() {
             let uid = pod.uid().unwrap_or_default();
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             let answered = pod.annotations().contains_key("kwok.hubgrade.io/result");
-            if !running || answered || done.contains(&uid) {
+            if !running || answered || !started.insert(uid) {
                 continue;
             }
-            let (code, report) = play(&pod, &args.volumes).await;
-            let namespace = pod.namespace().unwrap_or_default();
-            eprintln!(
-                "kwok-agent-standin: {namespace}/{} exit {code}: {report}",
-                pod.name_any()
-            );
-            let patch = json!({"metadata": {"annotations": {
-                "kwok.hubgrade.io/result": report,
-                "kwok.hubgrade.io/exit-code": code.to_string(),
-            }}});
-            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            if api
-                .patch(
-                    &pod.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .is_ok()
-            {
-                done.insert(uid);
-            }
+            // Each pod in its own task: pods run side by side, as on a real node.
+            let (client, volumes) = (client.clone(), volumes.clone());
+            tokio::spawn(async move { finish(client, pod, &volumes).await });
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// Runs the pod's agent command on the local stand-ins of its volumes.
+/// Plays `pod` (after its `kwok.hubgrade.io/delay`, if any) and hands the result to KWOK.
+async fn finish(client: Client, pod: Pod, volumes: &Path) {
+    if let Some(delay) = pod.annotations().get("kwok.hubgrade.io/delay")
+        && let Ok(delay) = hubgrade::api::parse_duration(delay)
+    {
+        tokio::time::sleep(delay.unsigned_abs()).await;
+    }
+    let (code, report) = play(&pod, volumes).await;
+    let namespace = pod.namespace().unwrap_or_default();
+    eprintln!(
+        "kwok-agent-standin: {namespace}/{} exit {code}: {report}",
+        pod.name_any()
+    );
+    let patch = json!({"metadata": {"annotations": {
+        "kwok.hubgrade.io/result": report,
+        "kwok.hubgrade.io/exit-code": code.to_string(),
+    }}});
+    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    // A pod deleted meanwhile (a cancelled migration) has nothing left to finish.
+    let _ = api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await;
+}
+
+/// The alembic revision the stand-in migration leaves (JupyterHub 5.0 – 5.5).
+const MIGRATED_REVISION: &str = "4621fec11365";
+
+/// Runs the pod's containers on the local stand-ins of its volumes.
 async fn play(pod: &Pod, volumes: &Path) -> (i32, String) {
     let namespace = pod.namespace().unwrap_or_default();
     let Some(spec) = pod.spec.as_ref() else {
         return (1, "no pod spec".into());
     };
-    let Some(container) = spec.containers.first() else {
-        return (1, "no container".into());
-    };
-    let words =
-        std::iter::once("agent".to_string()).chain(container.args.clone().unwrap_or_default());
-    let mut command = match AgentLine::try_parse_from(words) {
-        Ok(line) => line.command,
-        Err(error) => return (2, error.to_string()),
-    };
-    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for mount in container.volume_mounts.iter().flatten() {
-        let claim = spec
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-            .and_then(|v| v.persistent_volume_claim.as_ref())
-            .map(|c| c.claim_name.clone());
-        if let Some(claim) = claim {
-            let local = volumes.join(&namespace).join(claim);
-            command = command.with_paths_moved(Path::new(&mount.mount_path), &local);
-            moved.push((local, PathBuf::from(&mount.mount_path)));
+    let scratch = volumes
+        .join(&namespace)
+        .join(".pods")
+        .join(pod.uid().unwrap_or_default());
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    let mut pinned: Option<String> = None;
+    let mut last = (1, "no container".to_string());
+    for container in containers {
+        // Where each mounted volume is on this machine.
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let Some(volume) = spec.volumes.iter().flatten().find(|v| v.name == mount.name) else {
+                continue;
+            };
+            let local = match (&volume.persistent_volume_claim, &volume.empty_dir) {
+                (Some(claim), _) => {
+                    let root = volumes.join(&namespace).join(&claim.claim_name);
+                    match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                        Some(sub) => root.join(sub),
+                        None => root,
+                    }
+                }
+                (None, Some(_)) => scratch.join(&mount.name),
+                _ => continue,
+            };
+            let _ = std::fs::create_dir_all(&local);
+            moved.push((PathBuf::from(&mount.mount_path), local));
         }
-    }
-    let mut report = command.execute().await;
-    // Report paths as the pod sees them, as the real agent would.
-    if let Some(backup) = report.backup.as_mut() {
-        for (local, mounted) in &moved {
-            if let Ok(rest) = Path::new(&backup.reference).strip_prefix(local) {
-                backup.reference = mounted.join(rest).display().to_string();
+        let command = container.command.clone().unwrap_or_default();
+        last = if command.first().map(String::as_str) == Some("jupyterhub") {
+            match &pinned {
+                Some(url) => standin_migration(url).await,
+                None => (1, "upgrade-db ran without a pinned database".into()),
             }
+        } else {
+            let words = std::iter::once("agent".to_string())
+                .chain(container.args.clone().unwrap_or_default());
+            let mut agent = match AgentLine::try_parse_from(words) {
+                Ok(line) => line.command,
+                Err(error) => return (2, error.to_string()),
+            };
+            for (mounted, local) in &moved {
+                agent = agent.with_paths_moved(mounted, local);
+            }
+            if let AgentCommand::PinDatabase { database_url, .. } = &agent {
+                pinned = Some(database_url.clone());
+            }
+            let mut report = agent.execute().await;
+            // Report paths as the pod sees them, as the real agent would.
+            if let Some(backup) = report.backup.as_mut() {
+                for (mounted, local) in &moved {
+                    if let Ok(rest) = Path::new(&backup.reference).strip_prefix(local) {
+                        backup.reference = mounted.join(rest).display().to_string();
+                    }
+                }
+            }
+            let code = if report.ok { 0 } else { 1 };
+            (code, serde_json::to_string(&report).unwrap_or_default())
+        };
+        if last.0 != 0 {
+            break;
         }
     }
-    let code = if report.ok { 0 } else { 1 };
-    (code, serde_json::to_string(&report).unwrap_or_default())
+    let _ = std::fs::remove_dir_all(&scratch);
+    last
+}
+
+/// What `jupyterhub upgrade-db` does to an SQLite hub database, in miniature: a timestamped
+/// copy next to it, then a schema change and the new alembic revision.
+async fn standin_migration(url: &str) -> (i32, String) {
+    let Some(path) = url.strip_prefix("sqlite:///") else {
+        return (
+            1,
+            format!("the stand-in migrates SQLite files only, not {url}"),
+        );
+    };
+    let path = Path::new(path);
+    let stamp = jiff::Zoned::now().strftime("%Y-%m-%d-%H%M%S").to_string();
+    let copy = PathBuf::from(format!("{}.{stamp}", path.display()));
+    if let Err(error) = std::fs::copy(path, &copy) {
+        return (1, format!("copying {}: {error}", path.display()));
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let result = async {
+        let mut db = sqlx::SqliteConnection::connect_with(&options).await?;
+        sqlx::query("ALTER TABLE users ADD COLUMN standin_migrated TEXT")
+            .execute(&mut db)
+            .await?;
+        sqlx::query("UPDATE alembic_version SET version_num = ?")
+            .bind(MIGRATED_REVISION)
+            .execute(&mut db)
+            .await?;
+        sqlx::Connection::close(db).await
+    }
+    .await;
+    match result {
+        Ok(()) => (0, "upgrade-db done".into()),
+        Err(error) => (
+            1,
+            format!("stand-in migration of {}: {error}", path.display()),
+        ),
+    }
 }

@@ -46,6 +46,8 @@ pub fn hub(image: &str, replicas: i32, pods: u32, rolled_out: bool) -> HubObserv
         replicas,
         pods,
         rolled_out,
+        stuck: None,
+        scaled_by: None,
     }
 }
 

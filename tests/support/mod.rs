@@ -203,6 +203,7 @@ pub async fn install_crd(client: &Client) {
 }
 pub mod e2e;
 pub mod jupyterhub;
+pub mod local_pod;
 pub mod mariadb;
 pub mod postgres;
 pub mod server_db;

@@ -1,0 +1,330 @@
+//! The protocol between the operator and its Jobs: what a Job is asked to do
+//! ([`AgentCommand`], `hubgrade agent ...`) and what it reports back ([`AgentReport`], JSON in
+//! the container's termination message). The builders write arguments with
+//! [`AgentCommand::to_args`], the CLI parses them with the same type, and the operator reads
+//! reports with [`AgentReport::parse`], so the two sides cannot drift apart.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+
+use crate::backup::{BackupReference, sqlite};
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum AgentCommand {
+    /// Copy an SQLite database (consistently, verified) and report size and checksum.
+    SqliteBackup {
+        /// The database file.
+        #[arg(long)]
+        database: PathBuf,
+        /// Where the copy goes.
+        #[arg(long)]
+        to: PathBuf,
+        /// Afterwards keep only this many hubgrade backups in the copy's folder (newest first),
+        /// and delete rehearsal copies there.
+        #[arg(long)]
+        retain: Option<usize>,
+    },
+    /// Replace an SQLite database with a backup whose checksum is known.
+    SqliteRestore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The database file to replace.
+        #[arg(long)]
+        to: PathBuf,
+        /// The backup's recorded checksum (`sha256:<hex>`); a mismatch overwrites nothing.
+        #[arg(long)]
+        checksum: String,
+    },
+    /// Report the alembic revision of an SQLite database.
+    SqliteRevision {
+        /// The database file.
+        #[arg(long)]
+        database: PathBuf,
+    },
+    /// Write a JupyterHub configuration file that loads the hub's own configuration and then
+    /// sets the database `jupyterhub upgrade-db` acts on. A `db_url` in the hub's configuration
+    /// wins over `--db`, so the database is pinned in a configuration file instead; the file
+    /// also refuses to run when the hub's configuration names another database than `expect`.
+    PinDatabase {
+        /// The hub's configuration file (its `--config`); omitted: `jupyterhub_config.py` in
+        /// the working directory, if it exists, as JupyterHub itself does.
+        #[arg(long)]
+        hub_config: Option<String>,
+        /// The database URL to migrate (SQLAlchemy URL, e.g. sqlite:////srv/jupyterhub/copy.sqlite).
+        #[arg(long)]
+        database_url: String,
+        /// The database URL the hub's configuration must name (the one hubgrade backed up).
+        #[arg(long)]
+        expect_url: String,
+        /// Where the configuration file is written.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+/// The JSON an agent command reports.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentReport {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupReference>,
+    /// The database's alembic revision (`sqlite-revision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl AgentReport {
+    /// Reads a report back from a termination message.
+    pub fn parse(message: &str) -> Option<AgentReport> {
+        serde_json::from_str(message.trim()).ok()
+    }
+
+    fn failed(error: impl ToString) -> AgentReport {
+        AgentReport {
+            ok: false,
+            error: Some(error.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
+impl AgentCommand {
+    /// The arguments after `hubgrade agent` that parse back into this command.
+    pub fn to_args(&self) -> Vec<String> {
+        let path = |p: &PathBuf| p.display().to_string();
+        let mut args: Vec<String> = Vec::new();
+        let mut flag = |name: &str, value: String| {
+            args.push(format!("--{name}"));
+            args.push(value);
+        };
+        let verb = match self {
+            AgentCommand::SqliteBackup {
+                database,
+                to,
+                retain,
+            } => {
+                flag("database", path(database));
+                flag("to", path(to));
+                if let Some(keep) = retain {
+                    flag("retain", keep.to_string());
+                }
+                "sqlite-backup"
+            }
+            AgentCommand::SqliteRestore { from, to, checksum } => {
+                flag("from", path(from));
+                flag("to", path(to));
+                flag("checksum", checksum.clone());
+                "sqlite-restore"
+            }
+            AgentCommand::SqliteRevision { database } => {
+                flag("database", path(database));
+                "sqlite-revision"
+            }
+            AgentCommand::PinDatabase {
+                hub_config,
+                database_url,
+                expect_url,
+                to,
+            } => {
+                if let Some(config) = hub_config {
+                    flag("hub-config", config.clone());
+                }
+                flag("database-url", database_url.clone());
+                flag("expect-url", expect_url.clone());
+                flag("to", path(to));
+                "pin-database"
+            }
+        };
+        std::iter::once(verb.to_string()).chain(args).collect()
+    }
+
+    /// Runs the command against local paths (in a Job: the mounted hub volume).
+    pub async fn execute(&self) -> AgentReport {
+        let backup = |outcome: Result<BackupReference, sqlite::SqliteBackupError>| match outcome {
+            Ok(backup) => AgentReport {
+                ok: true,
+                backup: Some(backup),
+                ..Default::default()
+            },
+            Err(error) => AgentReport::failed(error),
+        };
+        match self {
+            AgentCommand::SqliteBackup {
+                database,
+                to,
+                retain,
+            } => {
+                let made = sqlite::back_up(database, to).await;
+                if let (Ok(_), Some(keep)) = (&made, retain) {
+                    // Pruning is housekeeping: a failure to delete an old copy does not undo
+                    // the backup just made.
+                    if let Err(error) = sqlite::prune_backups(to, *keep) {
+                        eprintln!("hubgrade agent: could not prune old backups: {error}");
+                    }
+                }
+                backup(made)
+            }
+            AgentCommand::SqliteRestore { from, to, checksum } => {
+                backup(sqlite::restore(from, to, checksum).await)
+            }
+            AgentCommand::SqliteRevision { database } => {
+                let url = crate::backup::url::DatabaseUrl::Sqlite {
+                    path: database.clone(),
+                };
+                match crate::backup::revision::read_revision(&url).await {
+                    Ok(revision) => AgentReport {
+                        ok: true,
+                        revision,
+                        ..Default::default()
+                    },
+                    Err(error) => AgentReport::failed(error),
+                }
+            }
+            AgentCommand::PinDatabase {
+                hub_config,
+                database_url,
+                expect_url,
+                to,
+            } => {
+                let text = crate::hub::pinned_database_config(
+                    hub_config.as_deref(),
+                    database_url,
+                    expect_url,
+                );
+                let written = to
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(to, text));
+                match written {
+                    Ok(()) => AgentReport {
+                        ok: true,
+                        ..Default::default()
+                    },
+                    Err(error) => AgentReport::failed(format!("writing {}: {error}", to.display())),
+                }
+            }
+        }
+    }
+
+    /// The same command with every path under `from` moved under `to` (used where the volume
+    /// is reached at another path than in the pod).
+    pub fn with_paths_moved(&self, from: &Path, to: &Path) -> AgentCommand {
+        let moved = |path: &PathBuf| match path.strip_prefix(from) {
+            Ok(rest) => to.join(rest),
+            Err(_) => path.clone(),
+        };
+        let moved_url = |url: &String| match url.strip_prefix("sqlite:///") {
+            Some(path) if path.starts_with('/') => {
+                format!("sqlite:///{}", moved(&PathBuf::from(path)).display())
+            }
+            _ => url.clone(),
+        };
+        match self {
+            AgentCommand::SqliteBackup {
+                database,
+                to: dest,
+                retain,
+            } => AgentCommand::SqliteBackup {
+                database: moved(database),
+                to: moved(dest),
+                retain: *retain,
+            },
+            AgentCommand::SqliteRestore {
+                from: source,
+                to: dest,
+                checksum,
+            } => AgentCommand::SqliteRestore {
+                from: moved(source),
+                to: moved(dest),
+                checksum: checksum.clone(),
+            },
+            AgentCommand::SqliteRevision { database } => AgentCommand::SqliteRevision {
+                database: moved(database),
+            },
+            AgentCommand::PinDatabase {
+                hub_config,
+                database_url,
+                expect_url,
+                to: dest,
+            } => AgentCommand::PinDatabase {
+                hub_config: hub_config.clone(),
+                database_url: moved_url(database_url),
+                expect_url: moved_url(expect_url),
+                to: moved(dest),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Line {
+        #[command(subcommand)]
+        command: AgentCommand,
+    }
+
+    #[test]
+    fn every_command_parses_back_from_its_arguments() {
+        let commands = [
+            AgentCommand::SqliteBackup {
+                database: "/srv/jupyterhub/jupyterhub.sqlite".into(),
+                to: "/srv/jupyterhub/hubgrade-backups/x.sqlite".into(),
+                retain: Some(3),
+            },
+            AgentCommand::SqliteBackup {
+                database: "/a.sqlite".into(),
+                to: "/b.sqlite".into(),
+                retain: None,
+            },
+            AgentCommand::SqliteRestore {
+                from: "/b.sqlite".into(),
+                to: "/a.sqlite".into(),
+                checksum: "sha256:00".into(),
+            },
+            AgentCommand::SqliteRevision {
+                database: "/a.sqlite".into(),
+            },
+            AgentCommand::PinDatabase {
+                hub_config: Some("/usr/local/etc/jupyterhub/jupyterhub_config.py".into()),
+                database_url: "sqlite:////srv/jupyterhub/copy.sqlite".into(),
+                expect_url: "sqlite:////srv/jupyterhub/jupyterhub.sqlite".into(),
+                to: "/hubgrade/jupyterhub_config.py".into(),
+            },
+        ];
+        for command in commands {
+            let words = std::iter::once("agent".to_string()).chain(command.to_args());
+            let parsed = Line::try_parse_from(words).expect("parses").command;
+            assert_eq!(parsed, command);
+        }
+    }
+
+    #[test]
+    fn moved_paths_reach_database_urls_too() {
+        let command = AgentCommand::PinDatabase {
+            hub_config: None,
+            database_url: "sqlite:////srv/jupyterhub/copy.sqlite".into(),
+            expect_url: "postgresql://hub@db/hub".into(),
+            to: "/srv/jupyterhub/x.py".into(),
+        };
+        let moved = command.with_paths_moved(Path::new("/srv/jupyterhub"), Path::new("/tmp/v"));
+        assert_eq!(
+            moved,
+            AgentCommand::PinDatabase {
+                hub_config: None,
+                database_url: "sqlite:////tmp/v/copy.sqlite".into(),
+                expect_url: "postgresql://hub@db/hub".into(),
+                to: "/tmp/v/x.py".into(),
+            }
+        );
+    }
+}

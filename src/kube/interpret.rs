@@ -1,0 +1,447 @@
+//! Turning what was read from the cluster ([`Snapshot`]) into the state machine's [`World`].
+//! Pure: no client, the time passed in, so every judgement here is unit-tested.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, PersistentVolumeClaim, Pod};
+
+use super::objects::JobStep;
+use crate::agent::AgentReport;
+use crate::hub::{HubLayout, LayoutError};
+use crate::machine::{BackupReport, HubObservation, LockState, StepState, World};
+
+/// A pod that has not started this long after it was created is stuck, when the reason is one
+/// that does not clear by itself (an image that cannot be pulled, a missing Secret, no node).
+pub const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(30);
+
+/// Field managers of hubgrade's own writes.
+pub const MANAGER: &str = "hubgrade";
+
+/// Everything one reconcile read.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub deployment: Option<Deployment>,
+    pub layout: Option<Result<HubLayout, LayoutError>>,
+    pub lock: LockState,
+    /// Pods selected by the hub Deployment's selector.
+    pub hub_pods: Vec<Pod>,
+    /// The claim holding the database (read while the rehearsal may still run).
+    pub claim: Option<PersistentVolumeClaim>,
+    /// This upgrade's Jobs and their pods.
+    pub jobs: BTreeMap<JobStep, (Job, Vec<Pod>)>,
+    /// Warning Events about pods that are stuck while being created (attach, mount).
+    pub pod_events: Vec<Event>,
+    pub config_backed_up: bool,
+    pub deleting: bool,
+}
+
+impl Snapshot {
+    /// The node the hub's running pod is on.
+    pub fn hub_node(&self) -> Option<&str> {
+        self.hub_pods
+            .iter()
+            .filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_none())
+            .find_map(|p| p.spec.as_ref()?.node_name.as_deref())
+    }
+
+    /// The machine's view of this snapshot.
+    pub fn world(&self, now: Timestamp) -> World {
+        let mut world = World {
+            lock: self.lock.clone(),
+            deleting: self.deleting,
+            config_backed_up: self.config_backed_up,
+            rehearsal_blocked: self.rehearsal_blocked(),
+            ..World::default()
+        };
+        if let Some(deployment) = &self.deployment {
+            world.hub = Some(self.hub(deployment, now));
+        }
+        let job = |step| self.job_state(step, now);
+        world.rehearsal = job(JobStep::Rehearsal).map(drop);
+        world.restore = job(JobStep::Restore).map(drop);
+        let migration = job(JobStep::Migration);
+        if let StepState::Succeeded(Some(report)) = &migration {
+            world.migrated_revision = report.revision.clone();
+        }
+        world.migration = migration.map(drop);
+        world.backup = match job(JobStep::Backup) {
+            StepState::Succeeded(report) => match report.and_then(|r| r.backup) {
+                Some(backup) => StepState::Succeeded(BackupReport {
+                    method: backup.method,
+                    reference: backup.reference,
+                    size_bytes: Some(backup.size_bytes),
+                    checksum: backup.checksum,
+                    verified: backup.verified,
+                }),
+                None => {
+                    StepState::Failed("the backup Job finished without reporting its backup".into())
+                }
+            },
+            StepState::NotStarted => StepState::NotStarted,
+            StepState::Running => StepState::Running,
+            StepState::Failed(why) => StepState::Failed(why),
+        };
+        world
+    }
+
+    fn hub(&self, deployment: &Deployment, now: Timestamp) -> HubObservation {
+        let spec = deployment.spec.clone().unwrap_or_default();
+        let replicas = spec.replicas.unwrap_or(1);
+        // Evicted and completed pods are history, not hub pods.
+        let live: Vec<&Pod> = self.hub_pods.iter().filter(|p| !finished(p)).collect();
+        let count = live.len() as u32;
+        let status = deployment.status.clone().unwrap_or_default();
+        let current =
+            status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+        let all = |n: Option<i32>| n.unwrap_or(0) == replicas;
+        let rolled_out = current
+            && all(status.updated_replicas)
+            && all(status.ready_replicas)
+            && all(status.available_replicas)
+            && all(status.replicas)
+            && count == replicas.max(0) as u32;
+        let image = match &self.layout {
+            Some(Ok(layout)) => layout.image.clone(),
+            _ => String::new(),
+        };
+        HubObservation {
+            image,
+            replicas,
+            pods: count,
+            rolled_out,
+            stuck: live
+                .iter()
+                .find_map(|pod| stuck_pod(pod, &self.pod_events, now)),
+            scaled_by: replicas_manager(deployment),
+        }
+    }
+
+    /// Why the rehearsal cannot mount the hub's claim while the hub runs.
+    fn rehearsal_blocked(&self) -> Option<String> {
+        let claim = self.claim.as_ref()?;
+        let modes = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.access_modes.clone())
+            .unwrap_or_default();
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let in_use = self.hub_pods.iter().any(|p| !finished(p));
+        if in_use && modes.iter().any(|m| m == "ReadWriteOncePod") {
+            return Some(format!(
+                "the hub's claim {name} is ReadWriteOncePod and in use by the running hub, so no \
+                 other pod can mount it before the hub is stopped"
+            ));
+        }
+        None
+    }
+
+    /// The state of one of this upgrade's Jobs; `Succeeded` carries the agent's report when
+    /// its last container left one.
+    fn job_state(&self, step: JobStep, now: Timestamp) -> StepState<Option<AgentReport>> {
+        let Some((job, pods)) = self.jobs.get(&step) else {
+            return StepState::NotStarted;
+        };
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let conditions = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let holds = |kind: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == kind && c.status == "True")
+        };
+        if holds("Complete").is_some() {
+            // The report is the last word: the main container's (init containers report too).
+            let report = pods.iter().rev().find_map(|pod| {
+                pod.status
+                    .as_ref()?
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+                    .and_then(|m| AgentReport::parse(&m))
+            });
+            return StepState::Succeeded(report);
+        }
+        if let Some(failed) = holds("Failed") {
+            let terminated = pods.iter().rev().find_map(|pod| {
+                // The container that failed: an init container stops the pod where it fails.
+                statuses(pod).find_map(|c| {
+                    let t = c.state.as_ref()?.terminated.clone()?;
+                    (t.exit_code != 0).then_some((c.name.clone(), t))
+                })
+            });
+            let why = match terminated {
+                Some((container, t)) => {
+                    let detail = t
+                        .message
+                        .as_deref()
+                        .map(|m| {
+                            AgentReport::parse(m)
+                                .and_then(|r| r.error)
+                                .unwrap_or_else(|| m.trim().to_string())
+                        })
+                        .or(t.reason.clone())
+                        .unwrap_or_default();
+                    format!(
+                        "Job {name} failed with exit code {} in container {container}: {detail}",
+                        t.exit_code
+                    )
+                }
+                None => format!(
+                    "Job {name} failed: {}",
+                    failed
+                        .message
+                        .clone()
+                        .or(failed.reason.clone())
+                        .unwrap_or_default()
+                ),
+            };
+            return StepState::Failed(why);
+        }
+        match pods
+            .iter()
+            .find_map(|pod| stuck_pod(pod, &self.pod_events, now))
+        {
+            Some(why) => StepState::Failed(format!("Job {name} cannot run: {why}")),
+            None => StepState::Running,
+        }
+    }
+}
+
+/// The pod's container statuses: init containers first (in the order they run), then the
+/// others.
+fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let status = pod.status.as_ref();
+    status
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(
+            status
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten(),
+        )
+}
+
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Waiting reasons that do not clear without someone changing something.
+const STUCK_REASONS: [&str; 7] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Why `pod` cannot start, once it has tried for [`STUCK_AFTER`]: an image that cannot be
+/// pulled, a configuration that cannot be made, no node to run on, a volume that cannot be
+/// attached or mounted (from `events`).
+pub fn stuck_pod(pod: &Pod, events: &[Event], now: Timestamp) -> Option<String> {
+    if pod.metadata.deletion_timestamp.is_some() || finished(pod) {
+        return None;
+    }
+    let created: Timestamp = pod.metadata.creation_timestamp.as_ref()?.0;
+    if created.duration_until(now) < STUCK_AFTER {
+        return None;
+    }
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    if let Some(unschedulable) = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    }) {
+        return Some(format!(
+            "pod {name} cannot be scheduled: {}",
+            unschedulable.message.clone().unwrap_or_default()
+        ));
+    }
+    for container in statuses(pod) {
+        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.clone().unwrap_or_default();
+        if STUCK_REASONS.contains(&reason.as_str()) {
+            return Some(format!(
+                "pod {name}, container {}: {reason}: {}",
+                container.name,
+                waiting.message.clone().unwrap_or_default()
+            ));
+        }
+    }
+    let creating = status.phase.as_deref() == Some("Pending");
+    let volume_trouble = events.iter().rev().find(|e| {
+        e.involved_object.uid.is_some()
+            && e.involved_object.uid == pod.metadata.uid
+            && matches!(
+                e.reason.as_deref(),
+                Some("FailedAttachVolume" | "FailedMount")
+            )
+    });
+    match volume_trouble {
+        Some(event) if creating => Some(format!(
+            "pod {name}: {}: {}",
+            event.reason.clone().unwrap_or_default(),
+            event.message.clone().unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
+/// The field manager that last set `spec.replicas` of the Deployment, unless it was hubgrade
+/// itself or the API server's defaulting (no manager).
+fn replicas_manager(deployment: &Deployment) -> Option<String> {
+    let fields = deployment.metadata.managed_fields.as_ref()?;
+    fields
+        .iter()
+        .filter(|f| {
+            f.fields_v1
+                .as_ref()
+                .and_then(|v| v.0.get("f:spec"))
+                .and_then(|spec| spec.get("f:replicas"))
+                .is_some()
+        })
+        .max_by_key(|f| f.time.as_ref().map(|t| t.0))
+        .and_then(|f| f.manager.clone())
+        .filter(|m| m != MANAGER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> Timestamp {
+        "2026-11-26T10:00:00Z".parse().expect("time")
+    }
+
+    fn pod(age_seconds: i64, status: serde_json::Value) -> Pod {
+        let created = now() - SignedDuration::from_secs(age_seconds);
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "uid": "u1", "creationTimestamp": created.to_string()},
+            "spec": {"containers": [{"name": "c"}], "nodeName": "node-a"},
+            "status": status
+        }))
+        .expect("pod")
+    }
+
+    fn waiting(reason: &str) -> serde_json::Value {
+        json!({"phase": "Pending", "containerStatuses": [
+            {"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"waiting": {"reason": reason, "message": "no such image"}}}
+        ]})
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_stuck_after_the_grace() {
+        let young = pod(5, waiting("ImagePullBackOff"));
+        assert_eq!(stuck_pod(&young, &[], now()), None);
+        let old = pod(40, waiting("ImagePullBackOff"));
+        let why = stuck_pod(&old, &[], now()).expect("stuck");
+        assert!(
+            why.contains("ImagePullBackOff") && why.contains("no such image"),
+            "{why}"
+        );
+        let starting = pod(40, waiting("ContainerCreating"));
+        assert_eq!(stuck_pod(&starting, &[], now()), None);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_is_stuck() {
+        let p = pod(
+            60,
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/3 nodes are available"}]}),
+        );
+        let why = stuck_pod(&p, &[], now()).expect("stuck");
+        assert!(why.contains("0/3 nodes are available"), "{why}");
+    }
+
+    #[test]
+    fn a_volume_that_cannot_be_attached_is_stuck() {
+        let p = pod(60, waiting("ContainerCreating"));
+        let event: Event = serde_json::from_value(json!({
+            "metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p", "uid": "u1"},
+            "reason": "FailedAttachVolume", "type": "Warning",
+            "message": "Multi-Attach error for volume pvc-1"
+        }))
+        .expect("event");
+        let why = stuck_pod(&p, &[event], now()).expect("stuck");
+        assert!(why.contains("Multi-Attach"), "{why}");
+    }
+
+    #[test]
+    fn evicted_and_completed_hub_pods_are_not_counted() {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "hub", "generation": 2},
+            "spec": {"replicas": 0, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 2}
+        }))
+        .expect("deployment");
+        let snapshot = Snapshot {
+            deployment: Some(deployment),
+            hub_pods: vec![
+                pod(100, json!({"phase": "Failed", "reason": "Evicted"})),
+                pod(100, json!({"phase": "Succeeded"})),
+            ],
+            ..Snapshot::default()
+        };
+        let world = snapshot.world(now());
+        assert_eq!(world.hub.expect("hub").pods, 0);
+    }
+
+    #[test]
+    fn the_manager_that_scaled_the_hub_is_named() {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "hub", "managedFields": [
+                {"manager": "helm", "operation": "Update", "time": "2026-11-26T09:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {"manager": "hubgrade", "operation": "Update", "time": "2026-11-26T09:30:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}},
+                {"manager": "kubectl", "operation": "Update", "subresource": "scale",
+                 "time": "2026-11-26T09:50:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+            ]},
+            "spec": {"selector": {}, "template": {}}
+        }))
+        .expect("deployment");
+        assert_eq!(replicas_manager(&deployment).as_deref(), Some("kubectl"));
+    }
+
+    #[test]
+    fn a_read_write_once_pod_claim_in_use_blocks_the_rehearsal() {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "hub-db-dir"},
+            "spec": {"accessModes": ["ReadWriteOncePod"]}
+        }))
+        .expect("claim");
+        let running = pod(100, json!({"phase": "Running"}));
+        let snapshot = Snapshot {
+            claim: Some(claim.clone()),
+            hub_pods: vec![running],
+            ..Snapshot::default()
+        };
+        let why = snapshot.world(now()).rehearsal_blocked.expect("blocked");
+        assert!(why.contains("ReadWriteOncePod"), "{why}");
+        let stopped = Snapshot {
+            claim: Some(claim),
+            ..Snapshot::default()
+        };
+        assert_eq!(stopped.world(now()).rehearsal_blocked, None);
+    }
+}

@@ -20,8 +20,9 @@ pub enum AgentCommand {
         /// Where the copy goes.
         #[arg(long)]
         to: PathBuf,
-        /// Afterwards keep only this many hubgrade backups in the copy's folder (newest first),
-        /// and delete rehearsal copies there.
+        /// Afterwards keep only this many hubgrade backups in the copy's folder (newest first)
+        /// and of JupyterHub's own timestamped copies of the database, and delete rehearsal
+        /// copies.
         #[arg(long)]
         retain: Option<usize>,
     },
@@ -48,6 +49,9 @@ pub struct AgentReport {
     pub backup: Option<crate::backup::BackupReference>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Files a restore removed to make room for itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_to_make_room: Vec<String>,
 }
 
 impl AgentReport {
@@ -66,30 +70,35 @@ impl AgentCommand {
                 to,
                 retain,
             } => {
-                let made = sqlite::back_up(database, to).await;
+                let plan = sqlite::SpacePlan::for_destination(to);
+                let made = sqlite::back_up_for(database, to, plan).await;
                 if let (Ok(_), Some(keep)) = (&made, retain) {
                     // Pruning is housekeeping: a failure to delete an old copy does not undo
                     // the backup just made.
-                    if let Err(error) = sqlite::prune_backups(to, *keep) {
+                    if let Err(error) = sqlite::prune_backups(database, to, *keep) {
                         eprintln!("hubgrade agent: could not prune old backups: {error}");
                     }
                 }
-                made
+                made.map(|backup| (backup, Vec::new()))
             }
             AgentCommand::SqliteRestore { from, to, checksum } => {
-                sqlite::restore(from, to, checksum).await
+                sqlite::restore(from, to, checksum)
+                    .await
+                    .map(|restored| (restored.backup, restored.removed_to_make_room))
             }
         };
         match outcome {
-            Ok(backup) => AgentReport {
+            Ok((backup, removed)) => AgentReport {
                 ok: true,
                 backup: Some(backup),
                 error: None,
+                removed_to_make_room: removed.iter().map(|p| p.display().to_string()).collect(),
             },
             Err(error) => AgentReport {
                 ok: false,
                 backup: None,
                 error: Some(error.to_string()),
+                removed_to_make_room: Vec::new(),
             },
         }
     }

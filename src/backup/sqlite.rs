@@ -428,10 +428,10 @@ fn removable_for_restore(
     };
     let mut candidates = Vec::new();
     for path in jupyterhub_copies(database, folder_of(backup))? {
-        if let Some(bytes) = freed_by_removing(&path)? {
-            if size_and_checksum(&path)?.1 == checksum {
-                candidates.push((path, bytes));
-            }
+        if let Some(bytes) = freed_by_removing(&path)?
+            && size_and_checksum(&path)?.1 == checksum
+        {
+            candidates.push((path, bytes));
         }
     }
     for path in rehearsal_copies(folder_of(backup))? {

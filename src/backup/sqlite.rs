@@ -941,6 +941,11 @@ mod tests {
             Ok(vec![candidates[0].0.clone()])
         );
         assert_eq!(
+            choose_removals(300, &candidates),
+            Ok(vec![candidates[0].0.clone()]),
+            "exactly enough is enough"
+        );
+        assert_eq!(
             choose_removals(301, &candidates),
             Ok(vec![candidates[0].0.clone(), candidates[1].0.clone()])
         );

@@ -21,8 +21,9 @@ pub enum AgentCommand {
         /// Where the copy goes.
         #[arg(long)]
         to: PathBuf,
-        /// Afterwards keep only this many hubgrade backups in the copy's folder (newest first),
-        /// and delete rehearsal copies there.
+        /// Afterwards keep only this many hubgrade backups in the copy's folder (newest first)
+        /// and of JupyterHub's own timestamped copies of the database, and delete rehearsal
+        /// copies.
         #[arg(long)]
         retain: Option<usize>,
     },
@@ -77,6 +78,9 @@ pub struct AgentReport {
     pub revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Files a restore removed to make room for itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_to_make_room: Vec<String>,
 }
 
 impl AgentReport {
@@ -160,18 +164,31 @@ impl AgentCommand {
                 to,
                 retain,
             } => {
-                let made = sqlite::back_up(database, to).await;
+                // The copy's name says what follows it (a rehearsal copy, or the backup before
+                // a migration and maybe a restore), and so how much room it needs.
+                let plan = sqlite::SpacePlan::for_destination(to);
+                let made = sqlite::back_up_for(database, to, plan).await;
                 if let (Ok(_), Some(keep)) = (&made, retain) {
                     // Pruning is housekeeping: a failure to delete an old copy does not undo
                     // the backup just made.
-                    if let Err(error) = sqlite::prune_backups(to, *keep) {
+                    if let Err(error) = sqlite::prune_backups(database, to, *keep) {
                         eprintln!("hubgrade agent: could not prune old backups: {error}");
                     }
                 }
                 backup(made)
             }
             AgentCommand::SqliteRestore { from, to, checksum } => {
-                backup(sqlite::restore(from, to, checksum).await)
+                match sqlite::restore(from, to, checksum).await {
+                    Ok(restored) => AgentReport {
+                        removed_to_make_room: restored
+                            .removed_to_make_room
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect(),
+                        ..backup(Ok(restored.backup))
+                    },
+                    Err(error) => AgentReport::failed(error),
+                }
             }
             AgentCommand::SqliteRevision { database } => {
                 let url = crate::backup::url::DatabaseUrl::Sqlite {

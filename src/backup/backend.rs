@@ -201,8 +201,18 @@ impl DatabaseBackend for Backend {
         let reference = backup.reference.as_str();
         match self {
             Backend::SqliteFile { database, .. } => {
-                sqlite::restore(Path::new(reference), database, checksum(backup)?).await?;
-                Ok(format!("restored {} from {reference}", database.display()))
+                let restored =
+                    sqlite::restore(Path::new(reference), database, checksum(backup)?).await?;
+                let mut report = format!("restored {} from {reference}", database.display());
+                if !restored.removed_to_make_room.is_empty() {
+                    let removed: Vec<String> = restored
+                        .removed_to_make_room
+                        .iter()
+                        .map(|path| path.display().to_string())
+                        .collect();
+                    report.push_str(&format!("; removed to make room: {}", removed.join(", ")));
+                }
+                Ok(report)
             }
             Backend::PostgresClone { server, .. } => {
                 let kept = postgres::restore_clone(server, reference, &stamp()).await?;

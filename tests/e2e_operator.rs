@@ -172,6 +172,14 @@ async fn the_example_hub_is_upgraded() {
     );
 }
 
+/// Makes every Job of the upgrade take a second (KWOK and stand-in marker).
+fn slow_jobs(yaml: String) -> String {
+    yaml.replace(
+        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}",
+        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}\n      annotations: {kwok.hubgrade.io/delay: 1s}",
+    )
+}
+
 /// Marks the hub's pod template so that pods of Jobs copied from it fail (KWOK marker).
 fn failing_jobs(yaml: String) -> String {
     yaml.replace(
@@ -296,17 +304,32 @@ async fn a_hub_that_never_becomes_ready_is_rolled_back() {
     assert!(hub.hub_available().await);
     assert_eq!(hub.jobs_for("restore").await.len(), 1);
     assert_eq!(checksum(&hub.database()), original);
+    // The migration had really changed the database (upgrade-db leaves its timestamped copy):
+    // the equality above is the restore's work.
+    let migrated = std::fs::read_dir(&hub.volume)
+        .expect("volume")
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("jupyterhub.sqlite.20")
+        });
+    assert!(
+        migrated,
+        "the migration left no trace: the roll back proved nothing"
+    );
 }
 
 /// Kills the operator (SIGKILL) once in every phase the upgrade enters, restarting it each time.
-async fn kill_in_every_phase(hub: &mut Hub, name: &str) -> Phase {
+/// Returns the terminal phase and the phases a kill hit.
+async fn kill_in_every_phase(hub: &mut Hub, name: &str) -> (Phase, BTreeSet<String>) {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let start = std::time::Instant::now();
     loop {
         let phase = hub.phase(name).await;
         if let Some(phase) = phase {
             if phase.is_terminal() {
-                return phase;
+                return (phase, seen);
             }
             if seen.insert(phase.to_string()) {
                 hub.kill_operator();
@@ -324,14 +347,21 @@ async fn kill_in_every_phase(hub: &mut Hub, name: &str) -> Phase {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_killed_in_every_phase_still_finishes_each_step_once() {
-    let mut hub = Hub::new("e2e-kill", |yaml| yaml).await;
+    // Each Job takes a second, so the kills surely land while the Jobs run.
+    let mut hub = Hub::new("e2e-kill", slow_jobs).await;
     hub.apply_upgrade(
         "to-4-2-0",
         json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
     )
     .await;
-    let end = kill_in_every_phase(&mut hub, "to-4-2-0").await;
+    let (end, killed_in) = kill_in_every_phase(&mut hub, "to-4-2-0").await;
     assert_eq!(end, Phase::Succeeded, "{}", hub.operator_log());
+    for phase in ["Rehearsal", "BackingUp", "Migrating"] {
+        assert!(
+            killed_in.contains(phase),
+            "no kill during {phase}: {killed_in:?}"
+        );
+    }
     assert_eq!(hub.hub_image().await, TARGET);
     for step in ["rehearsal", "backup", "migration"] {
         assert_eq!(hub.jobs_for(step).await.len(), 1, "{step} Jobs");
@@ -362,8 +392,14 @@ async fn an_operator_killed_in_every_phase_still_rolls_back_once() {
         json!({"hub": {"deployment": "hub"}, "targetImage": TARGET, "migration": {"rehearse": false}}),
     )
     .await;
-    let end = kill_in_every_phase(&mut hub, "to-4-2-0").await;
+    let (end, killed_in) = kill_in_every_phase(&mut hub, "to-4-2-0").await;
     assert_eq!(end, Phase::RolledBack, "{}", hub.operator_log());
+    for phase in ["BackingUp", "Migrating", "RollingBack"] {
+        assert!(
+            killed_in.contains(phase),
+            "no kill during {phase}: {killed_in:?}"
+        );
+    }
     assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
     assert_eq!(checksum(&hub.database()), original);
     for step in ["backup", "migration", "restore"] {

@@ -73,3 +73,34 @@ impl HubUpgradeSpec {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+
+    use crate::api::HubUpgradeSpec;
+
+    #[test]
+    fn every_timeout_comes_from_the_spec() {
+        let spec: HubUpgradeSpec = serde_json::from_value(serde_json::json!({
+            "hub": {"deployment": "hub"},
+            "targetImage": "quay.io/jupyterhub/k8s-hub:4.4.0",
+            "migration": {"timeout": "11m"},
+            "backup": {"timeout": "12m"},
+            "rollout": {"timeout": "13m", "stopTimeout": "14m"},
+            "rollback": {"timeout": "15m"},
+            "drain": {"timeout": "16m"}
+        }))
+        .expect("spec");
+        let timeouts = spec.plan().expect("plan").timeouts;
+        let minutes = |m| SignedDuration::from_mins(m);
+        assert_eq!(timeouts.rehearsal, minutes(11));
+        assert_eq!(timeouts.migration, minutes(11));
+        assert_eq!(timeouts.backup, minutes(12));
+        assert_eq!(timeouts.rollout, minutes(13));
+        assert_eq!(timeouts.verify, minutes(13));
+        assert_eq!(timeouts.scale_down, minutes(14));
+        assert_eq!(timeouts.rollback, minutes(15));
+        assert_eq!(timeouts.drain, minutes(16));
+    }
+}

@@ -80,8 +80,15 @@ async fn finish(client: Client, pod: Pod, volumes: &Path) {
     {
         tokio::time::sleep(delay.unsigned_abs()).await;
     }
-    let (code, report) = play(&pod, volumes).await;
     let namespace = pod.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    // A pod deleted meanwhile (a cancelled migration) was killed: on a node its containers
+    // would stop, so it does nothing more.
+    match api.get_opt(&pod.name_any()).await {
+        Ok(Some(now)) if now.metadata.deletion_timestamp.is_none() && now.uid() == pod.uid() => {}
+        _ => return,
+    }
+    let (code, report) = play(&pod, volumes).await;
     eprintln!(
         "kwok-agent-standin: {namespace}/{} exit {code}: {report}",
         pod.name_any()
@@ -90,8 +97,6 @@ async fn finish(client: Client, pod: Pod, volumes: &Path) {
         "kwok.hubgrade.io/result": report,
         "kwok.hubgrade.io/exit-code": code.to_string(),
     }}});
-    let api: Api<Pod> = Api::namespaced(client, &namespace);
-    // A pod deleted meanwhile (a cancelled migration) has nothing left to finish.
     let _ = api
         .patch(
             &pod.name_any(),
@@ -199,6 +204,13 @@ async fn standin_migration(url: &str) -> (i32, String) {
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
     let result = async {
         let mut db = sqlx::SqliteConnection::connect_with(&options).await?;
+        let (current,): (String,) = sqlx::query_as("SELECT version_num FROM alembic_version")
+            .fetch_one(&mut db)
+            .await?;
+        if current == MIGRATED_REVISION {
+            // Already at head: alembic has nothing to do.
+            return db.close().await;
+        }
         sqlx::query("ALTER TABLE users ADD COLUMN standin_migrated TEXT")
             .execute(&mut db)
             .await?;

@@ -1,0 +1,304 @@
+//! Issue "Safety", points 3 to 6 and 8, end to end on the local (KWOK) cluster: the rehearsal
+//! runs on the hub pod's node; a HubUpgrade deleted mid-upgrade first brings the hub back; a
+//! hub scaled back up during the migration is stopped at once with an Event naming who did it;
+//! a Job whose pod cannot start fails the step within a minute; the stand-in migration really
+//! changes the database, so the roll back has something to undo. (Points 1, 2: the real
+//! JupyterHub tests in tests/upgrade_db_pinned.rs; point 7: tests/db_sqlite.rs.)
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hubgrade::machine::Phase;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use serde_json::json;
+use support::e2e::{Hub, ORIGINAL_IMAGE, checksum};
+
+const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
+const LIMIT: Duration = Duration::from_secs(120);
+const TERMINAL: [Phase; 3] = [Phase::Succeeded, Phase::RolledBack, Phase::Failed];
+const HUB_POD_LABELS: &str = "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}";
+
+/// Puts `annotations` (YAML flow entries) on the hub's pod template; KWOK markers there reach
+/// the pods of the Jobs hubgrade copies from it.
+fn with_template_annotations(annotations: &str) -> impl FnOnce(String) -> String {
+    move |yaml: String| {
+        yaml.replace(
+            HUB_POD_LABELS,
+            &format!("{HUB_POD_LABELS}\n      annotations: {{{annotations}}}"),
+        )
+    }
+}
+
+async fn wait_for_phase(hub: &Hub, name: &str, phase: Phase) {
+    hub.wait_for(name, &[phase], LIMIT).await;
+}
+
+/// Point 3: on a cluster with several nodes, a ReadWriteOnce claim in use by the hub can only
+/// be mounted on the hub pod's node: the rehearsal runs there, even when the scheduler would
+/// put it elsewhere (here: the hub's node is cordoned).
+#[tokio::test(flavor = "multi_thread")]
+async fn rehearsal_runs_on_the_hub_pods_node() {
+    let client = support::client().await;
+    let pool = support::unique("pool");
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..2 {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("{pool}-{i}"),
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"kubernetes.io/os": "linux", "hubgrade-test/pool": pool, "type": "kwok"}
+            },
+            "spec": {"taints": [{"key": "hubgrade-test/pool", "value": pool, "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                       "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}}
+        }))
+        .expect("node");
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("creating a node");
+    }
+    let placement = format!(
+        "      serviceAccountName: hub\n      nodeSelector: {{hubgrade-test/pool: {pool}}}\n      tolerations: [{{key: hubgrade-test/pool, operator: Equal, value: {pool}, effect: NoSchedule}}]\n"
+    );
+    let hub = Hub::new("e2e-node", move |yaml| {
+        yaml.replace("      serviceAccountName: hub\n", &placement)
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(hub.client.clone(), hub.ns());
+    let hub_pod = pods
+        .list(&ListParams::default().labels("component=hub"))
+        .await
+        .expect("hub pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("a hub pod");
+    let hub_node = hub_pod
+        .spec
+        .and_then(|s| s.node_name)
+        .expect("the hub pod's node");
+    nodes
+        .patch(
+            &hub_node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .expect("cordoning the hub's node");
+
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    let done = hub.wait_for("to-4-2-0", &TERMINAL, LIMIT).await;
+    let rehearsal_pods = pods
+        .list(&ListParams::default().labels("hubgrade.io/step=rehearsal"))
+        .await
+        .expect("rehearsal pods")
+        .items;
+    for i in 0..2 {
+        let _ = nodes
+            .delete(&format!("{pool}-{i}"), &DeleteParams::default())
+            .await;
+    }
+    let status = done.status.expect("status");
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{}",
+        status.progress.message
+    );
+    assert_eq!(rehearsal_pods.len(), 1);
+    assert_eq!(
+        rehearsal_pods[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref()),
+        Some(hub_node.as_str()),
+        "the rehearsal ran on another node than the hub pod, whose claim it mounts"
+    );
+}
+
+/// Point 4: deleting a HubUpgrade after it stopped the hub (as Argo CD prune or a Helm hook
+/// delete policy does) rolls the hub back first: database restored, original image, hub
+/// Ready; the outcome is recorded in an Event before the object goes.
+async fn deleted_mid_migration(propagation: PropagationPolicy, prefix: &str) {
+    let hub = Hub::new(
+        prefix,
+        with_template_annotations("kwok.hubgrade.io/delay: 4s"),
+    )
+    .await;
+    let original = checksum(&hub.database());
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET, "migration": {"rehearse": false}}),
+    )
+    .await;
+    wait_for_phase(&hub, "to-4-2-0", Phase::Migrating).await;
+    let params = DeleteParams {
+        propagation_policy: Some(propagation),
+        ..Default::default()
+    };
+    hub.upgrades()
+        .delete("to-4-2-0", &params)
+        .await
+        .expect("deleting the HubUpgrade");
+    support::wait_until(LIMIT, "the deleted HubUpgrade to go", || async {
+        hub.upgrades()
+            .get_opt("to-4-2-0")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await;
+
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert_eq!(hub.hub().await.spec.and_then(|s| s.replicas), Some(1));
+    assert!(hub.hub_available().await, "the hub was left down");
+    assert_eq!(
+        checksum(&hub.database()),
+        original,
+        "the database is not the one from before the upgrade"
+    );
+    let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
+    assert!(!annotations.contains_key("hubgrade.io/locked-by"));
+    let events = hub.event_reasons("to-4-2-0").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note)| reason == "RolledBack" && note.contains("deleted")),
+        "no RolledBack Event saying why: {events:?}"
+    );
+    support::wait_until(Duration::from_secs(30), "its Jobs to be gone", || async {
+        hub.jobs()
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=hubgrade"))
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .all(|j| j.metadata.deletion_timestamp.is_some())
+            })
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_upgrade_mid_migration_rolls_the_hub_back_first() {
+    deleted_mid_migration(PropagationPolicy::Background, "e2e-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_upgrade_in_the_foreground_as_argo_cd_prunes_rolls_the_hub_back_first() {
+    deleted_mid_migration(PropagationPolicy::Foreground, "e2e-delfg").await;
+}
+
+/// Point 5: `kubectl scale` (or Helm, or a GitOps tool) bringing the hub back during the
+/// migration: the Deployment watch wakes the operator, which stops it at once and says who.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_scaled_back_up_mid_upgrade_is_stopped_at_once_naming_who() {
+    let hub = Hub::new(
+        "e2e-scaled",
+        with_template_annotations("kwok.hubgrade.io/delay: 6s"),
+    )
+    .await;
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET, "migration": {"rehearse": false}}),
+    )
+    .await;
+    wait_for_phase(&hub, "to-4-2-0", Phase::Migrating).await;
+    let scaled = support::kubectl(&["scale", "deployment/hub", "--replicas=1", "-n", hub.ns()])
+        .output()
+        .expect("kubectl scale");
+    assert!(scaled.status.success(), "{}", support::stderr(&scaled));
+    let start = Instant::now();
+    support::wait_until(
+        Duration::from_secs(3),
+        "the hub to be scaled to zero again",
+        || async { hub.hub().await.spec.and_then(|s| s.replicas) == Some(0) },
+    )
+    .await;
+    let reacted = start.elapsed();
+    let done = hub.wait_for("to-4-2-0", &TERMINAL, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{}",
+        status.progress.message
+    );
+    let events = hub.event_reasons("to-4-2-0").await;
+    let restarted = events
+        .iter()
+        .find(|(kind, reason, _)| kind == "Warning" && reason == "HubRestarted")
+        .unwrap_or_else(|| panic!("no HubRestarted Event: {events:?}"));
+    assert!(
+        restarted.2.contains("kubectl"),
+        "the Event does not name who scaled the hub: {}",
+        restarted.2
+    );
+    assert!(
+        reacted < Duration::from_secs(3),
+        "the operator took {reacted:?} to stop the hub"
+    );
+}
+
+/// Point 6: a Job whose pod cannot start (its image cannot be pulled) fails its step within a
+/// minute instead of waiting out the 30-minute migration timeout; here the rehearsal, so the
+/// hub is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_pod_cannot_start_fails_within_a_minute() {
+    let hub = Hub::new(
+        "e2e-stuck",
+        with_template_annotations("kwok.hubgrade.io/waiting: ImagePullBackOff"),
+    )
+    .await;
+    let start = Instant::now();
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    let done = hub.wait_for("to-4-2-0", &TERMINAL, LIMIT).await;
+    let took = start.elapsed();
+    let status = done.status.expect("status");
+    assert_eq!(status.progress.phase, Phase::Failed);
+    assert!(
+        status.progress.message.contains("ImagePullBackOff"),
+        "{}",
+        status.progress.message
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert!(hub.hub_available().await);
+}
+
+/// Point 8: the migration on KWOK really changes the database (the stand-in plays
+/// `upgrade-db`), and the revision it reached is read back and recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stand_in_migration_changes_the_database_and_its_revision_is_recorded() {
+    let hub = Hub::new("e2e-revision", |yaml| yaml).await;
+    let original = checksum(&hub.database());
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    let done = hub.wait_for("to-4-2-0", &TERMINAL, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(status.progress.phase, Phase::Succeeded);
+    assert_ne!(
+        checksum(&hub.database()),
+        original,
+        "the migration changed nothing"
+    );
+    let to = status.progress.to.expect("status.to");
+    assert_eq!(to.image, TARGET);
+    assert_eq!(to.revision.as_deref(), Some("4621fec11365"));
+}

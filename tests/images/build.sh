@@ -131,12 +131,16 @@ step_hub_roots() {
 step_hub_venv() {
   local out=$1 build=$2 requirements=$3
   cp "$requirements" "$build/root/requirements.txt"
+  # pip trusts the build host's CA bundle (hosts behind a TLS-inspecting proxy need that); the
+  # bundle stays in the build root only for this step.
+  cp -L /etc/ssl/certs/ca-certificates.crt "$build/root/host-ca.crt"
   rm -rf "$build/opt/venv"
   in_root "$build" sh -ec '
     python3 -m venv /opt/venv
-    /opt/venv/bin/pip install --no-cache-dir --quiet --no-binary pycurl -r /root/requirements.txt
+    PIP_CERT=/root/host-ca.crt /opt/venv/bin/pip install --no-cache-dir --quiet \
+      --no-binary pycurl -r /root/requirements.txt
     /opt/venv/bin/pip check'
-  rm -f "$build/root/requirements.txt"
+  rm -f "$build/root/requirements.txt" "$build/root/host-ca.crt"
   rm -rf "$build/root/.cache"
   mv "$build/opt/venv" "$out/venv"
 }

@@ -60,8 +60,12 @@ clean_root() {
     "$r"/dev/* "$r"/proc/* "$r"/sys/* "$r"/etc/resolv.conf
   find "$r/usr/share/doc" -type f ! -name copyright -delete
   find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
-  echo localhost > "$r/etc/hostname"
+  echo localhost >"$r/etc/hostname"
+  write_hosts "$r"
 }
+
+# A default /etc/hosts for running outside Kubernetes (the kubelet mounts its own).
+write_hosts() { printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$1/etc/hosts"; }
 
 # stage DIR FUNCTION ARGS...: runs FUNCTION DIR.tmp ARGS... unless DIR exists, then renames
 # DIR.tmp to DIR: a step that fails or is interrupted leaves no cache entry behind.
@@ -236,6 +240,7 @@ step_busybox_image() {
   chmod 1777 "$r/tmp" "$r/var/tmp"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' >"$r/etc/passwd"
   printf 'root:x:0:\nnobody:x:65534:\n' >"$r/etc/group"
+  write_hosts "$r"
   new_layout "$out" "$tag"
   umoci insert --image "$out:$tag" "$r" / >/dev/null
   umoci config --image "$out:$tag" \
@@ -261,6 +266,7 @@ step_hubgrade_image() {
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$r/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$r/etc/group"
   echo 'hosts: files dns' >"$r/etc/nsswitch.conf"
+  write_hosts "$r"
   chmod 1777 "$r/tmp"
   chown 65532:65532 "$r/home/nonroot"
   new_layout "$out" "$tag"
@@ -306,7 +312,7 @@ debian_dir() {
 hub_roots_dir() {
   local debian k
   debian=$(debian_dir)
-  k=$(key "$debian" "$(declare -f step_hub_roots clean_root new_layout)")
+  k=$(key "$debian" "$(declare -f step_hub_roots clean_root write_hosts new_layout)")
   stage "$CACHE/steps/hub-roots-$k" step_hub_roots "$debian"
   echo "$CACHE/steps/hub-roots-$k"
 }
@@ -327,19 +333,19 @@ for name in "${names[@]}"; do
       ;;
     configurable-http-proxy)
       debian=$(debian_dir)
-      k=$(key "$debian" "$(declare -f step_proxy_image clean_root new_layout)")
+      k=$(key "$debian" "$(declare -f step_proxy_image clean_root write_hosts new_layout)")
       out=$CACHE/configurable-http-proxy-$tag-$k
       stage "$out" step_proxy_image "$debian" "$tag"
       ;;
     busybox)
-      k=$(key "$(declare -f step_busybox_image new_layout)" "$(sha256sum </bin/busybox)")
+      k=$(key "$(declare -f step_busybox_image write_hosts new_layout)" "$(sha256sum </bin/busybox)")
       out=$CACHE/busybox-$tag-$k
       stage "$out" step_busybox_image "$tag"
       ;;
     hubgrade)
       [[ -x $HUBGRADE_BIN ]] ||
         die "no hubgrade binary at $HUBGRADE_BIN: cargo build --release, or set HUBGRADE_BIN"
-      k=$(key "$(declare -f step_hubgrade_image new_layout)" "$(sha256sum <"$HUBGRADE_BIN")" \
+      k=$(key "$(declare -f step_hubgrade_image write_hosts new_layout)" "$(sha256sum <"$HUBGRADE_BIN")" \
         "$(sha256sum </etc/ssl/certs/ca-certificates.crt)")
       out=$CACHE/hubgrade-$tag-$k
       stage "$out" step_hubgrade_image "$HUBGRADE_BIN" "$tag"

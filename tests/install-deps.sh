@@ -11,7 +11,7 @@ for tool in openssl:openssl curl:curl jq:jq ss:iproute2 setsid:util-linux runuse
             tac:coreutils psql:postgresql-client pg_dump:postgresql-client \
             mariadbd:mariadb-server mariadb-install-db:mariadb-server mysqldump:mariadb-client \
             mariadb:mariadb-client npm:npm python3:python3 \
-            debootstrap:debootstrap umoci:umoci skopeo:skopeo; do
+            debootstrap:debootstrap umoci:umoci skopeo:skopeo update-ca-certificates:ca-certificates; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 # The database tests start private PostgreSQL and MariaDB servers from Debian's packages.

@@ -253,7 +253,8 @@ step_busybox_image() {
 
 # ---------------------------------------------------------------------------------------------
 # hubgrade: the binary at /usr/local/bin/hubgrade, the shared libraries it needs (ldd), CA
-# certificates, user nonroot 65532, ENTRYPOINT ["hubgrade"]; no shell, no package manager.
+# certificates (Debian's ca-certificates), user nonroot 65532, ENTRYPOINT ["hubgrade"]; no shell,
+# no package manager.
 step_hubgrade_image() {
   local out=$1 bin=$2 tag=$3 r lib
   r=$(mktemp -d)/rootfs
@@ -262,7 +263,8 @@ step_hubgrade_image() {
   for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
     cp --parents -L "$lib" "$r/"
   done
-  cp -L /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/ca-certificates.crt"
+  # Debian's Mozilla CA set only: the build host's own bundle may hold local CAs (a proxy's).
+  cat /usr/share/ca-certificates/mozilla/*.crt >"$r/etc/ssl/certs/ca-certificates.crt"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$r/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$r/etc/group"
   echo 'hosts: files dns' >"$r/etc/nsswitch.conf"
@@ -346,7 +348,7 @@ for name in "${names[@]}"; do
       [[ -x $HUBGRADE_BIN ]] ||
         die "no hubgrade binary at $HUBGRADE_BIN: cargo build --release, or set HUBGRADE_BIN"
       k=$(key "$(declare -f step_hubgrade_image write_hosts new_layout)" "$(sha256sum <"$HUBGRADE_BIN")" \
-        "$(sha256sum </etc/ssl/certs/ca-certificates.crt)")
+        "$(cat /usr/share/ca-certificates/mozilla/*.crt | sha256sum)")
       out=$CACHE/hubgrade-$tag-$k
       stage "$out" step_hubgrade_image "$HUBGRADE_BIN" "$tag"
       ;;

@@ -305,6 +305,9 @@ for arg in "$@"; do
 done
 
 mkdir -p "$CACHE/steps"
+# One build at a time per cache: a second run waits, then finds the first one's results.
+exec 9>"$CACHE/.lock"
+flock 9
 debian_dir() {
   local k
   k=$(key "$(declare -f step_debian in_root)" "$SUITE" "$MIRROR")

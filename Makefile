@@ -5,7 +5,10 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 # The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
-.PHONY: test deps lint bench build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs
+.PHONY: test deps lint bench build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
+	images image
+# The binary the local hubgrade image packs (tests/images/build.sh hubgrade).
+HUBGRADE_BIN ?= $(CURDIR)/target/release/hubgrade
 
 ## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
 test: deps cluster-up jupyterhub-venvs
@@ -34,6 +37,15 @@ crd: build
 ## Install the pinned JupyterHub releases from PyPI into cached venvs (tests/jupyterhub/).
 jupyterhub-venvs:
 	@tests/jupyterhub/venvs.sh >/dev/null
+
+## Build the local test cluster's images as OCI layouts (z2jh hub 3.3.8 and 4.4.0, configurable-http-proxy, busybox, hubgrade); cached in ~/.cache/hubgrade/images. Push: tests/images/push.sh HOST:PORT.
+images: deps image
+	@HUBGRADE_BIN="$(HUBGRADE_BIN)" tests/images/build.sh
+
+## Build the hubgrade image from a release build of this tree, or from HUBGRADE_BIN=path (for your own registry: see Containerfile).
+image: deps
+	$(if $(filter file,$(origin HUBGRADE_BIN)),cargo build --release --locked --bin hubgrade)
+	@HUBGRADE_BIN="$(HUBGRADE_BIN)" tests/images/build.sh hubgrade
 
 ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
 cluster-build:

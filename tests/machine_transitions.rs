@@ -2117,3 +2117,17 @@ fn timeouts_are_reported_the_way_a_person_writes_them() {
     let failure = decision.progress.failure.unwrap();
     assert!(failure.contains("within 1h30m5s"), "{failure}");
 }
+
+#[test]
+fn a_hub_deployment_deleted_mid_upgrade_fails_instead_of_retaking_the_lock() {
+    let world = World {
+        hub: None,
+        lock: LockState::Free,
+        ..world_with_stopped_hub()
+    };
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let decision = decide(&plan(), &progress, &world, after(5));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    assert!(decision.progress.message.contains("disappeared"));
+}

@@ -30,14 +30,6 @@ pub struct BackupReference {
 
 /// Bytes available to an unprivileged writer in the file system holding `dir`.
 pub(crate) fn available_space(dir: &std::path::Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `stats` a writable statvfs.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
+    let stats = rustix::fs::statvfs(dir)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }

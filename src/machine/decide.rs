@@ -153,6 +153,10 @@ impl Step<'_> {
     /// After Preflight the upgrade must hold the hub lock. Free: someone removed the annotation;
     /// take it back. Held by another upgrade: stop here, touching nothing more.
     fn lock_lost(&mut self) -> Action {
+        if self.world.hub.is_none() {
+            // No Deployment, no lock to take back: the hub itself is gone.
+            return self.hub_vanished();
+        }
         match &self.world.lock {
             LockState::HeldBy(other) => {
                 let problem = format!(

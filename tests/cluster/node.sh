@@ -15,6 +15,8 @@
 # $NODE_LIB and $NODE_RUN; symlinks in /var/log/containers; go-cni's cache files
 # /var/lib/cni/results/hubgrade-pods-*; shim sockets in /run/containerd/s (removed by the shims).
 
+# shellcheck source=versions.env
+source "$here/versions.env"
 # shellcheck source=node.env
 source "$here/node.env"
 # shellcheck source=images/oci.sh
@@ -215,6 +217,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   disable_apparmor = true
+  # This machine denies CAP_SYS_RESOURCE: no oom_score_adj below containerd's own (0), else runc
+  # fails with "can't get final child's PID from pipe" (the kubelet asks -998 for sandboxes).
+  restrict_oom_score_adj = true
   enable_selinux = false
   max_container_log_line_size = 16384
   # Pod network namespaces under $NODE_RUN rather than /run/netns.

@@ -415,7 +415,8 @@ node_down() {
     ip netns delete "${p##*/}" 2>/dev/null || { umount "$p" 2>/dev/null; rm -f "$p"; }
   done
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link delete "$NODE_BRIDGE" && log "removed bridge $NODE_BRIDGE"
-  rm -f /var/lib/cni/results/"$node_network"-* 2>/dev/null
+  # go-cni's result cache (CRI's loopback network and ours)
+  rm -f /var/lib/cni/results/"$node_network"-* /var/lib/cni/results/cni-loopback-* 2>/dev/null
 
   # Mounts under the private folders, deepest first (overlay rootfs, shm, volumes, tokens).
   local m
@@ -436,7 +437,9 @@ node_down() {
     log "restored sysctls: $(tr '\n' ' ' < "$NODE_RUN/sysctl.saved")"
   fi
   if [[ -f "$NODE_RUN/created-dirs" ]]; then
-    while read -r p; do rmdir "$p/s" "$p" 2>/dev/null; done < "$NODE_RUN/created-dirs"
+    # Only empty folders go: another containerd of the machine may have files there now.
+    while read -r p; do [[ -d "$p" ]] && find "$p" -depth -type d -empty -delete 2>/dev/null; done \
+      < "$NODE_RUN/created-dirs"
   fi
   rm -rf --one-file-system "$NODE_RUN" "$NODE_LIB" 2>/dev/null \
     || log "could not remove all of $NODE_RUN and $NODE_LIB (a mount left?)"

@@ -11,9 +11,10 @@
 # $SERVICE_CIDR onto it; sysctls (ip_forward, and those the kubelet sets: vm.overcommit_memory,
 # kernel.panic, kernel.panic_on_oops), restored from $NODE_RUN/sysctl.saved; iptables chains
 # KUBE-* (kube-proxy, kubelet), CNI-* (portmap), HUBGRADE-NODE* (ours) in iptables and ip6tables;
-# network namespaces /run/netns/cni-*; cgroups /sys/fs/cgroup/*/kubepods; mounts under
-# $NODE_LIB and $NODE_RUN; symlinks in /var/log/containers; go-cni's cache files
-# /var/lib/cni/results/hubgrade-pods-*; shim sockets in /run/containerd/s (removed by the shims).
+# cgroups /sys/fs/cgroup/*/kubepods; mounts under $NODE_LIB and $NODE_RUN (pod network
+# namespaces too); symlinks in /var/log/containers; go-cni's cache files in /var/lib/cni/results;
+# shim sockets in /run/containerd/s (removed by the shims). Global folders that did not exist
+# before are removed again when empty.
 
 # shellcheck source=versions.env
 source "$here/versions.env"
@@ -29,6 +30,9 @@ node_registries=(docker.io quay.io registry.k8s.io ghcr.io)
 node_enabled() { [[ "$HUBGRADE_REAL_NODE" != 0 ]]; }
 node_ports() { echo "$REGISTRY_PORT $KUBELET_PORT $KUBELET_HEALTHZ_PORT $KUBE_PROXY_HEALTHZ_PORT $KUBE_PROXY_METRICS_PORT"; }
 
+# The node is one per machine: $NODE_RUN/owner names the cluster state folder that runs it.
+node_owner() { cat "$NODE_RUN/owner" 2>/dev/null || true; }
+
 node_check_host() {
   local missing=()
   for tool in containerd runc ctr iptables iptables-save ip6tables conntrack gcc tar gzip; do
@@ -42,6 +46,11 @@ node_check_host() {
   fi
   if [[ $(id -u) -ne 0 ]]; then
     log "the real node needs root (or set HUBGRADE_REAL_NODE=0)"
+    exit 1
+  fi
+  local owner; owner="$(node_owner)"
+  if [[ -n "$owner" && "$owner" != "$state" ]]; then
+    log "the real node is in use by the cluster in $owner: stop that one first (HUBGRADE_CLUSTER_DIR=$owner tests/cluster/down.sh), or set HUBGRADE_REAL_NODE=0"
     exit 1
   fi
 }
@@ -75,6 +84,7 @@ node_guards() { # iptables-command
 node_network_up() {
   node_check_host
   mkdir -p "$NODE_RUN" "$NODE_LIB"
+  echo "$state" > "$NODE_RUN/owner"
   # Remember the global folders that we create, so that node_down removes only those.
   for d in /var/log/containers /run/netns /var/lib/cni /run/containerd; do
     [[ -e "$d" ]] || echo "$d" >> "$NODE_RUN/created-dirs"
@@ -356,6 +366,11 @@ YAML
 # Safe when nothing is up; never fails.
 node_down() {
   local -; set +e +o pipefail
+  local owner; owner="$(node_owner)"
+  if [[ -n "$owner" && "$owner" != "$state" ]]; then
+    log "leaving the real node alone: it belongs to the cluster in $owner"
+    return 0
+  fi
   stop_named() { # name...: the processes up.sh recorded under these names
     [[ -f "$state/pids" ]] || return 0
     local pid name want

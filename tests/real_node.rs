@@ -8,9 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{
-    Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
-};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -34,12 +32,16 @@ fn busybox() -> String {
 
 async fn real_node(client: &Client) -> Node {
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes.get_opt(NODE).await.expect("reading nodes").unwrap_or_else(|| {
-        panic!(
-            "the real node {NODE} is missing: start the cluster with `make cluster-up` \
+    nodes
+        .get_opt(NODE)
+        .await
+        .expect("reading nodes")
+        .unwrap_or_else(|| {
+            panic!(
+                "the real node {NODE} is missing: start the cluster with `make cluster-up` \
              (without HUBGRADE_REAL_NODE=0)"
-        )
-    })
+            )
+        })
 }
 
 /// A pod of the busybox image pinned to the real node (its taint tolerated).
@@ -56,43 +58,55 @@ fn pod(name: &str, script: &str, extra: serde_json::Value) -> Pod {
             spec.insert(key.clone(), value.clone());
         }
     }
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec}))
-        .expect("pod object")
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec}),
+    )
+    .expect("pod object")
 }
 
 /// Waits until the pod's container terminated; returns (node, exit code).
 async fn finished(pods: &Api<Pod>, name: &str) -> (String, i32) {
-    let mut result = None;
-    wait_until(MINUTE, &format!("pod {name} to finish"), || async {
-        let Ok(pod) = pods.get(name).await else { return false };
-        let terminated = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|c| c.first())
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.terminated.as_ref())
-            .map(|t| t.exit_code);
-        if let Some(code) = terminated {
-            let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
-            result = Some((node, code));
+    let deadline = std::time::Instant::now() + MINUTE;
+    loop {
+        if let Ok(pod) = pods.get(name).await {
+            let terminated = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| t.exit_code);
+            if let Some(code) = terminated {
+                return (pod.spec.and_then(|s| s.node_name).unwrap_or_default(), code);
+            }
         }
-        result.is_some()
-    })
-    .await;
-    result.expect("a finished pod")
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {MINUTE:?} waiting for pod {name} to finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The pod's output, through kubectl logs (apiserver → kubelet, both authenticated).
 fn logs(ns: &str, name: &str) -> String {
-    let output = kubectl(&["logs", "-n", ns, name]).output().expect("kubectl");
-    assert!(output.status.success(), "kubectl logs {name}: {}", stderr(&output));
+    let output = kubectl(&["logs", "-n", ns, name])
+        .output()
+        .expect("kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl logs {name}: {}",
+        stderr(&output)
+    );
     stdout(&output)
 }
 
 async fn run(pods: &Api<Pod>, ns: &str, pod: Pod) -> (i32, String) {
     let name = pod.name_any();
-    pods.create(&PostParams::default(), &pod).await.expect("creating a pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("creating a pod");
     let (node, code) = finished(pods, &name).await;
     assert_eq!(node, NODE, "pod {name} ran on {node}, not on the real node");
     (code, logs(ns, &name))
@@ -108,7 +122,11 @@ async fn the_real_node_is_ready_labelled_and_tainted() {
         .as_ref()
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
         .map(|c| (c.status.clone(), c.message.clone()));
-    assert_eq!(ready.as_ref().map(|r| r.0.as_str()), Some("True"), "{ready:?}");
+    assert_eq!(
+        ready.as_ref().map(|r| r.0.as_str()),
+        Some("True"),
+        "{ready:?}"
+    );
     let info = status.node_info.expect("node info");
     assert_eq!(info.kubelet_version, format!("v{}", pinned("K8S_VERSION")));
     assert!(
@@ -140,16 +158,24 @@ async fn a_container_really_exits_with_the_code_it_was_asked_for() {
         &ns.name,
         pod(
             "exit3",
-            "echo \"pid $$ on $(hostname), api at $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT\"; exit 3",
+            "echo \"pid $$$$ on $(hostname), api at $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT\"; exit 3",
             json!({}),
         ),
     )
     .await;
     assert_eq!(code, 3, "{output}");
-    // PID 1 of its own PID namespace (pause is not shared), the kubelet's Service variables.
+    // PID 1 of its own PID namespace (`$$$$`: the kubelet turns `$$` into `$`), the kubelet's
+    // Service variables.
     assert_eq!(output.trim(), "pid 1 on exit3, api at 10.96.0.1:443");
-    let phase = pods.get("exit3").await.expect("pod").status.and_then(|s| s.phase);
-    assert_eq!(phase.as_deref(), Some("Failed"));
+    wait_until(MINUTE, "pod exit3 to be Failed", || async {
+        pods.get("exit3")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p == "Failed")
+    })
+    .await;
     ns.delete().await;
 }
 
@@ -164,40 +190,79 @@ async fn a_pod_reads_what_another_wrote_into_a_claim_of_the_default_class() {
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
     }))
     .expect("claim object");
-    claims.create(&PostParams::default(), &claim).await.expect("creating a claim");
-    let class = claims.get("data").await.expect("claim").spec.and_then(|s| s.storage_class_name);
-    assert_eq!(class.as_deref(), Some("hubgrade-local"), "the default StorageClass");
+    claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("creating a claim");
+    let class = claims
+        .get("data")
+        .await
+        .expect("claim")
+        .spec
+        .and_then(|s| s.storage_class_name);
+    assert_eq!(
+        class.as_deref(),
+        Some("hubgrade-local"),
+        "the default StorageClass"
+    );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let volume = json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]});
+    let volume =
+        json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]});
     let mount = |mut pod: Pod| {
-        pod.spec.as_mut().expect("spec").containers[0].volume_mounts =
-            Some(vec![serde_json::from_value(json!({"name": "data", "mountPath": "/data"})).expect("mount")]);
+        pod.spec.as_mut().expect("spec").containers[0].volume_mounts = Some(vec![
+            serde_json::from_value(json!({"name": "data", "mountPath": "/data"})).expect("mount"),
+        ]);
         pod
     };
     let (code, output) = run(
         &pods,
         &ns.name,
-        mount(pod("writer", "echo written-by-writer > /data/file && echo ok", volume.clone())),
+        mount(pod(
+            "writer",
+            "echo written-by-writer > /data/file && echo ok",
+            volume.clone(),
+        )),
     )
     .await;
     assert_eq!((code, output.trim()), (0, "ok"));
-    let (code, output) = run(&pods, &ns.name, mount(pod("reader", "cat /data/file", volume))).await;
+    let (code, output) = run(
+        &pods,
+        &ns.name,
+        mount(pod("reader", "cat /data/file", volume)),
+    )
+    .await;
     assert_eq!((code, output.trim()), (0, "written-by-writer"));
 
     // The volume is a folder of the machine, next to the kubeconfig.
-    let folder = kubeconfig().with_file_name("volumes").join(&ns.name).join("data");
+    let folder = kubeconfig()
+        .with_file_name("volumes")
+        .join(&ns.name)
+        .join("data");
     assert_eq!(
-        std::fs::read_to_string(folder.join("file")).expect("the volume's folder").trim(),
+        std::fs::read_to_string(folder.join("file"))
+            .expect("the volume's folder")
+            .trim(),
         "written-by-writer"
     );
 
     // Deleting the claim deletes its volume (the folder stays).
-    let bound = claims.get("data").await.expect("claim").spec.and_then(|s| s.volume_name).expect("bound");
+    let bound = claims
+        .get("data")
+        .await
+        .expect("claim")
+        .spec
+        .and_then(|s| s.volume_name)
+        .expect("bound");
     for name in ["writer", "reader"] {
-        pods.delete(name, &DeleteParams::default()).await.expect("deleting a pod");
+        pods.delete(name, &DeleteParams::default())
+            .await
+            .expect("deleting a pod");
     }
-    claims.delete("data", &DeleteParams::default()).await.expect("deleting the claim");
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .expect("deleting the claim");
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     wait_until(MINUTE, &format!("volume {bound} to be deleted"), || async {
         volumes.get_opt(&bound).await.ok().flatten().is_none()
@@ -240,16 +305,22 @@ async fn a_cluster_ip_service_answers_pods_and_the_host() {
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
     }))
     .expect("service object");
-    services.create(&PostParams::default(), &service).await.expect("creating a service");
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("creating a service");
     let mut web = pod(
         "web",
         "mkdir -p /tmp/www && echo hello-from-$(hostname) > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
         json!({}),
     );
     web.spec.as_mut().expect("spec").containers[0].readiness_probe = Some(
-        serde_json::from_value(json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1})).expect("probe"),
+        serde_json::from_value(json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1}))
+            .expect("probe"),
     );
-    pods.create(&PostParams::default(), &web).await.expect("creating the web pod");
+    pods.create(&PostParams::default(), &web)
+        .await
+        .expect("creating the web pod");
     wait_until(MINUTE, "the web pod to become Ready", || async {
         pods.get("web")
             .await
@@ -288,8 +359,12 @@ async fn a_cluster_ip_service_answers_pods_and_the_host() {
         Duration::from_secs(5),
     )
     .expect("connecting to the Service from the host");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .expect("request");
     stream.read_to_string(&mut answer).expect("answer");
     assert!(answer.ends_with("hello-from-web\n"), "{answer}");
     ns.delete().await;

@@ -35,7 +35,7 @@ busy=()
 for _ in $(seq 1 50); do
   busy=()
   for port in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CONTROLLER_MANAGER_PORT" \
-              "$SCHEDULER_PORT" "$KWOK_PORT" $(node_ports); do
+              "$SCHEDULER_PORT" "$KWOK_PORT" $( [[ -n "${node_was_ours:-}" ]] && node_ports); do
     ss -Htln "sport = :$port" | grep -q . && busy+=("$port")
   done
   (( ${#busy[@]} == 0 )) && break

@@ -30,8 +30,17 @@ node_registries=(docker.io quay.io registry.k8s.io ghcr.io)
 node_enabled() { [[ "$HUBGRADE_REAL_NODE" != 0 ]]; }
 node_ports() { echo "$REGISTRY_PORT $KUBELET_PORT $KUBELET_HEALTHZ_PORT $KUBE_PROXY_HEALTHZ_PORT $KUBE_PROXY_METRICS_PORT"; }
 
-# The node is one per machine: $NODE_RUN/owner names the cluster state folder that runs it.
-node_owner() { cat "$NODE_RUN/owner" 2>/dev/null || true; }
+# The node is one per machine: $NODE_RUN/owner names the cluster state folder that runs it,
+# while that cluster's containerd lives (a crashed owner's leftovers are anybody's to clean).
+node_owner() {
+  local owner pid name
+  owner="$(cat "$NODE_RUN/owner" 2>/dev/null)" || return 0
+  [[ -f "$owner/pids" ]] || return 0
+  while read -r pid name; do
+    if [[ "$name" == containerd ]] && kill -0 "$pid" 2>/dev/null; then echo "$owner"; return 0; fi
+  done < "$owner/pids"
+  return 0
+}
 
 node_check_host() {
   local missing=()
@@ -371,6 +380,7 @@ node_down() {
     log "leaving the real node alone: it belongs to the cluster in $owner"
     return 0
   fi
+  node_was_ours=1
   stop_named() { # name...: the processes up.sh recorded under these names
     [[ -f "$state/pids" ]] || return 0
     local pid name want

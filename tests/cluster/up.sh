@@ -12,8 +12,19 @@ repo="$(cd "$here/../.." && pwd)"
 source "$here/ports.env"
 state="${HUBGRADE_CLUSTER_DIR:-$repo/target/cluster}"
 log() { echo "[cluster-up] $*" >&2; }
+# The real node is the machine's (one bridge, one set of folders): by default only the cluster
+# in target/cluster runs it; a cluster in another folder (HUBGRADE_CLUSTER_DIR, e.g.
+# tests/cluster_lifecycle.rs's) runs KWOK only, unless HUBGRADE_REAL_NODE=1 is set.
+if [[ -z "${HUBGRADE_REAL_NODE:-}" && "$state" != "$repo/target/cluster" ]]; then
+  HUBGRADE_REAL_NODE=0
+fi
 # shellcheck source=node.sh
 source "$here/node.sh"
+# Even then, it runs without the real node while another cluster has it.
+if node_enabled && [[ -n "$(node_owner)" && "$(node_owner)" != "$state" ]]; then
+  log "the real node belongs to the cluster in $(node_owner): this one runs without it"
+  HUBGRADE_REAL_NODE=0
+fi
 started=$SECONDS
 
 bin="$("$here/build.sh")"

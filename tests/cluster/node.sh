@@ -16,6 +16,7 @@
 # shim sockets in /run/containerd/s (removed by the shims). Global folders that did not exist
 # before are removed again when empty.
 
+# shellcheck disable=SC2154 # here, state, bin: set by up.sh and down.sh, which source this file
 # shellcheck source=versions.env
 source "$here/versions.env"
 # shellcheck source=node.env
@@ -380,6 +381,7 @@ node_down() {
     log "leaving the real node alone: it belongs to the cluster in $owner"
     return 0
   fi
+  # shellcheck disable=SC2034 # read by down.sh
   node_was_ours=1
   stop_named() { # name...: the processes up.sh recorded under these names
     [[ -f "$state/pids" ]] || return 0

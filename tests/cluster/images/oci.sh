@@ -20,7 +20,8 @@ oci_build() { # rootfs layout config-json (the image config's "config" object)
   tmp="$(mktemp -d)"
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu \
     -C "$rootfs" -cf "$tmp/layer.tar" .
-  local diff_id="sha256:$(sha256sum "$tmp/layer.tar" | cut -d' ' -f1)"
+  local diff_id
+  diff_id="sha256:$(sha256sum "$tmp/layer.tar" | cut -d' ' -f1)"
   gzip -n -9 "$tmp/layer.tar"
   local layer_size; layer_size="$(stat -c %s "$tmp/layer.tar.gz")"
   local layer; layer="$(oci_blob "$layout" "$tmp/layer.tar.gz")"

@@ -47,15 +47,15 @@ image: deps
 	$(if $(filter file,$(origin HUBGRADE_BIN)),cargo build --release --locked --bin hubgrade)
 	@HUBGRADE_BIN="$(HUBGRADE_BIN)" tests/images/build.sh hubgrade
 
-## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
+## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, kubelet, kube-proxy, registry.
 cluster-build:
 	@tests/cluster/build.sh
 
-## Start the local cluster; kubeconfig at target/cluster/kubeconfig.
+## Start the local cluster (control plane, KWOK node, real node); kubeconfig at target/cluster/kubeconfig.
 cluster-up:
 	@tests/cluster/up.sh
 
-## Stop every process of the local cluster.
+## Stop every process of the local cluster and remove what its real node made.
 cluster-down:
 	@tests/cluster/down.sh
 

@@ -17,8 +17,17 @@ done
 # The database tests start private PostgreSQL and MariaDB servers from Debian's packages.
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
-# The busybox test image is Debian's static busybox (tests/images/build.sh).
-dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
+# The cluster's real node (tests/cluster/node.sh): containerd 1.6 and runc from Debian (CRI v1,
+# which kubelet 1.34 needs), the CNI plugins (bridge, host-local, portmap), iptables and conntrack
+# for kube-proxy, busybox-static for the test image, a static libc for the pause image.
+for tool in containerd:containerd ctr:containerd runc:runc iptables:iptables conntrack:conntrack \
+            ip:iproute2 gzip:gzip tar:tar; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+done
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap ]] \
+  || need+=(containernetworking-plugins)
+[[ -x /bin/busybox ]] || need+=(busybox-static)
+compgen -G "/usr/lib/*/libc.a" >/dev/null || need+=(libc6-dev)
 
 if (( ${#need[@]} > 0 )); then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -26,6 +35,13 @@ if (( ${#need[@]} > 0 )); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get update -qq
+  # policy-rc.d 101: the containerd package must not start the system's containerd service
+  # (the real node runs its own, with its own folders and socket).
+  rc="/usr/sbin/policy-rc.d"
+  if [[ ! -e "$rc" ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$rc" >/dev/null && $sudo chmod +x "$rc"
+    trap '$sudo rm -f "$rc"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 command -v go >/dev/null || { echo "[deps] Go is required to build the local cluster" >&2; exit 1; }

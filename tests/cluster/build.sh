@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the local cluster's binaries from their Go modules (through the Go module proxy)
+# Builds the local cluster's binaries (control plane, KWOK, helm, and the real node's kubelet,
+# kube-proxy and image registry) from their Go modules (through the Go module proxy)
 # into ~/.cache/hubgrade/cluster/<k8s-version>/bin, once per pinned version.
 # Prints the bin directory on stdout; progress goes to stderr.
 set -euo pipefail
@@ -23,12 +24,14 @@ build_kubernetes() {
   local want="v$K8S_VERSION" minor patch
   minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
   patch="$(echo "$K8S_VERSION" | cut -d. -f3)"
-  local all_built=1
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-    built "$b" "$want" || all_built=0
+  # kubelet and kube-proxy run the real node (tests/cluster/node.sh); like the others, upstream
+  # builds them with CGO_ENABLED=0 (static binaries).
+  local missing=()
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
+    built "$b" "$want" || missing+=("$b")
   done
-  [[ $all_built == 1 ]] && return
-  log "building Kubernetes $want (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
+  (( ${#missing[@]} == 0 )) && return
+  log "building Kubernetes $want (${missing[*]})"
   local dir="$src/kubernetes"
   mkdir -p "$dir"
   # k8s.io/kubernetes points every staging module at ./staging; a wrapper module must replace
@@ -63,7 +66,7 @@ GO
   (
     cd "$dir"
     go mod download k8s.io/kubernetes
-    for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for b in "${missing[@]}"; do
       log "  go build $b"
       go get "$pkg/$b@$want" >/dev/null 2>&1 || go get "$pkg/$b"
       go build -trimpath -ldflags "$ld" -o "$bin/$b" "$pkg/$b"
@@ -116,5 +119,8 @@ build_etcd
 build_installable kwok "v$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
 build_installable helm "v$HELM_VERSION" \
   "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+# The registry of distribution serves the real node's images (tests/cluster/node.sh).
+build_installable registry "v$DISTRIBUTION_VERSION" \
+  "github.com/distribution/distribution/v3/cmd/registry@v$DISTRIBUTION_VERSION"
 build_kubernetes
 echo "$bin"

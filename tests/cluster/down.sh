@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Stops every process tests/cluster/up.sh started and waits until their ports are free.
+# Stops every process tests/cluster/up.sh started and waits until their ports are free; removes
+# what the real node made (containers, mounts, network namespaces, the bridge, iptables chains,
+# cgroups, sysctls: see node.sh). Safe to run when nothing is up.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -8,6 +10,13 @@ repo="$(cd "$here/../.." && pwd)"
 source "$here/ports.env"
 state="${HUBGRADE_CLUSTER_DIR:-$repo/target/cluster}"
 log() { echo "[cluster-down] $*" >&2; }
+bin="$(cat "$state/bin-dir" 2>/dev/null)"
+# shellcheck source=node.sh
+source "$here/node.sh"
+
+# The real node first (its containers while containerd still answers), whether or not it is
+# enabled now: it may have been when the cluster started.
+node_down
 
 if [[ -f "$state/pids" ]]; then
   # Reverse start order: the clients first, etcd last.
@@ -26,7 +35,7 @@ busy=()
 for _ in $(seq 1 50); do
   busy=()
   for port in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CONTROLLER_MANAGER_PORT" \
-              "$SCHEDULER_PORT" "$KWOK_PORT"; do
+              "$SCHEDULER_PORT" "$KWOK_PORT" $( [[ -n "${node_was_ours:-}" ]] && node_ports); do
     ss -Htln "sport = :$port" | grep -q . && busy+=("$port")
   done
   (( ${#busy[@]} == 0 )) && break

@@ -4,9 +4,9 @@
 #
 #   tests/images/push.sh HOST:PORT [NAME...]      (NAME as for build.sh; none: every image)
 #
-#   quay.io/jupyterhub/k8s-hub:3.3.8  -> HOST:PORT/jupyterhub/k8s-hub:3.3.8
-#   docker.io/library/busybox:1.36    -> HOST:PORT/library/busybox:1.36
-#   ghcr.io/hubgrade/hubgrade:0.1.0   -> HOST:PORT/hubgrade/hubgrade:0.1.0
+#   quay.io/jupyterhub/k8s-hub:3.3.8  -> HOST:PORT/quay.io/jupyterhub/k8s-hub:3.3.8
+#   docker.io/library/busybox:1.36    -> HOST:PORT/docker.io/library/busybox:1.36
+#   ghcr.io/hubgrade/hubgrade:0.1.0   -> HOST:PORT/ghcr.io/hubgrade/hubgrade:0.1.0
 #
 # The container runtime's mirror configuration maps quay.io, docker.io and ghcr.io to that
 # registry, so pods keep the real image names. Prints each pushed reference and its digest.
@@ -20,7 +20,7 @@ command -v skopeo >/dev/null || { echo "[images] skopeo missing: run tests/insta
 
 built=$("$here/build.sh" "$@")
 while read -r name layout; do
-  path=${name#*/}   # drop the registry host
+  path=$name   # the registry host stays in the path: the node's mirrors look there
   tag=${name##*:}
   dest=$registry/$path
   echo "[images] pushing $name to $dest" >&2

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hubgrade::machine::Phase;
 use serde_json::json;
-use support::e2e::{Hub, ORIGINAL_IMAGE, checksum};
+use support::e2e::{Hub, ORIGINAL_IMAGE, checksum, with_template_annotations};
 use support::free_port;
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
@@ -172,20 +172,11 @@ async fn the_example_hub_is_upgraded() {
     );
 }
 
-/// Makes every Job of the upgrade take a second (KWOK and stand-in marker).
-fn slow_jobs(yaml: String) -> String {
-    yaml.replace(
-        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}",
-        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}\n      annotations: {kwok.hubgrade.io/delay: 1s}",
-    )
-}
-
 /// Marks the hub's pod template so that pods of Jobs copied from it fail (KWOK marker).
 fn failing_jobs(yaml: String) -> String {
-    yaml.replace(
-        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}",
-        "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}\n      annotations: {kwok.hubgrade.io/fail: job, kwok.hubgrade.io/exit-code: \"3\", kwok.hubgrade.io/message: \"alembic: duplicate column\", kwok.hubgrade.io/delay: 2s}",
-    )
+    with_template_annotations(
+        "kwok.hubgrade.io/fail: job, kwok.hubgrade.io/exit-code: \"3\", kwok.hubgrade.io/message: \"alembic: duplicate column\", kwok.hubgrade.io/delay: 2s",
+    )(yaml)
 }
 
 /// Writes into the database while the migration Job runs, as a migration dying half-way would.
@@ -348,7 +339,11 @@ async fn kill_in_every_phase(hub: &mut Hub, name: &str) -> (Phase, BTreeSet<Stri
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_killed_in_every_phase_still_finishes_each_step_once() {
     // Each Job takes a second, so the kills surely land while the Jobs run.
-    let mut hub = Hub::new("e2e-kill", slow_jobs).await;
+    let mut hub = Hub::new(
+        "e2e-kill",
+        with_template_annotations("kwok.hubgrade.io/delay: 1s"),
+    )
+    .await;
     hub.apply_upgrade(
         "to-4-2-0",
         json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),

@@ -13,24 +13,11 @@ use hubgrade::machine::Phase;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::json;
-use support::e2e::{Hub, ORIGINAL_IMAGE, checksum};
+use support::e2e::{Hub, ORIGINAL_IMAGE, checksum, with_template_annotations};
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 const LIMIT: Duration = Duration::from_secs(120);
 const TERMINAL: [Phase; 3] = [Phase::Succeeded, Phase::RolledBack, Phase::Failed];
-const HUB_POD_LABELS: &str = "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}";
-
-/// Puts `annotations` (YAML flow entries) on the hub's pod template; KWOK markers there reach
-/// the pods of the Jobs hubgrade copies from it.
-fn with_template_annotations(annotations: &str) -> impl FnOnce(String) -> String {
-    move |yaml: String| {
-        yaml.replace(
-            HUB_POD_LABELS,
-            &format!("{HUB_POD_LABELS}\n      annotations: {{{annotations}}}"),
-        )
-    }
-}
-
 async fn wait_for_phase(hub: &Hub, name: &str, phase: Phase) {
     hub.wait_for(name, &[phase], LIMIT).await;
 }

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use support::jupyterhub::{OLD, hubgrade, make_database};
+use support::jupyterhub::{OLD, make_database, revision_of_file as revision};
 use support::{TestNamespace, client, repo, stderr, stdout, wait_until};
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.4.0";
@@ -137,17 +137,6 @@ fn chown_tree(path: &Path) {
             chown_tree(&entry.expect("entry").path());
         }
     }
-}
-
-fn revision(path: &Path) -> String {
-    let output = hubgrade(&[
-        "db",
-        "revision",
-        "--url",
-        &format!("sqlite:///{}", path.display()),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output)
 }
 
 /// Runs the migration Job for a hub whose configuration sets `db_url`; returns how each

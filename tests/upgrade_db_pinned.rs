@@ -12,11 +12,11 @@ use std::path::Path;
 
 use hubgrade::agent::AgentReport;
 use hubgrade::api::HubUpgrade;
-use hubgrade::hub::detect_layout;
+use hubgrade::hub::{HubLayout, detect_layout};
 use hubgrade::kube::objects::{JobInputs, migration_job, rehearsal_job};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
-use support::jupyterhub::{MIDDLE, OLD, hubgrade, make_database};
+use support::jupyterhub::{MIDDLE, OLD, make_database, revision_of_file as revision};
 use support::local_pod::{LocalPod, Ran};
 use support::{stderr, stdout};
 
@@ -104,21 +104,24 @@ fn volumes(hub_db_url: &str) -> Volumes {
     }
 }
 
+fn inputs<'a>(
+    upgrade: &'a HubUpgrade,
+    hub: &'a Deployment,
+    layout: &'a HubLayout,
+) -> JobInputs<'a> {
+    JobInputs {
+        upgrade,
+        hub,
+        layout,
+        agent_image: "ghcr.io/hubgrade/hubgrade:test",
+        target_image: "quay.io/jupyterhub/k8s-hub:4.4.0",
+    }
+}
+
 fn checksum(path: &Path) -> String {
     hubgrade::backup::sqlite::size_and_checksum(path)
         .expect("checksum")
         .1
-}
-
-fn revision(path: &Path) -> String {
-    let output = hubgrade(&[
-        "db",
-        "revision",
-        "--url",
-        &format!("sqlite:///{}", path.display()),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output)
 }
 
 fn describe(runs: &[Ran]) -> String {
@@ -143,13 +146,7 @@ fn rehearsal_migrates_the_copy_not_the_live_database() {
     let before = checksum(&live);
     let (upgrade, hub) = (upgrade(), z2jh_hub());
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
-    let inputs = JobInputs {
-        upgrade: &upgrade,
-        hub: &hub,
-        layout: &layout,
-        agent_image: "ghcr.io/hubgrade/hubgrade:test",
-        target_image: "quay.io/jupyterhub/k8s-hub:4.4.0",
-    };
+    let inputs = inputs(&upgrade, &hub, &layout);
     let runs = volumes
         .pod
         .run(&rehearsal_job(&inputs, Some("node-a"), 600));
@@ -200,13 +197,7 @@ fn migration_acts_only_on_the_database_that_was_backed_up() {
     let (before, other_before) = (checksum(&backed_up), checksum(&other));
     let (upgrade, hub) = (upgrade(), z2jh_hub());
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
-    let inputs = JobInputs {
-        upgrade: &upgrade,
-        hub: &hub,
-        layout: &layout,
-        agent_image: "ghcr.io/hubgrade/hubgrade:test",
-        target_image: "quay.io/jupyterhub/k8s-hub:4.4.0",
-    };
+    let inputs = inputs(&upgrade, &hub, &layout);
     let runs = volumes.pod.run(&migration_job(&inputs, 600));
     let failed = runs.last().expect("a run");
     assert!(
@@ -242,13 +233,7 @@ fn migration_migrates_the_backed_up_database_and_reports_its_revision() {
     let database = volumes.claim.join("jupyterhub.sqlite");
     let (upgrade, hub) = (upgrade(), z2jh_hub());
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
-    let inputs = JobInputs {
-        upgrade: &upgrade,
-        hub: &hub,
-        layout: &layout,
-        agent_image: "ghcr.io/hubgrade/hubgrade:test",
-        target_image: "quay.io/jupyterhub/k8s-hub:4.4.0",
-    };
+    let inputs = inputs(&upgrade, &hub, &layout);
     let runs = volumes.pod.run(&migration_job(&inputs, 600));
     assert!(
         runs.iter().all(|r| r.output.status.success()),

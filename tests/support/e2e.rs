@@ -23,6 +23,20 @@ use hubgrade::machine::Phase;
 
 pub const ORIGINAL_IMAGE: &str = "quay.io/jupyterhub/k8s-hub:4.1.0";
 
+/// The pod template's labels line in examples/z2jh-hub/hub.yaml.
+const HUB_POD_LABELS: &str = "labels: {app: jupyterhub, component: hub, release: jhub, hub.jupyter.org/network-access-proxy-api: \"true\"}";
+
+/// An edit for [`Hub::new`]: puts `annotations` (YAML flow entries) on the hub's pod template;
+/// KWOK markers there reach the pods of the Jobs hubgrade copies from it.
+pub fn with_template_annotations(annotations: &str) -> impl FnOnce(String) -> String + '_ {
+    move |yaml: String| {
+        yaml.replace(
+            HUB_POD_LABELS,
+            &format!("{HUB_POD_LABELS}\n      annotations: {{{annotations}}}"),
+        )
+    }
+}
+
 pub struct Hub {
     pub client: Client,
     pub namespace: TestNamespace,

@@ -78,6 +78,18 @@ pub fn open_and_dump(version: &str, url: &str) -> Result<String, String> {
     }
 }
 
+/// `hubgrade db revision` of an SQLite file: the revision and the release it belongs to.
+pub fn revision_of_file(path: &Path) -> String {
+    let output = hubgrade(&[
+        "db",
+        "revision",
+        "--url",
+        &format!("sqlite:///{}", path.display()),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
 /// Runs the hubgrade binary.
 pub fn hubgrade(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hubgrade"))

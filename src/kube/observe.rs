@@ -40,26 +40,21 @@ pub async fn observe(
         snapshot.hub_pods = hub_pods(&pods, deployment).await?;
         snapshot.lock = observe_lock(client, &namespace, upgrade, deployment).await?;
     }
-    let preflight = if matches!(phase, Phase::Pending | Phase::Preflight) {
-        Some(
-            preflight(
-                client,
-                &namespace,
-                upgrade,
-                deployment.as_ref(),
-                layout.as_ref(),
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
     if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal)
         && let Some(Ok(layout)) = &layout
     {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
         snapshot.claim = claims.get_opt(&layout.volume_claim).await?;
     }
+    let preflight = matches!(phase, Phase::Pending | Phase::Preflight).then(|| {
+        preflight(
+            &namespace,
+            upgrade,
+            deployment.as_ref(),
+            layout.as_ref(),
+            snapshot.claim.as_ref(),
+        )
+    });
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let mut jobs_found = BTreeMap::new();
     for step in JobStep::ALL {
@@ -152,13 +147,14 @@ async fn observe_lock(
     }
 }
 
-async fn preflight(
-    client: &Client,
+/// The read-only checks, on what was read (pure).
+fn preflight(
     namespace: &str,
     upgrade: &HubUpgrade,
     deployment: Option<&Deployment>,
     layout: Option<&Result<HubLayout, LayoutError>>,
-) -> Result<Preflight, kube::Error> {
+    claim: Option<&PersistentVolumeClaim>,
+) -> Preflight {
     let mut problems = Vec::new();
     let hub = &upgrade.spec.hub.deployment;
     match (deployment, layout) {
@@ -167,14 +163,17 @@ async fn preflight(
         )),
         (Some(_), Some(Err(error))) => problems.push(error.to_string()),
         (Some(_), Some(Ok(layout))) => {
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-            match claims.get_opt(&layout.volume_claim).await? {
+            match claim {
                 None => problems.push(format!(
                     "the hub's database volume claim {namespace}/{} does not exist",
                     layout.volume_claim
                 )),
                 Some(claim) => {
-                    let phase = claim.status.and_then(|s| s.phase).unwrap_or_default();
+                    let phase = claim
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default();
                     if phase != "Bound" {
                         problems.push(format!(
                             "the hub's database volume claim {namespace}/{} is {phase}, not Bound",
@@ -202,7 +201,7 @@ async fn preflight(
             "spec.drain is not supported by this version of hubgrade yet; remove it and drain the hub by hand".into(),
         );
     }
-    Ok(Preflight { problems })
+    Preflight { problems }
 }
 
 /// Refuses a target whose tag is an older version of the same image: the database schema

@@ -220,7 +220,12 @@ async fn a_failed_migration_is_rolled_back() {
 
     assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
     assert_eq!(hub.hub().await.spec.and_then(|s| s.replicas), Some(1));
-    assert!(hub.hub_available().await);
+    assert!(
+        hub.hub_available().await,
+        "the hub is not available right after the roll back; Deployment status {:?}, generation {:?}",
+        hub.hub().await.status,
+        hub.hub().await.metadata.generation
+    );
     // The database is the backup again, byte for byte.
     assert_eq!(checksum(&hub.database()), original);
     assert!(status.progress.database_restored);
@@ -292,7 +297,12 @@ async fn a_hub_that_never_becomes_ready_is_rolled_back() {
             .contains("did not become Ready")
     );
     assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
-    assert!(hub.hub_available().await);
+    assert!(
+        hub.hub_available().await,
+        "the hub is not available right after the roll back; Deployment status {:?}, generation {:?}",
+        hub.hub().await.status,
+        hub.hub().await.metadata.generation
+    );
     assert_eq!(hub.jobs_for("restore").await.len(), 1);
     assert_eq!(checksum(&hub.database()), original);
     // The migration had really changed the database (upgrade-db leaves its timestamped copy):

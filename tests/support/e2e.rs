@@ -285,8 +285,34 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Whether the hub Deployment is rolled out and available, as its controller sees it.
+    /// On a Deployment even an annotation bumps `metadata.generation` (the hub lock is one), so
+    /// right after the lock is taken or released `observedGeneration` lags for a moment: the
+    /// answer waits (up to 5 s) until the controller has observed the current generation. A
+    /// failed read is asked again; one that keeps failing fails the test with the API's error.
     pub async fn hub_available(&self) -> bool {
-        hub_available(&self.deployments()).await
+        let deployments = self.deployments();
+        let start = std::time::Instant::now();
+        let mut errors = 0;
+        loop {
+            match deployments.get("hub").await {
+                Ok(hub) => {
+                    let observed = hub.status.as_ref().and_then(|s| s.observed_generation)
+                        >= hub.metadata.generation;
+                    if observed || start.elapsed() > Duration::from_secs(5) {
+                        return deployment_available(&hub);
+                    }
+                }
+                Err(error) => {
+                    errors += 1;
+                    assert!(
+                        errors < 5,
+                        "reading the hub Deployment kept failing: {error}"
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Jobs of this namespace made for `step` (backup, migration, restore, rehearsal).
@@ -327,12 +353,16 @@ impl Hub {
 }
 
 async fn hub_available(deployments: &Api<Deployment>) -> bool {
-    let Ok(d) = deployments.get("hub").await else {
-        return false;
-    };
+    match deployments.get("hub").await {
+        Ok(d) => deployment_available(&d),
+        Err(_) => false,
+    }
+}
+
+fn deployment_available(d: &Deployment) -> bool {
     let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let current = d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation;
-    let status = d.status.unwrap_or_default();
+    let status = d.status.clone().unwrap_or_default();
     current
         && status.available_replicas.unwrap_or(0) == wanted
         && status.updated_replicas.unwrap_or(0) == wanted

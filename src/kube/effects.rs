@@ -242,7 +242,7 @@ pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), E
 /// hubgrade's writes from others' (who scaled the hub back up).
 fn patch_params() -> PatchParams {
     PatchParams {
-        field_manager: Some(super::interpret::MANAGER.to_string()),
+        field_manager: Some(super::MANAGER.to_string()),
         ..Default::default()
     }
 }

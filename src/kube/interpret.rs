@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, PersistentVolumeClaim, Pod};
 
+use super::MANAGER;
 use super::objects::JobStep;
 use crate::agent::AgentReport;
 use crate::hub::{HubLayout, LayoutError};
@@ -16,9 +17,6 @@ use crate::machine::{BackupReport, HubObservation, LockState, StepState, World};
 /// A pod that has not started this long after it was created is stuck, when the reason is one
 /// that does not clear by itself (an image that cannot be pulled, a missing Secret, no node).
 pub const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(30);
-
-/// Field managers of hubgrade's own writes.
-pub const MANAGER: &str = "hubgrade";
 
 /// Everything one reconcile read.
 #[derive(Clone, Debug, Default)]

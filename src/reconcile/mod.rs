@@ -29,8 +29,7 @@ use crate::machine::{Decision, EventKind, Outcome, Phase, Progress, StepRecord, 
 
 pub use metrics::Metrics;
 
-/// The field manager of every write hubgrade makes.
-pub const MANAGER: &str = "hubgrade";
+pub use crate::kube::MANAGER;
 /// Holds a deleted HubUpgrade until it has ended (rolled back or finished, if it had stopped
 /// the hub) and released the hub lock.
 pub const FINALIZER: &str = "hubgrade.io/hub-lock";

@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hubgrade::backup::postgres::{clone_database, dump, restore_dump};
-use hubgrade::backup::sqlite::{back_up, size_and_checksum};
-use hubgrade::backup::url::DatabaseUrl;
+use hubgrade::db::postgres::{clone_database, dump, restore_dump};
+use hubgrade::db::sqlite::{back_up, size_and_checksum};
+use hubgrade::db::url::DatabaseUrl;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection};

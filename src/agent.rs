@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
-use crate::backup::{BackupReference, sqlite};
+use crate::db::{BackupReference, sqlite};
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum AgentCommand {
@@ -191,10 +191,10 @@ impl AgentCommand {
                 }
             }
             AgentCommand::SqliteRevision { database } => {
-                let url = crate::backup::url::DatabaseUrl::Sqlite {
+                let url = crate::db::url::DatabaseUrl::Sqlite {
                     path: database.clone(),
                 };
-                match crate::backup::revision::read_revision(&url).await {
+                match crate::db::revision::read_revision(&url).await {
                     Ok(revision) => AgentReport {
                         ok: true,
                         revision,

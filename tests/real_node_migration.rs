@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use hubgrade::agent::AgentReport;
 use hubgrade::api::HubUpgrade;
+use hubgrade::cluster::objects::{JobInputs, migration_job};
 use hubgrade::hub::detect_layout;
-use hubgrade::kube::objects::{JobInputs, migration_job};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{

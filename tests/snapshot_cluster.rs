@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hubgrade::backup::snapshot::{SnapshotError, restore_claim, snapshot_claim};
+use hubgrade::cluster::snapshot::{SnapshotError, restore_claim, snapshot_claim};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, PostParams};
 use serde_json::json;

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use hubgrade::agent::AgentReport;
 use hubgrade::api::HubUpgrade;
+use hubgrade::cluster::objects::{JobInputs, migration_job, rehearsal_job};
 use hubgrade::hub::{HubLayout, detect_layout};
-use hubgrade::kube::objects::{JobInputs, migration_job, rehearsal_job};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 use support::jupyterhub::{MIDDLE, OLD, make_database, revision_of_file as revision};
@@ -119,7 +119,7 @@ fn inputs<'a>(
 }
 
 fn checksum(path: &Path) -> String {
-    hubgrade::backup::sqlite::size_and_checksum(path)
+    hubgrade::db::sqlite::size_and_checksum(path)
         .expect("checksum")
         .1
 }

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
-use crate::backup::BackupReference;
-use crate::backup::backend::{self, Backend, DatabaseBackend};
-use crate::backup::revision::read_revision;
-use crate::backup::url::DatabaseUrl;
+use crate::db::BackupReference;
+use crate::db::backend::{self, Backend, DatabaseBackend};
+use crate::db::revision::read_revision;
+use crate::db::url::DatabaseUrl;
 use crate::hub::revision::{check_upgrade, release_for_version, release_of};
 
 #[derive(Debug, Clone, Subcommand)]

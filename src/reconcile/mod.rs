@@ -23,13 +23,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{HubUpgrade, HubUpgradeStatus};
-use crate::kube::effects::{self, EffectError, EffectInputs};
-use crate::kube::observe::observe;
+use crate::cluster::effects::{self, EffectError, EffectInputs};
+use crate::cluster::observe::observe;
 use crate::machine::{Decision, EventKind, Outcome, Phase, Progress, StepRecord, decide};
 
 pub use metrics::Metrics;
 
-pub use crate::kube::MANAGER;
+pub use crate::cluster::MANAGER;
 /// Holds a deleted HubUpgrade until it has ended (rolled back or finished, if it had stopped
 /// the hub) and released the hub lock.
 pub const FINALIZER: &str = "hubgrade.io/hub-lock";
@@ -89,7 +89,7 @@ pub async fn run_controller(
         // A locked hub that changes (scaled back up by Helm or a GitOps tool, its pods gone)
         // wakes the upgrade holding the lock at once, not at its next poll.
         .watches(deployments, watcher::Config::default(), |hub| {
-            let (name, _) = crate::kube::lock::holder(&hub)?;
+            let (name, _) = crate::cluster::lock::holder(&hub)?;
             Some(ObjectRef::new(&name).within(&hub.namespace()?))
         })
         .graceful_shutdown_on(shutdown)

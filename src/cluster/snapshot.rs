@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind,
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::BackupReference;
+use crate::db::BackupReference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

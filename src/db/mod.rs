@@ -1,12 +1,12 @@
-//! Database backups: making them, checking them, restoring them: SQLite files, PostgreSQL and
-//! MySQL/MariaDB clones and dumps.
+//! Hub databases: reading their revision, backing them up, checking and restoring the backups:
+//! SQLite files, PostgreSQL and MySQL/MariaDB clones and dumps. (Snapshots of claims are
+//! Kubernetes objects: `cluster::snapshot`.)
 
 pub mod backend;
 pub mod mysql;
 pub mod postgres;
 pub mod revision;
 pub mod server;
-pub mod snapshot;
 pub mod sqlite;
 pub mod url;
 

@@ -1,0 +1,15 @@
+//! The Kubernetes side of the operator (named `cluster` so it does not shadow the `kube` crate):
+//! what the operator reads from the cluster to feed the state machine (`observe`, `interpret`),
+//! how it carries out the machine's actions (`effects`, `objects`, `lock`), and CSI
+//! VolumeSnapshots of claims (`snapshot`).
+
+/// The field manager of every write hubgrade makes (status applies and object patches alike),
+/// so managed fields tell hubgrade's writes from others'.
+pub const MANAGER: &str = "hubgrade";
+
+pub mod effects;
+pub mod interpret;
+pub mod lock;
+pub mod objects;
+pub mod observe;
+pub mod snapshot;

@@ -1,6 +1,13 @@
 //! Leader election with a `coordination.k8s.io` Lease: only the holder runs the controller, so
 //! two replicas never both act. A replica that cannot renew its lease in time exits, rather
 //! than risk acting beside a new leader.
+//!
+//! Hand-written because no leader-election crate fits (checked 2026-11 on crates.io):
+//! `kube-leader-election` 0.44.0 needs kube 4, `kube-coordinate` 2.0.0-rc.0 kube 2, and
+//! `kubert` 0.25.0 kube 1.1. `kube-lease-manager` 0.13.1 supports kube 5, but a standby reads
+//! the Lease again only when the expiry it last saw has passed, so a lease given back on a clean
+//! shutdown is taken only up to a whole lease duration later (the hand-over test in
+//! `tests/e2e_operator.rs` asks for less), and it needs `patch` on Leases besides.
 
 use std::time::Duration;
 

@@ -4,46 +4,31 @@ use jiff::SignedDuration;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DurationError {
-    #[error("{0:?} is not a duration; write it like 30m, 90s or 1h30m")]
+    #[error("{0:?} is not a duration; write it like 30m, 90s or 1h30m (largest unit first)")]
     Malformed(String),
     #[error("{0:?} must be longer than zero")]
     NotPositive(String),
 }
 
-/// Parses a sequence of `<number><unit>` with units `ms`, `s`, `m`, `h` (the CRD's CEL rule
-/// accepts the same grammar, so a value the API server took always parses here).
+/// Parses a sequence of `<number><unit>` with units `ms`, `s`, `m`, `h`, largest unit first,
+/// a fraction only on the last (the CRD's CEL rule accepts this grammar).
+///
+/// jiff's friendly format does the parsing. It also reads spaces, signs, long unit names and
+/// ISO 8601, which the CRD refuses, so only digits, `.` and the four units are let through.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, DurationError> {
     let malformed = || DurationError::Malformed(text.to_string());
-    let mut rest = text;
-    let mut total_ms: u128 = 0;
-    if rest.is_empty() {
+    let kubernetes_style = text.starts_with(|c: char| c.is_ascii_digit())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'h' | 'm' | 's'));
+    if !kubernetes_style {
         return Err(malformed());
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(malformed)?;
-        let (number, after) = rest.split_at(digits);
-        let value: f64 = number.parse().map_err(|_| malformed())?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let unit_ms: f64 = match unit {
-            "ms" => 1.0,
-            "s" => 1_000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
-            _ => return Err(malformed()),
-        };
-        total_ms += (value * unit_ms).round() as u128;
-        rest = next;
-    }
-    if total_ms == 0 {
+    let duration: SignedDuration = text.parse().map_err(|_| malformed())?;
+    if !duration.is_positive() {
         return Err(DurationError::NotPositive(text.to_string()));
     }
-    let ms = i64::try_from(total_ms).map_err(|_| malformed())?;
-    Ok(SignedDuration::from_millis(ms))
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -60,6 +45,10 @@ mod tests {
             parse_duration("250ms"),
             Ok(SignedDuration::from_millis(250))
         );
+        assert_eq!(
+            parse_duration("1h2m3s4ms"),
+            Ok(SignedDuration::from_millis(3_723_004))
+        );
     }
 
     #[test]
@@ -74,5 +63,23 @@ mod tests {
             parse_duration("0s"),
             Err(DurationError::NotPositive("0s".into()))
         );
+    }
+
+    #[test]
+    fn refuses_what_jiff_reads_but_the_crd_does_not() {
+        for bad in [
+            "PT30M",
+            "30 minutes",
+            "30min",
+            "1h 30m",
+            "+5m",
+            "5m ago",
+            "1.h",
+        ] {
+            assert!(
+                matches!(parse_duration(bad), Err(DurationError::Malformed(_))),
+                "{bad:?} was accepted"
+            );
+        }
     }
 }

@@ -2,9 +2,25 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use strum::{EnumCount, VariantArray};
 
 /// Where an upgrade is. `Succeeded`, `RolledBack` and `Failed` are terminal.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumCount,
+    strum::VariantArray,
+)]
 pub enum Phase {
     /// Accepted, nothing done yet.
     #[default]
@@ -36,47 +52,35 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 13] = [
-        Phase::Pending,
-        Phase::Preflight,
-        Phase::Rehearsal,
-        Phase::Draining,
-        Phase::ScalingDown,
-        Phase::BackingUp,
-        Phase::Migrating,
-        Phase::RollingOut,
-        Phase::Verifying,
-        Phase::Succeeded,
-        Phase::RollingBack,
-        Phase::RolledBack,
-        Phase::Failed,
-    ];
+    /// Every phase, in the order declared above.
+    pub const ALL: [Phase; Phase::COUNT] = match Phase::VARIANTS.first_chunk() {
+        Some(all) => *all,
+        None => unreachable!(),
+    };
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
     }
 
+    /// The phase's name, as serde writes it in the status and Display prints it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Preflight => "Preflight",
-            Phase::Rehearsal => "Rehearsal",
-            Phase::Draining => "Draining",
-            Phase::ScalingDown => "ScalingDown",
-            Phase::BackingUp => "BackingUp",
-            Phase::Migrating => "Migrating",
-            Phase::RollingOut => "RollingOut",
-            Phase::Verifying => "Verifying",
-            Phase::Succeeded => "Succeeded",
-            Phase::RollingBack => "RollingBack",
-            Phase::RolledBack => "RolledBack",
-            Phase::Failed => "Failed",
-        }
+        self.into()
     }
 }
 
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_as_str_are_the_names_serde_writes() {
+        for phase in Phase::ALL {
+            let json = serde_json::to_value(phase).expect("serialize");
+            assert_eq!(json, serde_json::Value::from(phase.as_str()));
+            assert_eq!(phase.to_string(), phase.as_str());
+        }
+        assert_eq!(Phase::ScalingDown.as_str(), "ScalingDown");
+        assert_eq!(Phase::ALL.len(), 13);
+        assert_eq!(Phase::ALL[0], Phase::Pending);
     }
 }

@@ -1,5 +1,5 @@
-//! `hubgrade run`: the operator process. Serves /metrics and /healthz, waits for the leader
-//! lease, runs the controller while it holds it, and exits if it loses it.
+//! `hubgrade run`: the operator process. Serves /metrics, /healthz and /readyz, waits for the
+//! leader lease, runs the controller while it holds it, and exits if it loses it.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use kube::runtime::events::Recorder;
 use tracing::{error, info};
 
 use crate::reconcile::leader::{LeaderLease, LeaseConfig};
+use crate::reconcile::metrics::{Health, Role};
 use crate::reconcile::{Context, Metrics, reporter, run_controller};
 
 #[derive(Debug, Clone, Args)]
@@ -21,7 +22,7 @@ pub struct RunArgs {
     /// Image the backup and restore Jobs run (`hubgrade agent`): the operator's own image.
     #[arg(long, env = "HUBGRADE_AGENT_IMAGE", default_value = concat!("ghcr.io/hubgrade/hubgrade:", env!("CARGO_PKG_VERSION")))]
     pub agent_image: String,
-    /// Address of /metrics and /healthz.
+    /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HUBGRADE_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
     /// Namespace of the leader Lease (default: --namespace, else $POD_NAMESPACE, else default).
@@ -51,6 +52,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
     let listener = match tokio::net::TcpListener::bind(args.metrics_address).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -58,7 +60,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tokio::spawn(crate::reconcile::metrics::serve(listener, metrics.clone()));
+    let server = crate::reconcile::metrics::serve(listener, metrics.clone(), health.clone());
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            error!(%error, "serving /metrics stopped");
+        }
+    });
 
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -81,7 +88,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     );
     info!(%identity, namespace = ?args.namespace, "waiting for the leader lease");
     tokio::select! {
-        _ = lease.acquire() => {}
+        _ = lease.acquire(&health) => {}
         _ = shutdown_signal() => return ExitCode::SUCCESS,
     }
     metrics.set_leader(true);
@@ -93,13 +100,17 @@ pub async fn run(args: RunArgs) -> ExitCode {
         agent_image: args.agent_image.clone(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(
-        context,
-        args.namespace.clone(),
+    let controller = run_controller(context, args.namespace.clone(), async move {
+        let _ = stopped.await;
+    });
+    health.set(Role::Running);
+    let controller = tokio::spawn({
+        let health = health.clone();
         async move {
-            let _ = stopped.await;
-        },
-    ));
+            controller.await;
+            health.set(Role::Leader);
+        }
+    });
     tokio::select! {
         _ = lease.keep() => {
             error!("lost the leader lease; exiting so that only the new leader acts");

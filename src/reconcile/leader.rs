@@ -17,6 +17,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
+use super::metrics::{Health, Role};
+
 pub struct LeaseConfig {
     pub namespace: String,
     pub name: String,
@@ -38,16 +40,21 @@ impl LeaderLease {
         }
     }
 
-    /// Waits until this replica holds the lease.
-    pub async fn acquire(&self) {
+    /// Waits until this replica holds the lease; until then `health` says whether it is a
+    /// standby (another replica holds the lease) or does not know (the lease could not be read).
+    pub async fn acquire(&self, health: &Health) {
         loop {
             match self.try_hold().await {
                 Ok(true) => {
                     info!(lease = %self.config.name, identity = %self.config.identity, "became the leader");
+                    health.set(Role::Leader);
                     return;
                 }
-                Ok(false) => {}
-                Err(error) => warn!(%error, "could not take the leader lease"),
+                Ok(false) => health.set(Role::Standby),
+                Err(error) => {
+                    warn!(%error, "could not take the leader lease");
+                    health.set(Role::Unknown);
+                }
             }
             tokio::time::sleep(self.config.duration / 3).await;
         }

@@ -1,35 +1,100 @@
-//! Prometheus metrics and the health endpoint, served on one port (`/metrics`, `/healthz`).
+//! Prometheus metrics and the health endpoints, served on one port by axum:
+//!
+//! - `/metrics`: the counters below and `hubgrade_leader`, in the OpenMetrics text format
+//!   (prometheus-client).
+//! - `/healthz` (liveness): 200 `ok` whenever the process answers. Restarting would not help
+//!   with anything else, so nothing else is checked.
+//! - `/readyz` (readiness): 200 when this replica does its part: it holds the leader Lease and its
+//!   controller runs, or it is a standby because another replica holds the Lease (the body says
+//!   which). 503 while the Lease has not yet been read, after a Lease read failed, between taking
+//!   the Lease and starting the controller, and after the controller stopped.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::machine::{Action, Phase};
 
-#[derive(Default)]
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
 pub struct Metrics {
-    reconciliations: AtomicU64,
-    failures: AtomicU64,
-    leader: AtomicBool,
-    actions: Mutex<BTreeMap<&'static str, u64>>,
-    phases: Mutex<BTreeMap<&'static str, u64>>,
+    registry: Registry,
+    reconciliations: Counter,
+    failures: Counter,
+    leader: Gauge,
+    actions: Family<ActionLabel, Counter>,
+    phases: Family<PhaseLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reconciliations = Counter::default();
+        let failures = Counter::default();
+        let leader = Gauge::default();
+        let actions = Family::default();
+        let phases = Family::default();
+        // Counters get their `_total` suffix from prometheus-client.
+        let mut registry = Registry::with_prefix("hubgrade");
+        registry.register(
+            "reconciliations",
+            "Reconciliations of HubUpgrades",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed and were retried",
+            failures.clone(),
+        );
+        registry.register(
+            "leader",
+            "Whether this replica holds the leader lease",
+            leader.clone(),
+        );
+        registry.register("actions", "Actions carried out, by action", actions.clone());
+        registry.register("phase_entries", "Phases entered, by phase", phases.clone());
+        Metrics {
+            registry,
+            reconciliations,
+            failures,
+            leader,
+            actions,
+            phases,
+        }
+    }
 }
 
 impl Metrics {
     pub fn reconciled(&self) {
-        self.reconciliations.fetch_add(1, Ordering::Relaxed);
+        self.reconciliations.inc();
     }
     pub fn failed(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures.inc();
     }
     pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Relaxed);
+        self.leader.set(i64::from(leader));
     }
     pub fn acted(&self, action: &Action) {
-        let name = match action {
+        let action = match action {
             Action::Wait => return,
             Action::AcquireLock => "acquire_lock",
             Action::ReleaseLock => "release_lock",
@@ -44,78 +109,214 @@ impl Metrics {
             Action::SetHubImage { .. } => "set_hub_image",
             Action::StartRestore => "start_restore",
         };
-        if let Ok(mut actions) = self.actions.lock() {
-            *actions.entry(name).or_default() += 1;
-        }
+        self.actions.get_or_create(&ActionLabel { action }).inc();
     }
     pub fn entered(&self, phase: Phase) {
-        if let Ok(mut phases) = self.phases.lock() {
-            *phases.entry(phase.as_str()).or_default() += 1;
-        }
+        let phase = phase.as_str();
+        self.phases.get_or_create(&PhaseLabel { phase }).inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP hubgrade_reconciliations_total Reconciliations of HubUpgrades.\n# TYPE hubgrade_reconciliations_total counter\n");
-        out.push_str(&format!(
-            "hubgrade_reconciliations_total {}\n",
-            self.reconciliations.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP hubgrade_reconcile_errors_total Reconciliations that failed and were retried.\n# TYPE hubgrade_reconcile_errors_total counter\n");
-        out.push_str(&format!(
-            "hubgrade_reconcile_errors_total {}\n",
-            self.failures.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP hubgrade_leader Whether this replica holds the leader lease.\n# TYPE hubgrade_leader gauge\n");
-        out.push_str(&format!(
-            "hubgrade_leader {}\n",
-            u8::from(self.leader.load(Ordering::Relaxed))
-        ));
-        out.push_str("# HELP hubgrade_actions_total Actions carried out, by action.\n# TYPE hubgrade_actions_total counter\n");
-        if let Ok(actions) = self.actions.lock() {
-            for (name, count) in actions.iter() {
-                out.push_str(&format!(
-                    "hubgrade_actions_total{{action=\"{name}\"}} {count}\n"
-                ));
-            }
-        }
-        out.push_str("# HELP hubgrade_phase_entries_total Phases entered, by phase.\n# TYPE hubgrade_phase_entries_total counter\n");
-        if let Ok(phases) = self.phases.lock() {
-            for (name, count) in phases.iter() {
-                out.push_str(&format!(
-                    "hubgrade_phase_entries_total{{phase=\"{name}\"}} {count}\n"
-                ));
-            }
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
 
-/// Serves `/metrics` and `/healthz` until the process ends. A tiny HTTP/1.0 responder: two
-/// fixed GET endpoints do not need a web framework.
-pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buffer = [0u8; 1024];
-            let n = stream.read(&mut buffer).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buffer[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = match path {
-                "/metrics" => ("200 OK", metrics.render()),
-                "/healthz" | "/readyz" => ("200 OK", "ok\n".to_string()),
-                _ => ("404 Not Found", "not found\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
+/// What this replica is doing, as far as readiness is concerned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// The Lease has not been read yet, or the last attempt failed.
+    #[default]
+    Unknown,
+    /// Another replica holds the Lease; this one waits to take over.
+    Standby,
+    /// This replica holds the Lease; its controller is not running (yet, or any more).
+    Leader,
+    /// This replica holds the Lease and runs the controller.
+    Running,
+}
+
+/// The replica's role, shared by the lease loop, `run` and the `/readyz` handler.
+#[derive(Debug, Default)]
+pub struct Health {
+    role: Mutex<Role>,
+}
+
+impl Health {
+    pub fn set(&self, role: Role) {
+        if let Ok(mut current) = self.role.lock() {
+            *current = role;
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.lock().map(|role| *role).unwrap_or_default()
+    }
+
+    fn readiness(&self) -> (StatusCode, &'static str) {
+        match self.role() {
+            Role::Running => (StatusCode::OK, "ready: leader, controller running\n"),
+            Role::Standby => (
+                StatusCode::OK,
+                "ready: standby, another replica holds the leader lease\n",
+            ),
+            Role::Leader => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: leader, controller not running\n",
+            ),
+            Role::Unknown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the leader lease has not been read\n",
+            ),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// The routes `/metrics`, `/healthz` and `/readyz` (see the module's header).
+pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(Shared { metrics, health })
+}
+
+async fn scrape(State(shared): State<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        shared.metrics.render(),
+    )
+}
+
+async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
+    shared.health.readiness()
+}
+
+/// Serves the router until the process ends.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, health)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, String, String) {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let response = router.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+        )
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_in_the_text_format_under_the_same_names() {
+        let metrics = Arc::new(Metrics::default());
+        let router = router(metrics.clone(), Arc::default());
+        let (status, content_type, empty) = get(&router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("application/openmetrics-text"));
+        assert!(empty.contains("hubgrade_leader 0\n"), "{empty}");
+        assert!(!empty.contains("hubgrade_actions_total{"), "{empty}");
+
+        metrics.reconciled();
+        metrics.reconciled();
+        metrics.failed();
+        metrics.set_leader(true);
+        metrics.acted(&Action::StartMigration);
+        metrics.acted(&Action::Wait);
+        metrics.entered(Phase::ScalingDown);
+        let (_, _, text) = get(&router, "/metrics").await;
+        for line in [
+            "# HELP hubgrade_reconciliations Reconciliations of HubUpgrades.",
+            "# TYPE hubgrade_reconciliations counter",
+            "hubgrade_reconciliations_total 2",
+            "hubgrade_reconcile_errors_total 1",
+            "# TYPE hubgrade_leader gauge",
+            "hubgrade_leader 1",
+            "hubgrade_actions_total{action=\"start_migration\"} 1",
+            "hubgrade_phase_entries_total{phase=\"ScalingDown\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("action=\"wait\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_and_readyz_tells_the_role() {
+        let health = Arc::new(Health::default());
+        let router = router(Arc::default(), health.clone());
+        let (status, _, body) = get(&router, "/healthz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+
+        let (status, _, body) = get(&router, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        health.set(Role::Standby);
+        let (status, _, body) = get(&router, "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("standby"), "{body}");
+        health.set(Role::Leader);
+        let (status, _, body) = get(&router, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        health.set(Role::Running);
+        let (status, _, body) = get(&router, "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("leader"), "{body}");
+
+        let (status, _, _) = get(&router, "/nothing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    /// The end-to-end tests and simple probes speak HTTP/1.0 without a Host header.
+    #[tokio::test]
+    async fn answers_a_bare_http_1_0_request_and_closes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(serve(listener, Arc::default(), Arc::default()));
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .expect("request");
+        let mut response = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_string(&mut response),
+        )
+        .await
+        .expect("the server closes the connection")
+        .expect("response");
+        assert!(response.contains(" 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("ok\n"), "{response}");
     }
 }

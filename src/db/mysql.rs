@@ -39,8 +39,8 @@ fn database_error<'a>(
 }
 
 async fn connect(server: &ServerUrl) -> Result<MySqlConnection> {
-    let url = DatabaseUrl::Mysql(server.clone());
-    MySqlConnection::connect(&url.sqlx_url())
+    let connecting = async { MySqlConnection::connect_with(&server.mysql_options()?).await };
+    connecting
         .await
         .map_err(database_error("connecting", server))
 }

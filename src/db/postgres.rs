@@ -27,14 +27,19 @@ fn quote(identifier: &str) -> String {
 /// A connection to the server's maintenance database (`postgres`): databases are created and
 /// renamed from outside them.
 async fn maintenance(server: &ServerUrl) -> Result<PgConnection> {
-    let url = DatabaseUrl::Postgres(server.with_database("postgres"));
-    PgConnection::connect(&url.sqlx_url())
+    let maintenance = server.with_database("postgres");
+    let url = DatabaseUrl::Postgres(maintenance.clone());
+    connect(&maintenance)
         .await
         .map_err(|e| ServerBackupError::Database {
             what: "connecting",
             url: url.to_string(),
             message: scrubbed(&e, &url),
         })
+}
+
+async fn connect(server: &ServerUrl) -> std::result::Result<PgConnection, sqlx::Error> {
+    PgConnection::connect_with(&server.pg_options()?).await
 }
 
 fn database_error<'a>(
@@ -162,7 +167,7 @@ async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String,
             url: url.to_string(),
             message: e.to_string(),
         })?;
-    let mut db = PgConnection::connect(&url.sqlx_url())
+    let mut db = connect(server)
         .await
         .map_err(database_error("connecting", server))?;
     let tables: Vec<(String,)> = sqlx::query_as(
@@ -267,6 +272,20 @@ fn libpq_command(tool: &str, server: &ServerUrl) -> tokio::process::Command {
         Some(password) => command.env("PGPASSWORD", password),
         None => command.env_remove("PGPASSWORD"),
     };
+    // The URL's libpq parameters, so that pg_dump connects as sqlx does (`sslmode=require`).
+    for (param, variable) in [
+        ("sslmode", "PGSSLMODE"),
+        ("sslrootcert", "PGSSLROOTCERT"),
+        ("sslcert", "PGSSLCERT"),
+        ("sslkey", "PGSSLKEY"),
+        ("application_name", "PGAPPNAME"),
+        ("options", "PGOPTIONS"),
+    ] {
+        match server.param(param) {
+            Some(value) => command.env(variable, value),
+            None => command.env_remove(variable),
+        };
+    }
     command
 }
 

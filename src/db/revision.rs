@@ -57,8 +57,9 @@ pub async fn read_revision(url: &DatabaseUrl) -> Result<Option<String>, Revision
                 .await
                 .map_err(query_error)?
         }
-        DatabaseUrl::Postgres(_) => {
-            let mut db = sqlx::PgConnection::connect(&url.sqlx_url())
+        DatabaseUrl::Postgres(server) => {
+            let options = server.pg_options().map_err(connect)?;
+            let mut db = sqlx::PgConnection::connect_with(&options)
                 .await
                 .map_err(connect)?;
             let exists: Option<(String,)> =
@@ -74,8 +75,9 @@ pub async fn read_revision(url: &DatabaseUrl) -> Result<Option<String>, Revision
                 .await
                 .map_err(query_error)?
         }
-        DatabaseUrl::Mysql(_) => {
-            let mut db = sqlx::MySqlConnection::connect(&url.sqlx_url())
+        DatabaseUrl::Mysql(server) => {
+            let options = server.mysql_options().map_err(connect)?;
+            let mut db = sqlx::MySqlConnection::connect_with(&options)
                 .await
                 .map_err(connect)?;
             let exists: Option<(String,)> = sqlx::query_as(

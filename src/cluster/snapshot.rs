@@ -3,7 +3,8 @@
 //! Backup: a VolumeSnapshot of the (stopped) hub's claim, waited on until `readyToUse`; its
 //! `status.error` is reported as it appears. Restore: the claim is deleted and made again under
 //! the same name, with the same labels and annotations (Helm's ownership metadata included),
-//! from the snapshot (`dataSource`), while the hub is stopped.
+//! from the snapshot (`dataSource`), while the hub is stopped. Both wait by watching the object
+//! (`kube::runtime::wait::await_condition`) under a deadline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,8 +13,9 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedLocalObjectReference,
 };
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::runtime::wait::{self, await_condition, conditions};
 use kube::{Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::db::BackupReference;
 
@@ -25,6 +27,13 @@ pub enum SnapshotError {
         namespace: String,
         name: String,
         source: kube::Error,
+    },
+    #[error("watching {what} {namespace}/{name}: {source}")]
+    Watch {
+        what: &'static str,
+        namespace: String,
+        name: String,
+        source: wait::Error,
     },
     #[error("the VolumeSnapshot {namespace}/{name} failed: {message}")]
     Failed {
@@ -116,43 +125,61 @@ pub async fn snapshot_claim(
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(source) => return Err(kube_error("creating the VolumeSnapshot", snapshot)(source)),
     }
-    let start = std::time::Instant::now();
-    loop {
-        let current = api
-            .get(snapshot)
-            .await
-            .map_err(kube_error("reading the VolumeSnapshot", snapshot))?;
-        let status = current.data.get("status").cloned().unwrap_or_default();
-        if let Some(message) = status.pointer("/error/message").and_then(|m| m.as_str()) {
-            return Err(SnapshotError::Failed {
-                namespace: namespace.into(),
-                name: snapshot.into(),
-                message: message.into(),
-            });
-        }
-        if status.get("readyToUse").and_then(|r| r.as_bool()) == Some(true) {
-            let size = status
-                .get("restoreSize")
-                .and_then(|s| s.as_str())
-                .map(quantity_bytes)
-                .unwrap_or(0);
-            return Ok(BackupReference {
-                method: "VolumeSnapshot".into(),
-                reference: snapshot.to_string(),
-                size_bytes: size,
-                checksum: None,
-                verified: true,
-            });
-        }
-        if start.elapsed() > timeout {
+    let error_message = |s: &DynamicObject| {
+        s.data
+            .pointer("/status/error/message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let ready = |s: &DynamicObject| s.data.pointer("/status/readyToUse") == Some(&json!(true));
+    let settled =
+        move |s: Option<&DynamicObject>| s.is_some_and(|s| error_message(s).is_some() || ready(s));
+    let current = match tokio::time::timeout(timeout, await_condition(api, snapshot, settled)).await
+    {
+        Err(_) => {
             return Err(SnapshotError::TimedOut {
                 namespace: namespace.into(),
                 name: snapshot.into(),
                 seconds: timeout.as_secs(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Err(source)) => {
+            return Err(SnapshotError::Watch {
+                what: "the VolumeSnapshot",
+                namespace: namespace.into(),
+                name: snapshot.into(),
+                source,
+            });
+        }
+        Ok(Ok(current)) => current,
+    };
+    // The condition holds only for an existing snapshot: None cannot come back.
+    let Some(current) = current else {
+        return Err(SnapshotError::NotReady {
+            namespace: namespace.into(),
+            name: snapshot.into(),
+        });
+    };
+    if let Some(message) = error_message(&current) {
+        return Err(SnapshotError::Failed {
+            namespace: namespace.into(),
+            name: snapshot.into(),
+            message,
+        });
     }
+    let size = current
+        .data
+        .pointer("/status/restoreSize")
+        .and_then(Value::as_str)
+        .map(quantity_bytes)
+        .unwrap_or(0);
+    Ok(BackupReference {
+        method: "VolumeSnapshot".into(),
+        reference: snapshot.to_string(),
+        size_bytes: size,
+        checksum: None,
+        verified: true,
+    })
 }
 
 /// Checks the snapshot exists and is ready to use.
@@ -254,14 +281,11 @@ pub async fn restore_claim(
             .delete(claim, &DeleteParams::default())
             .await
             .map_err(kube_error("deleting the claim"))?;
-        let start = std::time::Instant::now();
-        while claims
-            .get_opt(claim)
-            .await
-            .map_err(kube_error("reading the claim"))?
-            .is_some()
-        {
-            if start.elapsed() > timeout {
+        // Objects read from the API server always carry a uid.
+        let uid = old.uid().unwrap_or_default();
+        let gone = await_condition(claims.clone(), claim, conditions::is_deleted(&uid));
+        match tokio::time::timeout(timeout, gone).await {
+            Err(_) => {
                 return Err(SnapshotError::Failed {
                     namespace: namespace.into(),
                     name: snapshot.into(),
@@ -271,7 +295,15 @@ pub async fn restore_claim(
                     ),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Err(source)) => {
+                return Err(SnapshotError::Watch {
+                    what: "the claim",
+                    namespace: namespace.into(),
+                    name: claim.into(),
+                    source,
+                });
+            }
+            Ok(Ok(_)) => {}
         }
         claims
             .create(&PostParams::default(), &replacement)

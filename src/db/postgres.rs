@@ -368,3 +368,34 @@ pub async fn restore_dump(
     run_tool("pg_restore", command, server).await?;
     Ok(kept)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_dump_gets_the_password_and_the_url_parameters_through_its_environment() {
+        let url = DatabaseUrl::parse(
+            "postgresql+psycopg2://hub:hunter2@[::1]:5433/jupyterhub?sslmode=require",
+        )
+        .expect("url");
+        let DatabaseUrl::Postgres(server) = url else {
+            panic!("not postgres")
+        };
+        let command = libpq_command("pg_dump", &server);
+        let command = command.as_std();
+        let env: std::collections::BTreeMap<_, _> = command
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?, v?.to_str()?)))
+            .collect();
+        assert_eq!(env.get("PGPASSWORD"), Some(&"hunter2"));
+        assert_eq!(env.get("PGSSLMODE"), Some(&"require"));
+        assert_eq!(env.get("PGHOST"), Some(&"::1"));
+        assert_eq!(env.get("PGPORT"), Some(&"5433"));
+        assert!(
+            command
+                .get_args()
+                .all(|a| !a.to_string_lossy().contains("hunter2"))
+        );
+    }
+}

@@ -11,10 +11,12 @@ pub enum DurationError {
 }
 
 /// Parses a sequence of `<number><unit>` with units `ms`, `s`, `m`, `h`, largest unit first,
-/// a fraction only on the last (the CRD's CEL rule accepts this grammar).
+/// each once, a fraction only on the last.
 ///
 /// jiff's friendly format does the parsing. It also reads spaces, signs, long unit names and
-/// ISO 8601, which the CRD refuses, so only digits, `.` and the four units are let through.
+/// ISO 8601, which the CRD refuses, so only digits, `.` and the four units are let through. The
+/// CRD's CEL rule (Go's durations) takes a little more: `30m1h`, `1m1m`, `1.5h30m`. Such a value
+/// is refused here, when the upgrade is planned, with a message saying how to write it.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, DurationError> {
     let malformed = || DurationError::Malformed(text.to_string());
     let kubernetes_style = text.starts_with(|c: char| c.is_ascii_digit())
@@ -63,6 +65,14 @@ mod tests {
             parse_duration("0s"),
             Err(DurationError::NotPositive("0s".into()))
         );
+    }
+
+    #[test]
+    fn refuses_units_out_of_order_repeated_or_with_an_early_fraction() {
+        for odd in ["30m1h", "1m1m", "1.5h30m"] {
+            let error = parse_duration(odd).expect_err(odd);
+            assert!(error.to_string().contains("largest unit first"), "{error}");
+        }
     }
 
     #[test]

@@ -11,11 +11,12 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use super::interpret::Snapshot;
 use super::lock::{LOCKED_BY, LOCKED_BY_UID};
 use super::objects::{self, owned_metadata};
-use crate::api::HubUpgrade;
+use super::target::{Owner, Target};
 use crate::hub::HubLayout;
-use crate::machine::{Action, Plan, Progress};
+use crate::machine::{Action, Progress};
 
 /// Why an action could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -40,26 +41,31 @@ impl EffectError {
     }
 }
 
-/// Everything an action may need.
+/// Everything an action may need: the resolved upgrade, its recorded progress and what this
+/// reconcile read.
 pub struct EffectInputs<'a> {
     pub client: &'a Client,
-    pub upgrade: &'a HubUpgrade,
-    pub plan: &'a Plan,
+    pub target: &'a Target,
     pub progress: &'a Progress,
-    pub deployment: Option<&'a Deployment>,
-    pub layout: Option<&'a HubLayout>,
-    pub agent_image: &'a str,
-    /// The node the hub pod runs on (the rehearsal runs there too).
-    pub hub_node: Option<&'a str>,
-    /// The pods the hub Deployment selects.
-    pub hub_pods: &'a [Pod],
+    pub snapshot: &'a Snapshot,
+}
+
+impl<'a> EffectInputs<'a> {
+    fn deployment(&self) -> Option<&'a Deployment> {
+        self.snapshot.deployment.as_ref()
+    }
+
+    fn layout(&self) -> Option<&'a HubLayout> {
+        self.snapshot.layout.as_ref().and_then(|l| l.as_ref().ok())
+    }
 }
 
 pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
-    let namespace = inputs.upgrade.namespace().unwrap_or_default();
+    let target = inputs.target;
+    let namespace = target.owner.namespace.as_str();
     let client = inputs.client.clone();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let hub_name = inputs.upgrade.spec.hub.deployment.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let hub_name = target.hub.clone();
     let kube_error = |action: &'static str, object: String| {
         move |source| EffectError::Kube {
             action,
@@ -71,7 +77,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         Action::Wait => Ok(()),
         Action::AcquireLock => {
             let deployment = need(
-                inputs.deployment,
+                inputs.deployment(),
                 "acquire the hub lock",
                 "the hub Deployment is gone",
             )?;
@@ -80,8 +86,8 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             let patch = json!({"metadata": {
                 "resourceVersion": deployment.resource_version(),
                 "annotations": {
-                    LOCKED_BY: inputs.upgrade.name_any(),
-                    LOCKED_BY_UID: inputs.upgrade.metadata.uid,
+                    LOCKED_BY: target.owner.name,
+                    LOCKED_BY_UID: target.owner.uid,
                 }
             }});
             deployments
@@ -90,7 +96,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 .map(drop)
                 .map_err(kube_error("acquire the hub lock", hub_name.clone()))
         }
-        Action::ReleaseLock => release_lock(&client, inputs.upgrade).await,
+        Action::ReleaseLock => release_lock(&client, &target.owner, &target.hub).await,
         Action::ScaleHub { replicas } => {
             let patch = json!({"spec": {"replicas": replicas}});
             deployments
@@ -101,7 +107,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         }
         Action::SetHubImage { image } => {
             let layout = need(
-                inputs.layout,
+                inputs.layout(),
                 "set the hub image",
                 "the hub container is unknown",
             )?;
@@ -115,12 +121,12 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 .map_err(kube_error("set the hub image", hub_name.clone()))
         }
         Action::DeleteHubPods => {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
             let now = DeleteParams {
                 grace_period_seconds: Some(0),
                 ..Default::default()
             };
-            for pod in inputs.hub_pods {
+            for pod in &inputs.snapshot.hub_pods {
                 let name = pod.name_any();
                 match pods.delete(&name, &now).await {
                     Ok(_) => {}
@@ -139,26 +145,20 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         Action::BackUpConfig => back_up_config(inputs).await,
         Action::StartRehearsal => {
             let job_inputs = job_inputs(inputs, "start the rehearsal")?;
-            let job = objects::rehearsal_job(
-                &job_inputs,
-                inputs.hub_node,
-                inputs.plan.timeouts.rehearsal.as_secs(),
-            );
-            create_job(&client, &namespace, job).await
+            let job = objects::rehearsal_job(&job_inputs, inputs.snapshot.hub_node());
+            create_job(&client, namespace, job).await
         }
         Action::StartBackup => {
             let job_inputs = job_inputs(inputs, "start the backup")?;
-            let job = objects::backup_job(&job_inputs, inputs.plan.timeouts.backup.as_secs());
-            create_job(&client, &namespace, job).await
+            create_job(&client, namespace, objects::backup_job(&job_inputs)).await
         }
         Action::StartMigration => {
             let job_inputs = job_inputs(inputs, "start the migration")?;
-            let job = objects::migration_job(&job_inputs, inputs.plan.timeouts.migration.as_secs());
-            create_job(&client, &namespace, job).await
+            create_job(&client, namespace, objects::migration_job(&job_inputs)).await
         }
         Action::CancelMigration => {
-            let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-            let name = objects::owned_name(inputs.upgrade, objects::JobStep::Migration.as_str());
+            let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+            let name = objects::owned_name(&target.owner, objects::JobStep::Migration.as_str());
             let params = DeleteParams {
                 propagation_policy: Some(PropagationPolicy::Foreground),
                 ..Default::default()
@@ -185,14 +185,8 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 "start the restore",
                 "the backup has no checksum",
             )?;
-            // The restore may take what is left of the roll back's time, no more.
-            let job = objects::restore_job(
-                &job_inputs,
-                &backup.reference,
-                checksum,
-                inputs.plan.timeouts.rollback.as_secs(),
-            );
-            create_job(&client, &namespace, job).await
+            let job = objects::restore_job(&job_inputs, &backup.reference, checksum);
+            create_job(&client, namespace, job).await
         }
         Action::StopServers => Err(EffectError::Impossible {
             action: "stop users' servers",
@@ -202,24 +196,21 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
     }
 }
 
-/// Removes the lock annotations if (and only if) they name this upgrade.
-pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), EffectError> {
-    let namespace = upgrade.namespace().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let hub = &upgrade.spec.hub.deployment;
+/// Removes the lock annotations from the Deployment `hub` if (and only if) they name `owner`.
+pub async fn release_lock(client: &Client, owner: &Owner, hub: &str) -> Result<(), EffectError> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &owner.namespace);
     let deployment = deployments
         .get_opt(hub)
         .await
         .map_err(|source| EffectError::Kube {
             action: "release the hub lock",
-            object: hub.clone(),
+            object: hub.to_string(),
             source,
         })?;
     let Some(deployment) = deployment else {
         return Ok(());
     };
-    let holds = super::lock::holder(&deployment)
-        .is_some_and(|(_, uid)| Some(uid.as_str()) == upgrade.metadata.uid.as_deref());
+    let holds = super::lock::holder(&deployment).is_some_and(|(_, uid)| uid == owner.uid);
     if !holds {
         return Ok(());
     }
@@ -233,7 +224,7 @@ pub async fn release_lock(client: &Client, upgrade: &HubUpgrade) -> Result<(), E
         .map(drop)
         .map_err(|source| EffectError::Kube {
             action: "release the hub lock",
-            object: hub.clone(),
+            object: hub.to_string(),
             source,
         })
 }
@@ -247,12 +238,10 @@ fn patch_params() -> PatchParams {
     }
 }
 
-/// Deletes the Jobs of `upgrade` that were made without an owner reference while it was being
+/// Deletes the Jobs of `owner` that were made without an owner reference while it was being
 /// deleted (see `objects::owned_metadata`): only roll back Jobs are made then.
-pub async fn delete_unowned(client: &Client, upgrade: &HubUpgrade) -> Result<(), EffectError> {
-    let namespace = upgrade.namespace().unwrap_or_default();
-    let uid = upgrade.metadata.uid.clone().unwrap_or_default();
-    let selector = format!("{}={uid}", objects::UPGRADE_UID_LABEL);
+pub async fn delete_unowned(client: &Client, owner: &Owner) -> Result<(), EffectError> {
+    let selector = format!("{}={}", objects::UPGRADE_UID_LABEL, owner.uid);
     let kube_error = |object: String| {
         move |source| EffectError::Kube {
             action: "delete the Jobs of a deleted upgrade",
@@ -260,7 +249,7 @@ pub async fn delete_unowned(client: &Client, upgrade: &HubUpgrade) -> Result<(),
             source,
         }
     };
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &owner.namespace);
     let listed = jobs
         .list(&ListParams::default().labels(&selector))
         .await
@@ -296,11 +285,9 @@ fn job_inputs<'a>(
     action: &'static str,
 ) -> Result<objects::JobInputs<'a>, EffectError> {
     Ok(objects::JobInputs {
-        upgrade: inputs.upgrade,
-        hub: need(inputs.deployment, action, "the hub Deployment is gone")?,
-        layout: need(inputs.layout, action, "the hub's layout is unknown")?,
-        agent_image: inputs.agent_image,
-        target_image: &inputs.plan.target_image,
+        target: inputs.target,
+        hub: need(inputs.deployment(), action, "the hub Deployment is gone")?,
+        layout: need(inputs.layout(), action, "the hub's layout is unknown")?,
     })
 }
 
@@ -323,13 +310,13 @@ async fn create_job(client: &Client, namespace: &str, job: Job) -> Result<(), Ef
 /// into one Secret owned by the upgrade: Secret, because z2jh's values.yaml holds passwords.
 async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
     let layout = need(
-        inputs.layout,
+        inputs.layout(),
         "back up the configuration",
         "the hub's layout is unknown",
     )?;
-    let namespace = inputs.upgrade.namespace().unwrap_or_default();
-    let maps: Api<ConfigMap> = Api::namespaced(inputs.client.clone(), &namespace);
-    let secrets: Api<Secret> = Api::namespaced(inputs.client.clone(), &namespace);
+    let namespace = inputs.target.owner.namespace.as_str();
+    let maps: Api<ConfigMap> = Api::namespaced(inputs.client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(inputs.client.clone(), namespace);
     let read_error = |object: String| {
         move |source| EffectError::Kube {
             action: "back up the configuration",
@@ -366,7 +353,7 @@ async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
             }
         }
     }
-    let mut metadata = owned_metadata(inputs.upgrade, "config");
+    let mut metadata = owned_metadata(&inputs.target.owner, "config");
     let sources = layout
         .config_maps
         .iter()

@@ -3,18 +3,20 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
+use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
 
 use super::interpret::Snapshot;
 use super::lock;
 use super::objects::{JobStep, owned_name};
+use super::target::Target;
 use crate::api::{BackupMethod, HubUpgrade};
-use crate::hub::{HubLayout, LayoutError, detect_layout};
-use crate::machine::{LockState, Phase, Preflight};
+use crate::hub::{HubLayout, LayoutError};
+use crate::machine::{LockState, Phase, Preflight, World};
 
 /// What one reconcile saw: the snapshot, and the Preflight checks while in Preflight.
 pub struct Observation {
@@ -22,43 +24,52 @@ pub struct Observation {
     pub preflight: Option<Preflight>,
 }
 
+impl Observation {
+    /// The machine's view: the snapshot interpreted, with the Preflight checks.
+    pub fn world(&self, now: Timestamp) -> World {
+        World {
+            preflight: self.preflight.clone(),
+            ..self.snapshot.world(now)
+        }
+    }
+}
+
 pub async fn observe(
     client: &Client,
-    upgrade: &HubUpgrade,
+    target: &Target,
     phase: Phase,
 ) -> Result<Observation, kube::Error> {
-    let namespace = upgrade.namespace().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let deployment = deployments.get_opt(&upgrade.spec.hub.deployment).await?;
-    let layout = deployment.as_ref().map(|d| detect_layout(d, &upgrade.spec));
+    let namespace = target.owner.namespace.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let deployment = deployments.get_opt(&target.hub).await?;
+    let layout = deployment.as_ref().map(|d| target.layout(d));
     let mut snapshot = Snapshot {
-        deleting: upgrade.metadata.deletion_timestamp.is_some(),
+        deleting: target.owner.deleting,
         ..Snapshot::default()
     };
     if let Some(deployment) = &deployment {
         snapshot.hub_pods = hub_pods(&pods, deployment).await?;
-        snapshot.lock = observe_lock(client, &namespace, upgrade, deployment).await?;
+        snapshot.lock = observe_lock(client, target, deployment).await?;
     }
     if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal)
         && let Some(Ok(layout)) = &layout
     {
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
         snapshot.claim = claims.get_opt(&layout.volume_claim).await?;
     }
     let preflight = matches!(phase, Phase::Pending | Phase::Preflight).then(|| {
         preflight(
-            &namespace,
-            upgrade,
+            target,
             deployment.as_ref(),
             layout.as_ref(),
             snapshot.claim.as_ref(),
         )
     });
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
     for step in JobStep::ALL {
-        let name = owned_name(upgrade, step.as_str());
+        let name = owned_name(&target.owner, step.as_str());
         let Some(job) = jobs.get_opt(&name).await? else {
             continue;
         };
@@ -88,13 +99,13 @@ pub async fn observe(
         .chain(snapshot.jobs.values().flat_map(|(_, p)| p.iter()))
         .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"));
     if creating {
-        let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+        let events: Api<Event> = Api::namespaced(client.clone(), namespace);
         let warnings = ListParams::default().fields("type=Warning,involvedObject.kind=Pod");
         snapshot.pod_events = events.list(&warnings).await?.items;
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     snapshot.config_backed_up = secrets
-        .get_opt(&owned_name(upgrade, "config"))
+        .get_opt(&owned_name(&target.owner, "config"))
         .await?
         .is_some();
     snapshot.deployment = deployment;
@@ -127,16 +138,16 @@ async fn hub_pods(pods: &Api<Pod>, deployment: &Deployment) -> Result<Vec<Pod>, 
 
 async fn observe_lock(
     client: &Client,
-    namespace: &str,
-    upgrade: &HubUpgrade,
+    target: &Target,
     deployment: &Deployment,
 ) -> Result<LockState, kube::Error> {
     let Some((name, uid)) = lock::holder(deployment) else {
         return Ok(LockState::Free);
     };
-    if Some(uid.as_str()) == upgrade.metadata.uid.as_deref() {
+    if uid == target.owner.uid {
         return Ok(LockState::HeldBySelf);
     }
+    let namespace = target.owner.namespace.as_str();
     // A lock whose holder no longer exists is stale (deleted without its finalizer running).
     let upgrades: Api<HubUpgrade> = Api::namespaced(client.clone(), namespace);
     match upgrades.get_opt(&name).await? {
@@ -149,14 +160,13 @@ async fn observe_lock(
 
 /// The read-only checks, on what was read (pure).
 fn preflight(
-    namespace: &str,
-    upgrade: &HubUpgrade,
+    target: &Target,
     deployment: Option<&Deployment>,
     layout: Option<&Result<HubLayout, LayoutError>>,
     claim: Option<&PersistentVolumeClaim>,
 ) -> Preflight {
     let mut problems = Vec::new();
-    let hub = &upgrade.spec.hub.deployment;
+    let (namespace, hub) = (&target.owner.namespace, &target.hub);
     match (deployment, layout) {
         (None, _) | (_, None) => problems.push(format!(
             "the hub Deployment {namespace}/{hub} does not exist; set spec.hub.deployment to the hub's Deployment"
@@ -182,21 +192,22 @@ fn preflight(
                     }
                 }
             }
-            if let Some(problem) = downgrade_problem(&layout.image, &upgrade.spec.target_image) {
+            if let Some(problem) = downgrade_problem(&layout.image, &target.plan.target_image) {
                 problems.push(problem);
             }
         }
     }
     if !matches!(
-        upgrade.spec.backup.method,
+        target.backup_method,
         BackupMethod::Auto | BackupMethod::File
     ) {
         problems.push(format!(
             "spec.backup.method {:?} is not run by the operator yet (the `hubgrade db` commands and the library have it); use File or Auto for an SQLite hub",
-            upgrade.spec.backup.method
+            target.backup_method
         ));
     }
-    if upgrade.spec.drain.is_some() {
+    // The plan drains exactly when the spec asks to.
+    if target.plan.drain.is_some() {
         problems.push(
             "spec.drain is not supported by this version of hubgrade yet; remove it and drain the hub by hand".into(),
         );

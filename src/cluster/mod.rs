@@ -14,5 +14,7 @@ pub mod objects;
 pub mod observe;
 pub mod snapshot;
 pub mod target;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use target::{Owner, Target};

@@ -239,7 +239,181 @@ fn downgrade_problem(current: &str, target: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::downgrade_problem;
+    use jiff::Timestamp;
+    use serde_json::{Value, json};
+
+    use super::{Observation, downgrade_problem, observe};
+    use crate::cluster::testing::{Exchange, HUB_PATH, UID, locked_hub, scenario, target};
+    use crate::machine::{LockState, Phase, StepState};
+
+    const JOBS: &str = "/apis/batch/v1/namespaces/jhub/jobs";
+    const PODS: &str = "/api/v1/namespaces/jhub/pods";
+    const CONFIG_BACKUP: &str = "/api/v1/namespaces/jhub/secrets/hubgrade-0f1e2d3c-config";
+    const OTHER_UID: &str = "99999999-aaaa-bbbb-cccc-000000000000";
+
+    async fn observed(phase: Phase, exchanges: Vec<Exchange>) -> Observation {
+        let target = target();
+        let observation = scenario(exchanges, |client| async move {
+            observe(&client, &target, phase).await
+        })
+        .await;
+        observation.expect("observed")
+    }
+
+    /// The upgrade's four Jobs, looked up by name; `found` answers for those that exist.
+    fn jobs(mut found: impl FnMut(&str) -> Option<Vec<Exchange>>) -> Vec<Exchange> {
+        ["rehearsal", "backup", "migration", "restore"]
+            .into_iter()
+            .flat_map(|step| {
+                let name = format!("hubgrade-0f1e2d3c-{step}");
+                found(&name)
+                    .unwrap_or_else(|| vec![Exchange::get(&format!("{JOBS}/{name}")).not_found()])
+            })
+            .collect()
+    }
+
+    fn job(name: &str, complete: bool) -> Value {
+        let conditions = if complete {
+            json!([{"type": "Complete", "status": "True"}])
+        } else {
+            json!([])
+        };
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": "jhub"},
+            "status": {"conditions": conditions}
+        })
+    }
+
+    fn hub_pods() -> Exchange {
+        Exchange::get(PODS)
+            .query("labelSelector", "component=hub")
+            .empty_list("PodList")
+    }
+
+    fn bound_claim() -> Exchange {
+        Exchange::get("/api/v1/namespaces/jhub/persistentvolumeclaims/hub-db-dir").reply(json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "hub-db-dir", "namespace": "jhub"},
+            "status": {"phase": "Bound"}
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_missing_hub_deployment_is_a_snapshot_without_a_hub() {
+        let mut exchanges = vec![Exchange::get(HUB_PATH).not_found()];
+        // No pods, lock or claim to read without a Deployment; the Jobs and the backup still.
+        exchanges.extend(jobs(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP).not_found());
+        let observation = observed(Phase::Preflight, exchanges).await;
+        assert!(observation.snapshot.deployment.is_none());
+        let world = observation.world(Timestamp::now());
+        assert_eq!(world.hub, None);
+        assert_eq!(world.lock, LockState::Free);
+        let problems = world.preflight.expect("Preflight checks").problems;
+        assert!(
+            problems[0].starts_with("the hub Deployment jhub/hub does not exist"),
+            "{problems:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_preflight_the_hub_its_pods_its_lock_holder_and_its_claim_are_read() {
+        let mut exchanges = vec![
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-1", OTHER_UID))),
+            hub_pods(),
+            // The holder still exists under the uid in the lock: the lock is its.
+            Exchange::get("/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-1").reply(
+                json!({
+                    "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+                    "metadata": {"name": "to-4-1", "namespace": "jhub", "uid": OTHER_UID},
+                    "spec": {"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.1.1"}
+                }),
+            ),
+            bound_claim(),
+        ];
+        exchanges.extend(jobs(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP).not_found());
+        let observation = observed(Phase::Preflight, exchanges).await;
+        let world = observation.world(Timestamp::now());
+        assert_eq!(world.lock, LockState::HeldBy("jhub/to-4-1".into()));
+        assert_eq!(
+            world.hub.expect("the hub").image,
+            "quay.io/jupyterhub/k8s-hub:4.1.0"
+        );
+        assert_eq!(
+            world.preflight.expect("Preflight checks").problems,
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lock_whose_holder_is_gone_is_free() {
+        let mut exchanges = vec![
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-1", OTHER_UID))),
+            hub_pods(),
+            Exchange::get("/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-1")
+                .not_found(),
+            bound_claim(),
+        ];
+        exchanges.extend(jobs(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP).not_found());
+        let observation = observed(Phase::Preflight, exchanges).await;
+        assert_eq!(observation.snapshot.lock, LockState::Free);
+    }
+
+    #[tokio::test]
+    async fn while_migrating_the_jobs_their_pods_and_warnings_about_pending_pods_are_read() {
+        let mut exchanges = vec![
+            // Held by this upgrade: no holder to look up; past Rehearsal: no claim to read.
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+            hub_pods(),
+        ];
+        exchanges.extend(jobs(|name| {
+            let path = format!("{JOBS}/{name}");
+            let pods = Exchange::get(PODS).query("labelSelector", &format!("job-name={name}"));
+            match name {
+                // A finished rehearsal's pods are not read again.
+                "hubgrade-0f1e2d3c-rehearsal" => {
+                    Some(vec![Exchange::get(&path).reply(job(name, true))])
+                }
+                // A finished backup's are: they hold its report.
+                "hubgrade-0f1e2d3c-backup" => Some(vec![
+                    Exchange::get(&path).reply(job(name, true)),
+                    pods.empty_list("PodList"),
+                ]),
+                "hubgrade-0f1e2d3c-migration" => Some(vec![
+                    Exchange::get(&path).reply(job(name, false)),
+                    pods.reply(json!({
+                        "apiVersion": "v1", "kind": "PodList", "metadata": {},
+                        "items": [{
+                            "metadata": {"name": "migration-1", "namespace": "jhub",
+                                         "creationTimestamp": Timestamp::now().to_string()},
+                            "status": {"phase": "Pending"}
+                        }]
+                    })),
+                ]),
+                _ => None,
+            }
+        }));
+        exchanges.push(
+            Exchange::get("/api/v1/namespaces/jhub/events")
+                .query("fieldSelector", "type=Warning,involvedObject.kind=Pod")
+                .empty_list("EventList"),
+        );
+        exchanges.push(Exchange::get(CONFIG_BACKUP).reply(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "hubgrade-0f1e2d3c-config", "namespace": "jhub"}
+        })));
+        let observation = observed(Phase::Migrating, exchanges).await;
+        assert!(observation.preflight.is_none());
+        assert!(observation.snapshot.claim.is_none());
+        let world = observation.world(Timestamp::now());
+        assert_eq!(world.lock, LockState::HeldBySelf);
+        assert_eq!(world.rehearsal, StepState::Succeeded(()));
+        assert_eq!(world.migration, StepState::Running);
+        assert!(world.config_backed_up);
+    }
 
     #[test]
     fn an_older_tag_of_the_same_image_is_a_downgrade() {

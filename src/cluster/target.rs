@@ -73,9 +73,4 @@ impl Target {
     pub fn layout(&self, deployment: &Deployment) -> Result<HubLayout, LayoutError> {
         detect_layout(deployment, &self.layout_hints)
     }
-
-    /// `namespace/name`, for logs and messages.
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.owner.namespace, self.owner.name)
-    }
 }

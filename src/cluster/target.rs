@@ -74,3 +74,45 @@ impl Target {
         detect_layout(deployment, &self.layout_hints)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::testing::{AGENT_IMAGE, TARGET_IMAGE, UID, hub, upgrade};
+
+    #[test]
+    fn the_target_is_what_the_upgrade_asks_for() {
+        let mut upgrade = upgrade();
+        upgrade.spec.backup.method = BackupMethod::File;
+        upgrade.spec.backup.retain = 5;
+        let target = Target::resolve(&upgrade, AGENT_IMAGE).expect("target");
+        assert_eq!(
+            target.owner,
+            Owner {
+                namespace: "jhub".into(),
+                name: "to-4-2".into(),
+                uid: UID.into(),
+                deleting: false,
+            }
+        );
+        assert_eq!(target.hub, "hub");
+        assert_eq!(target.plan, upgrade.spec.plan().expect("plan"));
+        assert_eq!(target.plan.target_image, TARGET_IMAGE);
+        assert_eq!(target.agent_image, AGENT_IMAGE);
+        assert_eq!(
+            (target.backup_method, target.backup_retain),
+            (BackupMethod::File, 5)
+        );
+        assert_eq!(
+            target.layout(&hub()).expect("layout").volume_claim,
+            "hub-db-dir"
+        );
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_planned_has_no_target() {
+        let mut upgrade = upgrade();
+        upgrade.spec.rollback.timeout = "whenever".into();
+        assert!(Target::resolve(&upgrade, AGENT_IMAGE).is_err());
+    }
+}

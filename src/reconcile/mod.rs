@@ -533,6 +533,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_live_upgrade_gets_the_finalizer_before_anything_else() {
+        let mut new = upgrade();
+        new.metadata.finalizers = None;
+        let exchanges = vec![
+            Exchange::patch(UPGRADE_PATH, MERGE_PATCH)
+                .body_is(json!({"metadata": {
+                    "resourceVersion": "7", "finalizers": ["hubgrade.io/hub-lock"]
+                }}))
+                .reply(upgrade()),
+        ];
+        let requeue = scenario(exchanges, |client| async move {
+            reconcile(Arc::new(new), Arc::new(context(client))).await
+        })
+        .await
+        .expect("finalizer added");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_millis(100)));
+    }
+
+    #[tokio::test]
     async fn a_deleted_upgrade_that_ended_releases_the_lock_and_its_finalizer() {
         let mut deleted = upgrade_in(json!({"phase": "Succeeded"}));
         deleted.metadata.deletion_timestamp = Some(

@@ -390,12 +390,10 @@ mod tests {
 
     use super::*;
     use crate::cluster::testing::{
-        Exchange, HUB_PATH, MERGE_PATCH, STRATEGIC_PATCH, TARGET_IMAGE, UID, hub, locked_hub,
-        scenario, snapshot_of, target,
+        Exchange, HUB_PATH, JOBS_PATH, MERGE_PATCH, STRATEGIC_PATCH, TARGET_IMAGE, UID, hub,
+        locked_hub, scenario, snapshot_of, target,
     };
     use crate::machine::BackupRecord;
-
-    const JOBS: &str = "/apis/batch/v1/namespaces/jhub/jobs";
 
     async fn act(
         action: Action,
@@ -516,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_migration_job_is_the_builders_and_an_existing_one_counts_as_made() {
-        let create = Exchange::post(JOBS)
+        let create = Exchange::post(JOBS_PATH)
             .body_contains(json!({"metadata": {
                 "name": "hubgrade-0f1e2d3c-migration",
                 "namespace": "jhub",
@@ -544,7 +542,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_that_cannot_be_created_is_an_error_naming_it() {
-        let create = Exchange::post(JOBS).fail(403, "Forbidden");
+        let create = Exchange::post(JOBS_PATH).fail(403, "Forbidden");
         let snapshot = snapshot_of(hub());
         let result = act(
             Action::StartBackup,
@@ -573,7 +571,7 @@ mod tests {
             }),
             ..Progress::default()
         };
-        let create = Exchange::post(JOBS)
+        let create = Exchange::post(JOBS_PATH)
             .body_contains(json!({
                 "metadata": {"name": "hubgrade-0f1e2d3c-restore"},
                 "spec": {"activeDeadlineSeconds": 1800}
@@ -617,7 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_running_migration_is_cancelled_with_its_pods() {
-        let cancel = Exchange::delete(&format!("{JOBS}/hubgrade-0f1e2d3c-migration"))
+        let cancel = Exchange::delete(&format!("{JOBS_PATH}/hubgrade-0f1e2d3c-migration"))
             .body_contains(json!({"propagationPolicy": "Foreground"}))
             .not_found();
         let snapshot = snapshot_of(hub());
@@ -710,13 +708,13 @@ mod tests {
     #[tokio::test]
     async fn jobs_made_during_a_deletion_are_found_by_uid_and_deleted() {
         let exchanges = vec![
-            Exchange::get(JOBS)
+            Exchange::get(JOBS_PATH)
                 .query("labelSelector", &format!("hubgrade.io/upgrade-uid={UID}"))
                 .reply(json!({
                     "apiVersion": "batch/v1", "kind": "JobList", "metadata": {},
                     "items": [{"metadata": {"name": "hubgrade-0f1e2d3c-restore", "namespace": "jhub"}}]
                 })),
-            Exchange::delete(&format!("{JOBS}/hubgrade-0f1e2d3c-restore"))
+            Exchange::delete(&format!("{JOBS_PATH}/hubgrade-0f1e2d3c-restore"))
                 .body_contains(json!({"propagationPolicy": "Background"})),
         ];
         let owner = target().owner;

@@ -243,12 +243,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::{Observation, downgrade_problem, observe};
-    use crate::cluster::testing::{Exchange, HUB_PATH, UID, locked_hub, scenario, target};
+    use crate::cluster::testing::{
+        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, job_lookups, locked_hub, scenario,
+        target,
+    };
     use crate::machine::{LockState, Phase, StepState};
 
-    const JOBS: &str = "/apis/batch/v1/namespaces/jhub/jobs";
     const PODS: &str = "/api/v1/namespaces/jhub/pods";
-    const CONFIG_BACKUP: &str = "/api/v1/namespaces/jhub/secrets/hubgrade-0f1e2d3c-config";
     const OTHER_UID: &str = "99999999-aaaa-bbbb-cccc-000000000000";
 
     async fn observed(phase: Phase, exchanges: Vec<Exchange>) -> Observation {
@@ -258,18 +259,6 @@ mod tests {
         })
         .await;
         observation.expect("observed")
-    }
-
-    /// The upgrade's four Jobs, looked up by name; `found` answers for those that exist.
-    fn jobs(mut found: impl FnMut(&str) -> Option<Vec<Exchange>>) -> Vec<Exchange> {
-        ["rehearsal", "backup", "migration", "restore"]
-            .into_iter()
-            .flat_map(|step| {
-                let name = format!("hubgrade-0f1e2d3c-{step}");
-                found(&name)
-                    .unwrap_or_else(|| vec![Exchange::get(&format!("{JOBS}/{name}")).not_found()])
-            })
-            .collect()
     }
 
     fn job(name: &str, complete: bool) -> Value {
@@ -303,8 +292,8 @@ mod tests {
     async fn a_missing_hub_deployment_is_a_snapshot_without_a_hub() {
         let mut exchanges = vec![Exchange::get(HUB_PATH).not_found()];
         // No pods, lock or claim to read without a Deployment; the Jobs and the backup still.
-        exchanges.extend(jobs(|_| None));
-        exchanges.push(Exchange::get(CONFIG_BACKUP).not_found());
+        exchanges.extend(job_lookups(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;
         assert!(observation.snapshot.deployment.is_none());
         let world = observation.world(Timestamp::now());
@@ -332,8 +321,8 @@ mod tests {
             ),
             bound_claim(),
         ];
-        exchanges.extend(jobs(|_| None));
-        exchanges.push(Exchange::get(CONFIG_BACKUP).not_found());
+        exchanges.extend(job_lookups(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;
         let world = observation.world(Timestamp::now());
         assert_eq!(world.lock, LockState::HeldBy("jhub/to-4-1".into()));
@@ -356,8 +345,8 @@ mod tests {
                 .not_found(),
             bound_claim(),
         ];
-        exchanges.extend(jobs(|_| None));
-        exchanges.push(Exchange::get(CONFIG_BACKUP).not_found());
+        exchanges.extend(job_lookups(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;
         assert_eq!(observation.snapshot.lock, LockState::Free);
     }
@@ -369,8 +358,8 @@ mod tests {
             Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
             hub_pods(),
         ];
-        exchanges.extend(jobs(|name| {
-            let path = format!("{JOBS}/{name}");
+        exchanges.extend(job_lookups(|name| {
+            let path = format!("{JOBS_PATH}/{name}");
             let pods = Exchange::get(PODS).query("labelSelector", &format!("job-name={name}"));
             match name {
                 // A finished rehearsal's pods are not read again.
@@ -401,7 +390,7 @@ mod tests {
                 .query("fieldSelector", "type=Warning,involvedObject.kind=Pod")
                 .empty_list("EventList"),
         );
-        exchanges.push(Exchange::get(CONFIG_BACKUP).reply(json!({
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).reply(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "hubgrade-0f1e2d3c-config", "namespace": "jhub"}
         })));

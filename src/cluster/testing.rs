@@ -256,6 +256,22 @@ pub(crate) const TARGET_IMAGE: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 pub(crate) const HUB_PATH: &str = "/apis/apps/v1/namespaces/jhub/deployments/hub";
 pub(crate) const UPGRADE_PATH: &str =
     "/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-2";
+pub(crate) const JOBS_PATH: &str = "/apis/batch/v1/namespaces/jhub/jobs";
+pub(crate) const CONFIG_BACKUP_PATH: &str =
+    "/api/v1/namespaces/jhub/secrets/hubgrade-0f1e2d3c-config";
+
+/// How `observe` looks up the upgrade's four Jobs by name: `found` answers for those that
+/// exist (the Job, then whatever else is read about it), the others are not found.
+pub(crate) fn job_lookups(mut found: impl FnMut(&str) -> Option<Vec<Exchange>>) -> Vec<Exchange> {
+    ["rehearsal", "backup", "migration", "restore"]
+        .into_iter()
+        .flat_map(|step| {
+            let name = format!("hubgrade-0f1e2d3c-{step}");
+            found(&name)
+                .unwrap_or_else(|| vec![Exchange::get(&format!("{JOBS_PATH}/{name}")).not_found()])
+        })
+        .collect()
+}
 
 pub(crate) fn upgrade() -> HubUpgrade {
     serde_json::from_value(json!({

@@ -392,8 +392,8 @@ mod tests {
 
     use super::*;
     use crate::cluster::testing::{
-        AGENT_IMAGE, APPLY_PATCH, Exchange, HUB_PATH, MERGE_PATCH, UID, UPGRADE_PATH, hub,
-        locked_hub, scenario, upgrade,
+        AGENT_IMAGE, APPLY_PATCH, CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, MERGE_PATCH,
+        UID, UPGRADE_PATH, hub, job_lookups, locked_hub, scenario, upgrade,
     };
 
     const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/jhub/events";
@@ -427,13 +427,8 @@ mod tests {
                 }),
             ),
         ];
-        for step in ["rehearsal", "backup", "migration", "restore"] {
-            let path = format!("/apis/batch/v1/namespaces/jhub/jobs/hubgrade-0f1e2d3c-{step}");
-            reads.push(Exchange::get(&path).not_found());
-        }
-        reads.push(
-            Exchange::get("/api/v1/namespaces/jhub/secrets/hubgrade-0f1e2d3c-config").not_found(),
-        );
+        reads.extend(job_lookups(|_| None));
+        reads.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         reads
     }
 
@@ -565,7 +560,7 @@ mod tests {
                     "hubgrade.io/locked-by": null, "hubgrade.io/locked-by-uid": null
                 }}}))
                 .reply(hub()),
-            Exchange::get("/apis/batch/v1/namespaces/jhub/jobs")
+            Exchange::get(JOBS_PATH)
                 .query("labelSelector", &format!("hubgrade.io/upgrade-uid={UID}"))
                 .empty_list("JobList"),
             Exchange::patch(UPGRADE_PATH, MERGE_PATCH)

@@ -395,7 +395,7 @@ mod tests {
     };
     use crate::machine::BackupRecord;
 
-    async fn act(
+    async fn act_with(
         action: Action,
         snapshot: Snapshot,
         progress: Progress,
@@ -412,6 +412,11 @@ mod tests {
             carry_out(&action, &inputs).await
         })
         .await
+    }
+
+    /// `action` on the hub as `hub()` has it, with nothing recorded yet.
+    async fn act(action: Action, exchanges: Vec<Exchange>) -> Result<(), EffectError> {
+        act_with(action, snapshot_of(hub()), Progress::default(), exchanges).await
     }
 
     fn pod(name: &str) -> Pod {
@@ -436,28 +441,14 @@ mod tests {
                 "annotations": {"hubgrade.io/locked-by": "to-4-2", "hubgrade.io/locked-by-uid": UID}
             }}))
             .reply(locked_hub(("to-4-2", UID)));
-        let snapshot = snapshot_of(hub());
-        let result = act(
-            Action::AcquireLock,
-            snapshot,
-            Progress::default(),
-            vec![lock],
-        )
-        .await;
+        let result = act(Action::AcquireLock, vec![lock]).await;
         result.expect("the lock is taken");
     }
 
     #[tokio::test]
     async fn a_hub_changed_since_it_was_read_is_a_conflict_to_retry() {
         let lock = Exchange::patch(HUB_PATH, MERGE_PATCH).fail(409, "Conflict");
-        let snapshot = snapshot_of(hub());
-        let result = act(
-            Action::AcquireLock,
-            snapshot,
-            Progress::default(),
-            vec![lock],
-        )
-        .await;
+        let result = act(Action::AcquireLock, vec![lock]).await;
         assert!(result.expect_err("refused").is_conflict());
     }
 
@@ -469,7 +460,7 @@ mod tests {
             .reply(hub());
         let snapshot = snapshot_of(locked_hub(("to-4-2", UID)));
         let action = Action::ScaleHub { replicas: 0 };
-        let result = act(action, snapshot, Progress::default(), vec![scale]).await;
+        let result = act_with(action, snapshot, Progress::default(), vec![scale]).await;
         result.expect("scaled");
     }
 
@@ -481,11 +472,10 @@ mod tests {
                 {"name": "hub", "image": TARGET_IMAGE}
             ]}}}}))
             .reply(hub());
-        let snapshot = snapshot_of(hub());
         let action = Action::SetHubImage {
             image: TARGET_IMAGE.into(),
         };
-        let result = act(action, snapshot, Progress::default(), vec![image]).await;
+        let result = act(action, vec![image]).await;
         result.expect("image set");
     }
 
@@ -502,7 +492,7 @@ mod tests {
             // Gone already: that is what was asked.
             delete("hub-2").not_found(),
         ];
-        let result = act(
+        let result = act_with(
             Action::DeleteHubPods,
             snapshot,
             Progress::default(),
@@ -530,7 +520,7 @@ mod tests {
             // Made by an earlier attempt that crashed before recording it.
             .fail(409, "AlreadyExists");
         let snapshot = snapshot_of(locked_hub(("to-4-2", UID)));
-        let result = act(
+        let result = act_with(
             Action::StartMigration,
             snapshot,
             Progress::default(),
@@ -543,14 +533,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_that_cannot_be_created_is_an_error_naming_it() {
         let create = Exchange::post(JOBS_PATH).fail(403, "Forbidden");
-        let snapshot = snapshot_of(hub());
-        let result = act(
-            Action::StartBackup,
-            snapshot,
-            Progress::default(),
-            vec![create],
-        )
-        .await;
+        let result = act(Action::StartBackup, vec![create]).await;
         let error = result.expect_err("refused");
         assert!(!error.is_conflict());
         assert!(
@@ -599,14 +582,13 @@ mod tests {
                 }
             });
         let snapshot = snapshot_of(hub());
-        let result = act(Action::StartRestore, snapshot, progress, vec![create]).await;
+        let result = act_with(Action::StartRestore, snapshot, progress, vec![create]).await;
         result.expect("restore started");
     }
 
     #[tokio::test]
     async fn a_restore_without_a_recorded_backup_asks_nothing() {
-        let snapshot = snapshot_of(hub());
-        let result = act(Action::StartRestore, snapshot, Progress::default(), vec![]).await;
+        let result = act(Action::StartRestore, vec![]).await;
         assert!(matches!(
             result,
             Err(EffectError::Impossible { problem, .. }) if problem == "no backup is recorded"
@@ -618,14 +600,7 @@ mod tests {
         let cancel = Exchange::delete(&format!("{JOBS_PATH}/hubgrade-0f1e2d3c-migration"))
             .body_contains(json!({"propagationPolicy": "Foreground"}))
             .not_found();
-        let snapshot = snapshot_of(hub());
-        let result = act(
-            Action::CancelMigration,
-            snapshot,
-            Progress::default(),
-            vec![cancel],
-        )
-        .await;
+        let result = act(Action::CancelMigration, vec![cancel]).await;
         result.expect("a migration already gone is cancelled");
     }
 
@@ -643,14 +618,7 @@ mod tests {
                 }}))
                 .reply(hub()),
         ];
-        let snapshot = snapshot_of(hub());
-        let result = act(
-            Action::ReleaseLock,
-            snapshot,
-            Progress::default(),
-            exchanges,
-        )
-        .await;
+        let result = act(Action::ReleaseLock, exchanges).await;
         result.expect("released");
     }
 
@@ -658,14 +626,7 @@ mod tests {
     async fn another_upgrades_lock_is_not_released() {
         let other = locked_hub(("to-4-3", "99999999-aaaa-bbbb-cccc-000000000000"));
         let exchanges = vec![Exchange::get(HUB_PATH).reply(other)];
-        let snapshot = snapshot_of(hub());
-        let result = act(
-            Action::ReleaseLock,
-            snapshot,
-            Progress::default(),
-            exchanges,
-        )
-        .await;
+        let result = act(Action::ReleaseLock, exchanges).await;
         result.expect("nothing to release");
     }
 
@@ -694,14 +655,7 @@ mod tests {
                 }
             })),
         ];
-        let snapshot = snapshot_of(hub());
-        let result = act(
-            Action::BackUpConfig,
-            snapshot,
-            Progress::default(),
-            exchanges,
-        )
-        .await;
+        let result = act(Action::BackUpConfig, exchanges).await;
         result.expect("configuration copied");
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hubgrade::agent::AgentReport;
 use hubgrade::api::HubUpgrade;
+use hubgrade::cluster::Target;
 use hubgrade::cluster::objects::{JobInputs, migration_job};
 use hubgrade::hub::detect_layout;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -175,14 +176,14 @@ async fn run_migration(
     let (upgrade, hub) = (upgrade(&ns), hub(&ns));
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
     assert_eq!(layout.sub_path.as_deref(), Some("hub-db"));
+    let mut target = Target::resolve(&upgrade, &agent_image).expect("target");
+    target.plan.timeouts.migration = jiff::SignedDuration::from_secs(600);
     let inputs = JobInputs {
-        upgrade: &upgrade,
+        target: &target,
         hub: &hub,
         layout: &layout,
-        agent_image: &agent_image,
-        target_image: TARGET,
     };
-    let mut job = migration_job(&inputs, 600);
+    let mut job = migration_job(&inputs);
     // The test's HubUpgrade is not stored: its Job has no owner to point at.
     job.metadata.owner_references = None;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use hubgrade::agent::AgentReport;
 use hubgrade::api::HubUpgrade;
+use hubgrade::cluster::Target;
 use hubgrade::cluster::objects::{JobInputs, migration_job, rehearsal_job};
 use hubgrade::hub::{HubLayout, detect_layout};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -104,17 +105,19 @@ fn volumes(hub_db_url: &str) -> Volumes {
     }
 }
 
-fn inputs<'a>(
-    upgrade: &'a HubUpgrade,
-    hub: &'a Deployment,
-    layout: &'a HubLayout,
-) -> JobInputs<'a> {
+/// The upgrade resolved as the operator resolves it; its Jobs may run for 10 minutes.
+fn target(upgrade: &HubUpgrade) -> Target {
+    let mut target = Target::resolve(upgrade, "ghcr.io/hubgrade/hubgrade:test").expect("target");
+    target.plan.timeouts.rehearsal = jiff::SignedDuration::from_secs(600);
+    target.plan.timeouts.migration = jiff::SignedDuration::from_secs(600);
+    target
+}
+
+fn inputs<'a>(target: &'a Target, hub: &'a Deployment, layout: &'a HubLayout) -> JobInputs<'a> {
     JobInputs {
-        upgrade,
+        target,
         hub,
         layout,
-        agent_image: "ghcr.io/hubgrade/hubgrade:test",
-        target_image: "quay.io/jupyterhub/k8s-hub:4.4.0",
     }
 }
 
@@ -146,10 +149,9 @@ fn rehearsal_migrates_the_copy_not_the_live_database() {
     let before = checksum(&live);
     let (upgrade, hub) = (upgrade(), z2jh_hub());
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
-    let inputs = inputs(&upgrade, &hub, &layout);
-    let runs = volumes
-        .pod
-        .run(&rehearsal_job(&inputs, Some("node-a"), 600));
+    let target = target(&upgrade);
+    let inputs = inputs(&target, &hub, &layout);
+    let runs = volumes.pod.run(&rehearsal_job(&inputs, Some("node-a")));
     assert!(
         runs.iter().all(|r| r.output.status.success()),
         "{}",
@@ -197,8 +199,9 @@ fn migration_acts_only_on_the_database_that_was_backed_up() {
     let (before, other_before) = (checksum(&backed_up), checksum(&other));
     let (upgrade, hub) = (upgrade(), z2jh_hub());
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
-    let inputs = inputs(&upgrade, &hub, &layout);
-    let runs = volumes.pod.run(&migration_job(&inputs, 600));
+    let target = target(&upgrade);
+    let inputs = inputs(&target, &hub, &layout);
+    let runs = volumes.pod.run(&migration_job(&inputs));
     let failed = runs.last().expect("a run");
     assert!(
         !failed.output.status.success(),
@@ -233,8 +236,9 @@ fn migration_migrates_the_backed_up_database_and_reports_its_revision() {
     let database = volumes.claim.join("jupyterhub.sqlite");
     let (upgrade, hub) = (upgrade(), z2jh_hub());
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
-    let inputs = inputs(&upgrade, &hub, &layout);
-    let runs = volumes.pod.run(&migration_job(&inputs, 600));
+    let target = target(&upgrade);
+    let inputs = inputs(&target, &hub, &layout);
+    let runs = volumes.pod.run(&migration_job(&inputs));
     assert!(
         runs.iter().all(|r| r.output.status.success()),
         "{}",

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::SignedDuration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -14,6 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
+use super::target::{Owner, Target};
 use crate::agent::AgentCommand;
 use crate::api::HubUpgrade;
 use crate::hub::HubLayout;
@@ -57,61 +59,54 @@ impl JobStep {
 }
 
 /// `hubgrade-<first 8 of uid>-<what>`: stable across retries and restarts, unique per upgrade.
-pub fn owned_name(upgrade: &HubUpgrade, what: &str) -> String {
-    let uid = upgrade.metadata.uid.as_deref().unwrap_or("nouid");
+pub fn owned_name(owner: &Owner, what: &str) -> String {
+    let uid = if owner.uid.is_empty() {
+        "nouid"
+    } else {
+        &owner.uid
+    };
     let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
     format!("hubgrade-{short}-{what}")
 }
 
-pub fn owner_reference(upgrade: &HubUpgrade) -> OwnerReference {
-    // controller_owner_ref only fails without a uid/name, which a stored object always has.
-    upgrade
-        .controller_owner_ref(&())
-        .unwrap_or_else(|| OwnerReference {
-            api_version: "hubgrade.io/v1alpha1".into(),
-            kind: "HubUpgrade".into(),
-            name: upgrade.metadata.name.clone().unwrap_or_default(),
-            uid: upgrade.metadata.uid.clone().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        })
+/// The controller owner reference to the upgrade (what kube's `controller_owner_ref` makes), so
+/// the garbage collector removes what it made.
+pub fn owner_reference(owner: &Owner) -> OwnerReference {
+    OwnerReference {
+        api_version: HubUpgrade::api_version(&()).into_owned(),
+        kind: HubUpgrade::kind(&()).into_owned(),
+        name: owner.name.clone(),
+        uid: owner.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
 }
 
-pub fn owned_metadata(upgrade: &HubUpgrade, what: &str) -> ObjectMeta {
+pub fn owned_metadata(owner: &Owner, what: &str) -> ObjectMeta {
     ObjectMeta {
-        name: Some(owned_name(upgrade, what)),
-        namespace: upgrade.metadata.namespace.clone(),
-        labels: Some(labels(upgrade, what)),
+        name: Some(owned_name(owner, what)),
+        namespace: Some(owner.namespace.clone()),
+        labels: Some(labels(owner, what)),
         // An upgrade being deleted (Argo CD prunes with foreground deletion) would have the
         // garbage collector remove what it makes now, the roll back's Jobs included: those
         // are left unowned and deleted by the finalizer once the upgrade has ended.
-        owner_references: upgrade
-            .metadata
-            .deletion_timestamp
-            .is_none()
-            .then(|| vec![owner_reference(upgrade)]),
+        owner_references: (!owner.deleting).then(|| vec![owner_reference(owner)]),
         ..Default::default()
     }
 }
 
-fn labels(upgrade: &HubUpgrade, what: &str) -> BTreeMap<String, String> {
+fn labels(owner: &Owner, what: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "hubgrade".into()),
         ("app.kubernetes.io/managed-by".into(), "hubgrade".into()),
-        (
-            UPGRADE_LABEL.into(),
-            upgrade.metadata.name.clone().unwrap_or_default(),
-        ),
+        (UPGRADE_LABEL.into(), owner.name.clone()),
         (STEP_LABEL.into(), what.into()),
-        (
-            UPGRADE_UID_LABEL.into(),
-            upgrade.metadata.uid.clone().unwrap_or_default(),
-        ),
+        (UPGRADE_UID_LABEL.into(), owner.uid.clone()),
     ])
 }
 
 /// Where the SQLite backup of this upgrade goes, as the hub container sees the volume.
-pub fn sqlite_backup_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
+pub fn sqlite_backup_path(owner: &Owner, layout: &HubLayout) -> String {
     let directory = layout
         .sqlite_path
         .rsplit_once('/')
@@ -119,12 +114,12 @@ pub fn sqlite_backup_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
         .unwrap_or("");
     format!(
         "{directory}/{BACKUP_DIR}/{}.sqlite",
-        owned_name(upgrade, "db")
+        owned_name(owner, "db")
     )
 }
 
 /// Where the rehearsal's scratch copy goes.
-fn rehearsal_copy_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
+fn rehearsal_copy_path(owner: &Owner, layout: &HubLayout) -> String {
     let directory = layout
         .sqlite_path
         .rsplit_once('/')
@@ -132,7 +127,7 @@ fn rehearsal_copy_path(upgrade: &HubUpgrade, layout: &HubLayout) -> String {
         .unwrap_or("");
     format!(
         "{directory}/{BACKUP_DIR}/{}.sqlite",
-        owned_name(upgrade, "rehearsal")
+        owned_name(owner, "rehearsal")
     )
 }
 
@@ -181,18 +176,13 @@ fn hub_pod(deployment: &Deployment) -> PodSpec {
         .unwrap_or_default()
 }
 
-fn job(
-    upgrade: &HubUpgrade,
-    step: JobStep,
-    template: PodTemplateSpec,
-    deadline_seconds: i64,
-) -> Job {
+fn job(owner: &Owner, step: JobStep, template: PodTemplateSpec, deadline: SignedDuration) -> Job {
     Job {
-        metadata: owned_metadata(upgrade, step.as_str()),
+        metadata: owned_metadata(owner, step.as_str()),
         spec: Some(JobSpec {
             // One attempt: a failed step is a decision for the state machine, not a retry loop.
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(deadline_seconds.max(1)),
+            active_deadline_seconds: Some(deadline.as_secs().max(1)),
             ttl_seconds_after_finished: None,
             template,
             ..Default::default()
@@ -201,16 +191,12 @@ fn job(
     }
 }
 
-/// What every Job builder needs: the upgrade that owns the Job, the hub it acts on, and the
-/// images it runs.
+/// What every Job builder needs: the resolved upgrade (owner, images, plan with its
+/// timeouts) and the hub it acts on, as read.
 pub struct JobInputs<'a> {
-    pub upgrade: &'a HubUpgrade,
+    pub target: &'a Target,
     pub hub: &'a Deployment,
     pub layout: &'a HubLayout,
-    /// The operator's own image (`hubgrade agent`).
-    pub agent_image: &'a str,
-    /// The image the hub is upgraded to (`jupyterhub upgrade-db`).
-    pub target_image: &'a str,
 }
 
 /// The scratch folder of a Job running `jupyterhub upgrade-db` (an emptyDir): the pinned
@@ -230,7 +216,7 @@ fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -
         .find(|c| c.name == inputs.layout.container);
     Container {
         name: name.into(),
-        image: Some(inputs.agent_image.into()),
+        image: Some(inputs.target.agent_image.clone()),
         command: Some(vec!["hubgrade".into(), "agent".into()]),
         args: Some(command.to_args()),
         volume_mounts: Some(vec![
@@ -274,10 +260,10 @@ fn agent_job(
     inputs: &JobInputs<'_>,
     step: JobStep,
     command: &AgentCommand,
-    deadline_seconds: i64,
+    deadline: SignedDuration,
 ) -> Job {
     let pod = hub_pod(inputs.hub);
-    let mut labels = labels(inputs.upgrade, step.as_str());
+    let mut labels = labels(&inputs.target.owner, step.as_str());
     labels.insert(ROLE_LABEL.into(), "agent".into());
     let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -307,56 +293,56 @@ fn agent_job(
             ..Default::default()
         }),
     };
-    job(inputs.upgrade, step, template, deadline_seconds)
+    job(&inputs.target.owner, step, template, deadline)
 }
 
 /// Copies the stopped hub's SQLite file next to it, verified, with its size and checksum.
-pub fn backup_job(inputs: &JobInputs<'_>, deadline_seconds: i64) -> Job {
+/// It may take the plan's backup timeout.
+pub fn backup_job(inputs: &JobInputs<'_>) -> Job {
+    let target = inputs.target;
     let command = AgentCommand::SqliteBackup {
         database: inputs.layout.sqlite_path.clone().into(),
-        to: sqlite_backup_path(inputs.upgrade, inputs.layout).into(),
-        retain: Some(inputs.upgrade.spec.backup.retain as usize),
+        to: sqlite_backup_path(&target.owner, inputs.layout).into(),
+        retain: Some(target.backup_retain as usize),
     };
-    agent_job(inputs, JobStep::Backup, &command, deadline_seconds)
+    agent_job(
+        inputs,
+        JobStep::Backup,
+        &command,
+        target.plan.timeouts.backup,
+    )
 }
 
 /// Puts the backup back in place of the database, checking the checksum before and after.
-pub fn restore_job(
-    inputs: &JobInputs<'_>,
-    backup_path: &str,
-    checksum: &str,
-    deadline_seconds: i64,
-) -> Job {
+/// Its deadline is the roll back's timeout: the restore never outlives the roll back.
+pub fn restore_job(inputs: &JobInputs<'_>, backup_path: &str, checksum: &str) -> Job {
     let command = AgentCommand::SqliteRestore {
         from: backup_path.into(),
         to: inputs.layout.sqlite_path.clone().into(),
         checksum: checksum.into(),
     };
-    agent_job(inputs, JobStep::Restore, &command, deadline_seconds)
+    let deadline = inputs.target.plan.timeouts.rollback;
+    agent_job(inputs, JobStep::Restore, &command, deadline)
 }
 
 /// `jupyterhub upgrade-db` in the target image, in a pod built from the hub's own template
 /// (same volumes, configuration mounts, environment, service account, working directory and
 /// security context), on exactly the database that was backed up: the hub's configuration is
 /// loaded, checked to name that database, and the database pinned after it. Then the agent
-/// reports the revision the database reached.
-pub fn migration_job(inputs: &JobInputs<'_>, deadline_seconds: i64) -> Job {
+/// reports the revision the database reached. It may take the plan's migration timeout.
+pub fn migration_job(inputs: &JobInputs<'_>) -> Job {
     let database = inputs.layout.sqlite_path.clone();
-    hub_image_job(
-        inputs,
-        JobStep::Migration,
-        &database,
-        Vec::new(),
-        deadline_seconds,
-    )
+    let deadline = inputs.target.plan.timeouts.migration;
+    hub_image_job(inputs, JobStep::Migration, &database, Vec::new(), deadline)
 }
 
 /// The migration run against a scratch copy of the database, before the hub is stopped: the
 /// agent copies the live file, then the target image migrates the copy (pinned, so the hub's
 /// configuration cannot send it to the live file), then the agent reports the copy's revision.
-/// `node`: the node the hub pod runs on, where its ReadWriteOnce claim is attached.
-pub fn rehearsal_job(inputs: &JobInputs<'_>, node: Option<&str>, deadline_seconds: i64) -> Job {
-    let copy = rehearsal_copy_path(inputs.upgrade, inputs.layout);
+/// `node`: the node the hub pod runs on, where its ReadWriteOnce claim is attached. It may take
+/// the plan's rehearsal timeout.
+pub fn rehearsal_job(inputs: &JobInputs<'_>, node: Option<&str>) -> Job {
+    let copy = rehearsal_copy_path(&inputs.target.owner, inputs.layout);
     let copy_database = AgentCommand::SqliteBackup {
         database: inputs.layout.sqlite_path.clone().into(),
         to: copy.clone().into(),
@@ -367,7 +353,7 @@ pub fn rehearsal_job(inputs: &JobInputs<'_>, node: Option<&str>, deadline_second
         JobStep::Rehearsal,
         &copy,
         vec![agent_container("copy-database", inputs, &copy_database)],
-        deadline_seconds,
+        inputs.target.plan.timeouts.rehearsal,
     );
     if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
         // Bound to the hub pod's node, past the scheduler: a ReadWriteOnce volume can be used
@@ -385,7 +371,7 @@ fn hub_image_job(
     step: JobStep,
     database: &str,
     first: Vec<Container>,
-    deadline_seconds: i64,
+    deadline: SignedDuration,
 ) -> Job {
     let pod = hub_pod(inputs.hub);
     let template_meta = inputs
@@ -415,7 +401,7 @@ fn hub_image_job(
     });
     let upgrade_db = Container {
         name: "upgrade-db".into(),
-        image: Some(inputs.target_image.into()),
+        image: Some(inputs.target.plan.target_image.clone()),
         command: Some(vec!["jupyterhub".into()]),
         args: Some(vec![
             "upgrade-db".into(),
@@ -442,7 +428,7 @@ fn hub_image_job(
     };
     let mut volumes = pod.volumes.clone().unwrap_or_default();
     volumes.push(run_volume());
-    let mut labels = labels(inputs.upgrade, step.as_str());
+    let mut labels = labels(&inputs.target.owner, step.as_str());
     labels.insert(ROLE_LABEL.into(), "hub-image".into());
     let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -459,7 +445,7 @@ fn hub_image_job(
             ..pod
         }),
     };
-    job(inputs.upgrade, step, template, deadline_seconds)
+    job(&inputs.target.owner, step, template, deadline)
 }
 
 /// The SQLAlchemy URL of an SQLite file (`sqlite:////srv/jupyterhub/jupyterhub.sqlite`).
@@ -533,38 +519,71 @@ mod tests {
         .expect("deployment")
     }
 
-    fn layout() -> HubLayout {
-        let spec = upgrade().spec;
-        crate::hub::detect_layout(&hub(), &spec).expect("layout")
+    fn target() -> Target {
+        Target::resolve(&upgrade(), "hubgrade:0.1.0").expect("target")
     }
 
-    fn inputs<'a>(
-        upgrade: &'a HubUpgrade,
-        hub: &'a Deployment,
-        layout: &'a HubLayout,
-    ) -> JobInputs<'a> {
+    fn layout() -> HubLayout {
+        target().layout(&hub()).expect("layout")
+    }
+
+    fn inputs<'a>(target: &'a Target, hub: &'a Deployment, layout: &'a HubLayout) -> JobInputs<'a> {
         JobInputs {
-            upgrade,
+            target,
             hub,
             layout,
-            agent_image: "hubgrade:0.1.0",
-            target_image: "quay.io/jupyterhub/k8s-hub:4.2.0",
         }
     }
 
     #[test]
     fn names_derive_from_the_uid() {
-        assert_eq!(owned_name(&upgrade(), "backup"), "hubgrade-0f1e2d3c-backup");
+        let owner = Owner::of(&upgrade());
+        assert_eq!(owned_name(&owner, "backup"), "hubgrade-0f1e2d3c-backup");
         assert_eq!(
-            sqlite_backup_path(&upgrade(), &layout()),
+            sqlite_backup_path(&owner, &layout()),
             "/srv/jupyterhub/hubgrade-backups/hubgrade-0f1e2d3c-db.sqlite"
         );
     }
 
     #[test]
+    fn the_owner_reference_is_the_upgrades_controller_reference() {
+        let upgrade = upgrade();
+        assert_eq!(
+            Some(owner_reference(&Owner::of(&upgrade))),
+            upgrade.controller_owner_ref(&())
+        );
+        let mut deleting = upgrade.clone();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(
+            owned_metadata(&Owner::of(&deleting), "restore").owner_references,
+            None,
+            "what is made during a deletion is left unowned"
+        );
+    }
+
+    #[test]
+    fn a_jobs_deadline_and_retention_come_from_the_plan() {
+        let mut target = target();
+        target.plan.timeouts.backup = SignedDuration::from_secs(420);
+        target.backup_retain = 7;
+        let (hub, layout) = (hub(), layout());
+        let job = backup_job(&inputs(&target, &hub, &layout));
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.active_deadline_seconds, Some(420));
+        let args = spec.template.spec.expect("pod").containers[0]
+            .args
+            .clone()
+            .expect("args");
+        let retain = args.iter().position(|a| a == "--retain").expect("--retain");
+        assert_eq!(args[retain + 1], "7");
+    }
+
+    #[test]
     fn the_migration_job_is_the_hub_pod_with_the_target_image() {
-        let (upgrade, hub, layout) = (upgrade(), hub(), layout());
-        let job = migration_job(&inputs(&upgrade, &hub, &layout), 1800);
+        let (target, hub, layout) = (target(), hub(), layout());
+        let job = migration_job(&inputs(&target, &hub, &layout));
         assert_eq!(
             job.metadata.name.as_deref(),
             Some("hubgrade-0f1e2d3c-migration")
@@ -644,8 +663,8 @@ mod tests {
             run_as_user: Some(0),
             ..Default::default()
         });
-        let (upgrade, layout) = (upgrade(), layout());
-        let job = migration_job(&inputs(&upgrade, &deployment, &layout), 60);
+        let (target, layout) = (target(), layout());
+        let job = migration_job(&inputs(&target, &deployment, &layout));
         let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
         let init = pod.init_containers.unwrap_or_default();
         assert_eq!(
@@ -661,8 +680,8 @@ mod tests {
 
     #[test]
     fn the_backup_job_runs_the_agent_on_the_hub_volume() {
-        let (upgrade, hub, layout) = (upgrade(), hub(), layout());
-        let job = backup_job(&inputs(&upgrade, &hub, &layout), 600);
+        let (target, hub, layout) = (target(), hub(), layout());
+        let job = backup_job(&inputs(&target, &hub, &layout));
         let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some("hubgrade:0.1.0"));

@@ -3,18 +3,20 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
+use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
 
 use super::interpret::Snapshot;
 use super::lock;
 use super::objects::{JobStep, owned_name};
+use super::target::Target;
 use crate::api::{BackupMethod, HubUpgrade};
-use crate::hub::{HubLayout, LayoutError, detect_layout};
-use crate::machine::{LockState, Phase, Preflight};
+use crate::hub::{HubLayout, LayoutError};
+use crate::machine::{LockState, Phase, Preflight, World};
 
 /// What one reconcile saw: the snapshot, and the Preflight checks while in Preflight.
 pub struct Observation {
@@ -22,43 +24,52 @@ pub struct Observation {
     pub preflight: Option<Preflight>,
 }
 
+impl Observation {
+    /// The machine's view: the snapshot interpreted, with the Preflight checks.
+    pub fn world(&self, now: Timestamp) -> World {
+        World {
+            preflight: self.preflight.clone(),
+            ..self.snapshot.world(now)
+        }
+    }
+}
+
 pub async fn observe(
     client: &Client,
-    upgrade: &HubUpgrade,
+    target: &Target,
     phase: Phase,
 ) -> Result<Observation, kube::Error> {
-    let namespace = upgrade.namespace().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let deployment = deployments.get_opt(&upgrade.spec.hub.deployment).await?;
-    let layout = deployment.as_ref().map(|d| detect_layout(d, &upgrade.spec));
+    let namespace = target.owner.namespace.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let deployment = deployments.get_opt(&target.hub).await?;
+    let layout = deployment.as_ref().map(|d| target.layout(d));
     let mut snapshot = Snapshot {
-        deleting: upgrade.metadata.deletion_timestamp.is_some(),
+        deleting: target.owner.deleting,
         ..Snapshot::default()
     };
     if let Some(deployment) = &deployment {
         snapshot.hub_pods = hub_pods(&pods, deployment).await?;
-        snapshot.lock = observe_lock(client, &namespace, upgrade, deployment).await?;
+        snapshot.lock = observe_lock(client, target, deployment).await?;
     }
     if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal)
         && let Some(Ok(layout)) = &layout
     {
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
         snapshot.claim = claims.get_opt(&layout.volume_claim).await?;
     }
     let preflight = matches!(phase, Phase::Pending | Phase::Preflight).then(|| {
         preflight(
-            &namespace,
-            upgrade,
+            target,
             deployment.as_ref(),
             layout.as_ref(),
             snapshot.claim.as_ref(),
         )
     });
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
     for step in JobStep::ALL {
-        let name = owned_name(upgrade, step.as_str());
+        let name = owned_name(&target.owner, step.as_str());
         let Some(job) = jobs.get_opt(&name).await? else {
             continue;
         };
@@ -88,13 +99,13 @@ pub async fn observe(
         .chain(snapshot.jobs.values().flat_map(|(_, p)| p.iter()))
         .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"));
     if creating {
-        let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+        let events: Api<Event> = Api::namespaced(client.clone(), namespace);
         let warnings = ListParams::default().fields("type=Warning,involvedObject.kind=Pod");
         snapshot.pod_events = events.list(&warnings).await?.items;
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     snapshot.config_backed_up = secrets
-        .get_opt(&owned_name(upgrade, "config"))
+        .get_opt(&owned_name(&target.owner, "config"))
         .await?
         .is_some();
     snapshot.deployment = deployment;
@@ -127,16 +138,16 @@ async fn hub_pods(pods: &Api<Pod>, deployment: &Deployment) -> Result<Vec<Pod>, 
 
 async fn observe_lock(
     client: &Client,
-    namespace: &str,
-    upgrade: &HubUpgrade,
+    target: &Target,
     deployment: &Deployment,
 ) -> Result<LockState, kube::Error> {
     let Some((name, uid)) = lock::holder(deployment) else {
         return Ok(LockState::Free);
     };
-    if Some(uid.as_str()) == upgrade.metadata.uid.as_deref() {
+    if uid == target.owner.uid {
         return Ok(LockState::HeldBySelf);
     }
+    let namespace = target.owner.namespace.as_str();
     // A lock whose holder no longer exists is stale (deleted without its finalizer running).
     let upgrades: Api<HubUpgrade> = Api::namespaced(client.clone(), namespace);
     match upgrades.get_opt(&name).await? {
@@ -149,14 +160,13 @@ async fn observe_lock(
 
 /// The read-only checks, on what was read (pure).
 fn preflight(
-    namespace: &str,
-    upgrade: &HubUpgrade,
+    target: &Target,
     deployment: Option<&Deployment>,
     layout: Option<&Result<HubLayout, LayoutError>>,
     claim: Option<&PersistentVolumeClaim>,
 ) -> Preflight {
     let mut problems = Vec::new();
-    let hub = &upgrade.spec.hub.deployment;
+    let (namespace, hub) = (&target.owner.namespace, &target.hub);
     match (deployment, layout) {
         (None, _) | (_, None) => problems.push(format!(
             "the hub Deployment {namespace}/{hub} does not exist; set spec.hub.deployment to the hub's Deployment"
@@ -182,21 +192,22 @@ fn preflight(
                     }
                 }
             }
-            if let Some(problem) = downgrade_problem(&layout.image, &upgrade.spec.target_image) {
+            if let Some(problem) = downgrade_problem(&layout.image, &target.plan.target_image) {
                 problems.push(problem);
             }
         }
     }
     if !matches!(
-        upgrade.spec.backup.method,
+        target.backup_method,
         BackupMethod::Auto | BackupMethod::File
     ) {
         problems.push(format!(
             "spec.backup.method {:?} is not run by the operator yet (the `hubgrade db` commands and the library have it); use File or Auto for an SQLite hub",
-            upgrade.spec.backup.method
+            target.backup_method
         ));
     }
-    if upgrade.spec.drain.is_some() {
+    // The plan drains exactly when the spec asks to.
+    if target.plan.drain.is_some() {
         problems.push(
             "spec.drain is not supported by this version of hubgrade yet; remove it and drain the hub by hand".into(),
         );
@@ -228,7 +239,170 @@ fn downgrade_problem(current: &str, target: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::downgrade_problem;
+    use jiff::Timestamp;
+    use serde_json::{Value, json};
+
+    use super::{Observation, downgrade_problem, observe};
+    use crate::cluster::testing::{
+        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, job_lookups, locked_hub, scenario,
+        target,
+    };
+    use crate::machine::{LockState, Phase, StepState};
+
+    const PODS: &str = "/api/v1/namespaces/jhub/pods";
+    const OTHER_UID: &str = "99999999-aaaa-bbbb-cccc-000000000000";
+
+    async fn observed(phase: Phase, exchanges: Vec<Exchange>) -> Observation {
+        let target = target();
+        let observation = scenario(exchanges, |client| async move {
+            observe(&client, &target, phase).await
+        })
+        .await;
+        observation.expect("observed")
+    }
+
+    fn job(name: &str, complete: bool) -> Value {
+        let conditions = if complete {
+            json!([{"type": "Complete", "status": "True"}])
+        } else {
+            json!([])
+        };
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": "jhub"},
+            "status": {"conditions": conditions}
+        })
+    }
+
+    fn hub_pods() -> Exchange {
+        Exchange::get(PODS)
+            .query("labelSelector", "component=hub")
+            .empty_list("PodList")
+    }
+
+    fn bound_claim() -> Exchange {
+        Exchange::get("/api/v1/namespaces/jhub/persistentvolumeclaims/hub-db-dir").reply(json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "hub-db-dir", "namespace": "jhub"},
+            "status": {"phase": "Bound"}
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_missing_hub_deployment_is_a_snapshot_without_a_hub() {
+        let mut exchanges = vec![Exchange::get(HUB_PATH).not_found()];
+        // No pods, lock or claim to read without a Deployment; the Jobs and the backup still.
+        exchanges.extend(job_lookups(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
+        let observation = observed(Phase::Preflight, exchanges).await;
+        assert!(observation.snapshot.deployment.is_none());
+        let world = observation.world(Timestamp::now());
+        assert_eq!(world.hub, None);
+        assert_eq!(world.lock, LockState::Free);
+        let problems = world.preflight.expect("Preflight checks").problems;
+        assert!(
+            problems[0].starts_with("the hub Deployment jhub/hub does not exist"),
+            "{problems:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_preflight_the_hub_its_pods_its_lock_holder_and_its_claim_are_read() {
+        let mut exchanges = vec![
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-1", OTHER_UID))),
+            hub_pods(),
+            // The holder still exists under the uid in the lock: the lock is its.
+            Exchange::get("/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-1").reply(
+                json!({
+                    "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+                    "metadata": {"name": "to-4-1", "namespace": "jhub", "uid": OTHER_UID},
+                    "spec": {"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.1.1"}
+                }),
+            ),
+            bound_claim(),
+        ];
+        exchanges.extend(job_lookups(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
+        let observation = observed(Phase::Preflight, exchanges).await;
+        let world = observation.world(Timestamp::now());
+        assert_eq!(world.lock, LockState::HeldBy("jhub/to-4-1".into()));
+        assert_eq!(
+            world.hub.expect("the hub").image,
+            "quay.io/jupyterhub/k8s-hub:4.1.0"
+        );
+        assert_eq!(
+            world.preflight.expect("Preflight checks").problems,
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lock_whose_holder_is_gone_is_free() {
+        let mut exchanges = vec![
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-1", OTHER_UID))),
+            hub_pods(),
+            Exchange::get("/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-1")
+                .not_found(),
+            bound_claim(),
+        ];
+        exchanges.extend(job_lookups(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
+        let observation = observed(Phase::Preflight, exchanges).await;
+        assert_eq!(observation.snapshot.lock, LockState::Free);
+    }
+
+    #[tokio::test]
+    async fn while_migrating_the_jobs_their_pods_and_warnings_about_pending_pods_are_read() {
+        let mut exchanges = vec![
+            // Held by this upgrade: no holder to look up; past Rehearsal: no claim to read.
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+            hub_pods(),
+        ];
+        exchanges.extend(job_lookups(|name| {
+            let path = format!("{JOBS_PATH}/{name}");
+            let pods = Exchange::get(PODS).query("labelSelector", &format!("job-name={name}"));
+            match name {
+                // A finished rehearsal's pods are not read again.
+                "hubgrade-0f1e2d3c-rehearsal" => {
+                    Some(vec![Exchange::get(&path).reply(job(name, true))])
+                }
+                // A finished backup's are: they hold its report.
+                "hubgrade-0f1e2d3c-backup" => Some(vec![
+                    Exchange::get(&path).reply(job(name, true)),
+                    pods.empty_list("PodList"),
+                ]),
+                "hubgrade-0f1e2d3c-migration" => Some(vec![
+                    Exchange::get(&path).reply(job(name, false)),
+                    pods.reply(json!({
+                        "apiVersion": "v1", "kind": "PodList", "metadata": {},
+                        "items": [{
+                            "metadata": {"name": "migration-1", "namespace": "jhub",
+                                         "creationTimestamp": Timestamp::now().to_string()},
+                            "status": {"phase": "Pending"}
+                        }]
+                    })),
+                ]),
+                _ => None,
+            }
+        }));
+        exchanges.push(
+            Exchange::get("/api/v1/namespaces/jhub/events")
+                .query("fieldSelector", "type=Warning,involvedObject.kind=Pod")
+                .empty_list("EventList"),
+        );
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).reply(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "hubgrade-0f1e2d3c-config", "namespace": "jhub"}
+        })));
+        let observation = observed(Phase::Migrating, exchanges).await;
+        assert!(observation.preflight.is_none());
+        assert!(observation.snapshot.claim.is_none());
+        let world = observation.world(Timestamp::now());
+        assert_eq!(world.lock, LockState::HeldBySelf);
+        assert_eq!(world.rehearsal, StepState::Succeeded(()));
+        assert_eq!(world.migration, StepState::Running);
+        assert!(world.config_backed_up);
+    }
 
     #[test]
     fn an_older_tag_of_the_same_image_is_a_downgrade() {

@@ -22,10 +22,11 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{HubUpgrade, HubUpgradeStatus};
+use crate::api::{HubUpgrade, HubUpgradeStatus, SpecError};
 use crate::cluster::effects::{self, EffectError, EffectInputs};
 use crate::cluster::observe::observe;
-use crate::machine::{Decision, EventKind, Outcome, Phase, Progress, StepRecord, decide};
+use crate::cluster::{Owner, Target};
+use crate::machine::{Action, Decision, EventKind, Outcome, Phase, Progress, StepRecord, decide};
 
 pub use metrics::Metrics;
 
@@ -145,13 +146,14 @@ async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Re
     if !phase.is_terminal() {
         return advance(&upgrade, &context).await;
     }
-    effects::release_lock(&context.client, &upgrade)
+    let owner = Owner::of(&upgrade);
+    effects::release_lock(&context.client, &owner, Target::hub_of(&upgrade))
         .await
         .map_err(|source| Error::Effect {
             upgrade: name.clone(),
             source,
         })?;
-    effects::delete_unowned(&context.client, &upgrade)
+    effects::delete_unowned(&context.client, &owner)
         .await
         .map_err(|source| Error::Effect {
             upgrade: name.clone(),
@@ -170,76 +172,42 @@ fn error_policy(upgrade: Arc<HubUpgrade>, error: &Error, context: Arc<Context>) 
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// One step of one upgrade.
+/// One step of one upgrade: resolve the target, observe, decide, act, record.
 async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Error> {
-    let namespace = cached.namespace().unwrap_or_default();
-    let api: Api<HubUpgrade> = Api::namespaced(context.client.clone(), &namespace);
     let name = label(cached);
+    let reading = |source| Error::Observe {
+        upgrade: name.clone(),
+        source,
+    };
+    let api: Api<HubUpgrade> = Api::namespaced(
+        context.client.clone(),
+        &cached.namespace().unwrap_or_default(),
+    );
     // The freshest status, not the cache's: the machine must see its own last write.
-    let Some(upgrade) = api
-        .get_opt(&cached.name_any())
-        .await
-        .map_err(|source| Error::Observe {
-            upgrade: name.clone(),
-            source,
-        })?
-    else {
+    let Some(upgrade) = api.get_opt(&cached.name_any()).await.map_err(&reading)? else {
         return Ok(Requeue::await_change());
     };
-    let status = upgrade.status.clone().unwrap_or_default();
-    let progress = status.progress.clone();
+    let progress = upgrade.status.clone().unwrap_or_default().progress;
     let now = jiff::Timestamp::now();
-    let plan = match upgrade.spec.plan() {
-        Ok(plan) => plan,
+    let target = match Target::resolve(&upgrade, &context.agent_image) {
+        Ok(target) => target,
         Err(_) if progress.phase.is_terminal() => return Ok(Requeue::await_change()),
         Err(problem) => {
-            // Only reachable past the CRD's validation (e.g. an older CRD installed).
-            let progress = failed_on_invalid_spec(&progress, &problem.to_string(), now);
-            write_status(&api, &upgrade, &progress)
-                .await
-                .map_err(|source| Error::Status {
-                    upgrade: name.clone(),
-                    source,
-                })?;
-            publish(
-                context,
-                &upgrade,
-                EventKind::Warning,
-                "InvalidSpec",
-                &problem.to_string(),
-            )
-            .await;
-            return Ok(Requeue::await_change());
+            return refuse_invalid_spec(context, &upgrade, &progress, problem, now).await;
         }
     };
-    let observation = observe(&context.client, &upgrade, progress.phase)
+    let observation = observe(&context.client, &target, progress.phase)
         .await
-        .map_err(|source| Error::Observe {
-            upgrade: name.clone(),
-            source,
-        })?;
-    let snapshot = &observation.snapshot;
-    let mut world = snapshot.world(now);
-    world.preflight = observation.preflight;
-    let Decision {
-        action,
-        progress: next,
-        notice,
-        requeue_after,
-    } = decide(&plan, &progress, &world, now);
+        .map_err(&reading)?;
+    let decision = decide(&target.plan, &progress, &observation.world(now), now);
+    info!(upgrade = %name, phase = %progress.phase, action = ?decision.action, "step");
     let inputs = EffectInputs {
         client: &context.client,
-        upgrade: &upgrade,
-        plan: &plan,
+        target: &target,
         progress: &progress,
-        deployment: snapshot.deployment.as_ref(),
-        layout: snapshot.layout.as_ref().and_then(|l| l.as_ref().ok()),
-        agent_image: &context.agent_image,
-        hub_node: snapshot.hub_node(),
-        hub_pods: &snapshot.hub_pods,
+        snapshot: &observation.snapshot,
     };
-    info!(upgrade = %name, phase = %progress.phase, action = ?action, "step");
-    if let Err(source) = effects::carry_out(&action, &inputs).await {
+    if let Err(source) = effects::carry_out(&decision.action, &inputs).await {
         if source.is_conflict() {
             // Someone changed the object between our read and our write: look again.
             return Ok(Requeue::requeue(Duration::from_millis(500)));
@@ -257,19 +225,32 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
             source,
         });
     }
-    context.metrics.acted(&action);
+    context.metrics.acted(&decision.action);
+    record(context, &upgrade, &progress, decision).await
+}
+
+/// After the action: writes the decision's progress (if it changed), announces its notice and
+/// says when to look again.
+async fn record(
+    context: &Context,
+    upgrade: &HubUpgrade,
+    progress: &Progress,
+    decision: Decision,
+) -> Result<Requeue, Error> {
+    let name = label(upgrade);
+    let next = &decision.progress;
     if next != progress {
-        write_status(&api, &upgrade, &next)
+        write_status(&context.client, upgrade, next)
             .await
             .map_err(|source| Error::Status {
                 upgrade: name.clone(),
                 source,
             })?;
     }
-    if let Some(notice) = notice {
+    if let Some(notice) = &decision.notice {
         publish(
             context,
-            &upgrade,
+            upgrade,
             notice.kind,
             &notice.reason,
             &notice.message,
@@ -280,14 +261,42 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
         info!(upgrade = %name, from = %progress.phase, to = %next.phase, "phase changed");
         context.metrics.entered(next.phase);
     }
-    Ok(match requeue_after {
+    Ok(match decision.requeue_after {
         // A changed status or action is followed up at once; a wait polls.
-        _ if next.phase != progress.phase || action != crate::machine::Action::Wait => {
+        _ if next.phase != progress.phase || decision.action != Action::Wait => {
             Requeue::requeue(Duration::from_millis(200))
         }
         Some(after) => Requeue::requeue(Duration::from_millis(after.as_millis().max(0) as u64)),
         None => Requeue::await_change(),
     })
+}
+
+/// A spec that cannot be planned (only possible past the CRD's validation, e.g. an older CRD
+/// installed) ends the upgrade `Failed`, announced with an `InvalidSpec` Event.
+async fn refuse_invalid_spec(
+    context: &Context,
+    upgrade: &HubUpgrade,
+    progress: &Progress,
+    problem: SpecError,
+    now: jiff::Timestamp,
+) -> Result<Requeue, Error> {
+    let problem = problem.to_string();
+    let failed = failed_on_invalid_spec(progress, &problem, now);
+    write_status(&context.client, upgrade, &failed)
+        .await
+        .map_err(|source| Error::Status {
+            upgrade: label(upgrade),
+            source,
+        })?;
+    publish(
+        context,
+        upgrade,
+        EventKind::Warning,
+        "InvalidSpec",
+        &problem,
+    )
+    .await;
+    Ok(Requeue::await_change())
 }
 
 fn failed_on_invalid_spec(progress: &Progress, problem: &str, now: jiff::Timestamp) -> Progress {
@@ -309,10 +318,12 @@ fn failed_on_invalid_spec(progress: &Progress, problem: &str, now: jiff::Timesta
 /// Writes the whole status with server-side apply; the resourceVersion makes a write based on
 /// a stale read fail instead of overwriting newer progress.
 async fn write_status(
-    api: &Api<HubUpgrade>,
+    client: &Client,
     upgrade: &HubUpgrade,
     progress: &Progress,
 ) -> Result<(), kube::Error> {
+    let api: Api<HubUpgrade> =
+        Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
     let previous = upgrade.status.clone().unwrap_or_default();
     let status = HubUpgradeStatus {
         progress: progress.clone(),
@@ -370,5 +381,197 @@ pub fn reporter(instance: Option<String>) -> Reporter {
     Reporter {
         controller: "hubgrade".into(),
         instance,
+    }
+}
+
+/// One reconcile against a mocked API server: the status write, the Event, and what a
+/// failed action leaves unrecorded.
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::cluster::testing::{
+        AGENT_IMAGE, APPLY_PATCH, CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, MERGE_PATCH,
+        UID, UPGRADE_PATH, hub, job_lookups, locked_hub, scenario, upgrade,
+    };
+
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/jhub/events";
+
+    fn context(client: Client) -> Context {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter(None)),
+            client,
+            metrics: Arc::default(),
+            agent_image: AGENT_IMAGE.into(),
+        }
+    }
+
+    fn upgrade_in(status: Value) -> HubUpgrade {
+        let mut upgrade = upgrade();
+        upgrade.status = Some(serde_json::from_value(status).expect("a status"));
+        upgrade
+    }
+
+    /// What `observe` reads of a free, healthy hub in Pending or Preflight.
+    fn observation_of_a_free_hub() -> Vec<Exchange> {
+        let mut reads = vec![
+            Exchange::get(HUB_PATH).reply(hub()),
+            Exchange::get("/api/v1/namespaces/jhub/pods")
+                .query("labelSelector", "component=hub")
+                .empty_list("PodList"),
+            Exchange::get("/api/v1/namespaces/jhub/persistentvolumeclaims/hub-db-dir").reply(
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "hub-db-dir"}, "status": {"phase": "Bound"}
+                }),
+            ),
+        ];
+        reads.extend(job_lookups(|_| None));
+        reads.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
+        reads
+    }
+
+    async fn advanced(exchanges: Vec<Exchange>) -> Result<Requeue, Error> {
+        scenario(exchanges, |client| async move {
+            advance(&upgrade(), &context(client)).await
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_new_phase_is_applied_to_the_status_as_hubgrade_and_announced() {
+        let mut exchanges = vec![Exchange::get(UPGRADE_PATH).reply(upgrade())];
+        exchanges.extend(observation_of_a_free_hub());
+        exchanges.push(
+            Exchange::patch(&format!("{UPGRADE_PATH}/status"), APPLY_PATCH)
+                .query("fieldManager", "hubgrade")
+                .query("force", "true")
+                .body_contains(json!({
+                    "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+                    // Based on the version read: a stale write fails instead of overwriting.
+                    "metadata": {"name": "to-4-2", "resourceVersion": "7"},
+                    "status": {"phase": "Preflight", "observedGeneration": 1}
+                }))
+                .body_check(|patch| {
+                    let conditions = patch["status"]["conditions"]
+                        .as_array()
+                        .expect("conditions");
+                    let progressing = conditions
+                        .iter()
+                        .find(|c| c["type"] == "Progressing")
+                        .expect("Progressing");
+                    assert_eq!(progressing["status"], "True");
+                    assert_eq!(progressing["reason"], "Preflight");
+                })
+                .reply(upgrade()),
+        );
+        exchanges.push(Exchange::post(EVENTS).body_contains(json!({
+            "type": "Normal", "reason": "Preflight", "action": "Upgrade",
+            "note": "checking the hub, its database and the target",
+            "reportingController": "hubgrade",
+            "regarding": {"kind": "HubUpgrade", "namespace": "jhub", "name": "to-4-2", "uid": UID}
+        })));
+        let requeue = advanced(exchanges).await.expect("advanced");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_millis(200)));
+    }
+
+    #[tokio::test]
+    async fn a_spec_that_cannot_be_planned_ends_failed_without_reading_the_hub() {
+        let mut invalid = upgrade();
+        invalid.spec.migration.timeout = "soon".into();
+        let exchanges = vec![
+            Exchange::get(UPGRADE_PATH).reply(invalid.clone()),
+            Exchange::patch(&format!("{UPGRADE_PATH}/status"), APPLY_PATCH)
+                .query("fieldManager", "hubgrade")
+                .query("force", "true")
+                .body_contains(json!({"status": {"phase": "Failed"}}))
+                .body_check(|patch| {
+                    let message = patch["status"]["message"].as_str().expect("message");
+                    assert!(message.starts_with("the spec cannot be run"), "{message}");
+                })
+                .reply(invalid),
+            Exchange::post(EVENTS)
+                .body_contains(json!({"type": "Warning", "reason": "InvalidSpec"})),
+        ];
+        let requeue = advanced(exchanges).await.expect("advanced");
+        assert_eq!(requeue, Requeue::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_action_is_retried_with_nothing_recorded() {
+        let preflight = json!({"phase": "Preflight", "phaseStartedAt": "2026-01-01T00:00:00Z"});
+        let mut exchanges = vec![Exchange::get(UPGRADE_PATH).reply(upgrade_in(preflight))];
+        exchanges.extend(observation_of_a_free_hub());
+        // The lock is free and the checks pass: take the lock, which someone changed meanwhile.
+        exchanges.push(Exchange::patch(HUB_PATH, MERGE_PATCH).fail(409, "Conflict"));
+        let requeue = advanced(exchanges).await.expect("a conflict is no error");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_millis(500)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_action_is_announced_and_nothing_is_recorded() {
+        let preflight = json!({"phase": "Preflight", "phaseStartedAt": "2026-01-01T00:00:00Z"});
+        let mut exchanges = vec![Exchange::get(UPGRADE_PATH).reply(upgrade_in(preflight))];
+        exchanges.extend(observation_of_a_free_hub());
+        exchanges.push(Exchange::patch(HUB_PATH, MERGE_PATCH).fail(403, "Forbidden"));
+        exchanges.push(
+            Exchange::post(EVENTS)
+                .body_contains(json!({"type": "Warning", "reason": "ActionFailed"}))
+                .body_check(|event| {
+                    let note = event["note"].as_str().expect("note");
+                    assert!(note.starts_with("acquire the hub lock on hub: "), "{note}");
+                }),
+        );
+        let result = advanced(exchanges).await;
+        assert!(matches!(result, Err(Error::Effect { .. })), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_live_upgrade_gets_the_finalizer_before_anything_else() {
+        let mut new = upgrade();
+        new.metadata.finalizers = None;
+        let exchanges = vec![
+            Exchange::patch(UPGRADE_PATH, MERGE_PATCH)
+                .body_is(json!({"metadata": {
+                    "resourceVersion": "7", "finalizers": ["hubgrade.io/hub-lock"]
+                }}))
+                .reply(upgrade()),
+        ];
+        let requeue = scenario(exchanges, |client| async move {
+            reconcile(Arc::new(new), Arc::new(context(client))).await
+        })
+        .await
+        .expect("finalizer added");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_millis(100)));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_upgrade_that_ended_releases_the_lock_and_its_finalizer() {
+        let mut deleted = upgrade_in(json!({"phase": "Succeeded"}));
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let exchanges = vec![
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+            Exchange::patch(HUB_PATH, MERGE_PATCH)
+                .query("fieldManager", "hubgrade")
+                .body_contains(json!({"metadata": {"annotations": {
+                    "hubgrade.io/locked-by": null, "hubgrade.io/locked-by-uid": null
+                }}}))
+                .reply(hub()),
+            Exchange::get(JOBS_PATH)
+                .query("labelSelector", &format!("hubgrade.io/upgrade-uid={UID}"))
+                .empty_list("JobList"),
+            Exchange::patch(UPGRADE_PATH, MERGE_PATCH)
+                .body_is(json!({"metadata": {"resourceVersion": "7", "finalizers": []}}))
+                .reply(upgrade()),
+        ];
+        let requeue = scenario(exchanges, |client| async move {
+            reconcile(Arc::new(deleted), Arc::new(context(client))).await
+        })
+        .await
+        .expect("let go");
+        assert_eq!(requeue, Requeue::await_change());
     }
 }

@@ -1,0 +1,118 @@
+//! The resolved target of one upgrade: everything observation, the builders and the effects
+//! need, read from the `HubUpgrade` once per reconcile, right after planning. This is the only
+//! place in `cluster/` that reads the spec. (Not to be confused with `machine::Target`, the
+//! image and revision recorded in the status once the hub moved.)
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{BackupMethod, HubUpgrade, HubUpgradeSpec, SpecError};
+use crate::hub::{HubLayout, LayoutError, detect_layout};
+use crate::machine::Plan;
+
+/// The upgrade as the owner of what hubgrade makes and the holder of the hub lock (metadata
+/// only, so it is known even when the spec cannot be planned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Being deleted: what is made now gets no owner reference (see `objects::owned_metadata`).
+    pub deleting: bool,
+}
+
+impl Owner {
+    pub fn of(upgrade: &HubUpgrade) -> Owner {
+        Owner {
+            namespace: upgrade.namespace().unwrap_or_default(),
+            name: upgrade.name_any(),
+            uid: upgrade.uid().unwrap_or_default(),
+            deleting: upgrade.meta().deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// One upgrade, resolved: who owns it, what it runs, on which hub.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub owner: Owner,
+    pub plan: Plan,
+    /// The hub Deployment, in the owner's namespace.
+    pub hub: String,
+    /// The operator's own image, run by the agent containers (`hubgrade agent`).
+    pub agent_image: String,
+    pub backup_method: BackupMethod,
+    /// How many SQLite backups the backup Job keeps next to the database.
+    pub backup_retain: u32,
+    /// `hub::detect_layout` reads the container and database hints from the spec; private, so
+    /// that only [`Target::layout`] reads them.
+    layout_hints: HubUpgradeSpec,
+}
+
+impl Target {
+    /// Plans the spec; a spec that cannot be planned is refused with the planning error.
+    pub fn resolve(upgrade: &HubUpgrade, agent_image: &str) -> Result<Target, SpecError> {
+        Ok(Target {
+            owner: Owner::of(upgrade),
+            plan: upgrade.spec.plan()?,
+            hub: Target::hub_of(upgrade).to_string(),
+            agent_image: agent_image.to_string(),
+            backup_method: upgrade.spec.backup.method,
+            backup_retain: upgrade.spec.backup.retain,
+            layout_hints: upgrade.spec.clone(),
+        })
+    }
+
+    /// The hub Deployment an upgrade names, known even when its spec cannot be planned (to
+    /// release the lock of a deleted upgrade).
+    pub fn hub_of(upgrade: &HubUpgrade) -> &str {
+        &upgrade.spec.hub.deployment
+    }
+
+    /// The hub's layout (container, database, claim) in its Deployment, once that is read.
+    pub fn layout(&self, deployment: &Deployment) -> Result<HubLayout, LayoutError> {
+        detect_layout(deployment, &self.layout_hints)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::testing::{AGENT_IMAGE, TARGET_IMAGE, UID, hub, upgrade};
+
+    #[test]
+    fn the_target_is_what_the_upgrade_asks_for() {
+        let mut upgrade = upgrade();
+        upgrade.spec.backup.method = BackupMethod::File;
+        upgrade.spec.backup.retain = 5;
+        let target = Target::resolve(&upgrade, AGENT_IMAGE).expect("target");
+        assert_eq!(
+            target.owner,
+            Owner {
+                namespace: "jhub".into(),
+                name: "to-4-2".into(),
+                uid: UID.into(),
+                deleting: false,
+            }
+        );
+        assert_eq!(target.hub, "hub");
+        assert_eq!(target.plan, upgrade.spec.plan().expect("plan"));
+        assert_eq!(target.plan.target_image, TARGET_IMAGE);
+        assert_eq!(target.agent_image, AGENT_IMAGE);
+        assert_eq!(
+            (target.backup_method, target.backup_retain),
+            (BackupMethod::File, 5)
+        );
+        assert_eq!(
+            target.layout(&hub()).expect("layout").volume_claim,
+            "hub-db-dir"
+        );
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_planned_has_no_target() {
+        let mut upgrade = upgrade();
+        upgrade.spec.rollback.timeout = "whenever".into();
+        assert!(Target::resolve(&upgrade, AGENT_IMAGE).is_err());
+    }
+}

@@ -57,7 +57,7 @@ spec:
     );
     let applied = kubectl_with_input(&["apply", "-f", "-"], &manifest);
     assert!(applied.status.success(), "{}", stderr(&applied));
-    let standin = Command::new(env!("CARGO_BIN_EXE_kwok-snapshot-standin"))
+    let standin = Command::new(support::standin("kwok-snapshot-standin"))
         .args([
             "--namespace",
             &ns.name,

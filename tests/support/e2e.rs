@@ -139,7 +139,7 @@ impl Hub {
         )
         .await;
 
-        let standin = Command::new(env!("CARGO_BIN_EXE_kwok-agent-standin"))
+        let standin = Command::new(super::standin("kwok-agent-standin"))
             .args([
                 "--namespace",
                 &ns,

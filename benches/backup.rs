@@ -470,14 +470,14 @@ async fn bench_postgres(dir: &Path) -> BenchResult<PostgresResults> {
         let (run, reference) =
             time_async(async { Ok(clone_database(&hub, CLONE_DATABASE).await?) }).await?;
         results.clone_database.record(run);
-        results.clone_bytes = reference.size_bytes;
+        results.clone_bytes = reference.size_bytes.unwrap_or(0);
         execute(&mut admin, "DROP DATABASE jupyterhub_clone").await?;
         settle(&mut admin).await?;
 
         let (dump_run, reference) =
             time_async(async { Ok(dump(&hub, &hubgrade_dump_file).await?) }).await?;
         results.hubgrade_dump.record(dump_run);
-        results.hubgrade_dump_bytes = reference.size_bytes;
+        results.hubgrade_dump_bytes = reference.size_bytes.unwrap_or(0);
         let checksum = reference
             .checksum
             .ok_or("hubgrade's dump has no checksum")?;

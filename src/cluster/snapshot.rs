@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind,
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::db::BackupReference;
+use crate::machine::{BackupMethod, BackupRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -73,7 +73,7 @@ pub async fn snapshot_claim(
     snapshot: &str,
     class: Option<&str>,
     timeout: Duration,
-) -> Result<BackupReference> {
+) -> Result<BackupRecord> {
     let kube_error = |what, name: &str| {
         let (namespace, name) = (namespace.to_string(), name.to_string());
         move |source| SnapshotError::Kube {
@@ -136,10 +136,10 @@ pub async fn snapshot_claim(
                 .and_then(|s| s.as_str())
                 .map(quantity_bytes)
                 .unwrap_or(0);
-            return Ok(BackupReference {
-                method: "VolumeSnapshot".into(),
+            return Ok(BackupRecord {
+                method: BackupMethod::VolumeSnapshot,
                 reference: snapshot.to_string(),
-                size_bytes: size,
+                size_bytes: Some(size),
                 checksum: None,
                 verified: true,
             });

@@ -13,10 +13,10 @@ use std::process::Stdio;
 // Identifiers in dynamic SQL go through `quote`; values are always bound.
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 
-use super::BackupReference;
 use super::revision::{read_revision, scrubbed};
 use super::server::{ServerBackupError, check_dump_checksum, check_room};
 use super::url::{DatabaseUrl, ServerUrl};
+use crate::machine::{BackupMethod, BackupRecord};
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
 
@@ -233,7 +233,7 @@ pub fn verify_dump(file: &Path, checksum: &str) -> Result<()> {
 }
 
 /// Copies the hub's database into the new schema `backup` and checks the copy.
-pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {
+pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRecord> {
     let mut db = connect(server).await?;
     refuse_if_in_use(&mut db, server, &server.database).await?;
     if schema_exists(&mut db, server, backup).await? {
@@ -263,10 +263,10 @@ pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRe
     .map_err(database_error("measuring the copy", server))?;
     let _ = db.close().await;
     verify_same(server, &server.with_database(backup)).await?;
-    Ok(BackupReference {
-        method: "Clone".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::Clone,
         reference: backup.to_string(),
-        size_bytes: size.max(0) as u64,
+        size_bytes: Some(size.max(0) as u64),
         checksum: None,
         verified: true,
     })
@@ -414,7 +414,7 @@ async fn run_tool(
 }
 
 /// `mysqldump --single-transaction` of the hub's database to `file`.
-pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
+pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupRecord> {
     prepare(server, Some(file)).await?;
     let partial = std::path::PathBuf::from(format!("{}.partial", file.display()));
     let args = [
@@ -435,10 +435,10 @@ pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
-    Ok(BackupReference {
-        method: "Dump".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::Dump,
         reference: file.display().to_string(),
-        size_bytes,
+        size_bytes: Some(size_bytes),
         checksum: Some(checksum),
         verified: true,
     })

@@ -13,10 +13,10 @@ use std::process::Stdio;
 // Identifiers in dynamic SQL go through `quote`; values are always bound.
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::BackupReference;
 use super::revision::{read_revision, scrubbed};
 use super::server::{ServerBackupError, check_dump_checksum, check_room};
 use super::url::{DatabaseUrl, ServerUrl};
+use crate::machine::{BackupMethod, BackupRecord};
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
 
@@ -122,7 +122,7 @@ pub async fn verify_dump(server: &ServerUrl, file: &Path, checksum: &str) -> Res
 
 /// Copies the hub's database into a new database `backup` on the same server, then checks the
 /// copy holds the same schema revision and the same number of rows in every table.
-pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {
+pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRecord> {
     let mut db = maintenance(server).await?;
     refuse_if_in_use(&mut db, server, &server.database).await?;
     if !exists(&mut db, server, backup).await? {
@@ -143,10 +143,10 @@ pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRe
         .map_err(database_error("measuring the copy", server))?;
     let _ = db.close().await;
     verify_same(server, &server.with_database(backup)).await?;
-    Ok(BackupReference {
-        method: "Clone".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::Clone,
         reference: backup.to_string(),
-        size_bytes: size.max(0) as u64,
+        size_bytes: Some(size.max(0) as u64),
         checksum: None,
         verified: true,
     })
@@ -293,7 +293,7 @@ async fn run_tool(
 }
 
 /// `pg_dump --format=custom` of the hub's database to `file`, checked with `pg_restore --list`.
-pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
+pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupRecord> {
     prepare(server, Some(file)).await?;
     let partial = format!("{}.partial", file.display());
     let mut command = libpq_command("pg_dump", server);
@@ -311,10 +311,10 @@ pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
-    Ok(BackupReference {
-        method: "Dump".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::Dump,
         reference: file.display().to_string(),
-        size_bytes,
+        size_bytes: Some(size_bytes),
         checksum: Some(checksum),
         verified: true,
     })

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor};
 
-use super::BackupReference;
+use crate::machine::{BackupMethod, BackupRecord};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -192,7 +192,7 @@ fn check_space(needs: Vec<SpaceNeed>) -> Result<()> {
 
 /// Copies `database` to `destination` (same bytes), verifies the copy, and reports it. Only
 /// the copy's room is checked: see [`back_up_for`] when more is to follow.
-pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupReference> {
+pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupRecord> {
     back_up_for(database, destination, SpacePlan::CopyOnly).await
 }
 
@@ -201,7 +201,7 @@ pub async fn back_up_for(
     database: &Path,
     destination: &Path,
     plan: SpacePlan,
-) -> Result<BackupReference> {
+) -> Result<BackupRecord> {
     let dir = folder_of(destination);
     if plan == SpacePlan::BackupBeforeMigration && dir.is_dir() {
         remove_rehearsal_copies(dir)?;
@@ -243,10 +243,10 @@ pub async fn back_up_for(
     let (size_bytes, checksum) = size_and_checksum(&temporary)?;
     fs::rename(&temporary, destination).map_err(io_error(destination))?;
     sync_dir(dir)?;
-    Ok(BackupReference {
-        method: "File".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::File,
         reference: destination.display().to_string(),
-        size_bytes,
+        size_bytes: Some(size_bytes),
         checksum: Some(checksum),
         verified: true,
     })
@@ -294,7 +294,7 @@ fn ensure_checksum(path: &Path, expected: &str) -> Result<u64> {
 /// A restore done, and what was removed to make room for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Restored {
-    pub backup: BackupReference,
+    pub backup: BackupRecord,
     pub removed_to_make_room: Vec<PathBuf>,
 }
 
@@ -333,10 +333,10 @@ pub async fn restore(backup: &Path, database: &Path, checksum: &str) -> Result<R
     fs::rename(&temporary, database).map_err(io_error(database))?;
     sync_dir(dir)?;
     Ok(Restored {
-        backup: BackupReference {
-            method: "File".into(),
+        backup: BackupRecord {
+            method: BackupMethod::File,
             reference: backup.display().to_string(),
-            size_bytes,
+            size_bytes: Some(size_bytes),
             checksum: Some(checksum.to_string()),
             verified: true,
         },

@@ -3,8 +3,8 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    Action, BackupRecord, Decision, EventKind, ImageManagement, LockState, Notice, Original,
-    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
+    Action, Decision, EventKind, ImageManagement, LockState, Notice, Original, Outcome, Phase,
+    Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
 };
 
 /// How soon to look again while waiting on something that is not watched (pods, the hub API).
@@ -336,13 +336,7 @@ impl Step<'_> {
                 report.reference
             )),
             StepState::Succeeded(report) => {
-                self.progress.backup = Some(BackupRecord {
-                    method: report.method.clone(),
-                    reference: report.reference.clone(),
-                    size_bytes: report.size_bytes,
-                    checksum: report.checksum.clone(),
-                    verified: true,
-                });
+                self.progress.backup = Some(report.clone());
                 self.enter(
                     Phase::Migrating,
                     format!(

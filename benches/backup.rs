@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hubgrade::db::file::size_and_checksum;
 use hubgrade::db::postgres::{clone_database, dump, restore_dump};
-use hubgrade::db::sqlite::{back_up, size_and_checksum};
+use hubgrade::db::sqlite::back_up;
 use hubgrade::db::url::DatabaseUrl;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};

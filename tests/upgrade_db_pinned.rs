@@ -119,7 +119,7 @@ fn inputs<'a>(
 }
 
 fn checksum(path: &Path) -> String {
-    hubgrade::db::sqlite::size_and_checksum(path)
+    hubgrade::db::file::size_and_checksum(path)
         .expect("checksum")
         .1
 }

@@ -307,7 +307,7 @@ pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupRecord> {
         message: e.to_string(),
     })?;
     let (size_bytes, checksum) =
-        super::sqlite::size_and_checksum(file).map_err(|e| ServerBackupError::File {
+        super::file::size_and_checksum(file).map_err(|e| ServerBackupError::File {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;

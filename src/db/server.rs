@@ -47,7 +47,7 @@ pub enum ServerBackupError {
 /// Refuses a dump whose checksum is not the recorded one, before anything relies on it.
 pub(crate) fn check_dump_checksum(file: &Path, expected: &str) -> Result<(), ServerBackupError> {
     let (_, actual) =
-        super::sqlite::size_and_checksum(file).map_err(|e| ServerBackupError::File {
+        super::file::size_and_checksum(file).map_err(|e| ServerBackupError::File {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
@@ -63,13 +63,13 @@ pub(crate) fn check_dump_checksum(file: &Path, expected: &str) -> Result<(), Ser
 
 /// Makes `file`'s folder and checks `needed` bytes fit in it.
 pub(crate) fn check_room(file: &Path, needed: u64) -> Result<(), ServerBackupError> {
-    let dir = file.parent().unwrap_or(Path::new("."));
+    let dir = super::file::folder_of(file);
     let file_error = |e: std::io::Error| ServerBackupError::File {
         path: dir.display().to_string(),
         message: e.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(file_error)?;
-    let available = super::available_space(dir).map_err(file_error)?;
+    let available = super::file::available_space(dir).map_err(file_error)?;
     if available < needed {
         return Err(ServerBackupError::NoSpace {
             dir: dir.display().to_string(),

@@ -127,6 +127,13 @@ fn checksum(backup: &BackupRecord) -> Result<&str, BackupError> {
     backup.checksum.as_deref().ok_or(BackupError::NoChecksum)
 }
 
+/// What a restore on a database server reports.
+fn restored_on_server(database: &str, kind: &str, reference: &str, kept: &str) -> String {
+    format!(
+        "restored {database} from the {kind} {reference}; the replaced database is kept as {kept}"
+    )
+}
+
 /// A suffix for the name the replaced database is kept under.
 fn stamp() -> String {
     jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string()
@@ -205,38 +212,41 @@ impl DatabaseBackend for Backend {
             }
             Backend::PostgresClone { server, .. } => {
                 let kept = postgres::restore_clone(server, reference, &stamp()).await?;
-                Ok(format!(
-                    "restored {} from the clone {reference}; the replaced database is kept as {kept}",
-                    server.database
+                Ok(restored_on_server(
+                    &server.database,
+                    "clone",
+                    reference,
+                    &kept,
                 ))
             }
             Backend::PostgresDump { server, .. } => {
-                let kept = postgres::restore_dump(
-                    server,
-                    Path::new(reference),
-                    checksum(backup)?,
-                    &stamp(),
-                )
-                .await?;
-                Ok(format!(
-                    "restored {} from the dump {reference}; the replaced database is kept as {kept}",
-                    server.database
+                let file = Path::new(reference);
+                let kept =
+                    postgres::restore_dump(server, file, checksum(backup)?, &stamp()).await?;
+                Ok(restored_on_server(
+                    &server.database,
+                    "dump",
+                    reference,
+                    &kept,
                 ))
             }
             Backend::MysqlClone { server, .. } => {
                 let kept = mysql::restore_clone(server, reference, &stamp()).await?;
-                Ok(format!(
-                    "restored {} from the clone {reference}; the replaced database is kept as {kept}",
-                    server.database
+                Ok(restored_on_server(
+                    &server.database,
+                    "clone",
+                    reference,
+                    &kept,
                 ))
             }
             Backend::MysqlDump { server, .. } => {
-                let kept =
-                    mysql::restore_dump(server, Path::new(reference), checksum(backup)?, &stamp())
-                        .await?;
-                Ok(format!(
-                    "restored {} from the dump {reference}; the replaced database is kept as {kept}",
-                    server.database
+                let file = Path::new(reference);
+                let kept = mysql::restore_dump(server, file, checksum(backup)?, &stamp()).await?;
+                Ok(restored_on_server(
+                    &server.database,
+                    "dump",
+                    reference,
+                    &kept,
                 ))
             }
         }

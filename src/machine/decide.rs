@@ -1,4 +1,7 @@
 //! The transition function: one phase at a time, one action at a time.
+//!
+//! One file on purpose, though long: the single `match` over every phase in [`decide`] reads as
+//! the state diagram, and the `Step` methods it calls are the transitions it names.
 
 use jiff::{SignedDuration, Timestamp};
 

@@ -271,3 +271,35 @@ impl DatabaseBackend for Backend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, BackupMethod, DatabaseUrl};
+
+    fn backend(url: &str, method: BackupMethod) -> Result<Backend, String> {
+        let url = DatabaseUrl::parse(url).expect("url");
+        Backend::new(&url, method, "/backups/x").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn auto_is_the_method_the_spec_promises_and_the_others_must_fit_the_database() {
+        let sqlite = "sqlite:////srv/jupyterhub/jupyterhub.sqlite";
+        let postgres = "postgresql://hub@db/hub";
+        assert!(matches!(
+            backend(sqlite, BackupMethod::Auto),
+            Ok(Backend::SqliteFile { .. })
+        ));
+        assert!(matches!(
+            backend(postgres, BackupMethod::Auto),
+            Ok(Backend::PostgresClone { .. })
+        ));
+        assert!(matches!(
+            backend(postgres, BackupMethod::Dump),
+            Ok(Backend::PostgresDump { .. })
+        ));
+        assert!(backend(sqlite, BackupMethod::Clone).is_err());
+        assert!(backend(postgres, BackupMethod::File).is_err());
+        let snapshot = backend(sqlite, BackupMethod::VolumeSnapshot).expect_err("a snapshot");
+        assert!(snapshot.contains("Kubernetes object"), "{snapshot}");
+    }
+}

@@ -8,7 +8,7 @@ use super::copies::{file_name, is_rehearsal_copy};
 use super::{Result, SqliteBackupError, io_error};
 use crate::db::file::available_space;
 
-pub(super) const MIB: u64 = 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
 
 /// What is still to be written on the volume after a copy. The free-space check asks for all
 /// of it before the copy: a volume that fills up half way through an upgrade leaves the hub

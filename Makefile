@@ -6,13 +6,17 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
 .PHONY: test deps lint bench build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
-	images image
+	images image standins
 # The binary the local hubgrade image packs (tests/images/build.sh hubgrade).
 HUBGRADE_BIN ?= $(CURDIR)/target/release/hubgrade
 
 ## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
-test: deps cluster-up jupyterhub-venvs
+test: deps cluster-up jupyterhub-venvs standins
 	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets --no-fail-fast
+
+## Build the KWOK stand-ins (tests/standins, test infrastructure) into target/debug, where the end-to-end tests find them.
+standins:
+	cargo build --locked -p hubgrade-standins
 
 ## Install the missing system packages (PostgreSQL, MariaDB, npm, jq, ...) from Debian's packages.
 deps:
@@ -20,8 +24,8 @@ deps:
 
 ## cargo fmt --check and clippy with warnings as errors.
 lint:
-	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 ## Time hubgrade's SQLite and PostgreSQL backups against cp and pg_dump/pg_restore (~1 GiB databases); writes docs/BENCHMARKS.md.
 bench:

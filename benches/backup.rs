@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hubgrade::db::file::size_and_checksum;
 use hubgrade::db::postgres::{clone_database, dump, restore_dump};
-use hubgrade::db::sqlite::{back_up, size_and_checksum};
+use hubgrade::db::sqlite::back_up;
 use hubgrade::db::url::DatabaseUrl;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
@@ -470,14 +471,14 @@ async fn bench_postgres(dir: &Path) -> BenchResult<PostgresResults> {
         let (run, reference) =
             time_async(async { Ok(clone_database(&hub, CLONE_DATABASE).await?) }).await?;
         results.clone_database.record(run);
-        results.clone_bytes = reference.size_bytes;
+        results.clone_bytes = reference.size_bytes.unwrap_or(0);
         execute(&mut admin, "DROP DATABASE jupyterhub_clone").await?;
         settle(&mut admin).await?;
 
         let (dump_run, reference) =
             time_async(async { Ok(dump(&hub, &hubgrade_dump_file).await?) }).await?;
         results.hubgrade_dump.record(dump_run);
-        results.hubgrade_dump_bytes = reference.size_bytes;
+        results.hubgrade_dump_bytes = reference.size_bytes.unwrap_or(0);
         let checksum = reference
             .checksum
             .ok_or("hubgrade's dump has no checksum")?;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
-use crate::db::{BackupReference, sqlite};
+use crate::db::sqlite;
+use crate::machine::BackupRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum AgentCommand {
@@ -72,7 +73,7 @@ pub enum AgentCommand {
 pub struct AgentReport {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<BackupReference>,
+    pub backup: Option<BackupRecord>,
     /// The database's alembic revision (`sqlite-revision`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
@@ -150,7 +151,7 @@ impl AgentCommand {
 
     /// Runs the command against local paths (in a Job: the mounted hub volume).
     pub async fn execute(&self) -> AgentReport {
-        let backup = |outcome: Result<BackupReference, sqlite::SqliteBackupError>| match outcome {
+        let backup = |outcome: Result<BackupRecord, sqlite::SqliteBackupError>| match outcome {
             Ok(backup) => AgentReport {
                 ok: true,
                 backup: Some(backup),
@@ -323,6 +324,22 @@ mod tests {
             let parsed = Line::try_parse_from(words).expect("parses").command;
             assert_eq!(parsed, command);
         }
+    }
+
+    #[test]
+    fn a_backup_report_reads_back_as_the_record_the_status_keeps() {
+        // Exactly what an agent of an earlier build writes, so reports survive an operator update.
+        let message = r#"{"ok":true,"backup":{"method":"File","reference":"/srv/jupyterhub/hubgrade-backups/x.sqlite","sizeBytes":81920,"checksum":"sha256:00","verified":true}}"#;
+        let report = AgentReport::parse(message).expect("a report");
+        let backup = BackupRecord {
+            method: crate::machine::BackupMethod::File,
+            reference: "/srv/jupyterhub/hubgrade-backups/x.sqlite".into(),
+            size_bytes: Some(81920),
+            checksum: Some("sha256:00".into()),
+            verified: true,
+        };
+        assert_eq!(report.backup.as_ref(), Some(&backup));
+        assert_eq!(serde_json::to_string(&report).expect("json"), message);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use support::jupyterhub::{
 use support::{stderr, stdout};
 
 fn checksum(path: &Path) -> String {
-    hubgrade::db::sqlite::size_and_checksum(path)
+    hubgrade::db::file::size_and_checksum(path)
         .expect("checksum")
         .1
 }

@@ -11,7 +11,7 @@
 mod machine_support;
 
 use hubgrade::machine::{
-    Action, BackupReport, Decision, DrainPlan, HubObservation, ImageManagement, LockState,
+    Action, BackupRecord, Decision, DrainPlan, HubObservation, ImageManagement, LockState,
     Original, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState, Timeouts, World, decide,
 };
 use jiff::{SignedDuration, Timestamp};
@@ -267,7 +267,7 @@ impl Shell {
             Job::NotStarted => StepState::NotStarted,
             Job::Running => StepState::Running,
             Job::Failed => StepState::Failed("pg_dump: connection refused".into()),
-            Job::Succeeded => StepState::Succeeded(BackupReport {
+            Job::Succeeded => StepState::Succeeded(BackupRecord {
                 verified: cluster.backup_verified,
                 ..backup_report(true)
             }),

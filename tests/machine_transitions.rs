@@ -1117,7 +1117,7 @@ fn backing_up_progress(config_backed_up: bool) -> Progress {
     }
 }
 
-fn world_with_backup(backup: StepState<hubgrade::machine::BackupReport>) -> World {
+fn world_with_backup(backup: StepState<hubgrade::machine::BackupRecord>) -> World {
     World {
         config_backed_up: true,
         backup,

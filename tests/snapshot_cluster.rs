@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hubgrade::cluster::snapshot::{SnapshotError, restore_claim, snapshot_claim};
+use hubgrade::machine::BackupMethod;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -57,7 +58,7 @@ spec:
     );
     let applied = kubectl_with_input(&["apply", "-f", "-"], &manifest);
     assert!(applied.status.success(), "{}", stderr(&applied));
-    let standin = Command::new(env!("CARGO_BIN_EXE_kwok-snapshot-standin"))
+    let standin = Command::new(support::standin("kwok-snapshot-standin"))
         .args([
             "--namespace",
             &ns.name,
@@ -107,8 +108,8 @@ async fn a_snapshot_restores_the_hub_volume_under_the_same_claim() {
     )
     .await
     .expect("the snapshot becomes ready");
-    assert_eq!(reference.method, "VolumeSnapshot");
-    assert_eq!(reference.size_bytes, 1 << 30);
+    assert_eq!(reference.method, BackupMethod::VolumeSnapshot);
+    assert_eq!(reference.size_bytes, Some(1 << 30));
     assert!(reference.verified);
 
     // The migration changes the database on the volume.

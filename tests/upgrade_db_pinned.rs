@@ -122,7 +122,7 @@ fn inputs<'a>(target: &'a Target, hub: &'a Deployment, layout: &'a HubLayout) ->
 }
 
 fn checksum(path: &Path) -> String {
-    hubgrade::db::sqlite::size_and_checksum(path)
+    hubgrade::db::file::size_and_checksum(path)
         .expect("checksum")
         .1
 }

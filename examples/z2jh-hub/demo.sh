@@ -14,7 +14,7 @@ bin="$(tests/cluster/build.sh)"
 export PATH="$bin:$PATH" KUBECONFIG="$repo/target/cluster/kubeconfig"
 
 say "building hubgrade"
-cargo build --locked --quiet --bin hubgrade --bin kwok-agent-standin
+cargo build --locked --quiet --workspace --bins
 
 say "installing the HubUpgrade CRD and the operator's RBAC (namespace $ns)"
 kubectl apply -f crds/hubupgrade.yaml

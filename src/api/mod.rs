@@ -9,10 +9,11 @@ mod status;
 pub use duration::{DurationError, parse_duration};
 pub use plan::SpecError;
 pub use spec::{
-    BackupMethod, BackupSpec, DatabaseSpec, DatabaseType, DrainSpec, HubRef, HubUpgrade,
-    HubUpgradeSpec, ImageManagementMode, MigrationSpec, RollbackPolicyMode, RollbackSpec,
-    RolloutSpec, SecretKeyRef,
+    BackupSpec, DatabaseSpec, DatabaseType, DrainSpec, HubRef, HubUpgrade, HubUpgradeSpec,
+    ImageManagementMode, MigrationSpec, RollbackSpec, RolloutSpec, SecretKeyRef,
 };
+// The spec names the machine's own types: one backup method, one roll back policy.
+pub use crate::machine::{BackupMethod, RollbackPolicy};
 pub use status::HubUpgradeStatus;
 
 /// The CustomResourceDefinition of `HubUpgrade`, as YAML, exactly as `crds/hubupgrade.yaml` holds it.

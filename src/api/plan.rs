@@ -2,10 +2,8 @@
 
 use jiff::Timestamp;
 
-use super::{
-    DurationError, HubUpgradeSpec, ImageManagementMode, RollbackPolicyMode, parse_duration,
-};
-use crate::machine::{DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts};
+use super::{DurationError, HubUpgradeSpec, ImageManagementMode, parse_duration};
+use crate::machine::{DrainPlan, ImageManagement, Plan, Timeouts};
 
 /// A spec the API server accepted but hubgrade cannot run (only possible when the CRD's
 /// validation was bypassed, e.g. an older CRD is installed).
@@ -65,10 +63,7 @@ impl HubUpgradeSpec {
                 ImageManagementMode::Operator => ImageManagement::Operator,
                 ImageManagementMode::External => ImageManagement::External,
             },
-            rollback: match self.rollback.policy {
-                RollbackPolicyMode::Automatic => RollbackPolicy::Automatic,
-                RollbackPolicyMode::Manual => RollbackPolicy::Manual,
-            },
+            rollback: self.rollback.policy,
             timeouts,
         })
     }

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::HubUpgradeStatus;
+use crate::machine::{BackupMethod, RollbackPolicy};
 
 /// Upgrades one JupyterHub deployment to a new hub image: checks first, rehearses the database migration on a copy, stops the hub, backs up its database, runs `jupyterhub upgrade-db`, brings the hub back on the new image and verifies it, and rolls back when anything fails. A HubUpgrade acts once; a new upgrade is a new HubUpgrade.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,21 +143,6 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum BackupMethod {
-    /// File for SQLite, Clone for PostgreSQL and MySQL.
-    #[default]
-    Auto,
-    /// SQLite: a consistent copy of the database file next to it, with its SHA-256.
-    File,
-    /// SQLite: a CSI VolumeSnapshot of the hub's volume.
-    VolumeSnapshot,
-    /// PostgreSQL and MySQL: a copy of the database on the same server.
-    Clone,
-    /// PostgreSQL and MySQL: pg_dump or mysqldump to a file.
-    Dump,
-}
-
 /// How the database is backed up.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -278,22 +264,13 @@ impl Default for RolloutSpec {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum RollbackPolicyMode {
-    /// Restore the database, set the original image and replicas, and wait for the hub.
-    #[default]
-    Automatic,
-    /// Leave the hub stopped for a person to decide; the backup is named in status.
-    Manual,
-}
-
 /// What happens when the upgrade fails after the hub was stopped.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackSpec {
     /// Automatic (default) or Manual.
     #[serde(default)]
-    pub policy: RollbackPolicyMode,
+    pub policy: RollbackPolicy,
     /// How long the whole roll back (database restore included) may take; then the upgrade is Failed with the hub stopped and the backup named.
     #[serde(default = "default_rollback_timeout")]
     #[schemars(length(min = 2, max = 32))]
@@ -304,7 +281,7 @@ pub struct RollbackSpec {
 impl Default for RollbackSpec {
     fn default() -> Self {
         RollbackSpec {
-            policy: RollbackPolicyMode::Automatic,
+            policy: RollbackPolicy::Automatic,
             timeout: default_rollback_timeout(),
         }
     }

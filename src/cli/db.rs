@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 
-use crate::db::BackupReference;
-use crate::db::backend::{self, Backend, DatabaseBackend};
+use crate::db::backend::{Backend, DatabaseBackend};
 use crate::db::revision::read_revision;
 use crate::db::url::DatabaseUrl;
 use crate::hub::revision::{check_upgrade, release_for_version, release_of};
+use crate::machine::{BackupMethod, BackupRecord};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DbCommand {
@@ -29,8 +29,8 @@ pub enum DbCommand {
     Backup {
         #[arg(long, env = "HUBGRADE_DB_URL", hide_env_values = true)]
         url: String,
-        #[arg(long, value_enum, default_value_t = Method::File)]
-        method: Method,
+        #[arg(long, value_enum, default_value_t = BackupMethod::File)]
+        method: BackupMethod,
         /// Where the backup goes (for file: a path).
         #[arg(long)]
         to: PathBuf,
@@ -42,13 +42,6 @@ pub enum DbCommand {
         #[arg(long)]
         from: String,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Method {
-    File,
-    Clone,
-    Dump,
 }
 
 pub async fn run(command: DbCommand) -> ExitCode {
@@ -99,11 +92,6 @@ async fn execute(command: DbCommand) -> Result<String, String> {
         }
         DbCommand::Backup { url, method, to } => {
             let url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
-            let method = match method {
-                Method::File => backend::Method::File,
-                Method::Clone => backend::Method::Clone,
-                Method::Dump => backend::Method::Dump,
-            };
             let backend =
                 Backend::new(&url, method, &to.to_string_lossy()).map_err(|e| e.to_string())?;
             backend.prepare().await.map_err(|e| e.to_string())?;
@@ -117,7 +105,7 @@ async fn execute(command: DbCommand) -> Result<String, String> {
             } else {
                 std::fs::read_to_string(&from).map_err(|e| format!("reading {from}: {e}"))?
             };
-            let reference: BackupReference = serde_json::from_str(&text)
+            let reference: BackupRecord = serde_json::from_str(&text)
                 .map_err(|e| format!("the backup reference is not valid: {e}"))?;
             let backend = Backend::for_reference(&url, &reference).map_err(|e| e.to_string())?;
             backend.restore(&reference).await.map_err(|e| e.to_string())

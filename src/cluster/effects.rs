@@ -546,7 +546,7 @@ mod tests {
     async fn the_restore_job_puts_back_the_recorded_backup() {
         let progress = Progress {
             backup: Some(BackupRecord {
-                method: "File".into(),
+                method: crate::machine::BackupMethod::File,
                 reference: "/srv/jupyterhub/hubgrade-backups/hubgrade-0f1e2d3c-db.sqlite".into(),
                 size_bytes: Some(4096),
                 checksum: Some("sha256:abc".into()),

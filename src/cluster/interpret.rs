@@ -12,7 +12,7 @@ use super::MANAGER;
 use super::objects::JobStep;
 use crate::agent::AgentReport;
 use crate::hub::{HubLayout, LayoutError};
-use crate::machine::{BackupReport, HubObservation, LockState, StepState, World};
+use crate::machine::{HubObservation, LockState, StepState, World};
 
 /// A pod that has not started this long after it was created is stuck, when the reason is one
 /// that does not clear by itself (an image that cannot be pulled, a missing Secret, no node).
@@ -67,13 +67,7 @@ impl Snapshot {
         world.migration = migration.map(drop);
         world.backup = match job(JobStep::Backup) {
             StepState::Succeeded(report) => match report.and_then(|r| r.backup) {
-                Some(backup) => StepState::Succeeded(BackupReport {
-                    method: backup.method,
-                    reference: backup.reference,
-                    size_bytes: Some(backup.size_bytes),
-                    checksum: backup.checksum,
-                    verified: backup.verified,
-                }),
+                Some(backup) => StepState::Succeeded(backup),
                 None => {
                     StepState::Failed("the backup Job finished without reporting its backup".into())
                 }

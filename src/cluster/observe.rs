@@ -15,6 +15,7 @@ use super::lock;
 use super::objects::{JobStep, owned_name};
 use super::target::Target;
 use crate::api::{BackupMethod, HubUpgrade};
+use crate::hub::revision::check_image_upgrade;
 use crate::hub::{HubLayout, LayoutError};
 use crate::machine::{LockState, Phase, Preflight, World};
 
@@ -192,8 +193,8 @@ fn preflight(
                     }
                 }
             }
-            if let Some(problem) = downgrade_problem(&layout.image, &target.plan.target_image) {
-                problems.push(problem);
+            if let Err(problem) = check_image_upgrade(&layout.image, &target.plan.target_image) {
+                problems.push(problem.to_string());
             }
         }
     }
@@ -215,34 +216,12 @@ fn preflight(
     Preflight { problems }
 }
 
-/// Refuses a target whose tag is an older version of the same image: the database schema
-/// cannot go back.
-fn downgrade_problem(current: &str, target: &str) -> Option<String> {
-    let split = |image: &str| -> Option<(String, Vec<u64>)> {
-        let image = image.split('@').next()?;
-        let (repository, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/'))?;
-        let version: Option<Vec<u64>> = tag
-            .trim_start_matches('v')
-            .split('.')
-            .map(|p| p.parse().ok())
-            .collect();
-        Some((repository.to_string(), version?))
-    };
-    let (current_repo, current_version) = split(current)?;
-    let (target_repo, target_version) = split(target)?;
-    (current_repo == target_repo && target_version < current_version).then(|| {
-        format!(
-            "targetImage {target} is older than the hub's {current}; hubgrade does not downgrade, because the database schema cannot go back"
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
     use serde_json::{Value, json};
 
-    use super::{Observation, downgrade_problem, observe};
+    use super::{Observation, observe};
     use crate::cluster::testing::{
         CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, job_lookups, locked_hub, scenario,
         target,
@@ -402,14 +381,5 @@ mod tests {
         assert_eq!(world.rehearsal, StepState::Succeeded(()));
         assert_eq!(world.migration, StepState::Running);
         assert!(world.config_backed_up);
-    }
-
-    #[test]
-    fn an_older_tag_of_the_same_image_is_a_downgrade() {
-        let hub = "quay.io/jupyterhub/k8s-hub";
-        assert!(downgrade_problem(&format!("{hub}:4.2.0"), &format!("{hub}:4.1.0")).is_some());
-        assert!(downgrade_problem(&format!("{hub}:4.1.0"), &format!("{hub}:4.2.0")).is_none());
-        assert!(downgrade_problem(&format!("{hub}:4.2.0"), "example.org/hub:1.0").is_none());
-        assert!(downgrade_problem(&format!("{hub}:latest"), &format!("{hub}:1.0.0")).is_none());
     }
 }

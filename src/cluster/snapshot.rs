@@ -17,7 +17,7 @@ use kube::runtime::wait::{self, await_condition, conditions};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::db::BackupReference;
+use crate::machine::{BackupMethod, BackupRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -82,7 +82,7 @@ pub async fn snapshot_claim(
     snapshot: &str,
     class: Option<&str>,
     timeout: Duration,
-) -> Result<BackupReference> {
+) -> Result<BackupRecord> {
     let kube_error = |what, name: &str| {
         let (namespace, name) = (namespace.to_string(), name.to_string());
         move |source| SnapshotError::Kube {
@@ -173,10 +173,10 @@ pub async fn snapshot_claim(
         .and_then(Value::as_str)
         .map(quantity_bytes)
         .unwrap_or(0);
-    Ok(BackupReference {
-        method: "VolumeSnapshot".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::VolumeSnapshot,
         reference: snapshot.to_string(),
-        size_bytes: size,
+        size_bytes: Some(size),
         checksum: None,
         verified: true,
     })

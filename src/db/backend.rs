@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::url::{DatabaseUrl, ServerUrl};
-use super::{BackupReference, mysql, postgres, sqlite};
+use super::{mysql, postgres, sqlite};
+use crate::machine::{BackupMethod, BackupRecord};
 
 /// A way to back up and restore a hub database. Every step may be repeated safely.
 #[allow(async_fn_in_trait)] // Used with concrete types only; no Send bound is needed.
@@ -14,13 +15,13 @@ pub trait DatabaseBackend {
     /// the destination has room.
     async fn prepare(&self) -> Result<(), BackupError>;
     /// Makes the backup and checks it.
-    async fn back_up(&self) -> Result<BackupReference, BackupError>;
+    async fn back_up(&self) -> Result<BackupRecord, BackupError>;
     /// Checks an existing backup is still intact, before anything relies on it.
-    async fn verify(&self, backup: &BackupReference) -> Result<(), BackupError>;
+    async fn verify(&self, backup: &BackupRecord) -> Result<(), BackupError>;
     /// Puts the backup in place of the database. Returns what became of the replaced database.
-    async fn restore(&self, backup: &BackupReference) -> Result<String, BackupError>;
+    async fn restore(&self, backup: &BackupRecord) -> Result<String, BackupError>;
     /// Deletes a backup that is no longer needed.
-    async fn discard(&self, backup: &BackupReference) -> Result<(), BackupError>;
+    async fn discard(&self, backup: &BackupRecord) -> Result<(), BackupError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,17 +34,6 @@ pub enum BackupError {
     Unsupported(String),
     #[error("the backup reference has no checksum; it cannot be checked before a restore")]
     NoChecksum,
-}
-
-/// How a backup is made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// SQLite: a verified copy of the file.
-    File,
-    /// PostgreSQL and MySQL: a copy of the database on the same server.
-    Clone,
-    /// PostgreSQL and MySQL: pg_dump or mysqldump to a file.
-    Dump,
 }
 
 /// The backend for a database and a method, with where its backups go.
@@ -72,41 +62,53 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// `destination`: a file path (file and dump backups) or a database name (clones).
+    /// `destination`: a file path (file and dump backups) or a database name (clones). `Auto`
+    /// is File for SQLite, Clone for PostgreSQL and MySQL, as in the spec.
     pub fn new(
         url: &DatabaseUrl,
-        method: Method,
+        method: BackupMethod,
         destination: &str,
     ) -> Result<Backend, BackupError> {
         let file = PathBuf::from(destination);
         let name = destination.to_string();
+        let method = match (url, method) {
+            (DatabaseUrl::Sqlite { .. }, BackupMethod::Auto) => BackupMethod::File,
+            (_, BackupMethod::Auto) => BackupMethod::Clone,
+            (_, method) => method,
+        };
         Ok(match (url, method) {
-            (DatabaseUrl::Sqlite { path }, Method::File) => Backend::SqliteFile {
+            (DatabaseUrl::Sqlite { path }, BackupMethod::File) => Backend::SqliteFile {
                 database: path.clone(),
                 destination: file,
             },
-            (DatabaseUrl::Postgres(server), Method::Clone) => Backend::PostgresClone {
+            (DatabaseUrl::Postgres(server), BackupMethod::Clone) => Backend::PostgresClone {
                 server: server.clone(),
                 backup: name,
             },
-            (DatabaseUrl::Postgres(server), Method::Dump) => Backend::PostgresDump {
+            (DatabaseUrl::Postgres(server), BackupMethod::Dump) => Backend::PostgresDump {
                 server: server.clone(),
                 file,
             },
-            (DatabaseUrl::Mysql(server), Method::Clone) => Backend::MysqlClone {
+            (DatabaseUrl::Mysql(server), BackupMethod::Clone) => Backend::MysqlClone {
                 server: server.clone(),
                 backup: name,
             },
-            (DatabaseUrl::Mysql(server), Method::Dump) => Backend::MysqlDump {
+            (DatabaseUrl::Mysql(server), BackupMethod::Dump) => Backend::MysqlDump {
                 server: server.clone(),
                 file,
             },
+            (_, BackupMethod::VolumeSnapshot | BackupMethod::Auto) => {
+                return Err(BackupError::Unsupported(
+                    "a VolumeSnapshot is a Kubernetes object: the operator makes and restores it"
+                        .into(),
+                ));
+            }
             (DatabaseUrl::Sqlite { .. }, _) => {
                 return Err(BackupError::Unsupported(
                     "an SQLite database is backed up with the file method".into(),
                 ));
             }
-            (_, Method::File) => {
+            (_, BackupMethod::File) => {
                 return Err(BackupError::Unsupported(
                     "PostgreSQL and MySQL databases are backed up with the clone or dump method"
                         .into(),
@@ -116,26 +118,20 @@ impl Backend {
     }
 
     /// The backend that restores `backup` into the database at `url`.
-    pub fn for_reference(
-        url: &DatabaseUrl,
-        backup: &BackupReference,
-    ) -> Result<Backend, BackupError> {
-        let method = match backup.method.as_str() {
-            "File" => Method::File,
-            "Clone" => Method::Clone,
-            "Dump" => Method::Dump,
-            other => {
-                return Err(BackupError::Unsupported(format!(
-                    "backups made with {other} cannot be restored here"
-                )));
-            }
-        };
-        Backend::new(url, method, &backup.reference)
+    pub fn for_reference(url: &DatabaseUrl, backup: &BackupRecord) -> Result<Backend, BackupError> {
+        Backend::new(url, backup.method, &backup.reference)
     }
 }
 
-fn checksum(backup: &BackupReference) -> Result<&str, BackupError> {
+fn checksum(backup: &BackupRecord) -> Result<&str, BackupError> {
     backup.checksum.as_deref().ok_or(BackupError::NoChecksum)
+}
+
+/// What a restore on a database server reports.
+fn restored_on_server(database: &str, kind: &str, reference: &str, kept: &str) -> String {
+    format!(
+        "restored {database} from the {kind} {reference}; the replaced database is kept as {kept}"
+    )
 }
 
 /// A suffix for the name the replaced database is kept under.
@@ -159,7 +155,7 @@ impl DatabaseBackend for Backend {
         }
     }
 
-    async fn back_up(&self) -> Result<BackupReference, BackupError> {
+    async fn back_up(&self) -> Result<BackupRecord, BackupError> {
         match self {
             Backend::SqliteFile {
                 database,
@@ -176,7 +172,7 @@ impl DatabaseBackend for Backend {
         }
     }
 
-    async fn verify(&self, backup: &BackupReference) -> Result<(), BackupError> {
+    async fn verify(&self, backup: &BackupRecord) -> Result<(), BackupError> {
         let reference = backup.reference.as_str();
         match self {
             Backend::SqliteFile { .. } => {
@@ -195,7 +191,7 @@ impl DatabaseBackend for Backend {
         }
     }
 
-    async fn restore(&self, backup: &BackupReference) -> Result<String, BackupError> {
+    async fn restore(&self, backup: &BackupRecord) -> Result<String, BackupError> {
         // Each restore below checks its backup (checksum, or the clone's existence) before it
         // replaces anything, so a separate verify here would read the backup twice.
         let reference = backup.reference.as_str();
@@ -216,44 +212,47 @@ impl DatabaseBackend for Backend {
             }
             Backend::PostgresClone { server, .. } => {
                 let kept = postgres::restore_clone(server, reference, &stamp()).await?;
-                Ok(format!(
-                    "restored {} from the clone {reference}; the replaced database is kept as {kept}",
-                    server.database
+                Ok(restored_on_server(
+                    &server.database,
+                    "clone",
+                    reference,
+                    &kept,
                 ))
             }
             Backend::PostgresDump { server, .. } => {
-                let kept = postgres::restore_dump(
-                    server,
-                    Path::new(reference),
-                    checksum(backup)?,
-                    &stamp(),
-                )
-                .await?;
-                Ok(format!(
-                    "restored {} from the dump {reference}; the replaced database is kept as {kept}",
-                    server.database
+                let file = Path::new(reference);
+                let kept =
+                    postgres::restore_dump(server, file, checksum(backup)?, &stamp()).await?;
+                Ok(restored_on_server(
+                    &server.database,
+                    "dump",
+                    reference,
+                    &kept,
                 ))
             }
             Backend::MysqlClone { server, .. } => {
                 let kept = mysql::restore_clone(server, reference, &stamp()).await?;
-                Ok(format!(
-                    "restored {} from the clone {reference}; the replaced database is kept as {kept}",
-                    server.database
+                Ok(restored_on_server(
+                    &server.database,
+                    "clone",
+                    reference,
+                    &kept,
                 ))
             }
             Backend::MysqlDump { server, .. } => {
-                let kept =
-                    mysql::restore_dump(server, Path::new(reference), checksum(backup)?, &stamp())
-                        .await?;
-                Ok(format!(
-                    "restored {} from the dump {reference}; the replaced database is kept as {kept}",
-                    server.database
+                let file = Path::new(reference);
+                let kept = mysql::restore_dump(server, file, checksum(backup)?, &stamp()).await?;
+                Ok(restored_on_server(
+                    &server.database,
+                    "dump",
+                    reference,
+                    &kept,
                 ))
             }
         }
     }
 
-    async fn discard(&self, backup: &BackupReference) -> Result<(), BackupError> {
+    async fn discard(&self, backup: &BackupRecord) -> Result<(), BackupError> {
         let reference = backup.reference.as_str();
         let remove = |path: &str| match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -270,5 +269,37 @@ impl DatabaseBackend for Backend {
             }
             Backend::MysqlClone { server, .. } => Ok(mysql::discard(server, reference).await?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, BackupMethod, DatabaseUrl};
+
+    fn backend(url: &str, method: BackupMethod) -> Result<Backend, String> {
+        let url = DatabaseUrl::parse(url).expect("url");
+        Backend::new(&url, method, "/backups/x").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn auto_is_the_method_the_spec_promises_and_the_others_must_fit_the_database() {
+        let sqlite = "sqlite:////srv/jupyterhub/jupyterhub.sqlite";
+        let postgres = "postgresql://hub@db/hub";
+        assert!(matches!(
+            backend(sqlite, BackupMethod::Auto),
+            Ok(Backend::SqliteFile { .. })
+        ));
+        assert!(matches!(
+            backend(postgres, BackupMethod::Auto),
+            Ok(Backend::PostgresClone { .. })
+        ));
+        assert!(matches!(
+            backend(postgres, BackupMethod::Dump),
+            Ok(Backend::PostgresDump { .. })
+        ));
+        assert!(backend(sqlite, BackupMethod::Clone).is_err());
+        assert!(backend(postgres, BackupMethod::File).is_err());
+        let snapshot = backend(sqlite, BackupMethod::VolumeSnapshot).expect_err("a snapshot");
+        assert!(snapshot.contains("Kubernetes object"), "{snapshot}");
     }
 }

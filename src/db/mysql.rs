@@ -13,10 +13,12 @@ use std::process::Stdio;
 // Identifiers in dynamic SQL go through `quote`; values are always bound.
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 
-use super::BackupReference;
-use super::revision::{read_revision, scrubbed};
-use super::server::{ServerBackupError, check_dump_checksum, check_room};
+use super::server::{
+    Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same, finish_dump,
+    revision,
+};
 use super::url::{DatabaseUrl, ServerUrl};
+use crate::machine::{BackupMethod, BackupRecord};
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
 
@@ -24,18 +26,11 @@ fn quote(identifier: &str) -> String {
     format!("`{}`", identifier.replace('`', "``"))
 }
 
-fn database_error<'a>(
+fn database_error(
     what: &'static str,
-    server: &'a ServerUrl,
-) -> impl Fn(sqlx::Error) -> ServerBackupError + 'a {
-    move |e| {
-        let url = DatabaseUrl::Mysql(server.clone());
-        ServerBackupError::Database {
-            what,
-            url: url.to_string(),
-            message: scrubbed(&e, &url),
-        }
-    }
+    server: &ServerUrl,
+) -> impl Fn(sqlx::Error) -> ServerBackupError {
+    super::server::database_error(what, DatabaseUrl::Mysql(server.clone()))
 }
 
 async fn connect(server: &ServerUrl) -> Result<MySqlConnection> {
@@ -62,9 +57,7 @@ async fn refuse_if_in_use(
     server: &ServerUrl,
     database: &str,
 ) -> Result<()> {
-    // A client that just disconnected can linger in the list for a moment; a running hub stays.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
+    super::server::refuse_if_in_use(database, async || {
         let (count,): (i64,) = sqlx::query_as(
             "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
         )
@@ -72,17 +65,9 @@ async fn refuse_if_in_use(
         .fetch_one(&mut *db)
         .await
         .map_err(database_error("counting connections", server))?;
-        if count == 0 {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(ServerBackupError::InUse {
-                database: database.to_string(),
-                count,
-            });
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+        Ok(count)
+    })
+    .await
 }
 
 async fn tables(
@@ -160,15 +145,8 @@ async fn copy_tables(server: &ServerUrl, from: &str, to: &str) -> Result<()> {
 }
 
 /// Row counts of every table, and the revision.
-async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String, i64)>)> {
-    let url = DatabaseUrl::Mysql(server.clone());
-    let revision = read_revision(&url)
-        .await
-        .map_err(|e| ServerBackupError::Database {
-            what: "reading the revision",
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+async fn fingerprint(server: &ServerUrl) -> Result<Fingerprint> {
+    let revision = revision(&DatabaseUrl::Mysql(server.clone())).await?;
     let mut db = connect(server).await?;
     let mut counts = Vec::new();
     for table in tables(&mut db, server, &server.database).await? {
@@ -182,19 +160,15 @@ async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String,
         counts.push((table, count));
     }
     let _ = db.close().await;
-    Ok((revision, counts))
+    Ok(Fingerprint {
+        revision,
+        row_counts: counts,
+    })
 }
 
 async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
     let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
-    if a != b {
-        return Err(ServerBackupError::NotVerified {
-            copy: copy.database.clone(),
-            database: original.database.clone(),
-            detail: format!("revision and row counts {b:?} differ from {a:?}"),
-        });
-    }
-    Ok(())
+    check_same(&original.database, &copy.database, a, b)
 }
 
 /// Checks, changing nothing, that a backup can start: the server answers, nothing is connected
@@ -233,7 +207,7 @@ pub fn verify_dump(file: &Path, checksum: &str) -> Result<()> {
 }
 
 /// Copies the hub's database into the new schema `backup` and checks the copy.
-pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {
+pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRecord> {
     let mut db = connect(server).await?;
     refuse_if_in_use(&mut db, server, &server.database).await?;
     if schema_exists(&mut db, server, backup).await? {
@@ -263,10 +237,10 @@ pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRe
     .map_err(database_error("measuring the copy", server))?;
     let _ = db.close().await;
     verify_same(server, &server.with_database(backup)).await?;
-    Ok(BackupReference {
-        method: "Clone".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::Clone,
         reference: backup.to_string(),
-        size_bytes: size.max(0) as u64,
+        size_bytes: Some(size.max(0) as u64),
         checksum: None,
         verified: true,
     })
@@ -390,31 +364,11 @@ async fn run_tool(
         Some(path) => Stdio::from(std::fs::File::create(path).map_err(file_error(path))?),
         None => Stdio::null(),
     });
-    command.stderr(Stdio::piped());
-    // spawn, not output(): output() would replace the stdout file with a pipe.
-    let child = command.spawn().map_err(|e| ServerBackupError::Tool {
-        tool,
-        message: e.to_string(),
-    })?;
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| ServerBackupError::Tool {
-            tool,
-            message: e.to_string(),
-        })?;
-    if !output.status.success() {
-        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if let Some(password) = server.password().filter(|p| !p.is_empty()) {
-            message = message.replace(password, "***");
-        }
-        return Err(ServerBackupError::Tool { tool, message });
-    }
-    Ok(())
+    super::server::run_tool(tool, command, server.password()).await
 }
 
 /// `mysqldump --single-transaction` of the hub's database to `file`.
-pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
+pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupRecord> {
     prepare(server, Some(file)).await?;
     let partial = std::path::PathBuf::from(format!("{}.partial", file.display()));
     let args = [
@@ -426,22 +380,7 @@ pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
         &server.database,
     ];
     run_tool("mysqldump", &args, server, None, Some(&partial)).await?;
-    std::fs::rename(&partial, file).map_err(|e| ServerBackupError::File {
-        path: file.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let (size_bytes, checksum) =
-        super::sqlite::size_and_checksum(file).map_err(|e| ServerBackupError::File {
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-    Ok(BackupReference {
-        method: "Dump".into(),
-        reference: file.display().to_string(),
-        size_bytes,
-        checksum: Some(checksum),
-        verified: true,
-    })
+    finish_dump(&partial, file)
 }
 
 /// Checks the dump's checksum, moves the failed tables aside, and loads the dump.

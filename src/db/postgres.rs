@@ -13,10 +13,12 @@ use std::process::Stdio;
 // Identifiers in dynamic SQL go through `quote`; values are always bound.
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::BackupReference;
-use super::revision::{read_revision, scrubbed};
-use super::server::{ServerBackupError, check_dump_checksum, check_room};
+use super::server::{
+    Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same, finish_dump,
+    revision,
+};
 use super::url::{DatabaseUrl, ServerUrl};
+use crate::machine::{BackupMethod, BackupRecord};
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
 
@@ -31,36 +33,23 @@ async fn maintenance(server: &ServerUrl) -> Result<PgConnection> {
     let url = DatabaseUrl::Postgres(maintenance.clone());
     connect(&maintenance)
         .await
-        .map_err(|e| ServerBackupError::Database {
-            what: "connecting",
-            url: url.to_string(),
-            message: scrubbed(&e, &url),
-        })
+        .map_err(super::server::database_error("connecting", url))
 }
 
 async fn connect(server: &ServerUrl) -> std::result::Result<PgConnection, sqlx::Error> {
     PgConnection::connect_with(&server.pg_options()?).await
 }
 
-fn database_error<'a>(
+fn database_error(
     what: &'static str,
-    server: &'a ServerUrl,
-) -> impl Fn(sqlx::Error) -> ServerBackupError + 'a {
-    move |e| {
-        let url = DatabaseUrl::Postgres(server.clone());
-        ServerBackupError::Database {
-            what,
-            url: url.to_string(),
-            message: scrubbed(&e, &url),
-        }
-    }
+    server: &ServerUrl,
+) -> impl Fn(sqlx::Error) -> ServerBackupError {
+    super::server::database_error(what, DatabaseUrl::Postgres(server.clone()))
 }
 
 async fn refuse_if_in_use(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Result<()> {
-    // Only clients count (autovacuum workers come and go, and CREATE DATABASE cancels them). A
-    // client that just disconnected can linger for a moment; a running hub stays.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
+    // Only clients count (autovacuum workers come and go, and CREATE DATABASE cancels them).
+    super::server::refuse_if_in_use(database, async || {
         let (count,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
         )
@@ -68,17 +57,9 @@ async fn refuse_if_in_use(db: &mut PgConnection, server: &ServerUrl, database: &
         .fetch_one(&mut *db)
         .await
         .map_err(database_error("counting connections", server))?;
-        if count == 0 {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(ServerBackupError::InUse {
-                database: database.to_string(),
-                count,
-            });
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+        Ok(count)
+    })
+    .await
 }
 
 async fn exists(db: &mut PgConnection, server: &ServerUrl, database: &str) -> Result<bool> {
@@ -127,7 +108,7 @@ pub async fn verify_dump(server: &ServerUrl, file: &Path, checksum: &str) -> Res
 
 /// Copies the hub's database into a new database `backup` on the same server, then checks the
 /// copy holds the same schema revision and the same number of rows in every table.
-pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupReference> {
+pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRecord> {
     let mut db = maintenance(server).await?;
     refuse_if_in_use(&mut db, server, &server.database).await?;
     if !exists(&mut db, server, backup).await? {
@@ -148,25 +129,19 @@ pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRe
         .map_err(database_error("measuring the copy", server))?;
     let _ = db.close().await;
     verify_same(server, &server.with_database(backup)).await?;
-    Ok(BackupReference {
-        method: "Clone".into(),
+    Ok(BackupRecord {
+        method: BackupMethod::Clone,
         reference: backup.to_string(),
-        size_bytes: size.max(0) as u64,
+        size_bytes: Some(size.max(0) as u64),
         checksum: None,
         verified: true,
     })
 }
 
 /// Row counts of every table, and the revision: what a copy must share with its original.
-async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String, i64)>)> {
+async fn fingerprint(server: &ServerUrl) -> Result<Fingerprint> {
     let url = DatabaseUrl::Postgres(server.clone());
-    let revision = read_revision(&url)
-        .await
-        .map_err(|e| ServerBackupError::Database {
-            what: "reading the revision",
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+    let revision = revision(&url).await?;
     let mut db = connect(server)
         .await
         .map_err(database_error("connecting", server))?;
@@ -188,19 +163,15 @@ async fn fingerprint(server: &ServerUrl) -> Result<(Option<String>, Vec<(String,
         counts.push((table, count));
     }
     let _ = db.close().await;
-    Ok((revision, counts))
+    Ok(Fingerprint {
+        revision,
+        row_counts: counts,
+    })
 }
 
 async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
     let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
-    if a != b {
-        return Err(ServerBackupError::NotVerified {
-            copy: copy.database.clone(),
-            database: original.database.clone(),
-            detail: format!("revision and row counts {b:?} differ from {a:?}"),
-        });
-    }
-    Ok(())
+    check_same(&original.database, &copy.database, a, b)
 }
 
 /// Moves the (failed) hub database aside as `<hub>_failed_<stamp>` and makes the hub's database
@@ -291,28 +262,14 @@ fn libpq_command(tool: &str, server: &ServerUrl) -> tokio::process::Command {
 
 async fn run_tool(
     tool: &'static str,
-    mut command: tokio::process::Command,
+    command: tokio::process::Command,
     server: &ServerUrl,
 ) -> Result<()> {
-    let output = command
-        .output()
-        .await
-        .map_err(|e| ServerBackupError::Tool {
-            tool,
-            message: e.to_string(),
-        })?;
-    if !output.status.success() {
-        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if let Some(password) = server.password().filter(|p| !p.is_empty()) {
-            message = message.replace(password, "***");
-        }
-        return Err(ServerBackupError::Tool { tool, message });
-    }
-    Ok(())
+    super::server::run_tool(tool, command, server.password()).await
 }
 
 /// `pg_dump --format=custom` of the hub's database to `file`, checked with `pg_restore --list`.
-pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
+pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupRecord> {
     prepare(server, Some(file)).await?;
     let partial = format!("{}.partial", file.display());
     let mut command = libpq_command("pg_dump", server);
@@ -321,22 +278,7 @@ pub async fn dump(server: &ServerUrl, file: &Path) -> Result<BackupReference> {
     let mut list = libpq_command("pg_restore", server);
     list.args(["--list", &partial]);
     run_tool("pg_restore --list", list, server).await?;
-    std::fs::rename(&partial, file).map_err(|e| ServerBackupError::File {
-        path: file.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let (size_bytes, checksum) =
-        super::sqlite::size_and_checksum(file).map_err(|e| ServerBackupError::File {
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-    Ok(BackupReference {
-        method: "Dump".into(),
-        reference: file.display().to_string(),
-        size_bytes,
-        checksum: Some(checksum),
-        verified: true,
-    })
+    finish_dump(Path::new(&partial), file)
 }
 
 /// Checks the dump's checksum, moves the failed database aside, and restores the dump into a

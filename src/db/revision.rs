@@ -34,8 +34,7 @@ pub async fn read_revision(url: &DatabaseUrl) -> Result<Option<String>, Revision
         url: url.to_string(),
         message: scrubbed(&e, url),
     };
-    let sql = "SELECT version_num FROM alembic_version";
-    let rows: Vec<(String,)> = match url {
+    match url {
         DatabaseUrl::Sqlite { path } => {
             let options = sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(path)
@@ -43,57 +42,58 @@ pub async fn read_revision(url: &DatabaseUrl) -> Result<Option<String>, Revision
             let mut db = sqlx::SqliteConnection::connect_with(&options)
                 .await
                 .map_err(connect)?;
-            let exists: Option<(String,)> = sqlx::query_as(
+            alembic_revision(
+                &mut db,
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'",
             )
-            .fetch_optional(&mut db)
             .await
-            .map_err(query_error)?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            sqlx::query_as(sql)
-                .fetch_all(&mut db)
-                .await
-                .map_err(query_error)?
         }
         DatabaseUrl::Postgres(server) => {
             let options = server.pg_options().map_err(connect)?;
             let mut db = sqlx::PgConnection::connect_with(&options)
                 .await
                 .map_err(connect)?;
-            let exists: Option<(String,)> =
-                sqlx::query_as("SELECT table_name::text FROM information_schema.tables WHERE table_name = 'alembic_version'")
-                    .fetch_optional(&mut db)
-                    .await
-                    .map_err(query_error)?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            sqlx::query_as(sql)
-                .fetch_all(&mut db)
-                .await
-                .map_err(query_error)?
+            alembic_revision(
+                &mut db,
+                "SELECT table_name::text FROM information_schema.tables WHERE table_name = 'alembic_version'",
+            )
+            .await
         }
         DatabaseUrl::Mysql(server) => {
             let options = server.mysql_options().map_err(connect)?;
             let mut db = sqlx::MySqlConnection::connect_with(&options)
                 .await
                 .map_err(connect)?;
-            let exists: Option<(String,)> = sqlx::query_as(
+            alembic_revision(
+                &mut db,
                 "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'alembic_version'",
             )
-            .fetch_optional(&mut db)
             .await
-            .map_err(query_error)?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            sqlx::query_as(sql)
-                .fetch_all(&mut db)
-                .await
-                .map_err(query_error)?
         }
-    };
-    Ok(rows.into_iter().next().map(|(r,)| r))
+    }
+    .map_err(query_error)
+}
+
+/// The first row of `alembic_version`, once `table_exists` (a query returning its name) found
+/// the table; the same two queries on every kind of database.
+async fn alembic_revision<C>(
+    db: &mut C,
+    table_exists: &'static str,
+) -> Result<Option<String>, sqlx::Error>
+where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+    (String,): for<'r> sqlx::FromRow<'r, <C::Database as sqlx::Database>::Row>,
+{
+    let exists: Option<(String,)> = sqlx::query_as(table_exists)
+        .fetch_optional(&mut *db)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT version_num FROM alembic_version")
+        .fetch_all(&mut *db)
+        .await?;
+    Ok(rows.into_iter().next().map(|(revision,)| revision))
 }

@@ -1,7 +1,17 @@
-//! What PostgreSQL and MySQL backups share: their errors and the checks made before a dump is
-//! written or restored.
+//! What PostgreSQL and MySQL backups share: their errors, waiting for the hub's connections to
+//! go, comparing a copy with its original, running the client tools, and the checks made before
+//! a dump is written or restored.
 
 use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::file::size_and_checksum;
+use super::revision::{read_revision, scrubbed};
+use super::url::DatabaseUrl;
+use crate::machine::{BackupMethod, BackupRecord};
+
+type Result<T> = std::result::Result<T, ServerBackupError>;
 
 /// Why a backup or restore on a database server failed. Messages never hold a password.
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +55,8 @@ pub enum ServerBackupError {
 }
 
 /// Refuses a dump whose checksum is not the recorded one, before anything relies on it.
-pub(crate) fn check_dump_checksum(file: &Path, expected: &str) -> Result<(), ServerBackupError> {
-    let (_, actual) =
-        super::sqlite::size_and_checksum(file).map_err(|e| ServerBackupError::File {
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
+pub(crate) fn check_dump_checksum(file: &Path, expected: &str) -> Result<()> {
+    let (_, actual) = size_and_checksum(file).map_err(file_error(file))?;
     if actual != expected {
         return Err(ServerBackupError::ChecksumMismatch {
             path: file.display().to_string(),
@@ -62,14 +68,10 @@ pub(crate) fn check_dump_checksum(file: &Path, expected: &str) -> Result<(), Ser
 }
 
 /// Makes `file`'s folder and checks `needed` bytes fit in it.
-pub(crate) fn check_room(file: &Path, needed: u64) -> Result<(), ServerBackupError> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let file_error = |e: std::io::Error| ServerBackupError::File {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(file_error)?;
-    let available = super::available_space(dir).map_err(file_error)?;
+pub(crate) fn check_room(file: &Path, needed: u64) -> Result<()> {
+    let dir = super::file::folder_of(file);
+    std::fs::create_dir_all(dir).map_err(file_error(dir))?;
+    let available = super::file::available_space(dir).map_err(file_error(dir))?;
     if available < needed {
         return Err(ServerBackupError::NoSpace {
             dir: dir.display().to_string(),
@@ -78,4 +80,127 @@ pub(crate) fn check_room(file: &Path, needed: u64) -> Result<(), ServerBackupErr
         });
     }
     Ok(())
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerBackupError {
+    let path = path.display().to_string();
+    move |e| ServerBackupError::File {
+        path,
+        message: e.to_string(),
+    }
+}
+
+/// A failed query on `url`, its password scrubbed from the message.
+pub(crate) fn database_error(
+    what: &'static str,
+    url: DatabaseUrl,
+) -> impl Fn(sqlx::Error) -> ServerBackupError {
+    move |e| ServerBackupError::Database {
+        what,
+        url: url.to_string(),
+        message: scrubbed(&e, &url),
+    }
+}
+
+/// Waits up to 5 s for `count` (the other clients of `database`) to reach zero: a client that
+/// just disconnected can linger for a moment, a running hub stays.
+pub(crate) async fn refuse_if_in_use(
+    database: &str,
+    mut count: impl AsyncFnMut() -> Result<i64>,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let clients = count().await?;
+        if clients == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ServerBackupError::InUse {
+                database: database.to_string(),
+                count: clients,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What a copy must share with its original: the schema revision, and every table's rows.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub revision: Option<String>,
+    pub row_counts: Vec<(String, i64)>,
+}
+
+/// The alembic revision of the database at `url`.
+pub(crate) async fn revision(url: &DatabaseUrl) -> Result<Option<String>> {
+    read_revision(url)
+        .await
+        .map_err(|e| ServerBackupError::Database {
+            what: "reading the revision",
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Refuses a copy whose fingerprint differs from its original's.
+pub(crate) fn check_same(
+    original: &str,
+    copy: &str,
+    of_original: Fingerprint,
+    of_copy: Fingerprint,
+) -> Result<()> {
+    if of_original != of_copy {
+        return Err(ServerBackupError::NotVerified {
+            copy: copy.to_string(),
+            database: original.to_string(),
+            detail: format!(
+                "revision and row counts {:?} differ from {:?}",
+                (of_copy.revision, of_copy.row_counts),
+                (of_original.revision, of_original.row_counts)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Runs a client tool (pg_dump, mysql, ...) to its end; a failure reports its error output,
+/// with the password hidden should the tool repeat it.
+pub(crate) async fn run_tool(
+    tool: &'static str,
+    mut command: tokio::process::Command,
+    password: Option<&str>,
+) -> Result<()> {
+    let tool_error = |e: std::io::Error| ServerBackupError::Tool {
+        tool,
+        message: e.to_string(),
+    };
+    command.stderr(Stdio::piped());
+    // spawn, not output(): output() would replace a stdout file with a pipe.
+    let output = command
+        .spawn()
+        .map_err(tool_error)?
+        .wait_with_output()
+        .await
+        .map_err(tool_error)?;
+    if !output.status.success() {
+        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            message = message.replace(password, "***");
+        }
+        return Err(ServerBackupError::Tool { tool, message });
+    }
+    Ok(())
+}
+
+/// Puts a finished dump written to `partial` in place at `file` and records it.
+pub(crate) fn finish_dump(partial: &Path, file: &Path) -> Result<BackupRecord> {
+    std::fs::rename(partial, file).map_err(file_error(file))?;
+    let (size_bytes, checksum) = size_and_checksum(file).map_err(file_error(file))?;
+    Ok(BackupRecord {
+        method: BackupMethod::Dump,
+        reference: file.display().to_string(),
+        size_bytes: Some(size_bytes),
+        checksum: Some(checksum),
+        verified: true,
+    })
 }

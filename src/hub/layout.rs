@@ -225,6 +225,13 @@ mod tests {
         .expect("deployment")
     }
 
+    fn pod_of(hub: &mut Deployment) -> &mut PodSpec {
+        hub.spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("pod")
+    }
+
     fn spec(extra: serde_json::Value) -> HubUpgradeSpec {
         let mut base = json!({"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.2.0"});
         if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
@@ -248,11 +255,7 @@ mod tests {
     #[test]
     fn a_missing_database_volume_names_the_fields_to_set() {
         let mut hub = z2jh_hub();
-        let pod = hub
-            .spec
-            .as_mut()
-            .and_then(|s| s.template.spec.as_mut())
-            .expect("pod");
+        let pod = pod_of(&mut hub);
         pod.containers[0]
             .volume_mounts
             .as_mut()
@@ -269,11 +272,7 @@ mod tests {
     #[test]
     fn several_containers_need_the_container_named() {
         let mut hub = z2jh_hub();
-        let pod = hub
-            .spec
-            .as_mut()
-            .and_then(|s| s.template.spec.as_mut())
-            .expect("pod");
+        let pod = pod_of(&mut hub);
         pod.containers[0].name = "jupyterhub".into();
         pod.containers.push(Container {
             name: "sidecar".into(),

@@ -1,5 +1,7 @@
 //! JupyterHub's database schema revisions (alembic), per release: to name a database's
-//! release, to predict and verify a migration, and to refuse a schema downgrade.
+//! release, to predict and verify a migration, and to refuse a schema downgrade, the one
+//! downgrade guard of `hubgrade db revision` ([`check_upgrade`]) and of Preflight
+//! ([`check_image_upgrade`], built on it).
 
 /// A series of JupyterHub releases sharing one alembic head revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +70,30 @@ pub fn release_for_version(version: &str) -> Option<&'static Release> {
     Some(&RELEASES[index])
 }
 
+/// The release series a z2jh hub image (`<registry>/jupyterhub/k8s-hub:<chart version>`) runs.
+/// Each z2jh major ships one JupyterHub major: z2jh 3.3.8 has JupyterHub 4.1.6, 4.4.0 has 5.5.0.
+pub fn release_of_image(image: &str) -> Option<&'static Release> {
+    let (repository, tag) = repository_and_tag(image)?;
+    if !repository.ends_with("jupyterhub/k8s-hub") {
+        return None;
+    }
+    let chart_major: u32 = tag.split(['.', '-']).next()?.parse().ok()?;
+    let jupyterhub = match chart_major {
+        1 => "1.5",
+        2 => "3.0",
+        3 => "4.0",
+        4 => "5.0",
+        _ => return None,
+    };
+    release_for_version(jupyterhub)
+}
+
+/// `repository:tag` of an image reference (a digest after the tag is dropped).
+fn repository_and_tag(image: &str) -> Option<(&str, &str)> {
+    let image = image.split('@').next()?;
+    image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/'))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RevisionError {
     #[error(
@@ -85,6 +111,19 @@ pub enum RevisionError {
     UnknownDatabase(String),
     #[error("the target revision {0} is not the head of any JupyterHub release hubgrade knows")]
     UnknownTarget(String),
+    #[error(
+        "targetImage {target} runs JupyterHub {target_releases}, whose database schema is older than that of the hub's {current} (JupyterHub {current_releases}); hubgrade does not downgrade, because the database schema cannot go back"
+    )]
+    OlderSchema {
+        current: String,
+        current_releases: &'static str,
+        target: String,
+        target_releases: &'static str,
+    },
+    #[error(
+        "targetImage {target} is older than the hub's {current}; hubgrade does not downgrade, because the database schema cannot go back"
+    )]
+    OlderImage { current: String, target: String },
 }
 
 /// Whether migrating a database at `database` to `target` is an upgrade (or no change).
@@ -105,6 +144,43 @@ pub fn check_upgrade(
         _ if allow_unknown => Ok(()),
         (None, _) => Err(RevisionError::UnknownDatabase(database.to_string())),
         (_, None) => Err(RevisionError::UnknownTarget(target.to_string())),
+    }
+}
+
+/// Whether moving the hub from the `current` image to the `target` one is an upgrade (or no
+/// change): Preflight's downgrade guard. Images of known JupyterHub releases are compared by the
+/// schema revision each expects ([`check_upgrade`]); two version tags of one image are refused
+/// when the target's is older, whatever runs in them. Other images pass.
+pub fn check_image_upgrade(current: &str, target: &str) -> Result<(), RevisionError> {
+    if let (Some(from), Some(to)) = (release_of_image(current), release_of_image(target))
+        && let Err(RevisionError::Downgrade { .. }) = check_upgrade(from.head, to.head, false)
+    {
+        return Err(RevisionError::OlderSchema {
+            current: current.to_string(),
+            current_releases: from.releases,
+            target: target.to_string(),
+            target_releases: to.releases,
+        });
+    }
+    let version = |image| -> Option<(&str, Vec<u64>)> {
+        let (repository, tag) = repository_and_tag(image)?;
+        let version: Option<Vec<u64>> = tag
+            .trim_start_matches('v')
+            .split('.')
+            .map(|part| part.parse().ok())
+            .collect();
+        Some((repository, version?))
+    };
+    match (version(current), version(target)) {
+        (Some((current_repository, from)), Some((target_repository, to)))
+            if current_repository == target_repository && to < from =>
+        {
+            Err(RevisionError::OlderImage {
+                current: current.to_string(),
+                target: target.to_string(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -148,5 +224,55 @@ mod tests {
         let error = check_upgrade("abcdef123456", "f460b0348206", false).expect_err("unknown");
         assert!(error.to_string().contains("abcdef123456"));
         assert_eq!(check_upgrade("abcdef123456", "f460b0348206", true), Ok(()));
+    }
+
+    #[test]
+    fn an_older_tag_of_the_same_image_is_a_downgrade() {
+        let hub = "quay.io/jupyterhub/k8s-hub";
+        let refused = |current: &str, target: &str| check_image_upgrade(current, target).is_err();
+        assert!(refused(&format!("{hub}:4.2.0"), &format!("{hub}:4.1.0")));
+        assert!(!refused(&format!("{hub}:4.1.0"), &format!("{hub}:4.2.0")));
+        assert!(!refused(&format!("{hub}:4.2.0"), "example.org/hub:1.0"));
+        assert!(!refused(&format!("{hub}:latest"), &format!("{hub}:1.0.0")));
+        assert!(refused("example.org/hub:v2.1", "example.org/hub:v2.0"));
+    }
+
+    #[test]
+    fn a_z2jh_image_with_an_older_schema_is_a_downgrade_from_any_registry() {
+        // A mirror is another repository: only the schema each release expects tells.
+        let error = check_image_upgrade(
+            "quay.io/jupyterhub/k8s-hub:4.4.0",
+            "registry.example.org/jupyterhub/k8s-hub:3.3.8",
+        )
+        .expect_err("JupyterHub 5 to 4");
+        assert!(matches!(error, RevisionError::OlderSchema { .. }));
+        assert!(error.to_string().contains("JupyterHub 4.x"), "{error}");
+        assert_eq!(
+            check_image_upgrade(
+                "registry.example.org/jupyterhub/k8s-hub:3.3.8",
+                "quay.io/jupyterhub/k8s-hub:4.4.0@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn z2jh_images_name_the_jupyterhub_they_run() {
+        let head = |image| release_of_image(image).map(|r| r.head);
+        assert_eq!(
+            head("quay.io/jupyterhub/k8s-hub:3.3.8"),
+            Some("0eee8c825d24")
+        );
+        assert_eq!(
+            head("quay.io/jupyterhub/k8s-hub:4.4.0"),
+            Some("4621fec11365")
+        );
+        assert_eq!(head("jupyterhub/k8s-hub:2.0.0"), Some("651f5419b74d"));
+        assert_eq!(
+            head("quay.io/jupyterhub/k8s-hub:4.0.0-0.dev.git.6987.h7e0a2d1e"),
+            Some("4621fec11365")
+        );
+        assert_eq!(head("quay.io/jupyterhub/k8s-hub:9.0.0"), None);
+        assert_eq!(head("example.org/hub:4.4.0"), None);
     }
 }

@@ -1,10 +1,13 @@
 //! The transition function: one phase at a time, one action at a time.
+//!
+//! One file on purpose, though long: the single `match` over every phase in [`decide`] reads as
+//! the state diagram, and the `Step` methods it calls are the transitions it names.
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    Action, BackupRecord, Decision, EventKind, ImageManagement, LockState, Notice, Original,
-    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
+    Action, Decision, EventKind, ImageManagement, LockState, Notice, Original, Outcome, Phase,
+    Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
 };
 
 /// How soon to look again while waiting on something that is not watched (pods, the hub API).
@@ -336,13 +339,7 @@ impl Step<'_> {
                 report.reference
             )),
             StepState::Succeeded(report) => {
-                self.progress.backup = Some(BackupRecord {
-                    method: report.method.clone(),
-                    reference: report.reference.clone(),
-                    size_bytes: report.size_bytes,
-                    checksum: report.checksum.clone(),
-                    verified: true,
-                });
+                self.progress.backup = Some(report.clone());
                 self.enter(
                     Phase::Migrating,
                     format!(

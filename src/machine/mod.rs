@@ -6,6 +6,7 @@
 //! no I/O live here, so every transition is tested without a cluster.
 
 mod action;
+mod backup;
 mod decide;
 mod phase;
 mod plan;
@@ -13,8 +14,9 @@ mod progress;
 mod world;
 
 pub use action::{Action, Decision, EventKind, Notice};
+pub use backup::{BackupMethod, BackupRecord};
 pub use decide::decide;
 pub use phase::Phase;
 pub use plan::{DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts};
-pub use progress::{BackupRecord, Original, Outcome, Progress, StepRecord, Target};
-pub use world::{BackupReport, HubObservation, LockState, Preflight, StepState, World};
+pub use progress::{Original, Outcome, Progress, StepRecord, Target};
+pub use world::{HubObservation, LockState, Preflight, StepState, World};

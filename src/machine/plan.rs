@@ -1,6 +1,8 @@
 //! What the spec asks for, in the form the machine needs (durations parsed, defaults applied).
 
 use jiff::{SignedDuration, Timestamp};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -31,10 +33,13 @@ pub enum ImageManagement {
     External,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a failure after the hub was stopped leads to; also the spec's `rollback.policy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RollbackPolicy {
+    /// Restore the database, set the original image and replicas, and wait for the hub.
+    #[default]
     Automatic,
-    /// A failure after the hub was stopped leaves it stopped for a person to decide.
+    /// Leave the hub stopped for a person to decide; the backup is named in status.
     Manual,
 }
 

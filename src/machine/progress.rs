@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Phase;
+use super::{BackupRecord, Phase};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -87,23 +87,6 @@ pub struct Target {
     /// The alembic revision the migrated database reached, read from it after the migration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
-}
-
-/// A database backup the upgrade can restore from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupRecord {
-    /// How it was made: File, VolumeSnapshot, Clone or Dump.
-    pub method: String,
-    /// Where it is: a path on the hub volume, a VolumeSnapshot, a database name, a dump file.
-    pub reference: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size_bytes: Option<u64>,
-    /// `sha256:<hex>` of the backup, where the method has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<String>,
-    /// The backup was read back and checked after it was made.
-    pub verified: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

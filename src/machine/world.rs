@@ -1,6 +1,8 @@
 //! What the operator observed before calling the machine. The shell fills it from the cluster
 //! (and the database); the machine trusts it and never looks anywhere else.
 
+use super::BackupRecord;
+
 /// A snapshot of the world for one decision.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct World {
@@ -15,7 +17,8 @@ pub struct World {
     pub rehearsal: StepState<()>,
     /// The copy of the hub's ConfigMaps and Secrets exists.
     pub config_backed_up: bool,
-    pub backup: StepState<BackupReport>,
+    /// The backup Job finished: the backup it reported.
+    pub backup: StepState<BackupRecord>,
     pub migration: StepState<()>,
     /// The alembic revision the migrated database reached, as the migration Job reported it.
     pub migrated_revision: Option<String>,
@@ -87,15 +90,4 @@ impl<T> StepState<T> {
             StepState::Failed(why) => StepState::Failed(why),
         }
     }
-}
-
-/// What a finished database backup reported.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackupReport {
-    pub method: String,
-    pub reference: String,
-    pub size_bytes: Option<u64>,
-    pub checksum: Option<String>,
-    /// The copy was read back and checked (checksum, integrity check, snapshot ready).
-    pub verified: bool,
 }

@@ -4,7 +4,7 @@
 //! `mod machine_support;` line of each user.
 
 use hubgrade::machine::{
-    BackupRecord, BackupReport, HubObservation, ImageManagement, LockState, Original, Phase, Plan,
+    BackupMethod, BackupRecord, HubObservation, ImageManagement, LockState, Original, Phase, Plan,
     Progress, RollbackPolicy, StepRecord, Timeouts, World,
 };
 use jiff::{SignedDuration, Timestamp};
@@ -85,9 +85,9 @@ pub fn original() -> Original {
     }
 }
 
-pub fn backup_report(verified: bool) -> BackupReport {
-    BackupReport {
-        method: "File".to_string(),
+pub fn backup_report(verified: bool) -> BackupRecord {
+    BackupRecord {
+        method: BackupMethod::File,
         reference: "/srv/jupyterhub/jupyterhub.sqlite.hubgrade-backup".to_string(),
         size_bytes: Some(81_920),
         checksum: Some("sha256:5d41402abc4b2a76b9719d911017c592".to_string()),

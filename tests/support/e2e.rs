@@ -139,7 +139,7 @@ impl Hub {
         )
         .await;
 
-        let standin = Command::new(env!("CARGO_BIN_EXE_kwok-agent-standin"))
+        let standin = Command::new(super::standin("kwok-agent-standin"))
             .args([
                 "--namespace",
                 &ns,
@@ -423,7 +423,7 @@ pub async fn make_hub_database(path: &std::path::Path) {
 }
 
 pub fn checksum(path: &std::path::Path) -> String {
-    hubgrade::db::sqlite::size_and_checksum(path)
+    hubgrade::db::file::size_and_checksum(path)
         .expect("checksum")
         .1
 }

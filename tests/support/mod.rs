@@ -49,6 +49,25 @@ pub fn cluster_bin() -> PathBuf {
         .join("bin")
 }
 
+/// A KWOK stand-in binary (`tests/standins`, a crate of its own so `cargo install hubgrade` does
+/// not install it), next to this test's own build: `make test` builds it first, by hand
+/// `cargo build -p hubgrade-standins`.
+pub fn standin(name: &str) -> PathBuf {
+    // This test runs as <target>/debug/deps/<test>-<hash>; binaries are in <target>/debug.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from <target>/<profile>/deps")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the stand-ins with `cargo build -p hubgrade-standins` (make test does)",
+        path.display()
+    );
+    path
+}
+
 /// A kube client for the local cluster, as its administrator.
 pub async fn client() -> Client {
     let path = kubeconfig();

@@ -12,6 +12,7 @@ pub mod interpret;
 pub mod lock;
 pub mod objects;
 pub mod observe;
+pub mod owned;
 pub mod snapshot;
 pub mod target;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 
 use super::interpret::Snapshot;
 use super::lock;
-use super::objects::{JobStep, owned_name};
+use super::owned::{JobStep, owned_name};
 use super::target::Target;
 use crate::api::{BackupMethod, HubUpgrade};
 use crate::hub::revision::check_image_upgrade;
@@ -69,7 +69,7 @@ pub async fn observe(
     });
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
-    for step in JobStep::ALL {
+    for &step in JobStep::ALL {
         let name = owned_name(&target.owner, step.as_str());
         let Some(job) = jobs.get_opt(&name).await? else {
             continue;

@@ -1,0 +1,220 @@
+use super::*;
+use crate::api::HubUpgrade;
+use crate::cluster::owned::owner_reference;
+use kube::Resource;
+use serde_json::json;
+
+fn upgrade() -> HubUpgrade {
+    serde_json::from_value(json!({
+        "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+        "metadata": {"name": "to-4-2", "namespace": "jhub", "uid": "0f1e2d3c-aaaa-bbbb-cccc-000000000000"},
+        "spec": {"hub": {"deployment": "hub"}, "targetImage": "quay.io/jupyterhub/k8s-hub:4.2.0"}
+    }))
+    .expect("upgrade")
+}
+
+fn hub() -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "hub", "namespace": "jhub"},
+        "spec": {
+            "selector": {"matchLabels": {"component": "hub"}},
+            "template": {
+                "metadata": {"labels": {"component": "hub"}, "annotations": {"checksum/config": "abc"}},
+                "spec": {
+                    "serviceAccountName": "hub",
+                    "securityContext": {"fsGroup": 1000},
+                    "containers": [{
+                        "name": "hub",
+                        "image": "quay.io/jupyterhub/k8s-hub:4.1.0",
+                        "args": ["jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py", "--upgrade-db"],
+                        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                        "workingDir": "/srv/jupyterhub",
+                        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                        "readinessProbe": {"httpGet": {"path": "/hub/health", "port": 8081}},
+                        "volumeMounts": [{"name": "pvc", "mountPath": "/srv/jupyterhub"}]
+                    }],
+                    "volumes": [{"name": "pvc", "persistentVolumeClaim": {"claimName": "hub-db-dir"}}]
+                }
+            }
+        }
+    }))
+    .expect("deployment")
+}
+
+fn target() -> Target {
+    Target::resolve(&upgrade(), "hubgrade:0.1.0").expect("target")
+}
+
+fn layout() -> HubLayout {
+    target().layout(&hub()).expect("layout")
+}
+
+fn inputs<'a>(target: &'a Target, hub: &'a Deployment, layout: &'a HubLayout) -> JobInputs<'a> {
+    JobInputs {
+        target,
+        hub,
+        layout,
+    }
+}
+
+#[test]
+fn names_derive_from_the_uid() {
+    let owner = Owner::of(&upgrade());
+    assert_eq!(owned_name(&owner, "backup"), "hubgrade-0f1e2d3c-backup");
+    assert_eq!(
+        sqlite_backup_path(&owner, &layout()),
+        "/srv/jupyterhub/hubgrade-backups/hubgrade-0f1e2d3c-db.sqlite"
+    );
+}
+
+#[test]
+fn the_owner_reference_is_the_upgrades_controller_reference() {
+    let upgrade = upgrade();
+    assert_eq!(
+        Some(owner_reference(&Owner::of(&upgrade))),
+        upgrade.controller_owner_ref(&())
+    );
+    let mut deleting = upgrade.clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    assert_eq!(
+        owned_metadata(&Owner::of(&deleting), "restore").owner_references,
+        None,
+        "what is made during a deletion is left unowned"
+    );
+}
+
+#[test]
+fn a_jobs_deadline_and_retention_come_from_the_plan() {
+    let mut target = target();
+    target.plan.timeouts.backup = SignedDuration::from_secs(420);
+    target.backup_retain = 7;
+    let (hub, layout) = (hub(), layout());
+    let job = backup_job(&inputs(&target, &hub, &layout));
+    let spec = job.spec.expect("spec");
+    assert_eq!(spec.active_deadline_seconds, Some(420));
+    let args = spec.template.spec.expect("pod").containers[0]
+        .args
+        .clone()
+        .expect("args");
+    let retain = args.iter().position(|a| a == "--retain").expect("--retain");
+    assert_eq!(args[retain + 1], "7");
+}
+
+#[test]
+fn the_migration_job_is_the_hub_pod_with_the_target_image() {
+    let (target, hub, layout) = (target(), hub(), layout());
+    let job = migration_job(&inputs(&target, &hub, &layout));
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some("hubgrade-0f1e2d3c-migration")
+    );
+    assert_eq!(
+        job.metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].kind.as_str()),
+        Some("HubUpgrade")
+    );
+    let spec = job.spec.expect("spec");
+    assert_eq!(spec.backoff_limit, Some(0));
+    let template = spec.template;
+    let labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .expect("labels");
+    assert!(
+        !labels.contains_key("component"),
+        "the hub Service must not select the Job's pod"
+    );
+    let pod = template.spec.expect("pod");
+    assert_eq!(pod.service_account_name.as_deref(), Some("hub"));
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let init = pod.init_containers.clone().unwrap_or_default();
+    let container = init
+        .iter()
+        .find(|c| c.name == "upgrade-db")
+        .expect("the upgrade-db container");
+    assert_eq!(
+        container.image.as_deref(),
+        Some("quay.io/jupyterhub/k8s-hub:4.2.0")
+    );
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["jupyterhub".to_string()][..])
+    );
+    assert_eq!(
+        container.args.as_deref(),
+        Some(
+            &[
+                "upgrade-db".to_string(),
+                "--config=/hubgrade-run/jupyterhub_config.py".to_string()
+            ][..]
+        )
+    );
+    assert_eq!(container.working_dir.as_deref(), Some("/srv/jupyterhub"));
+    assert!(container.readiness_probe.is_none());
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("security context");
+    assert_eq!(security.run_as_user, Some(1000), "the hub's user is kept");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        security.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+}
+
+#[test]
+fn a_hub_running_as_root_is_not_forced_to_non_root() {
+    let mut deployment = hub();
+    let pod = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("pod");
+    pod.containers[0].security_context = Some(SecurityContext {
+        run_as_user: Some(0),
+        ..Default::default()
+    });
+    let (target, layout) = (target(), layout());
+    let job = migration_job(&inputs(&target, &deployment, &layout));
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    let init = pod.init_containers.unwrap_or_default();
+    assert_eq!(
+        init.iter()
+            .find(|c| c.name == "upgrade-db")
+            .expect("upgrade-db")
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        None
+    );
+}
+
+#[test]
+fn the_backup_job_runs_the_agent_on_the_hub_volume() {
+    let (target, hub, layout) = (target(), hub(), layout());
+    let job = backup_job(&inputs(&target, &hub, &layout));
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some("hubgrade:0.1.0"));
+    let args = container.args.clone().expect("args");
+    assert_eq!(args[0], "sqlite-backup");
+    assert!(args.contains(&"/srv/jupyterhub/jupyterhub.sqlite".to_string()));
+    let claim = pod
+        .volumes
+        .as_ref()
+        .and_then(|v| v[0].persistent_volume_claim.as_ref())
+        .expect("pvc");
+    assert_eq!(claim.claim_name, "hub-db-dir");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+}

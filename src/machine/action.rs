@@ -5,8 +5,10 @@ use jiff::SignedDuration;
 use super::Progress;
 
 /// One state-changing step. The shell performs it, then records the decision's progress.
-/// Every action is idempotent: repeating it after a crash finds the earlier work.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Every action is idempotent: repeating it after a crash finds the earlier work. Its name
+/// (`Action::Wait` → `wait`, `ScaleHub` → `scale_hub`) labels the operator's metrics.
+#[derive(Clone, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Action {
     /// Nothing to change on the cluster; only record progress (or keep waiting).
     Wait,

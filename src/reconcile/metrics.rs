@@ -94,21 +94,10 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
     pub fn acted(&self, action: &Action) {
-        let action = match action {
-            Action::Wait => return,
-            Action::AcquireLock => "acquire_lock",
-            Action::ReleaseLock => "release_lock",
-            Action::StartRehearsal => "start_rehearsal",
-            Action::StopServers => "stop_servers",
-            Action::ScaleHub { .. } => "scale_hub",
-            Action::DeleteHubPods => "delete_hub_pods",
-            Action::BackUpConfig => "back_up_config",
-            Action::StartBackup => "start_backup",
-            Action::StartMigration => "start_migration",
-            Action::CancelMigration => "cancel_migration",
-            Action::SetHubImage { .. } => "set_hub_image",
-            Action::StartRestore => "start_restore",
-        };
+        if *action == Action::Wait {
+            return;
+        }
+        let action: &'static str = action.into();
         self.actions.get_or_create(&ActionLabel { action }).inc();
     }
     pub fn entered(&self, phase: Phase) {
@@ -251,6 +240,7 @@ mod tests {
         metrics.set_leader(true);
         metrics.acted(&Action::StartMigration);
         metrics.acted(&Action::Wait);
+        metrics.acted(&Action::ScaleHub { replicas: 0 });
         metrics.entered(Phase::ScalingDown);
         let (_, _, text) = get(&router, "/metrics").await;
         for line in [
@@ -261,6 +251,7 @@ mod tests {
             "# TYPE hubgrade_leader gauge",
             "hubgrade_leader 1",
             "hubgrade_actions_total{action=\"start_migration\"} 1",
+            "hubgrade_actions_total{action=\"scale_hub\"} 1",
             "hubgrade_phase_entries_total{phase=\"ScalingDown\"} 1",
             "# EOF",
         ] {

@@ -15,8 +15,9 @@ pub enum DurationError {
 ///
 /// jiff's friendly format does the parsing. It also reads spaces, signs, long unit names and
 /// ISO 8601, which the CRD refuses, so only digits, `.` and the four units are let through. The
-/// CRD's CEL rule (Go's durations) takes a little more: `30m1h`, `1m1m`, `1.5h30m`. Such a value
-/// is refused here, when the upgrade is planned, with a message saying how to write it.
+/// CRD's CEL rule takes exactly this grammar (`30m1h`, `1m1m`, `1.5h30m` are refused at
+/// admission, see tests/invalid/); should one slip through, it is refused here, when the upgrade
+/// is planned, with a message saying how to write it.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, DurationError> {
     let malformed = || DurationError::Malformed(text.to_string());
     let kubernetes_style = text.starts_with(|c: char| c.is_ascii_digit())

@@ -287,9 +287,14 @@ impl Default for RollbackSpec {
     }
 }
 
-const DURATION_RULE: &str =
-    "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')";
-const DURATION_MESSAGE: &str = "must be a positive duration such as 30m, 90s or 1h30m";
+/// Largest unit first, each unit once, a fraction only on the last (what `parse_duration`
+/// reads), and more than zero.
+const DURATION_RULE: &str = "self != '' \
+    && self.matches('^([0-9]+(\\\\.[0-9]+)?h)?([0-9]+(\\\\.[0-9]+)?m)?([0-9]+(\\\\.[0-9]+)?s)?([0-9]+(\\\\.[0-9]+)?ms)?$') \
+    && !self.matches('\\\\.[0-9]+[a-z]+[0-9]') \
+    && duration(self) > duration('0s')";
+const DURATION_MESSAGE: &str =
+    "must be a positive duration such as 30m, 90s or 1h30m (largest unit first, each unit once)";
 
 fn default_retain() -> u32 {
     5

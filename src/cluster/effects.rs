@@ -22,7 +22,7 @@ use crate::machine::{Action, Progress};
 /// Why an action could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum EffectError {
-    #[error("{action} on {object}: {source}")]
+    #[error("{action} on {object}: {}", said(source))]
     Kube {
         action: &'static str,
         object: String,
@@ -33,6 +33,17 @@ pub enum EffectError {
         action: &'static str,
         problem: String,
     },
+}
+
+/// What the API server said, in its own words (`kube::Error`'s Display of a refusal is a debug
+/// dump of the whole Status, which reads badly in an Event).
+fn said(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
 }
 
 impl EffectError {
@@ -292,10 +303,18 @@ fn job_inputs<'a>(
     })
 }
 
+/// Creates as hubgrade's field manager, like every other write.
+fn created() -> PostParams {
+    PostParams {
+        field_manager: Some(super::MANAGER.to_string()),
+        ..PostParams::default()
+    }
+}
+
 async fn create_job(client: &Client, namespace: &str, job: Job) -> Result<(), EffectError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let name = job.name_any();
-    match jobs.create(&PostParams::default(), &job).await {
+    match jobs.create(&created(), &job).await {
         Ok(_) => Ok(()),
         // Made by an earlier attempt that crashed before recording it: that Job is the one.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -372,7 +391,7 @@ async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
         type_: Some("Opaque".into()),
         ..Default::default()
     };
-    match secrets.create(&PostParams::default(), &backup).await {
+    match secrets.create(&created(), &backup).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(source) => Err(EffectError::Kube {

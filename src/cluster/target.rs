@@ -6,8 +6,8 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{BackupMethod, HubUpgrade, HubUpgradeSpec, SpecError};
-use crate::hub::{HubLayout, LayoutError, detect_layout};
+use crate::api::{BackupMethod, HubUpgrade, SpecError};
+use crate::hub::{HubLayout, LayoutError, LayoutHints, detect_layout};
 use crate::machine::Plan;
 
 /// The upgrade as the owner of what hubgrade makes and the holder of the hub lock (metadata
@@ -44,9 +44,9 @@ pub struct Target {
     pub backup_method: BackupMethod,
     /// How many SQLite backups the backup Job keeps next to the database.
     pub backup_retain: u32,
-    /// `hub::detect_layout` reads the container and database hints from the spec; private, so
-    /// that only [`Target::layout`] reads them.
-    layout_hints: HubUpgradeSpec,
+    /// Where to look for the hub container and its database (`spec.hub.container`,
+    /// `spec.database`), read by [`Target::layout`].
+    pub layout_hints: LayoutHints,
 }
 
 impl Target {
@@ -59,7 +59,7 @@ impl Target {
             agent_image: agent_image.to_string(),
             backup_method: upgrade.spec.backup.method,
             backup_retain: upgrade.spec.backup.retain,
-            layout_hints: upgrade.spec.clone(),
+            layout_hints: LayoutHints::from(&upgrade.spec),
         })
     }
 
@@ -71,7 +71,7 @@ impl Target {
 
     /// The hub's layout (container, database, claim) in its Deployment, once that is read.
     pub fn layout(&self, deployment: &Deployment) -> Result<HubLayout, LayoutError> {
-        detect_layout(deployment, &self.layout_hints)
+        detect_layout(deployment, self.layout_hints.clone())
     }
 }
 

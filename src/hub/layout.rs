@@ -5,7 +5,24 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::{DEFAULT_CONTAINER, Z2JH_SQLITE_PATH};
-use crate::api::{DatabaseType, HubUpgradeSpec};
+use crate::api::{DatabaseSpec, DatabaseType, HubUpgradeSpec};
+
+/// What the user said about where to look (`spec.hub.container`, `spec.database`): the only
+/// parts of a HubUpgrade that layout detection reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayoutHints {
+    pub container: Option<String>,
+    pub database: DatabaseSpec,
+}
+
+impl From<&HubUpgradeSpec> for LayoutHints {
+    fn from(spec: &HubUpgradeSpec) -> LayoutHints {
+        LayoutHints {
+            container: spec.hub.container.clone(),
+            database: spec.database.clone(),
+        }
+    }
+}
 
 /// What hubgrade needs to know about a hub to upgrade it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,14 +77,15 @@ pub enum LayoutError {
 
 pub fn detect_layout(
     deployment: &Deployment,
-    spec: &HubUpgradeSpec,
+    hints: impl Into<LayoutHints>,
 ) -> Result<HubLayout, LayoutError> {
+    let spec = hints.into();
     let pod = deployment
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .ok_or(LayoutError::NoPodSpec)?;
-    let container = find_container(pod, spec.hub.container.as_deref())?;
+    let container = find_container(pod, spec.container.as_deref())?;
     let image = container
         .image
         .clone()

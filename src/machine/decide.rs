@@ -661,30 +661,12 @@ impl Step<'_> {
 
     /// Enters a terminal phase.
     fn finish(&mut self, phase: Phase, outcome: Outcome, kind: EventKind, message: String) {
-        self.finish_current(outcome, &message);
-        self.progress.phase = phase;
-        self.progress.phase_started_at = Some(self.now);
-        self.progress.steps.push(StepRecord {
-            name: phase,
-            started_at: self.now,
-            finished_at: Some(self.now),
-            outcome: Some(outcome),
-            message: message.clone(),
-        });
+        end(&mut self.progress, phase, outcome, &message, self.now);
         self.notify(kind, phase.as_str(), &message);
-        self.progress.message = message;
     }
 
     fn finish_current(&mut self, outcome: Outcome, message: &str) {
-        if let Some(last) = self.progress.steps.last_mut()
-            && last.finished_at.is_none()
-        {
-            last.finished_at = Some(self.now);
-            last.outcome = Some(outcome);
-            if !message.is_empty() {
-                last.message = message.to_string();
-            }
-        }
+        close_step(&mut self.progress, outcome, message, self.now);
     }
 
     fn notify(&mut self, kind: EventKind, reason: &str, message: &str) {
@@ -693,6 +675,54 @@ impl Step<'_> {
             reason: reason.to_string(),
             message: message.to_string(),
         });
+    }
+}
+
+/// The decision for an upgrade whose spec cannot be planned (possible only past the CRD's
+/// validation, e.g. under an older CRD): Failed before anything was touched, with the problem
+/// in the status and a Warning `InvalidSpec`.
+pub fn refuse_spec(progress: &Progress, problem: &str, now: Timestamp) -> Decision {
+    let mut next = progress.clone();
+    let message = format!("the spec cannot be run: {problem}");
+    next.failure = Some(problem.to_string());
+    end(&mut next, Phase::Failed, Outcome::Failed, &message, now);
+    Decision {
+        action: Action::Wait,
+        progress: next,
+        notice: Some(Notice {
+            kind: EventKind::Warning,
+            reason: "InvalidSpec".to_string(),
+            message: problem.to_string(),
+        }),
+        requeue_after: None,
+    }
+}
+
+/// Closes the open step and enters the terminal `phase`.
+fn end(progress: &mut Progress, phase: Phase, outcome: Outcome, message: &str, now: Timestamp) {
+    close_step(progress, outcome, message, now);
+    progress.phase = phase;
+    progress.phase_started_at = Some(now);
+    progress.steps.push(StepRecord {
+        name: phase,
+        started_at: now,
+        finished_at: Some(now),
+        outcome: Some(outcome),
+        message: message.to_string(),
+    });
+    progress.message = message.to_string();
+}
+
+/// Closes the current phase's step, if it is still open.
+fn close_step(progress: &mut Progress, outcome: Outcome, message: &str, now: Timestamp) {
+    if let Some(last) = progress.steps.last_mut()
+        && last.finished_at.is_none()
+    {
+        last.finished_at = Some(now);
+        last.outcome = Some(outcome);
+        if !message.is_empty() {
+            last.message = message.to_string();
+        }
     }
 }
 

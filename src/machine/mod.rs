@@ -15,7 +15,7 @@ mod world;
 
 pub use action::{Action, Decision, EventKind, Notice};
 pub use backup::{BackupMethod, BackupRecord};
-pub use decide::decide;
+pub use decide::{decide, refuse_spec};
 pub use phase::Phase;
 pub use plan::{DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts};
 pub use progress::{Original, Outcome, Progress, StepRecord, Target};

@@ -26,7 +26,7 @@ use crate::api::{HubUpgrade, HubUpgradeStatus, SpecError};
 use crate::cluster::effects::{self, EffectError, EffectInputs};
 use crate::cluster::observe::observe;
 use crate::cluster::{Owner, Target};
-use crate::machine::{Action, Decision, EventKind, Outcome, Phase, Progress, StepRecord, decide};
+use crate::machine::{self, Action, Decision, EventKind, Progress, decide};
 
 pub use metrics::Metrics;
 
@@ -280,39 +280,10 @@ async fn refuse_invalid_spec(
     problem: SpecError,
     now: jiff::Timestamp,
 ) -> Result<Requeue, Error> {
-    let problem = problem.to_string();
-    let failed = failed_on_invalid_spec(progress, &problem, now);
-    write_status(&context.client, upgrade, &failed)
-        .await
-        .map_err(|source| Error::Status {
-            upgrade: label(upgrade),
-            source,
-        })?;
-    publish(
-        context,
-        upgrade,
-        EventKind::Warning,
-        "InvalidSpec",
-        &problem,
-    )
-    .await;
+    let decision = machine::refuse_spec(progress, &problem.to_string(), now);
+    record(context, upgrade, progress, decision).await?;
+    // Nothing will change until the spec does.
     Ok(Requeue::await_change())
-}
-
-fn failed_on_invalid_spec(progress: &Progress, problem: &str, now: jiff::Timestamp) -> Progress {
-    let mut next = progress.clone();
-    next.phase = Phase::Failed;
-    next.phase_started_at = Some(now);
-    next.message = format!("the spec cannot be run: {problem}");
-    next.failure = Some(problem.to_string());
-    next.steps.push(StepRecord {
-        name: Phase::Failed,
-        started_at: now,
-        finished_at: Some(now),
-        outcome: Some(Outcome::Failed),
-        message: next.message.clone(),
-    });
-    next
 }
 
 /// Writes the whole status with server-side apply; the resourceVersion makes a write based on

@@ -20,19 +20,17 @@ use crate::hub::HubLayout;
 
 /// Where the SQLite backup of this upgrade goes, as the hub container sees the volume.
 pub fn sqlite_backup_path(owner: &Owner, layout: &HubLayout) -> String {
-    let directory = layout
-        .sqlite_path
-        .rsplit_once('/')
-        .map(|(d, _)| d)
-        .unwrap_or("");
-    format!(
-        "{directory}/{BACKUP_DIR}/{}.sqlite",
-        owned_name(owner, "db")
-    )
+    beside_database(owner, layout, "db")
 }
 
 /// Where the rehearsal's scratch copy goes.
 fn rehearsal_copy_path(owner: &Owner, layout: &HubLayout) -> String {
+    beside_database(owner, layout, "rehearsal")
+}
+
+/// `<database folder>/hubgrade-backups/hubgrade-<uid>-<what>.sqlite`: on the database's own
+/// volume, where the hub container and every Job see it at the same path.
+fn beside_database(owner: &Owner, layout: &HubLayout, what: &str) -> String {
     let directory = layout
         .sqlite_path
         .rsplit_once('/')
@@ -40,7 +38,7 @@ fn rehearsal_copy_path(owner: &Owner, layout: &HubLayout) -> String {
         .unwrap_or("");
     format!(
         "{directory}/{BACKUP_DIR}/{}.sqlite",
-        owned_name(owner, "rehearsal")
+        owned_name(owner, what)
     )
 }
 

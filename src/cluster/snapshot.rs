@@ -83,15 +83,7 @@ pub async fn snapshot_claim(
     class: Option<&str>,
     timeout: Duration,
 ) -> Result<BackupRecord> {
-    let kube_error = |what, name: &str| {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        move |source| SnapshotError::Kube {
-            what,
-            namespace,
-            name,
-            source,
-        }
-    };
+    let kube_error = |what, name: &str| kube_error(what, namespace, name);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     if claims
         .get_opt(claim)
@@ -185,15 +177,11 @@ pub async fn snapshot_claim(
 /// Checks the snapshot exists and is ready to use.
 pub async fn verify(client: &Client, namespace: &str, snapshot: &str) -> Result<()> {
     let api = snapshots(client, namespace);
-    let found = api
-        .get_opt(snapshot)
-        .await
-        .map_err(|source| SnapshotError::Kube {
-            what: "reading the VolumeSnapshot",
-            namespace: namespace.into(),
-            name: snapshot.into(),
-            source,
-        })?;
+    let found = api.get_opt(snapshot).await.map_err(kube_error(
+        "reading the VolumeSnapshot",
+        namespace,
+        snapshot,
+    ))?;
     let ready = found
         .and_then(|s| {
             s.data
@@ -220,15 +208,7 @@ pub async fn restore_claim(
     timeout: Duration,
 ) -> Result<()> {
     verify(client, namespace, snapshot).await?;
-    let kube_error = |what| {
-        let (namespace, name) = (namespace.to_string(), claim.to_string());
-        move |source| SnapshotError::Kube {
-            what,
-            namespace,
-            name,
-            source,
-        }
-    };
+    let kube_error = |what| kube_error(what, namespace, claim);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let old = claims
         .get_opt(claim)
@@ -314,6 +294,21 @@ pub async fn restore_claim(
 }
 
 /// Bytes in a Kubernetes quantity such as `1Gi`, `500M` or `1048576`.
+/// Wraps a failed API call on `namespace/name` with what was being done.
+fn kube_error(
+    what: &'static str,
+    namespace: &str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> SnapshotError + use<> {
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    move |source| SnapshotError::Kube {
+        what,
+        namespace,
+        name,
+        source,
+    }
+}
+
 fn quantity_bytes(text: &str) -> u64 {
     let units: [(&str, u64); 8] = [
         ("Ki", 1 << 10),

@@ -3,7 +3,8 @@
 # missing (as root, or with sudo). Rust and Go come with the machine; everything else the tests
 # build or fetch themselves (cluster binaries, JupyterHub venvs, configurable-http-proxy).
 # tests/images/ builds the test cluster's images with debootstrap and umoci and pushes them with
-# skopeo (no container daemon).
+# skopeo (no container daemon). lua5.1 runs the Argo CD health check (tests/gitops_health.rs):
+# Argo CD's own Lua (gopher-lua) is a Lua 5.1.
 set -euo pipefail
 
 need=()
@@ -11,7 +12,8 @@ for tool in openssl:openssl curl:curl jq:jq ss:iproute2 setsid:util-linux runuse
             tac:coreutils psql:postgresql-client pg_dump:postgresql-client \
             mariadbd:mariadb-server mariadb-install-db:mariadb-server mysqldump:mariadb-client \
             mariadb:mariadb-client npm:npm python3:python3 \
-            debootstrap:debootstrap umoci:umoci skopeo:skopeo update-ca-certificates:ca-certificates; do
+            debootstrap:debootstrap umoci:umoci skopeo:skopeo update-ca-certificates:ca-certificates \
+            lua5.1:lua5.1; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 # The database tests start private PostgreSQL and MariaDB servers from Debian's packages.

@@ -16,7 +16,7 @@ pub struct HubUpgradeStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing and Degraded, in the usual Kubernetes meaning.
+    /// Ready, Reconciling and Stalled as kstatus (Flux) reads them, and Progressing and Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Seconds from the hub pod's termination to the new hub pod's readiness.

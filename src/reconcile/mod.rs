@@ -2,7 +2,7 @@
 //! carries it out, records the progress (server-side apply, one field manager) and announces
 //! it with an Event. All state lives in the resource, so a restarted operator continues.
 
-mod conditions;
+pub mod conditions;
 mod finalizers;
 pub mod leader;
 pub mod metrics;
@@ -22,7 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{HubUpgrade, HubUpgradeStatus, SpecError};
+use crate::api::{HubUpgrade, SpecError};
 use crate::cluster::effects::{self, EffectError, EffectInputs};
 use crate::cluster::observe::observe;
 use crate::cluster::{Owner, Target};
@@ -296,16 +296,12 @@ async fn write_status(
     let api: Api<HubUpgrade> =
         Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
     let previous = upgrade.status.clone().unwrap_or_default();
-    let status = HubUpgradeStatus {
-        progress: progress.clone(),
-        observed_generation: upgrade.metadata.generation,
-        conditions: conditions::for_progress(
-            progress,
-            &previous.conditions,
-            jiff::Timestamp::now(),
-        ),
-        downtime_seconds: progress.downtime_seconds(),
-    };
+    let status = conditions::status(
+        progress,
+        upgrade.metadata.generation,
+        &previous,
+        jiff::Timestamp::now(),
+    );
     let patch = json!({
         "apiVersion": "hubgrade.io/v1alpha1",
         "kind": "HubUpgrade",

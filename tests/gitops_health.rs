@@ -1,0 +1,361 @@
+//! What Flux and Argo CD show for a HubUpgrade in every phase. The statuses are built exactly as
+//! the operator writes them (`reconcile::conditions::status`, the terminal ones from the state
+//! machine's own decisions) and judged by the tools' real rules: kstatus from its Go module
+//! (`tests/kstatus/`, built by its `build.sh`), and the Argo CD health check
+//! `charts/hubgrade/argocd/health.lua` run by a real Lua 5.1 interpreter (Argo CD's gopher-lua
+//! is a Lua 5.1). Needs `go` and Debian's `lua5.1` (`make deps`); a missing one fails the test.
+
+#[allow(dead_code)]
+mod machine_support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use hubgrade::api::{HubUpgrade, HubUpgradeStatus};
+use hubgrade::machine::{LockState, Phase, Preflight, Progress, StepState, World, decide};
+use hubgrade::reconcile::conditions;
+use machine_support::*;
+use serde_json::Value;
+
+const HEALTH_LUA: &str = "charts/hubgrade/argocd/health.lua";
+const ARGOCD_CM: &str = "charts/hubgrade/argocd/argocd-cm.yaml";
+const GENERATION: i64 = 1;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The example HubUpgrade with generation `generation` and the status the operator writes for
+/// `progress`, having observed generation `observed`.
+fn upgrade_with(progress: Option<&Progress>, generation: i64, observed: i64) -> Value {
+    let text = std::fs::read_to_string(repo("examples/sqlite-z2jh.yaml")).expect("the example");
+    let mut upgrade: HubUpgrade = serde_saphyr::from_str(&text).expect("a HubUpgrade");
+    upgrade.metadata.generation = Some(generation);
+    upgrade.status = progress.map(|progress| {
+        conditions::status(
+            progress,
+            Some(observed),
+            &HubUpgradeStatus::default(),
+            after(1),
+        )
+    });
+    serde_json::to_value(&upgrade).expect("serialize")
+}
+
+fn upgrade_in(progress: &Progress) -> Value {
+    upgrade_with(Some(progress), GENERATION, GENERATION)
+}
+
+/// What the machine records when it enters `phase`, for the phases an upgrade passes through
+/// on its own; a roll back also carries why.
+fn running(phase: Phase) -> Progress {
+    let mut progress = progress_in(phase);
+    progress.message = format!("working in {phase}");
+    if phase == Phase::RollingBack {
+        progress = Progress {
+            failure: Some("the migration failed: exit code 3".into()),
+            message: "rolling back: the migration failed: exit code 3".into(),
+            ..progress_after_migration_started(Phase::RollingBack)
+        };
+    }
+    progress
+}
+
+/// The terminal progress the machine decides, asserted to be `phase`.
+fn decided(phase: Phase, progress: Progress, world: World) -> Progress {
+    let decision = decide(&plan(), &progress, &world, after(100));
+    assert_eq!(decision.progress.phase, phase, "{:?}", decision.progress);
+    decision.progress
+}
+
+fn succeeded() -> Progress {
+    let progress = Progress {
+        migration_succeeded: true,
+        ..progress_after_migration_started(Phase::Verifying)
+    };
+    let world = World {
+        hub: Some(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, true)),
+        ..world()
+    };
+    decided(Phase::Succeeded, progress, world)
+}
+
+fn rolled_back() -> Progress {
+    let progress = Progress {
+        failure: Some("the migration failed: exit code 3".into()),
+        database_restored: true,
+        ..progress_after_migration_started(Phase::RollingBack)
+    };
+    let world = World {
+        restore: StepState::Succeeded(()),
+        ..world()
+    };
+    decided(Phase::RolledBack, progress, world)
+}
+
+fn failed_in_preflight() -> Progress {
+    let world = World {
+        preflight: Some(Preflight {
+            problems: vec!["the target is older than the hub's image".into()],
+        }),
+        ..world()
+    };
+    decided(Phase::Failed, progress_in(Phase::Preflight), world)
+}
+
+fn waiting_for_the_lock() -> Progress {
+    let world = World {
+        lock: LockState::HeldBy(OTHER_UPGRADE.into()),
+        preflight: Some(Preflight::default()),
+        ..world()
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(
+        decision.progress.waiting_for.as_deref(),
+        Some(OTHER_UPGRADE)
+    );
+    decision.progress
+}
+
+/// Every phase but the terminal ones, as the running upgrade records it.
+fn running_phases() -> impl Iterator<Item = Phase> {
+    Phase::ALL.into_iter().filter(|phase| !phase.is_terminal())
+}
+
+// --- kstatus -------------------------------------------------------------------------------
+
+#[derive(Debug, serde::Deserialize)]
+struct Verdict {
+    status: String,
+    message: String,
+}
+
+fn kstatus_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let script = repo("tests/kstatus/build.sh");
+        let output = Command::new(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(
+            output.status.success(),
+            "{} failed (it needs Go, the `go` command, and the Go module proxy)",
+            script.display()
+        );
+        PathBuf::from(String::from_utf8(output.stdout).expect("a path").trim())
+    })
+}
+
+/// What kstatus (Flux's health checks) computes for `object`.
+fn kstatus(object: &Value) -> Verdict {
+    let output = run_with_stdin(
+        Command::new(kstatus_binary()),
+        &serde_json::to_vec(object).expect("json"),
+        "tests/kstatus/build.sh builds it",
+    );
+    serde_json::from_slice(&output).expect("the helper's verdict")
+}
+
+#[test]
+fn kstatus_sees_every_running_phase_in_progress() {
+    for phase in running_phases() {
+        let verdict = kstatus(&upgrade_in(&running(phase)));
+        assert_eq!(verdict.status, "InProgress", "{phase}: {verdict:?}");
+        assert!(verdict.message.contains("working in") || phase == Phase::RollingBack);
+    }
+    let verdict = kstatus(&upgrade_in(&waiting_for_the_lock()));
+    assert_eq!(verdict.status, "InProgress", "{verdict:?}");
+    assert!(verdict.message.contains(OTHER_UPGRADE), "{verdict:?}");
+}
+
+#[test]
+fn kstatus_sees_a_succeeded_upgrade_current() {
+    let verdict = kstatus(&upgrade_in(&succeeded()));
+    assert_eq!(verdict.status, "Current", "{verdict:?}");
+}
+
+#[test]
+fn kstatus_sees_failed_and_rolled_back_upgrades_failed_with_the_reason() {
+    let verdict = kstatus(&upgrade_in(&rolled_back()));
+    assert_eq!(verdict.status, "Failed", "{verdict:?}");
+    assert!(
+        verdict
+            .message
+            .contains(&format!("rolled back to {ORIGINAL_IMAGE}"))
+            && verdict.message.contains("the migration failed"),
+        "{verdict:?}"
+    );
+    let verdict = kstatus(&upgrade_in(&failed_in_preflight()));
+    assert_eq!(verdict.status, "Failed", "{verdict:?}");
+    assert!(
+        verdict.message.contains("the target is older"),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn kstatus_sees_a_status_of_an_older_generation_in_progress() {
+    let stale = upgrade_with(Some(&succeeded()), GENERATION + 1, GENERATION);
+    let verdict = kstatus(&stale);
+    assert_eq!(verdict.status, "InProgress", "{verdict:?}");
+}
+
+/// kstatus's rule for an object with no status at all (before the operator's first write):
+/// it knows nothing to wait for. The README says so; Argo CD's check waits instead.
+#[test]
+fn kstatus_sees_an_upgrade_without_status_current() {
+    let verdict = kstatus(&upgrade_with(None, GENERATION, GENERATION));
+    assert_eq!(verdict.status, "Current", "{verdict:?}");
+}
+
+// --- Argo CD ---------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Health {
+    status: String,
+    message: String,
+}
+
+/// What the Argo CD health check says for `object`, run as Argo CD runs it: the object in the
+/// global `obj`, the script's chunk returning `hs`.
+fn argocd_health(object: &Value) -> Health {
+    let driver = format!(
+        "obj = {}\nlocal hs = dofile({})\nio.write(hs.status, \"\\n\", hs.message or \"\")\n",
+        lua_literal(object),
+        lua_string(&repo(HEALTH_LUA).to_string_lossy()),
+    );
+    let mut lua = Command::new("lua5.1");
+    lua.arg("-");
+    let install = "install Debian's package lua5.1 (make deps runs tests/install-deps.sh)";
+    let output = String::from_utf8(run_with_stdin(lua, driver.as_bytes(), install)).expect("utf-8");
+    let (status, message) = output.split_once('\n').expect("status and message");
+    Health {
+        status: status.into(),
+        message: message.into(),
+    }
+}
+
+#[test]
+fn argocd_sees_every_running_phase_progressing() {
+    for phase in running_phases() {
+        let health = argocd_health(&upgrade_in(&running(phase)));
+        assert_eq!(health.status, "Progressing", "{phase}: {health:?}");
+        assert!(health.message.starts_with(phase.as_str()), "{health:?}");
+    }
+    let health = argocd_health(&upgrade_in(&waiting_for_the_lock()));
+    assert_eq!(health.status, "Progressing", "{health:?}");
+    assert!(health.message.contains(OTHER_UPGRADE), "{health:?}");
+}
+
+#[test]
+fn argocd_sees_a_succeeded_upgrade_healthy() {
+    let health = argocd_health(&upgrade_in(&succeeded()));
+    assert_eq!(health.status, "Healthy", "{health:?}");
+}
+
+#[test]
+fn argocd_sees_failed_and_rolled_back_upgrades_degraded_with_the_reason() {
+    let health = argocd_health(&upgrade_in(&rolled_back()));
+    assert_eq!(health.status, "Degraded", "{health:?}");
+    assert!(
+        health
+            .message
+            .starts_with(&format!("RolledBack: rolled back to {ORIGINAL_IMAGE}"))
+            && health.message.contains("the migration failed"),
+        "{health:?}"
+    );
+    let health = argocd_health(&upgrade_in(&failed_in_preflight()));
+    assert_eq!(health.status, "Degraded", "{health:?}");
+    assert!(health.message.contains("the target is older"), "{health:?}");
+}
+
+#[test]
+fn argocd_sees_an_upgrade_without_status_or_with_a_stale_one_progressing() {
+    let health = argocd_health(&upgrade_with(None, GENERATION, GENERATION));
+    assert_eq!(health.status, "Progressing", "{health:?}");
+    for progress in [succeeded(), rolled_back()] {
+        let stale = upgrade_with(Some(&progress), GENERATION + 1, GENERATION);
+        let health = argocd_health(&stale);
+        assert_eq!(health.status, "Progressing", "{health:?}");
+        assert!(health.message.contains("generation 2"), "{health:?}");
+    }
+}
+
+#[test]
+fn the_argocd_cm_snippet_carries_the_tested_script() {
+    let snippet = std::fs::read_to_string(repo(ARGOCD_CM)).expect(ARGOCD_CM);
+    let config_map: Value = serde_saphyr::from_str(&snippet).expect("YAML");
+    let script = std::fs::read_to_string(repo(HEALTH_LUA)).expect(HEALTH_LUA);
+    assert_eq!(
+        config_map["data"]["resource.customizations.health.hubgrade.io_HubUpgrade"]
+            .as_str()
+            .expect("the health key"),
+        script,
+        "{ARGOCD_CM} no longer embeds {HEALTH_LUA} as it is"
+    );
+}
+
+// --- helpers ---------------------------------------------------------------------------------
+
+/// Runs `command` with `input` on stdin and returns its stdout; a failure fails the test, and a
+/// missing program fails it with `install`, what to install.
+fn run_with_stdin(mut command: Command, input: &[u8], install: &str) -> Vec<u8> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {install}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("wait");
+    assert!(
+        output.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// `value` as a Lua table constructor, as Argo CD hands the object to the script.
+fn lua_literal(value: &Value) -> String {
+    match value {
+        Value::Null => "nil".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => lua_string(s),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(lua_literal).collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Object(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(key, value)| format!("[{}] = {}", lua_string(key), lua_literal(value)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+    }
+}
+
+fn lua_string(text: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            c if (c as u32) < 0x20 => quoted.push_str(&format!("\\{:03}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}

@@ -150,6 +150,14 @@ async fn defaults_are_filled_in_and_columns_show_progress() {
     assert!(spec.drain.is_none());
     spec.plan()
         .expect("the server's defaults make a runnable plan");
+    // Before any operator wrote to it, its status says that no generation was observed yet, so
+    // Flux and other kstatus readers wait instead of taking it for done.
+    let fresh = upgrades.get("minimal").await.expect("read back");
+    assert_eq!(
+        fresh.status.and_then(|s| s.observed_generation),
+        Some(-1),
+        "the CRD's status default"
+    );
 
     let status =
         json!({"status": {"phase": "Migrating", "message": "running jupyterhub upgrade-db"}});

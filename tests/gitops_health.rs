@@ -203,12 +203,19 @@ fn kstatus_sees_a_status_of_an_older_generation_in_progress() {
     assert_eq!(verdict.status, "InProgress", "{verdict:?}");
 }
 
-/// kstatus's rule for an object with no status at all (before the operator's first write):
-/// it knows nothing to wait for. The README says so; Argo CD's check waits instead.
+/// A new HubUpgrade, before the operator's first write, as the API server serves it: the CRD's
+/// default status (`api::UNOBSERVED_STATUS`) names no generation, so kstatus waits. (Without
+/// it, kstatus takes an object with no status for done.)
 #[test]
-fn kstatus_sees_an_upgrade_without_status_current() {
-    let verdict = kstatus(&upgrade_with(None, GENERATION, GENERATION));
-    assert_eq!(verdict.status, "Current", "{verdict:?}");
+fn kstatus_sees_a_new_upgrade_in_progress_before_the_operator_wrote_to_it() {
+    let mut fresh = upgrade_with(None, GENERATION, GENERATION);
+    let default: Value = serde_json::from_str(hubgrade::api::UNOBSERVED_STATUS).expect("JSON");
+    fresh["status"] = default;
+    let verdict = kstatus(&fresh);
+    assert_eq!(verdict.status, "InProgress", "{verdict:?}");
+    // What the default is there for: with no status at all, kstatus would say Current.
+    let bare = kstatus(&upgrade_with(None, GENERATION, GENERATION));
+    assert_eq!(bare.status, "Current", "{bare:?}");
 }
 
 // --- Argo CD ---------------------------------------------------------------------------------

@@ -34,9 +34,10 @@ bench:
 build:
 	cargo build --locked
 
-## Regenerate crds/hubupgrade.yaml from the code (a test fails when it drifts).
+## Regenerate crds/hubupgrade.yaml and the chart's copy from the code (a test fails when either drifts).
 crd: build
 	target/debug/hubgrade crd > crds/hubupgrade.yaml
+	cp crds/hubupgrade.yaml charts/hubgrade/crds/hubupgrade.yaml
 
 ## Install the pinned JupyterHub releases from PyPI into cached venvs (tests/jupyterhub/).
 jupyterhub-venvs:

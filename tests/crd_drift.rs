@@ -1,4 +1,5 @@
-//! The committed CRD is exactly what the code generates (regenerate with `make crd`).
+//! The committed CRD is exactly what the code generates (regenerate with `make crd`), and so is
+//! the chart's copy (Helm installs CRDs only from the chart's own `crds/` folder).
 
 #[test]
 fn committed_crd_matches_the_code() {
@@ -9,6 +10,20 @@ fn committed_crd_matches_the_code() {
     assert!(
         committed == generated,
         "crds/hubupgrade.yaml differs from the CRD the code generates; run `make crd` and commit it"
+    );
+}
+
+#[test]
+fn chart_crd_matches_the_code() {
+    let in_chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/hubgrade/crds/hubupgrade.yaml"
+    ))
+    .expect("reading charts/hubgrade/crds/hubupgrade.yaml");
+    let generated = hubgrade::api::crd_yaml().expect("rendering the CRD");
+    assert!(
+        in_chart == generated,
+        "charts/hubgrade/crds/hubupgrade.yaml differs from the CRD the code generates; run `make crd` and commit it"
     );
 }
 

@@ -538,10 +538,26 @@ fn the_default_image_is_this_version() {
     );
 }
 
-/// The API server accepts every object the chart renders (CRD included), in both modes; nothing
-/// is created (`--dry-run=server`).
+/// The API server accepts every object the chart renders (CRD included), in both modes, and the
+/// README's CRD upgrade; nothing is created (`--dry-run=server`).
 #[test]
 fn the_api_server_accepts_the_rendered_chart() {
+    let crds = repo().join("charts/hubgrade/crds");
+    let upgraded = support::kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-f",
+        crds.to_str().expect("a UTF-8 path"),
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(
+        upgraded.status.success() && stdout(&upgraded).contains("hubupgrades.hubgrade.io"),
+        "the README's CRD upgrade (kubectl apply --server-side --force-conflicts -f crds/): {}",
+        stderr(&upgraded)
+    );
     for values in [
         &[][..],
         &["watchNamespace=default"][..],

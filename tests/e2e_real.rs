@@ -119,7 +119,7 @@ async fn a_real_hub_is_upgraded_from_jupyterhub_4_to_5_with_its_users_tokens_and
     let watch = HealthWatch::start(&hub.proxy_ip);
     hub.apply_upgrade("to-5", NEW_IMAGE, json!({})).await;
     let upgrade = hub.wait_for("to-5", TERMINAL, UPGRADE_LIMIT).await;
-    let outage = watch.outage(&hub.proxy_ip, Duration::from_secs(120));
+    let (down, up) = watch.outage(Duration::from_secs(120));
     let status = upgrade.status.clone().expect("status");
     assert_eq!(
         status.progress.phase,
@@ -144,7 +144,6 @@ async fn a_real_hub_is_upgraded_from_jupyterhub_4_to_5_with_its_users_tokens_and
     );
 
     // Downtime: what the status says is what a user saw, within 2 s.
-    let (down, up) = outage.expect("the test saw no outage of /hub/health at all");
     let since_scaling_down = |t: SystemTime| {
         t.duration_since(step_started(&upgrade, Phase::ScalingDown))
             .map(|d| d.as_secs_f64())

@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -764,63 +765,87 @@ pub fn http_status(ip: &str, path: &str) -> Option<u16> {
 /// Polls /hub/health through the proxy every 100 ms on a thread until stopped; the outage is
 /// the longest run of answers other than 200.
 pub struct HealthWatch {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<(SystemTime, bool)>>>,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<(SystemTime, bool)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HealthWatch {
     pub fn start(ip: &str) -> HealthWatch {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (flag, ip) = (stop.clone(), ip.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (flag, recorded, ip) = (stop.clone(), samples.clone(), ip.to_string());
         let thread = std::thread::spawn(move || {
-            let mut samples = Vec::new();
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            while !flag.load(Ordering::Relaxed) {
                 let up = http_status(&ip, "/hub/health") == Some(200);
+                let mut samples = recorded.lock().unwrap_or_else(|p| p.into_inner());
                 samples.push((SystemTime::now(), up));
+                drop(samples);
                 std::thread::sleep(Duration::from_millis(100));
             }
-            samples
         });
         HealthWatch {
             stop,
+            samples,
             thread: Some(thread),
         }
     }
 
-    /// Waits (up to `limit`) until the hub answers through the proxy again, then stops polling;
-    /// returns the longest outage seen: (from the first failed answer, to the first good one
-    /// after it).
-    pub fn outage(mut self, ip: &str, limit: Duration) -> Option<(SystemTime, SystemTime)> {
+    /// Waits (up to `limit`) until the poller saw the hub answer again after an outage, then
+    /// stops it; returns the longest outage seen: (from the first failed answer, to the first
+    /// good one after it). Fails with what it saw when there was none.
+    pub fn outage(mut self, limit: Duration) -> (SystemTime, SystemTime) {
         let deadline = Instant::now() + limit;
-        while http_status(ip, "/hub/health") != Some(200) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // One more sample of the thread's after the good answer.
-        std::thread::sleep(Duration::from_millis(300));
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let samples = self
-            .thread
-            .take()
-            .expect("the polling thread")
-            .join()
-            .expect("the polling thread ended");
-        let mut longest: Option<(SystemTime, SystemTime)> = None;
-        let mut down_since = None;
-        for (time, up) in samples {
-            match (up, down_since) {
-                (false, None) => down_since = Some(time),
-                (true, Some(since)) => {
-                    let length = |o: &(SystemTime, SystemTime)| o.1.duration_since(o.0).ok();
-                    if longest.is_none_or(|l| length(&l) < length(&(since, time))) {
-                        longest = Some((since, time));
-                    }
-                    down_since = None;
-                }
-                _ => {}
+        let longest = loop {
+            let samples = self
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let longest = longest_outage(&samples);
+            if longest.is_some() && samples.last().is_some_and(|s| s.1) {
+                break longest;
             }
+            if Instant::now() > deadline {
+                let down = samples.iter().filter(|s| !s.1).count();
+                panic!(
+                    "no complete outage of /hub/health within {limit:?} of polling: {} answers, {down} of them not 200, the last {}",
+                    samples.len(),
+                    if samples.last().is_some_and(|s| s.1) {
+                        "200"
+                    } else {
+                        "not 200"
+                    }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the polling thread ended");
         }
-        longest
+        longest.expect("an outage")
     }
+}
+
+/// The longest run of failed answers that a good one ended.
+fn longest_outage(samples: &[(SystemTime, bool)]) -> Option<(SystemTime, SystemTime)> {
+    let length = |o: &(SystemTime, SystemTime)| o.1.duration_since(o.0).unwrap_or_default();
+    let mut longest: Option<(SystemTime, SystemTime)> = None;
+    let mut down_since = None;
+    for &(time, up) in samples {
+        match (up, down_since) {
+            (false, None) => down_since = Some(time),
+            (true, Some(since)) => {
+                if longest.is_none_or(|l| length(&l) < length(&(since, time))) {
+                    longest = Some((since, time));
+                }
+                down_since = None;
+            }
+            _ => {}
+        }
+    }
+    longest
 }
 
 /// Waits until Deployment `name` is rolled out and available; fails with its pods described.

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -53,7 +53,7 @@ const IMAGES: &[&str] = &[
 
 /// One real hub at a time: two cores cannot run several hubs and migrations at once and still
 /// measure a downtime.
-static ONE_HUB_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_HUB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How the operator runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub struct RealHub {
     operator: Option<Child>,
     operator_mode: Operator,
     operator_kubeconfig: PathBuf,
-    _serial: MutexGuard<'static, ()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Drop for RealHub {
@@ -163,9 +163,7 @@ impl RealHub {
     /// A running real hub (4.1.6) with ≥ 200 users, a group and user tokens made through its
     /// API, and a running operator.
     pub async fn new(prefix: &str, sub_path: Option<&str>, operator: Operator) -> RealHub {
-        let serial = ONE_HUB_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let serial = ONE_HUB_AT_A_TIME.lock().await;
         let client = client().await;
         require_real_node(&client).await;
         let agent_image = push_images();

@@ -996,6 +996,15 @@ fn downtime_counts_from_the_scale_to_zero_not_from_the_last_pod_gone() {
         ..stopped
     };
     assert_eq!(ready.downtime_seconds(), Some(30));
+    let ready_later = Progress {
+        hub_ready_at: Some(after(31) + jiff::SignedDuration::from_millis(600)),
+        ..ready
+    };
+    assert_eq!(
+        ready_later.downtime_seconds(),
+        Some(31),
+        "rounded to the nearest second"
+    );
 }
 
 #[test]

@@ -141,6 +141,7 @@ impl Progress {
         let stopped = self.hub_stopped_at?;
         let down = self.hub_scaled_down_at.map_or(stopped, |s| s.min(stopped));
         let ready = self.hub_ready_at?;
-        Some(down.duration_until(ready).as_secs().max(0))
+        // Rounded, not truncated: the status says what a user saw to the nearest second.
+        Some((down.duration_until(ready).as_secs_f64().round() as i64).max(0))
     }
 }

@@ -75,6 +75,8 @@ pub struct RealHub {
     pub proxy_ip: String,
     /// The hubgrade image the Jobs (and the Helm-installed operator) run, by digest.
     pub agent_image: String,
+    /// When this hub's turn came (tests wait for one another).
+    pub started: Instant,
     api_token: String,
     operator: Option<Child>,
     operator_mode: Operator,
@@ -164,6 +166,7 @@ impl RealHub {
     /// API, and a running operator.
     pub async fn new(prefix: &str, sub_path: Option<&str>, operator: Operator) -> RealHub {
         let serial = ONE_HUB_AT_A_TIME.lock().await;
+        let turn = Instant::now();
         let client = client().await;
         require_real_node(&client).await;
         let agent_image = push_images();
@@ -208,6 +211,7 @@ impl RealHub {
             volume,
             proxy_ip,
             agent_image,
+            started: turn,
             api_token,
             operator: None,
             operator_mode: operator,
@@ -244,14 +248,29 @@ impl RealHub {
         &self.namespace.name
     }
 
-    /// Deletes the namespace (kept when a test fails, for a look); the operator still runs, so
-    /// it lets its HubUpgrades go.
+    /// Deletes the namespace (kept when a test fails, for a look). Its HubUpgrades go first,
+    /// while the operator still runs to remove their finalizers; otherwise the namespace would
+    /// stay Terminating.
     pub async fn delete_namespace(&self) {
+        let upgrades = self.upgrades();
+        let _ = upgrades
+            .delete_collection(&kube::api::DeleteParams::default(), &ListParams::default())
+            .await;
+        wait_until(
+            Duration::from_secs(60),
+            "the operator to let the HubUpgrades go",
+            || async {
+                upgrades
+                    .list(&ListParams::default())
+                    .await
+                    .is_ok_and(|l| l.items.is_empty())
+            },
+        )
+        .await;
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         let _ = namespaces
             .delete(self.ns(), &kube::api::DeleteParams::default())
             .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
     pub fn database(&self) -> PathBuf {
@@ -775,9 +794,11 @@ impl HealthWatch {
         let (flag, recorded, ip) = (stop.clone(), samples.clone(), ip.to_string());
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
+                // The time the request was sent: a failing one may take a second to fail.
+                let asked = SystemTime::now();
                 let up = http_status(&ip, "/hub/health") == Some(200);
                 let mut samples = recorded.lock().unwrap_or_else(|p| p.into_inner());
-                samples.push((SystemTime::now(), up));
+                samples.push((asked, up));
                 drop(samples);
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -26,11 +26,15 @@ image="$(grep '/ghcr.io/hubgrade/hubgrade:' <<<"$pushed" | sed "s|^$registry/||"
 
 say "a fresh namespace $ns, the CRD, the operator by helm install ($image)"
 if kubectl get namespace "$ns" >/dev/null 2>&1; then
+  # The earlier run's operator still runs there: it lets its upgrades go when they are deleted.
+  kubectl delete hubupgrades -n "$ns" --all --timeout=60s >/dev/null 2>&1 || true
   for upgrade in $(kubectl get hubupgrades -n "$ns" -o name); do
     kubectl patch -n "$ns" "$upgrade" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
   done
   kubectl delete namespace "$ns" --wait=true --timeout=120s >/dev/null
 fi
+# The claim's folder outlives its volume: the earlier run's database must not come back.
+rm -rf "$repo/target/cluster/volumes/$ns"
 kubectl create namespace "$ns"
 kubectl apply -f crds/hubupgrade.yaml >/dev/null
 kubectl wait --for=condition=Established crd/hubupgrades.hubgrade.io --timeout=30s >/dev/null
@@ -42,11 +46,14 @@ helm install hubgrade charts/hubgrade --namespace "$ns" --set watchNamespace="$n
 kubectl rollout status -n "$ns" deployment/hubgrade --timeout=180s
 
 say "the real hub: k8s-hub 3.3.8 (JupyterHub 4.1.6), its proxy, SQLite on the claim hub-db-dir"
-umask 077
 token="$(openssl rand -hex 32)"
-sed -e "s/@SERVICE_API_TOKEN@/$token/" -e "s/@PROXY_AUTH_TOKEN@/$(openssl rand -hex 32)/" \
-  -e "s/@CRYPT_KEY@/$(openssl rand -hex 32)/" -e "s/@COOKIE_SECRET@/$(openssl rand -hex 32)/" \
-  examples/z2jh-hub/real/hub.yaml | kubectl apply -n "$ns" -f - >/dev/null
+# Fresh secrets into the manifest's placeholders; no secret is ever on a command line (the
+# service's token reaches python through its environment).
+TOKEN="$token" python3 -c '
+import os, re, secrets, sys
+text = open(sys.argv[1]).read().replace("@SERVICE_API_TOKEN@", os.environ["TOKEN"])
+print(re.sub(r"@[A-Z_]+@", lambda m: secrets.token_hex(32), text))
+' examples/z2jh-hub/real/hub.yaml | kubectl apply -n "$ns" -f - >/dev/null
 kubectl rollout status -n "$ns" deployment/hub --timeout=300s
 kubectl rollout status -n "$ns" deployment/proxy --timeout=300s
 ip="$(kubectl get service -n "$ns" proxy-public -o jsonpath='{.spec.clusterIP}')"
@@ -80,8 +87,11 @@ for _ in $(seq 1 1800); do
   case "$phase" in Succeeded|RolledBack|Failed) break ;; esac
   sleep 0.5
 done
-until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$ip/hub/health")" == 200 ]]; do sleep 0.5; done
-sleep 0.5
+# Until the watcher itself saw the hub answer again (at most a minute).
+for _ in $(seq 1 300); do
+  [[ "$(tail -n 1 "$demo/health.log")" == *" 200" ]] && break
+  sleep 0.2
+done
 kill $watcher 2>/dev/null || true
 
 say "result"

@@ -256,7 +256,7 @@ async fn a_new_hub_that_never_becomes_ready_is_rolled_back_to_4_on_the_backed_up
     hub.apply_upgrade(
         "to-never-ready",
         NEVER_READY_IMAGE,
-        json!({"rollout": {"timeout": "2m"}}),
+        json!({"rollout": {"timeout": "1m"}}),
     )
     .await;
     let upgrade = hub
@@ -346,7 +346,7 @@ async fn a_hub_on_a_sub_path_claim_is_rolled_back_then_upgraded_by_the_helm_inst
     hub.apply_upgrade(
         "to-never-ready",
         NEVER_READY_IMAGE,
-        json!({"rollout": {"timeout": "2m"}}),
+        json!({"rollout": {"timeout": "1m"}}),
     )
     .await;
     let upgrade = hub

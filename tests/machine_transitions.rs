@@ -980,6 +980,34 @@ fn scaling_down_with_the_hub_recorded_scales_it_to_zero() {
 }
 
 #[test]
+fn downtime_counts_from_the_scale_to_zero_not_from_the_last_pod_gone() {
+    // Users lose the hub when it is scaled to zero; its pods take seconds more to stop.
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let scaled = decide(&plan(), &progress, &world(), after(1)).progress;
+    assert_eq!(scaled.hub_scaled_down_at, Some(after(1)));
+    let stopped = decide(&plan(), &scaled, &world_with_stopped_hub(), after(7)).progress;
+    assert_eq!(stopped.hub_scaled_down_at, Some(after(1)));
+    assert_eq!(stopped.hub_stopped_at, Some(after(7)));
+    let ready = Progress {
+        hub_ready_at: Some(after(31)),
+        ..stopped
+    };
+    assert_eq!(ready.downtime_seconds(), Some(30));
+    let ready_later = Progress {
+        hub_ready_at: Some(after(31) + jiff::SignedDuration::from_millis(600)),
+        ..ready
+    };
+    assert_eq!(
+        ready_later.downtime_seconds(),
+        Some(31),
+        "rounded to the nearest second"
+    );
+}
+
+#[test]
 fn scaling_down_keeps_the_first_record_of_the_hub() {
     // After a crash the hub is already at zero; the record from before must not be replaced.
     let progress = Progress {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the local cluster, the example z2jh hub, the operator, and one upgrade end to
-# end, shown live. Exits 0 only if the upgrade Succeeded.
+# end, shown live. Exits 0 only if the upgrade Succeeded. On the real node: real/demo.sh.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
@@ -12,6 +12,11 @@ say "starting the local cluster (built on first use)"
 tests/cluster/up.sh
 bin="$(tests/cluster/build.sh)"
 export PATH="$bin:$PATH" KUBECONFIG="$repo/target/cluster/kubeconfig"
+# With the real node, the real hub is upgraded for real (real/demo.sh); without it
+# (HUBGRADE_REAL_NODE=0), the example hub below runs on KWOK with the agent stand-in.
+if kubectl get node real-node-0 >/dev/null 2>&1; then
+  exec examples/z2jh-hub/real/demo.sh
+fi
 
 say "building hubgrade"
 cargo build --locked --quiet --workspace --bins

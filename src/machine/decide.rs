@@ -290,6 +290,8 @@ impl Step<'_> {
             return Action::Wait;
         }
         if hub.replicas != 0 {
+            // The hub stops answering now, seconds before its pods are gone.
+            self.progress.hub_scaled_down_at.get_or_insert(self.now);
             return Action::ScaleHub { replicas: 0 };
         }
         if hub.pods == 0 {

@@ -48,6 +48,11 @@ pub struct Progress {
     /// Why the upgrade is rolling back or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The operator scaled the hub to zero at this time: users lose the hub from here on,
+    /// while its pods still stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub hub_scaled_down_at: Option<Timestamp>,
     /// The last hub pod of the original deployment was gone at this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
@@ -113,10 +118,13 @@ pub struct StepRecord {
 }
 
 impl Progress {
-    /// Seconds between the hub going down and the hub being Ready again.
+    /// Seconds between the hub going down (scaled to zero, else its pods gone) and the hub
+    /// being Ready again.
     pub fn downtime_seconds(&self) -> Option<i64> {
         let stopped = self.hub_stopped_at?;
+        let down = self.hub_scaled_down_at.map_or(stopped, |s| s.min(stopped));
         let ready = self.hub_ready_at?;
-        Some(stopped.duration_until(ready).as_secs().max(0))
+        // Rounded, not truncated: the status says what a user saw to the nearest second.
+        Some((down.duration_until(ready).as_secs_f64().round() as i64).max(0))
     }
 }

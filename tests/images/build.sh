@@ -27,6 +27,10 @@ ALL=(
   quay.io/jupyterhub/configurable-http-proxy:4.6.1
   docker.io/library/busybox:1.36
   "ghcr.io/hubgrade/hubgrade:$HUBGRADE_VERSION"
+  # Test-only images derived from k8s-hub:4.4.0 (tests/e2e_real.rs): a migration that really
+  # fails halfway; a hub that never starts while its upgrade-db works.
+  ghcr.io/hubgrade/test-k8s-hub:4.4.0-broken-migration
+  ghcr.io/hubgrade/test-k8s-hub:4.4.0-never-ready
 )
 
 log() { echo "[images] $*" >&2; }
@@ -194,6 +198,30 @@ EOF')
   log "verified k8s-hub:$tag: jupyterhub $got, imports, upgrade-db on a fresh database"
 }
 
+# A test image: k8s-hub:4.4.0 plus one layer from tests/images/hub/test/ (see ALL above).
+step_test_hub_image() {
+  local out=$1 base=$2 tag=$3 layer
+  layer=$(mktemp -d)
+  case $tag in
+    4.4.0-broken-migration)
+      local versions=$layer/opt/venv/lib/python3.11/site-packages/jupyterhub/alembic/versions
+      mkdir -p "$versions"
+      install -m 0644 "$here/hub/test/ffffbroken01_fails_on_purpose.py" "$versions/"
+      ;;
+    4.4.0-never-ready)
+      install -D -m 0755 "$here/hub/test/jupyterhub-never-ready" "$layer/opt/venv/bin/jupyterhub"
+      ;;
+    *) die "unknown test hub image $tag" ;;
+  esac
+  cp -a "$base/." "$out/"
+  umoci tag --image "$out:4.4.0" "$tag"
+  umoci rm --image "$out:4.4.0"
+  # umoci insert adds the folder's content as a new layer over the image's /.
+  umoci insert --image "$out:$tag" "$layer" / >/dev/null
+  umoci gc --layout "$out"
+  rm -rf "$layer"
+}
+
 # ---------------------------------------------------------------------------------------------
 # configurable-http-proxy: Debian's Node.js 18, the npm package installed with npm (it is plain
 # JavaScript) under /usr/local, as the unprivileged user nobody (65534) like the upstream image.
@@ -322,19 +350,30 @@ hub_roots_dir() {
   echo "$CACHE/steps/hub-roots-$k"
 }
 
+hub_image_dir() {
+  local tag=$1 requirements roots k venv
+  requirements=$here/hub/requirements-$tag.txt
+  roots=$(hub_roots_dir)
+  k=$(key "$roots" "$(declare -f step_hub_venv)" "$(cat "$requirements")")
+  venv=$CACHE/steps/hub-venv-$tag-$k
+  stage "$venv" step_hub_venv "$roots/build" "$requirements"
+  k=$(key "$venv" "$(declare -f step_hub_image verify_hub)" "$HUB_PATH")
+  stage "$CACHE/k8s-hub-$tag-$k" step_hub_image "$roots" "$venv" "$tag"
+  echo "$CACHE/k8s-hub-$tag-$k"
+}
+
 for name in "${names[@]}"; do
   repo_path=${name%:*} tag=${name##*:}
   short=${repo_path##*/}
   case $short in
     k8s-hub)
-      requirements=$here/hub/requirements-$tag.txt
-      roots=$(hub_roots_dir)
-      k=$(key "$roots" "$(declare -f step_hub_venv)" "$(cat "$requirements")")
-      venv=$CACHE/steps/hub-venv-$tag-$k
-      stage "$venv" step_hub_venv "$roots/build" "$requirements"
-      k=$(key "$venv" "$(declare -f step_hub_image verify_hub)" "$HUB_PATH")
-      out=$CACHE/k8s-hub-$tag-$k
-      stage "$out" step_hub_image "$roots" "$venv" "$tag"
+      out=$(hub_image_dir "$tag")
+      ;;
+    test-k8s-hub)
+      base=$(hub_image_dir 4.4.0)
+      k=$(key "$base" "$(declare -f step_test_hub_image)" "$(cat "$here"/hub/test/*)")
+      out=$CACHE/test-k8s-hub-$tag-$k
+      stage "$out" step_test_hub_image "$base" "$tag"
       ;;
     configurable-http-proxy)
       debian=$(debian_dir)

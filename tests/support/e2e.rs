@@ -359,7 +359,7 @@ async fn hub_available(deployments: &Api<Deployment>) -> bool {
     }
 }
 
-fn deployment_available(d: &Deployment) -> bool {
+pub fn deployment_available(d: &Deployment) -> bool {
     let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let current = d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation;
     let status = d.status.clone().unwrap_or_default();
@@ -369,7 +369,7 @@ fn deployment_available(d: &Deployment) -> bool {
         && status.replicas.unwrap_or(0) == wanted
 }
 
-fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
+pub fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
     std::fs::create_dir_all(dir).expect("log directory");
     OpenOptions::new()
         .create(true)
@@ -379,7 +379,7 @@ fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
 }
 
 /// A kubeconfig for the local cluster that authenticates with `token` only.
-fn write_token_kubeconfig(path: &std::path::Path, token: &str) {
+pub fn write_token_kubeconfig(path: &std::path::Path, token: &str) {
     let admin = kube::config::Kubeconfig::read_from(super::kubeconfig()).expect("admin kubeconfig");
     let cluster = admin
         .clusters

@@ -225,6 +225,7 @@ pub mod jupyterhub;
 pub mod local_pod;
 pub mod mariadb;
 pub mod postgres;
+pub mod real_hub;
 pub mod server_db;
 
 /// Waits until the CustomResourceDefinition `name` is Established.

@@ -1,0 +1,941 @@
+//! Real end-to-end harness: the z2jh-shaped hub of examples/z2jh-hub/real/hub.yaml running for
+//! real on the local cluster's real node (JupyterHub 4.1.6 from k8s-hub 3.3.8, its proxy, its
+//! Services), a database made by that running hub through its REST API, and the operator either
+//! as a host process with the chart's RBAC token (as tests/support/e2e.rs runs it) or installed
+//! in the cluster by `helm install` from its image. No stand-in plays anything here: a missing
+//! real node, registry or image fails the test with a message naming it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::e2e::{log_file, write_token_kubeconfig};
+use super::{
+    TestNamespace, client, cluster_bin, install_crd, kubectl, kubectl_with_input, repo, stderr,
+    stdout, wait_until,
+};
+use hubgrade::api::HubUpgrade;
+use hubgrade::machine::Phase;
+
+pub const OLD_IMAGE: &str = "quay.io/jupyterhub/k8s-hub:3.3.8";
+pub const NEW_IMAGE: &str = "quay.io/jupyterhub/k8s-hub:4.4.0";
+/// k8s-hub:4.4.0 plus a migration after 5.5.0's head that fails halfway (tests/images/).
+pub const BROKEN_MIGRATION_IMAGE: &str = "ghcr.io/hubgrade/test-k8s-hub:4.4.0-broken-migration";
+/// k8s-hub:4.4.0 whose `upgrade-db` works and whose hub exits at once (tests/images/).
+pub const NEVER_READY_IMAGE: &str = "ghcr.io/hubgrade/test-k8s-hub:4.4.0-never-ready";
+/// The alembic heads of JupyterHub 4.1.6 and 5.5.0.
+pub const OLD_HEAD: &str = "0eee8c825d24";
+pub const NEW_HEAD: &str = "4621fec11365";
+
+const NODE: &str = "real-node-0";
+const MANIFEST: &str = "examples/z2jh-hub/real/hub.yaml";
+const IMAGES: &[&str] = &[
+    "k8s-hub:3.3.8",
+    "k8s-hub:4.4.0",
+    "configurable-http-proxy",
+    "busybox",
+    "hubgrade",
+    "test-k8s-hub",
+];
+
+/// One real hub at a time: two cores cannot run several hubs and migrations at once and still
+/// measure a downtime.
+static ONE_HUB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How the operator runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operator {
+    /// `hubgrade run` on this machine with the token of the chart's ServiceAccount.
+    HostProcess,
+    /// `helm install` of charts/hubgrade, its image from the local registry, on the real node.
+    Helm,
+}
+
+pub struct RealHub {
+    pub client: Client,
+    pub namespace: TestNamespace,
+    /// Logs and the operator's kubeconfig.
+    pub dir: PathBuf,
+    /// The folder the hub sees as /srv/jupyterhub (the claim's folder, or its `subPath`).
+    pub volume: PathBuf,
+    /// proxy-public's ClusterIP, reachable from this machine.
+    pub proxy_ip: String,
+    /// The hubgrade image the Jobs (and the Helm-installed operator) run, by digest.
+    pub agent_image: String,
+    /// When this hub's turn came (tests wait for one another).
+    pub started: Instant,
+    api_token: String,
+    operator: Option<Child>,
+    operator_mode: Operator,
+    operator_kubeconfig: PathBuf,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for RealHub {
+    fn drop(&mut self) {
+        self.kill_operator();
+    }
+}
+
+/// The images (built when missing, cached by content) pushed into the real node's registry;
+/// returns the hubgrade image (this build's binary) by digest, so that a node holding an older
+/// build under the same tag still runs this one.
+pub fn push_images() -> String {
+    let port = std::env::var("REGISTRY_PORT").unwrap_or_else(|_| "25000".into());
+    let registry = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let output = Command::new(repo().join("tests/images/push.sh"))
+        .arg(&registry)
+        .args(IMAGES)
+        .env("HUBGRADE_BIN", env!("CARGO_BIN_EXE_hubgrade"))
+        .output()
+        .expect("running tests/images/push.sh");
+    assert!(
+        output.status.success(),
+        "building or pushing the images {IMAGES:?} into the real node's registry {registry} failed \
+         (is the registry up? `make cluster-up`; are the image tools installed? `make deps`):\n{}",
+        stderr(&output)
+    );
+    eprintln!("images built and pushed in {:?}", started.elapsed());
+    let pushed = stdout(&output);
+    let hubgrade = pushed
+        .lines()
+        .find(|l| l.contains("/ghcr.io/hubgrade/hubgrade:"))
+        .unwrap_or_else(|| panic!("push.sh did not push the hubgrade image:\n{pushed}"));
+    hubgrade
+        .strip_prefix(&format!("{registry}/"))
+        .unwrap_or(hubgrade)
+        .to_string()
+}
+
+pub async fn require_real_node(client: &Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get_opt(NODE).await.expect("reading nodes");
+    assert!(
+        node.is_some(),
+        "the real node {NODE} is missing: start the cluster with `make cluster-up` \
+         (without HUBGRADE_REAL_NODE=0)"
+    );
+}
+
+/// 32 random bytes as hex, for the hub's Secret.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The real hub's manifest with fresh secrets, and the claim mounted at `sub_path` if given
+/// (z2jh's `hub.db.pvc.subPath`).
+fn manifest(api_token: &str, sub_path: Option<&str>) -> String {
+    let mut text = std::fs::read_to_string(repo().join(MANIFEST)).expect(MANIFEST);
+    for placeholder in ["@PROXY_AUTH_TOKEN@", "@CRYPT_KEY@", "@COOKIE_SECRET@"] {
+        text = text.replace(placeholder, &random_hex());
+    }
+    text = text.replace("@SERVICE_API_TOKEN@", api_token);
+    if let Some(sub_path) = sub_path {
+        let mount = "- {name: pvc, mountPath: /srv/jupyterhub}";
+        assert!(text.contains(mount), "{MANIFEST} has no line {mount}");
+        text = text
+            .replace(
+                mount,
+                &format!("- {{name: pvc, mountPath: /srv/jupyterhub, subPath: {sub_path}}}"),
+            )
+            .replace("pvc: {}", &format!("pvc: {{subPath: {sub_path}}}"));
+    }
+    text
+}
+
+impl RealHub {
+    /// A running real hub (4.1.6) with ≥ 200 users, a group and user tokens made through its
+    /// API, and a running operator.
+    pub async fn new(prefix: &str, sub_path: Option<&str>, operator: Operator) -> RealHub {
+        let serial = ONE_HUB_AT_A_TIME.lock().await;
+        let turn = Instant::now();
+        let client = client().await;
+        require_real_node(&client).await;
+        let agent_image = push_images();
+        install_crd(&client).await;
+        let namespace = TestNamespace::new(&client, prefix).await;
+        let ns = namespace.name.clone();
+        let dir = repo().join("target/e2e-real").join(&ns);
+        std::fs::create_dir_all(&dir).expect("log directory");
+
+        let started = Instant::now();
+        let api_token = random_hex();
+        let applied = kubectl_with_input(
+            &["apply", "-n", &ns, "-f", "-"],
+            &manifest(&api_token, sub_path),
+        );
+        assert!(
+            applied.status.success(),
+            "applying {MANIFEST}: {}",
+            stderr(&applied)
+        );
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        for name in ["hub", "proxy"] {
+            wait_for_available(&deployments, &ns, name, Duration::from_secs(240)).await;
+        }
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let proxy_ip = services
+            .get("proxy-public")
+            .await
+            .expect("Service proxy-public")
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .expect("proxy-public's ClusterIP");
+        let claim_folder = claim_folder(&client, &ns, "hub-db-dir").await;
+        let volume = match sub_path {
+            Some(sub_path) => claim_folder.join(sub_path),
+            None => claim_folder,
+        };
+        let mut hub = RealHub {
+            client,
+            namespace,
+            dir,
+            volume,
+            proxy_ip,
+            agent_image,
+            started: turn,
+            api_token,
+            operator: None,
+            operator_mode: operator,
+            operator_kubeconfig: PathBuf::new(),
+            _serial: serial,
+        };
+        let limit = Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
+        while hub.health() != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "the real hub did not answer /hub/health through proxy-public within {limit:?}:\n{}",
+                hub.describe()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("real hub {ns} Ready in {:?}", started.elapsed());
+        assert!(
+            hub.database().exists(),
+            "the hub made no database at {}",
+            hub.database().display()
+        );
+        match operator {
+            Operator::HostProcess => {
+                hub.operator_kubeconfig = hub.install_chart_rbac();
+                hub.start_operator();
+            }
+            Operator::Helm => hub.helm_install_operator().await,
+        }
+        hub
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.namespace.name
+    }
+
+    /// Deletes the namespace (kept when a test fails, for a look). Its HubUpgrades go first,
+    /// while the operator still runs to remove their finalizers; otherwise the namespace would
+    /// stay Terminating.
+    pub async fn delete_namespace(&self) {
+        let upgrades = self.upgrades();
+        let _ = upgrades
+            .delete_collection(&kube::api::DeleteParams::default(), &ListParams::default())
+            .await;
+        wait_until(
+            Duration::from_secs(60),
+            "the operator to let the HubUpgrades go",
+            || async {
+                upgrades
+                    .list(&ListParams::default())
+                    .await
+                    .is_ok_and(|l| l.items.is_empty())
+            },
+        )
+        .await;
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let _ = namespaces
+            .delete(self.ns(), &kube::api::DeleteParams::default())
+            .await;
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.volume.join("jupyterhub.sqlite")
+    }
+
+    /// `kubectl describe` of the namespace's pods, for failure messages.
+    pub fn describe(&self) -> String {
+        let output = kubectl(&["describe", "pods", "-n", self.ns()])
+            .output()
+            .expect("kubectl");
+        let described = stdout(&output);
+        let lines: Vec<&str> = described.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+
+    /// The chart's RBAC for a one-namespace install and a kubeconfig with its token.
+    fn install_chart_rbac(&self) -> PathBuf {
+        let ns = self.ns();
+        let rendered = Command::new(cluster_bin().join("helm"))
+            .args(["template", "hubgrade"])
+            .arg(repo().join("charts/hubgrade"))
+            .args(["--namespace", ns, "--set", &format!("watchNamespace={ns}")])
+            .args(["--show-only", "templates/rbac.yaml"])
+            .output()
+            .expect("helm template");
+        assert!(
+            rendered.status.success(),
+            "helm template: {}",
+            stderr(&rendered)
+        );
+        let applied = kubectl_with_input(&["apply", "-n", ns, "-f", "-"], &stdout(&rendered));
+        assert!(
+            applied.status.success(),
+            "applying the chart's RBAC: {}",
+            stderr(&applied)
+        );
+        let token = kubectl(&["create", "token", "hubgrade", "-n", ns, "--duration=2h"])
+            .output()
+            .expect("kubectl");
+        assert!(
+            token.status.success(),
+            "kubectl create token: {}",
+            stderr(&token)
+        );
+        let path = self.dir.join("operator.kubeconfig");
+        write_token_kubeconfig(&path, stdout(&token).trim());
+        path
+    }
+
+    pub fn start_operator(&mut self) {
+        assert_eq!(self.operator_mode, Operator::HostProcess);
+        let operator = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+            .args(["run", "--namespace", self.ns(), "--lease-seconds", "3"])
+            .args([
+                "--metrics-address",
+                &format!("127.0.0.1:{}", super::free_port()),
+            ])
+            .args(["--agent-image", &self.agent_image])
+            .env("KUBECONFIG", &self.operator_kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir, "operator.log"))
+            .spawn()
+            .expect("starting hubgrade run");
+        self.operator = Some(operator);
+    }
+
+    /// SIGKILL: no clean shutdown, no lease release.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            let _ = operator.kill();
+            let _ = operator.wait();
+        }
+    }
+
+    /// `helm install` of charts/hubgrade: the operator from its image, on the real node.
+    async fn helm_install_operator(&mut self) {
+        let ns = self.ns().to_string();
+        let (repository, tag) = self
+            .agent_image
+            .split_once(':')
+            .expect("the hubgrade image has a tag");
+        let output = Command::new(cluster_bin().join("helm"))
+            .args(["install", "hubgrade"])
+            .arg(repo().join("charts/hubgrade"))
+            .args(["--namespace", &ns, "--kubeconfig"])
+            .arg(super::kubeconfig())
+            .args(["--set", &format!("watchNamespace={ns}")])
+            .args(["--set", &format!("image.repository={repository}")])
+            .args(["--set", &format!("image.tag={tag}")])
+            .args(["--set", "nodeSelector.hubgrade\\.io/node=real"])
+            .args(["--set", "tolerations[0].key=hubgrade.io/real-node"])
+            .args(["--set", "tolerations[0].operator=Exists"])
+            .args(["--set", "tolerations[0].effect=NoSchedule"])
+            .output()
+            .expect("helm install");
+        assert!(
+            output.status.success(),
+            "helm install charts/hubgrade: {}",
+            stderr(&output)
+        );
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
+        wait_for_available(&deployments, &ns, "hubgrade", Duration::from_secs(120)).await;
+    }
+
+    /// The operator's log: the host process's file, or the Helm-installed pod's.
+    pub fn operator_log(&self) -> String {
+        match self.operator_mode {
+            Operator::HostProcess => {
+                std::fs::read_to_string(self.dir.join("operator.log")).unwrap_or_default()
+            }
+            Operator::Helm => stdout(
+                &kubectl(&["logs", "-n", self.ns(), "deployment/hubgrade", "--tail=60"])
+                    .output()
+                    .expect("kubectl logs"),
+            ),
+        }
+    }
+
+    /// GET /hub/health through proxy-public: the status code, or None when nothing answers.
+    pub fn health(&self) -> Option<u16> {
+        http_status(&self.proxy_ip, "/hub/health")
+    }
+
+    /// A request to the hub's REST API through proxy-public, authenticated with `token` (the
+    /// service's when None). The token goes to curl on its standard input, never on its
+    /// command line. Returns the status and the JSON answer (Null when there is none).
+    pub fn api(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let token = token.unwrap_or(&self.api_token);
+        let url = format!("http://{}/hub/api{path}", self.proxy_ip);
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "30", "-X", method, "-K", "-"])
+            .args(["-w", "\n%{http_code}"]);
+        if let Some(body) = &body {
+            command
+                .args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(body.to_string());
+        }
+        let mut child = command
+            .arg(&url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl (a Debian package: `make deps`)");
+        child
+            .stdin
+            .take()
+            .expect("curl's stdin")
+            .write_all(format!("header = \"Authorization: token {token}\"\n").as_bytes())
+            .expect("writing curl's configuration");
+        let output = child.wait_with_output().expect("waiting for curl");
+        assert!(
+            output.status.success(),
+            "{method} {url}: {}",
+            stderr(&output)
+        );
+        let text = stdout(&output);
+        let (answer, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code = code.trim().parse().unwrap_or(0);
+        (code, serde_json::from_str(answer).unwrap_or(Value::Null))
+    }
+
+    /// The version `/hub/api` reports.
+    pub fn hub_version(&self) -> String {
+        let (code, answer) = self.api(None, "GET", "/", None);
+        assert_eq!(code, 200, "/hub/api: {answer}");
+        answer["version"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Every user name, page by page (5.x pages at 200).
+    pub fn user_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        loop {
+            let (code, answer) = self.api(
+                None,
+                "GET",
+                &format!("/users?offset={}&limit=200", names.len()),
+                None,
+            );
+            assert_eq!(code, 200, "listing users: {answer}");
+            let page: Vec<String> = answer
+                .as_array()
+                .expect("a list of users")
+                .iter()
+                .filter_map(|u| u["name"].as_str().map(str::to_string))
+                .collect();
+            if page.is_empty() {
+                break;
+            }
+            names.extend(page);
+        }
+        names.sort();
+        names
+    }
+
+    /// The members of group `name`, sorted.
+    pub fn group_members(&self, name: &str) -> Vec<String> {
+        let (code, answer) = self.api(None, "GET", &format!("/groups/{name}"), None);
+        assert_eq!(code, 200, "group {name}: {answer}");
+        let mut members: Vec<String> = answer["users"]
+            .as_array()
+            .expect("the group's users")
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect();
+        members.sort();
+        members
+    }
+
+    /// Whether `token` authenticates as `user` (GET /hub/api/user).
+    pub fn token_authenticates(&self, user: &str, token: &str) -> bool {
+        let (code, answer) = self.api(Some(token), "GET", "/user", None);
+        code == 200 && answer["name"] == user
+    }
+
+    /// Users, a group and user tokens, made by the running hub through its REST API.
+    pub fn populate(&self, users: usize) -> Population {
+        let started = Instant::now();
+        let names: Vec<String> = (0..users).map(|i| format!("user-{i:03}")).collect();
+        let (code, answer) = self.api(None, "POST", "/users", Some(json!({"usernames": names})));
+        assert_eq!(code, 201, "creating {users} users: {answer}");
+        let group = "researchers".to_string();
+        let members: Vec<String> = names.iter().step_by(10).cloned().collect();
+        let (code, answer) = self.api(
+            None,
+            "POST",
+            &format!("/groups/{group}"),
+            Some(json!({"users": members})),
+        );
+        assert_eq!(code, 201, "creating group {group}: {answer}");
+        let tokens: Vec<(String, String)> = names
+            .iter()
+            .take(5)
+            .map(|user| {
+                let (code, answer) = self.api(
+                    None,
+                    "POST",
+                    &format!("/users/{user}/tokens"),
+                    Some(json!({"note": "made before the upgrade"})),
+                );
+                assert_eq!(code, 201, "a token for {user}: {answer}");
+                let token = answer["token"].as_str().expect("the new token").to_string();
+                (user.clone(), token)
+            })
+            .collect();
+        for (user, token) in &tokens {
+            assert!(
+                self.token_authenticates(user, token),
+                "a new token of {user} does not authenticate"
+            );
+        }
+        eprintln!(
+            "populated {users} users, a group and {} tokens in {:?}",
+            tokens.len(),
+            started.elapsed()
+        );
+        let mut members = members;
+        members.sort();
+        Population {
+            users: names,
+            group,
+            members,
+            tokens,
+        }
+    }
+
+    /// Checks what `populate` made is all there, through the API; every token authenticates.
+    pub fn assert_population(&self, population: &Population) {
+        assert_eq!(self.user_names(), population.users, "the hub's users");
+        assert_eq!(
+            self.group_members(&population.group),
+            population.members,
+            "group {}",
+            population.group
+        );
+        for (user, token) in &population.tokens {
+            assert!(
+                self.token_authenticates(user, token),
+                "the token {user} had before the upgrade no longer authenticates"
+            );
+        }
+    }
+
+    pub fn upgrades(&self) -> Api<HubUpgrade> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    pub fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    /// Creates HubUpgrade `name` of the hub Deployment to `target`, with `extra` spec fields.
+    pub async fn apply_upgrade(&self, name: &str, target: &str, extra: Value) -> HubUpgrade {
+        let mut spec = json!({"hub": {"deployment": "hub"}, "targetImage": target});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let upgrade: HubUpgrade = serde_json::from_value(json!({
+            "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("a HubUpgrade");
+        self.upgrades()
+            .create(&PostParams::default(), &upgrade)
+            .await
+            .expect("creating the HubUpgrade")
+    }
+
+    pub async fn phase(&self, name: &str) -> Option<Phase> {
+        let upgrade = self.upgrades().get_opt(name).await.ok().flatten()?;
+        upgrade.status.map(|s| s.progress.phase)
+    }
+
+    /// Waits for one of `phases`; on timeout, fails with the status, the operator's log and
+    /// the pods.
+    pub async fn wait_for(&self, name: &str, phases: &[Phase], limit: Duration) -> HubUpgrade {
+        let start = Instant::now();
+        loop {
+            if let Some(phase) = self.phase(name).await
+                && phases.contains(&phase)
+            {
+                eprintln!("{name} reached {phase:?} after {:?}", start.elapsed());
+                return self.upgrades().get(name).await.expect("the HubUpgrade");
+            }
+            if start.elapsed() > limit {
+                let status = self
+                    .upgrades()
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|u| u.status)
+                    .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+                let log = self.operator_log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "{name} did not reach {phases:?} within {limit:?}; status: {}\noperator log (newest first):\n{}\npods:\n{}",
+                    status.unwrap_or_default(),
+                    tail.join("\n"),
+                    self.describe()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn hub_image(&self) -> String {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns());
+        let hub = deployments.get("hub").await.expect("the hub Deployment");
+        hub.spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Waits until the hub Deployment is available and /hub/health answers 200 again.
+    pub async fn wait_for_hub(&self, limit: Duration) {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns());
+        wait_for_available(&deployments, self.ns(), "hub", limit).await;
+        wait_until(limit, "/hub/health to answer 200", || async {
+            self.health() == Some(200)
+        })
+        .await;
+    }
+
+    /// Jobs of this namespace made for `step` (backup, migration, restore, rehearsal).
+    pub async fn jobs_for(&self, step: &str) -> Vec<Job> {
+        self.jobs()
+            .list(&ListParams::default().labels(&format!("hubgrade.io/step={step}")))
+            .await
+            .expect("listing Jobs")
+            .items
+    }
+
+    /// The namespace's Events, oldest first: (time, object kind/name, reason, message).
+    pub async fn events(&self) -> Vec<(SystemTime, String, String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), self.ns());
+        let mut listed: Vec<_> = events
+            .list(&ListParams::default())
+            .await
+            .expect("listing Events")
+            .items
+            .into_iter()
+            .map(|e| {
+                let time = e
+                    .event_time
+                    .map(|t| SystemTime::from(t.0))
+                    .or(e.last_timestamp.map(|t| SystemTime::from(t.0)))
+                    .or(e.first_timestamp.map(|t| SystemTime::from(t.0)))
+                    .or(e.metadata.creation_timestamp.map(|t| SystemTime::from(t.0)))
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let object = format!(
+                    "{}/{}",
+                    e.involved_object.kind.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default()
+                );
+                (
+                    time,
+                    object,
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect();
+        listed.sort_by_key(|e| e.0);
+        listed
+    }
+
+    /// A pod shaped like a user server KubeSpawner started (its labels), running on the real
+    /// node; returns its name once it runs.
+    pub async fn start_user_server(&self, user: &str) -> String {
+        let name = format!("jupyter-{user}");
+        let busybox = "docker.io/library/busybox:1.36";
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "app": "jupyterhub", "component": "singleuser-server", "release": "jhub",
+                "heritage": "jupyterhub", "hub.jupyter.org/servername": "",
+                "hub.jupyter.org/username": user, "hub.jupyter.org/network-access-hub": "true"
+            }},
+            "spec": {
+                "nodeSelector": {"hubgrade.io/node": "real"},
+                "tolerations": [{"key": "hubgrade.io/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "notebook", "image": busybox, "command": ["sleep", "3600"]}]
+            }
+        }))
+        .expect("a user server pod");
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("creating a user server pod");
+        let pods = self.pods();
+        wait_until(
+            Duration::from_secs(120),
+            &format!("user server {name} to run"),
+            || async {
+                pods.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|p| p.status?.phase)
+                    .as_deref()
+                    == Some("Running")
+            },
+        )
+        .await;
+        name
+    }
+
+    /// (name, uid, restart count) of every running pod that is not the hub's or a Job's.
+    pub async fn session_pods(&self) -> Vec<(String, String, i32)> {
+        let mut pods: Vec<(String, String, i32)> = self
+            .pods()
+            .list(&ListParams::default().labels("component in (proxy,singleuser-server)"))
+            .await
+            .expect("listing pods")
+            .items
+            .into_iter()
+            .map(|p| {
+                let restarts = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .map(|c| c.iter().map(|c| c.restart_count).sum())
+                    .unwrap_or(-1);
+                (p.name_any(), p.uid().unwrap_or_default(), restarts)
+            })
+            .collect();
+        pods.sort();
+        pods
+    }
+}
+
+/// What the running 4.1.6 hub was given before the upgrade.
+pub struct Population {
+    pub users: Vec<String>,
+    pub group: String,
+    pub members: Vec<String>,
+    /// (user, token) made before the upgrade.
+    pub tokens: Vec<(String, String)>,
+}
+
+/// GET `path` on port 80 of `ip` with HTTP/1.0: the status code, or None when nothing answers
+/// within a second.
+pub fn http_status(ip: &str, path: &str) -> Option<u16> {
+    let address = format!("{ip}:80").parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Polls /hub/health through the proxy every 100 ms on a thread until stopped; the outage is
+/// the longest run of answers other than 200.
+pub struct HealthWatch {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<(SystemTime, bool)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HealthWatch {
+    pub fn start(ip: &str) -> HealthWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (flag, recorded, ip) = (stop.clone(), samples.clone(), ip.to_string());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                // The time the request was sent: a failing one may take a second to fail.
+                let asked = SystemTime::now();
+                let up = http_status(&ip, "/hub/health") == Some(200);
+                let mut samples = recorded.lock().unwrap_or_else(|p| p.into_inner());
+                samples.push((asked, up));
+                drop(samples);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        HealthWatch {
+            stop,
+            samples,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits (up to `limit`) until the poller saw the hub answer again after an outage, then
+    /// stops it; returns the longest outage seen: (from the first failed answer, to the first
+    /// good one after it). Fails with what it saw when there was none.
+    pub fn outage(mut self, limit: Duration) -> (SystemTime, SystemTime) {
+        let deadline = Instant::now() + limit;
+        let longest = loop {
+            let samples = self
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let longest = longest_outage(&samples);
+            if longest.is_some() && samples.last().is_some_and(|s| s.1) {
+                break longest;
+            }
+            if Instant::now() > deadline {
+                let down = samples.iter().filter(|s| !s.1).count();
+                panic!(
+                    "no complete outage of /hub/health within {limit:?} of polling: {} answers, {down} of them not 200, the last {}",
+                    samples.len(),
+                    if samples.last().is_some_and(|s| s.1) {
+                        "200"
+                    } else {
+                        "not 200"
+                    }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the polling thread ended");
+        }
+        longest.expect("an outage")
+    }
+}
+
+/// The longest run of failed answers that a good one ended.
+fn longest_outage(samples: &[(SystemTime, bool)]) -> Option<(SystemTime, SystemTime)> {
+    let length = |o: &(SystemTime, SystemTime)| o.1.duration_since(o.0).unwrap_or_default();
+    let mut longest: Option<(SystemTime, SystemTime)> = None;
+    let mut down_since = None;
+    for &(time, up) in samples {
+        match (up, down_since) {
+            (false, None) => down_since = Some(time),
+            (true, Some(since)) => {
+                if longest.is_none_or(|l| length(&l) < length(&(since, time))) {
+                    longest = Some((since, time));
+                }
+                down_since = None;
+            }
+            _ => {}
+        }
+    }
+    longest
+}
+
+/// Waits until Deployment `name` is rolled out and available; fails with its pods described.
+async fn wait_for_available(deployments: &Api<Deployment>, ns: &str, name: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Ok(d) = deployments.get(name).await
+            && super::e2e::deployment_available(&d)
+        {
+            return;
+        }
+        if start.elapsed() > limit {
+            let described = stdout(
+                &kubectl(&["describe", "pods", "-n", ns])
+                    .output()
+                    .expect("kubectl"),
+            );
+            let lines: Vec<&str> = described.lines().collect();
+            panic!(
+                "Deployment {ns}/{name} did not become available on the real node within {limit:?}:\n{}",
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The folder on this machine behind claim `name` (the default StorageClass's hostPath or
+/// local volume), once bound.
+async fn claim_folder(client: &Client, ns: &str, name: &str) -> PathBuf {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    wait_until(
+        Duration::from_secs(60),
+        &format!("claim {name} to be bound"),
+        || async {
+            claims
+                .get(name)
+                .await
+                .ok()
+                .and_then(|c| c.status?.phase)
+                .as_deref()
+                == Some("Bound")
+        },
+    )
+    .await;
+    let volume = claims
+        .get(name)
+        .await
+        .expect("the claim")
+        .spec
+        .and_then(|s| s.volume_name)
+        .expect("a bound volume");
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let spec = volumes
+        .get(&volume)
+        .await
+        .expect("the volume")
+        .spec
+        .expect("the volume's spec");
+    let path = spec
+        .host_path
+        .map(|h| h.path)
+        .or(spec.local.map(|l| l.path))
+        .expect("a hostPath or local volume");
+    PathBuf::from(path)
+}
+
+/// The file behind `reference`, a path in the hub container under /srv/jupyterhub.
+pub fn on_volume(volume: &Path, reference: &str) -> PathBuf {
+    let relative = reference
+        .strip_prefix("/srv/jupyterhub/")
+        .unwrap_or_else(|| panic!("{reference} is not under /srv/jupyterhub"));
+    volume.join(relative)
+}

@@ -15,10 +15,10 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 
 use super::server::{
     Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same, finish_dump,
-    revision,
+    revision, verified_clone,
 };
 use super::url::{DatabaseUrl, ServerUrl};
-use crate::machine::{BackupMethod, BackupRecord};
+use crate::machine::BackupRecord;
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
 
@@ -148,27 +148,20 @@ async fn copy_tables(server: &ServerUrl, from: &str, to: &str) -> Result<()> {
 async fn fingerprint(server: &ServerUrl) -> Result<Fingerprint> {
     let revision = revision(&DatabaseUrl::Mysql(server.clone())).await?;
     let mut db = connect(server).await?;
-    let mut counts = Vec::new();
+    let mut row_counts = Vec::new();
     for table in tables(&mut db, server, &server.database).await? {
-        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
-            quote(&table)
-        )))
-        .fetch_one(&mut db)
-        .await
-        .map_err(database_error("counting rows", server))?;
-        counts.push((table, count));
+        let sql = format!("SELECT CAST(COUNT(*) AS SIGNED) FROM {}", quote(&table));
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_one(&mut db)
+            .await
+            .map_err(database_error("counting rows", server))?;
+        row_counts.push((table, count));
     }
     let _ = db.close().await;
     Ok(Fingerprint {
         revision,
-        row_counts: counts,
+        row_counts,
     })
-}
-
-async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
-    let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
-    check_same(&original.database, &copy.database, a, b)
 }
 
 /// Checks, changing nothing, that a backup can start: the server answers, nothing is connected
@@ -236,14 +229,7 @@ pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRe
     .await
     .map_err(database_error("measuring the copy", server))?;
     let _ = db.close().await;
-    verify_same(server, &server.with_database(backup)).await?;
-    Ok(BackupRecord {
-        method: BackupMethod::Clone,
-        reference: backup.to_string(),
-        size_bytes: Some(size.max(0) as u64),
-        checksum: None,
-        verified: true,
-    })
+    verified_clone(server, backup, size, fingerprint).await
 }
 
 /// Moves the hub's tables into `<hub>_failed_<stamp>` (kept), leaving the hub's schema empty.
@@ -293,7 +279,7 @@ pub async fn restore_clone(server: &ServerUrl, backup: &str, stamp: &str) -> Res
     let kept = move_aside(&mut db, server, stamp).await?;
     let _ = db.close().await;
     copy_tables(server, backup, &server.database).await?;
-    verify_same(&server.with_database(backup), server).await?;
+    check_same(&server.with_database(backup), server, fingerprint).await?;
     Ok(kept)
 }
 

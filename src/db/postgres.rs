@@ -15,10 +15,10 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::server::{
     Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same, finish_dump,
-    revision,
+    revision, verified_clone,
 };
 use super::url::{DatabaseUrl, ServerUrl};
-use crate::machine::{BackupMethod, BackupRecord};
+use crate::machine::BackupRecord;
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
 
@@ -128,14 +128,7 @@ pub async fn clone_database(server: &ServerUrl, backup: &str) -> Result<BackupRe
         .await
         .map_err(database_error("measuring the copy", server))?;
     let _ = db.close().await;
-    verify_same(server, &server.with_database(backup)).await?;
-    Ok(BackupRecord {
-        method: BackupMethod::Clone,
-        reference: backup.to_string(),
-        size_bytes: Some(size.max(0) as u64),
-        checksum: None,
-        verified: true,
-    })
+    verified_clone(server, backup, size, fingerprint).await
 }
 
 /// Row counts of every table, and the revision: what a copy must share with its original.
@@ -151,27 +144,22 @@ async fn fingerprint(server: &ServerUrl) -> Result<Fingerprint> {
     .fetch_all(&mut db)
     .await
     .map_err(database_error("listing tables", server))?;
-    let mut counts = Vec::new();
+    let mut row_counts = Vec::new();
     for (table,) in tables {
-        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT count(*) FROM {}",
             quote(&table)
         )))
         .fetch_one(&mut db)
         .await
         .map_err(database_error("counting rows", server))?;
-        counts.push((table, count));
+        row_counts.push((table, count));
     }
     let _ = db.close().await;
     Ok(Fingerprint {
         revision,
-        row_counts: counts,
+        row_counts,
     })
-}
-
-async fn verify_same(original: &ServerUrl, copy: &ServerUrl) -> Result<()> {
-    let (a, b) = (fingerprint(original).await?, fingerprint(copy).await?);
-    check_same(&original.database, &copy.database, a, b)
 }
 
 /// Moves the (failed) hub database aside as `<hub>_failed_<stamp>` and makes the hub's database
@@ -194,7 +182,7 @@ pub async fn restore_clone(server: &ServerUrl, backup: &str, stamp: &str) -> Res
         .await
         .map_err(database_error("restoring from the clone", server))?;
     let _ = db.close().await;
-    verify_same(&server.with_database(backup), server).await?;
+    check_same(&server.with_database(backup), server, fingerprint).await?;
     Ok(kept)
 }
 

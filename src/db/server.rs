@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::file::size_and_checksum;
 use super::revision::{read_revision, scrubbed};
-use super::url::DatabaseUrl;
+use super::url::{DatabaseUrl, ServerUrl};
 use crate::machine::{BackupMethod, BackupRecord};
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
@@ -142,17 +142,35 @@ pub(crate) async fn revision(url: &DatabaseUrl) -> Result<Option<String>> {
         })
 }
 
-/// Refuses a copy whose fingerprint differs from its original's.
-pub(crate) fn check_same(
-    original: &str,
-    copy: &str,
-    of_original: Fingerprint,
-    of_copy: Fingerprint,
+/// The record of the clone `backup` of the hub's database, once it is checked to match it.
+pub(crate) async fn verified_clone(
+    server: &ServerUrl,
+    backup: &str,
+    size: i64,
+    fingerprint: impl AsyncFn(&ServerUrl) -> Result<Fingerprint>,
+) -> Result<BackupRecord> {
+    check_same(server, &server.with_database(backup), fingerprint).await?;
+    Ok(BackupRecord {
+        method: BackupMethod::Clone,
+        reference: backup.to_string(),
+        size_bytes: Some(size.max(0) as u64),
+        checksum: None,
+        verified: true,
+    })
+}
+
+/// Refuses a copy whose fingerprint (the revision and every table's row count, read by the
+/// backend's `fingerprint`) differs from its original's.
+pub(crate) async fn check_same(
+    original: &ServerUrl,
+    copy: &ServerUrl,
+    fingerprint: impl AsyncFn(&ServerUrl) -> Result<Fingerprint>,
 ) -> Result<()> {
+    let (of_original, of_copy) = (fingerprint(original).await?, fingerprint(copy).await?);
     if of_original != of_copy {
         return Err(ServerBackupError::NotVerified {
-            copy: copy.to_string(),
-            database: original.to_string(),
+            copy: copy.database.to_string(),
+            database: original.database.to_string(),
             detail: format!(
                 "revision and row counts {:?} differ from {:?}",
                 (of_copy.revision, of_copy.row_counts),

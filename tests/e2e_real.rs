@@ -11,7 +11,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use hubgrade::api::HubUpgrade;
+use hubgrade::api::{HubUpgrade, HubUpgradeStatus};
 use hubgrade::machine::Phase;
 use serde_json::json;
 use sqlx::Connection;
@@ -248,11 +248,9 @@ async fn a_migration_that_really_fails_is_rolled_back_to_4_on_the_backed_up_data
     hub.delete_namespace().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_new_hub_that_never_becomes_ready_is_rolled_back_to_4_on_the_backed_up_database() {
-    let hub = RealHub::new("real-noready", None, Operator::HostProcess).await;
-    let population = hub.populate(USERS);
-    let sessions = hub.session_pods().await;
+/// Upgrades to the image whose hub never starts (1 min rollout timeout) and asserts it ended
+/// `RolledBack`.
+async fn roll_back_a_never_ready_hub(hub: &RealHub) -> (HubUpgrade, HubUpgradeStatus) {
     hub.apply_upgrade(
         "to-never-ready",
         NEVER_READY_IMAGE,
@@ -270,6 +268,15 @@ async fn a_new_hub_that_never_becomes_ready_is_rolled_back_to_4_on_the_backed_up
         status.progress.failure,
         hub.operator_log()
     );
+    (upgrade, status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_hub_that_never_becomes_ready_is_rolled_back_to_4_on_the_backed_up_database() {
+    let hub = RealHub::new("real-noready", None, Operator::HostProcess).await;
+    let population = hub.populate(USERS);
+    let sessions = hub.session_pods().await;
+    let (upgrade, status) = roll_back_a_never_ready_hub(&hub).await;
     // The migration itself worked: only the new hub failed.
     assert!(status.progress.migration_succeeded, "{status:?}");
     assert_eq!(
@@ -343,23 +350,7 @@ async fn a_hub_on_a_sub_path_claim_is_rolled_back_then_upgraded_by_the_helm_inst
     assert!(hub.volume.ends_with("hub-db"));
     let population = hub.populate(USERS);
 
-    hub.apply_upgrade(
-        "to-never-ready",
-        NEVER_READY_IMAGE,
-        json!({"rollout": {"timeout": "1m"}}),
-    )
-    .await;
-    let upgrade = hub
-        .wait_for("to-never-ready", TERMINAL, UPGRADE_LIMIT)
-        .await;
-    let status = upgrade.status.clone().expect("status");
-    assert_eq!(
-        status.progress.phase,
-        Phase::RolledBack,
-        "{:?}; operator log:\n{}",
-        status.progress.failure,
-        hub.operator_log()
-    );
+    let (upgrade, _) = roll_back_a_never_ready_hub(&hub).await;
     assert_rolled_back(&hub, &upgrade, &population).await;
 
     hub.apply_upgrade("to-5", NEW_IMAGE, json!({})).await;

@@ -6,13 +6,16 @@ mod support;
 use std::net::TcpStream;
 use std::process::Command;
 
+/// Below Linux's ephemeral range (32768–60999): a port there can be held, at any moment, by the
+/// client end of one of the many loopback connections of the suite, and etcd then fails to bind.
+/// Apart from the shared cluster's ports (tests/cluster/ports.env).
 const PORTS: [(&str, u16); 6] = [
-    ("ETCD_CLIENT_PORT", 33790),
-    ("ETCD_PEER_PORT", 33800),
-    ("APISERVER_PORT", 36443),
-    ("CONTROLLER_MANAGER_PORT", 30257),
-    ("SCHEDULER_PORT", 30259),
-    ("KWOK_PORT", 30247),
+    ("ETCD_CLIENT_PORT", 24790),
+    ("ETCD_PEER_PORT", 24800),
+    ("APISERVER_PORT", 27443),
+    ("CONTROLLER_MANAGER_PORT", 21257),
+    ("SCHEDULER_PORT", 21259),
+    ("KWOK_PORT", 21247),
 ];
 
 fn cluster_script(script: &str, state: &std::path::Path) -> std::process::Output {

@@ -15,7 +15,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-CACHE=${HUBGRADE_IMAGES_CACHE:-$HOME/.cache/hubgrade/images}
+CACHE=${HUBGRADE_IMAGES_CACHE:-${HUBGRADE_CACHE:-$HOME/.cache/hubgrade}/images}
 MIRROR=${HUBGRADE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 HUBGRADE_VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)

@@ -21,6 +21,11 @@ pub use status::HubUpgradeStatus;
 /// object as in progress instead of as done (the convention of Flux's own resources).
 pub const UNOBSERVED_STATUS: &str = r#"{"observedGeneration":-1}"#;
 
+/// An annotation on a HubUpgrade that asks it to stop now (`kubectl hubgrade abort`): before
+/// the hub was touched it ends `Failed` with nothing changed; after, it rolls back (whatever
+/// `rollback.policy` says). The value says who asked and why, and is shown in the status.
+pub const ABORT_ANNOTATION: &str = "hubgrade.io/abort";
+
 /// The CustomResourceDefinition of `HubUpgrade`: the derived one, with [`UNOBSERVED_STATUS`]
 /// as the default of `status`.
 pub fn crd()

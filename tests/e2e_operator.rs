@@ -481,15 +481,7 @@ async fn a_bad_upgrade_fails_in_preflight_without_touching_the_hub() {
         json!({"hub": {"deployment": "hubb"}, "targetImage": TARGET}),
     )
     .await;
-    hub.apply_upgrade(
-        "same-image",
-        json!({"hub": {"deployment": "hub"}, "targetImage": ORIGINAL_IMAGE}),
-    )
-    .await;
-    for (name, expected) in [
-        ("no-such-hub", "does not exist"),
-        ("same-image", "already runs"),
-    ] {
+    for (name, expected) in [("no-such-hub", "does not exist")] {
         let done = hub.wait_for(name, &TERMINAL, LIMIT).await;
         let status = done.status.expect("status");
         assert_eq!(status.progress.phase, Phase::Failed);
@@ -520,6 +512,86 @@ async fn a_bad_upgrade_fails_in_preflight_without_touching_the_hub() {
             .expect("jobs")
             .items
             .is_empty()
+    );
+}
+
+/// GitOps re-applies what is in Git: an upgrade whose hub already runs its target (pruned and
+/// applied again, restored from a backup of the cluster) ends Succeeded, AlreadyAtTarget, and
+/// touches nothing, where it used to end Failed ("nothing to upgrade") and stay red.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_applied_again_after_a_prune_ends_already_at_target_touching_nothing() {
+    let hub = Hub::new("e2e-reapply", |yaml| yaml).await;
+    let spec = json!({"hub": {"deployment": "hub"}, "targetImage": TARGET});
+    hub.apply_upgrade("to-target", spec.clone()).await;
+    let done = hub.wait_for("to-target", &TERMINAL, LIMIT).await;
+    assert_eq!(
+        done.status.expect("status").progress.phase,
+        Phase::Succeeded
+    );
+    assert_eq!(hub.hub_image().await, TARGET);
+    // Argo CD prunes it (or Flux, or a person), then Git brings it back.
+    hub.upgrades()
+        .delete("to-target", &Default::default())
+        .await
+        .expect("delete");
+    support::wait_until(LIMIT, "the pruned upgrade to go", || async {
+        hub.upgrades()
+            .get_opt("to-target")
+            .await
+            .expect("get")
+            .is_none()
+    })
+    .await;
+    support::wait_until(LIMIT, "the hub to be available", || hub.hub_available()).await;
+    let version = hub.hub().await.metadata.resource_version;
+    let jobs_before = hub
+        .jobs()
+        .list(&Default::default())
+        .await
+        .expect("jobs")
+        .items
+        .len();
+
+    hub.apply_upgrade("to-target", spec).await;
+    let again = hub.wait_for("to-target", &TERMINAL, LIMIT).await;
+    let status = again.status.expect("status");
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{}",
+        status.progress.message
+    );
+    assert_eq!(status.progress.reason, "AlreadyAtTarget");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "AlreadyAtTarget")
+    );
+    let events = hub.event_reasons("to-target").await;
+    assert!(
+        events
+            .iter()
+            .any(|(kind, reason, _)| kind == "Normal" && reason == "AlreadyAtTarget"),
+        "{events:?}"
+    );
+    assert_eq!(
+        hub.hub().await.metadata.resource_version,
+        version,
+        "the hub Deployment changed (not even the lock annotation may be written)"
+    );
+    assert_eq!(
+        hub.jobs()
+            .list(&Default::default())
+            .await
+            .expect("jobs")
+            .items
+            .len(),
+        jobs_before,
+        "a Job was started"
     );
 }
 

@@ -107,9 +107,13 @@ struct Scenario {
 impl Scenario {
     /// Preflight must refuse this upgrade.
     fn preflight_must_fail(&self) -> bool {
-        !self.hub_exists
-            || !self.preflight_problems.is_empty()
-            || self.original_image == TARGET_IMAGE
+        !self.hub_exists || (!self.preflight_problems.is_empty() && !self.already_at_target())
+    }
+
+    /// The hub already has the target image: the run ends without touching it, Succeeded
+    /// (AlreadyAtTarget) when that hub is Ready, else Failed.
+    fn already_at_target(&self) -> bool {
+        self.hub_exists && self.original_image == TARGET_IMAGE
     }
 }
 
@@ -280,6 +284,7 @@ impl Shell {
                 rolled_out: hub.rolled_out,
                 stuck: None,
                 scaled_by: None,
+                managed_by: None,
             }),
             lock: cluster.lock.clone(),
             // The checks run only while the persisted phase is Preflight.
@@ -447,20 +452,31 @@ impl Shell {
             Event::PodsSettle => {
                 if let Some(hub) = &mut cluster.hub {
                     hub.pods = hub.replicas.max(0) as u32;
+                    // A hub that ran the target from the start works on its own database.
+                    let as_it_was =
+                        self.scenario.already_at_target() && cluster.database == Database::Original;
                     hub.rolled_out = hub.replicas == 0
+                        || as_it_was
                         || (cluster.database.fits(&hub.image)
                             && (hub.image != TARGET_IMAGE || self.scenario.target_image_works));
                 }
             }
             Event::ExternalToolSetsImage { with_replicas } => {
-                // The tool reacts to the operator asking for the image change, in RollingOut.
-                let asked = self.plan.image_management == ImageManagement::External
-                    && self.persisted.phase == Phase::RollingOut;
+                // The tool reacts to the operator asking for the image change, in RollingOut,
+                // and puts the original image back (helm rollback, a revert in Git) once the
+                // upgrade rolls back.
+                let external = self.plan.image_management == Some(ImageManagement::External);
+                let wanted = match self.persisted.phase {
+                    Phase::RollingOut => Some(TARGET_IMAGE),
+                    Phase::RollingBack => Some(ORIGINAL_IMAGE),
+                    _ => None,
+                };
                 if let Some(hub) = &mut cluster.hub
-                    && asked
-                    && hub.image != TARGET_IMAGE
+                    && external
+                    && let Some(wanted) = wanted
+                    && hub.image != wanted
                 {
-                    hub.image = TARGET_IMAGE.to_string();
+                    hub.image = wanted.to_string();
                     if *with_replicas {
                         hub.replicas = self.scenario.original_replicas;
                     }
@@ -578,8 +594,9 @@ fn plan() -> impl Strategy<Value = Plan> {
         any::<bool>(),
         drain_plan(),
         prop_oneof![
-            Just(ImageManagement::Operator),
-            Just(ImageManagement::External)
+            Just(None),
+            Just(Some(ImageManagement::Operator)),
+            Just(Some(ImageManagement::External))
         ],
         prop_oneof![
             3 => Just(RollbackPolicy::Automatic),
@@ -593,6 +610,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                 rehearse,
                 drain,
                 image_management,
+                accept_image_drift: false,
                 rollback,
                 timeouts,
             },
@@ -702,6 +720,27 @@ fn check_nothing_touches_the_hub_before_preflight_passed(trace: &Trace) -> Resul
                 at(index, entry)
             ));
         }
+    }
+    if trace.scenario.already_at_target() {
+        let ended = (trace.persisted.phase, trace.persisted.reason.as_str());
+        if !matches!(
+            ended,
+            (Phase::Succeeded, "AlreadyAtTarget") | (Phase::Failed, _)
+        ) {
+            return Err(format!(
+                "the hub already ran the target, but the run ended in {ended:?}"
+            ));
+        }
+        if let Some((index, entry)) = trace
+            .decisions()
+            .find(|(_, entry)| entry.decision.action.touches_hub())
+        {
+            return Err(format!(
+                "the hub already ran the target, yet it was touched: {}",
+                at(index, entry)
+            ));
+        }
+        return Ok(());
     }
     let preflight_failed = trace.scenario.preflight_must_fail()
         || trace.entries.iter().any(|entry| {
@@ -854,6 +893,10 @@ fn check_run_ends_in_a_consistent_terminal_phase(trace: &Trace) -> Result<(), St
                 && database.holds_the_original()
         }
         // The target image with the original replicas on the migrated database.
+        Phase::Succeeded if trace.scenario.already_at_target() => {
+            image_and_replicas == Some((TARGET_IMAGE, original.replicas))
+                && database == Database::Original
+        }
         Phase::Succeeded => {
             image_and_replicas == Some((TARGET_IMAGE, original.replicas))
                 && database == Database::Migrated
@@ -872,6 +915,23 @@ fn check_run_ends_in_a_consistent_terminal_phase(trace: &Trace) -> Result<(), St
     }
     if serving && trace.last.lock != LockState::Free {
         return Err(format!("{phase}, but the lock is {:?}", trace.last.lock));
+    }
+    Ok(())
+}
+
+/// 7. With External image management the operator never writes the hub image, not even to roll
+/// back: the tool that manages the Deployment would revert it.
+fn check_external_mode_never_writes_the_image(trace: &Trace) -> Result<(), String> {
+    if trace.plan.image_management != Some(ImageManagement::External) {
+        return Ok(());
+    }
+    for (index, entry) in trace.decisions() {
+        if matches!(entry.decision.action, Action::SetHubImage { .. }) {
+            return Err(format!(
+                "wrote the image in External mode: {}",
+                at(index, entry)
+            ));
+        }
     }
     Ok(())
 }
@@ -952,6 +1012,11 @@ proptest! {
     fn terminal_phases_stick_and_leave_the_hub_alone(run in run()) {
         verify(&simulate(&run), check_terminal_phases_stick)?;
     }
+
+    #[test]
+    fn external_image_management_never_writes_the_image(run in run()) {
+        verify(&simulate(&run), check_external_mode_never_writes_the_image)?;
+    }
 }
 
 fn calm_run(plan: Plan, target_image_works: bool) -> Run {
@@ -982,13 +1047,18 @@ fn every_plan_shape() -> Vec<Plan> {
                 stop_servers: true,
             }),
         ] {
-            for image_management in [ImageManagement::Operator, ImageManagement::External] {
+            for image_management in [
+                None,
+                Some(ImageManagement::Operator),
+                Some(ImageManagement::External),
+            ] {
                 for rollback in [RollbackPolicy::Automatic, RollbackPolicy::Manual] {
                     plans.push(Plan {
                         target_image: TARGET_IMAGE.to_string(),
                         rehearse,
                         drain: drain.clone(),
                         image_management,
+                        accept_image_drift: false,
                         rollback,
                         timeouts: Timeouts::default(),
                     });
@@ -1107,7 +1177,7 @@ fn the_simulation_reaches_every_phase_and_the_risky_paths() {
                 _ => {}
             }
         }
-        if trace.plan.image_management == ImageManagement::External
+        if trace.plan.image_management == Some(ImageManagement::External)
             && trace.persisted.phase == Phase::Succeeded
         {
             external_rollouts += 1;

@@ -64,7 +64,7 @@ fn manual_plan() -> Plan {
 
 fn external_plan() -> Plan {
     Plan {
-        image_management: ImageManagement::External,
+        image_management: Some(ImageManagement::External),
         ..plan()
     }
 }
@@ -492,21 +492,253 @@ fn preflight_with_problems_and_lock_not_held_fails_without_touching_the_lock() {
 }
 
 #[test]
-fn preflight_with_target_already_running_fails_as_nothing_to_upgrade() {
+fn preflight_with_the_target_already_running_and_ready_succeeds_as_already_at_target() {
     let world = World {
         hub: Some(hub(TARGET_IMAGE, 2, 2, true)),
-        ..checked_world(LockState::HeldBySelf)
+        ..checked_world(LockState::Free)
     };
     let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
-    assert_records_then_releases_the_lock(&plan(), &decision, &world);
-    assert_eq!(decision.progress.phase, Phase::Failed);
-    let failure = decision.progress.failure.as_deref().unwrap();
-    assert!(failure.contains("nothing to upgrade"), "{failure}");
-    assert!(failure.contains(TARGET_IMAGE), "{failure}");
+    // Nothing is touched: not even the lock is taken.
+    assert_eq!(decision.action, Action::Wait);
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Succeeded);
+    assert_eq!(progress.reason, "AlreadyAtTarget");
+    assert_eq!(progress.failure, None);
+    assert_eq!(progress.from, None);
     assert_eq!(
-        notice_of(&decision),
-        (EventKind::Warning, "PreflightFailed")
+        progress.to.as_ref().map(|t| t.image.as_str()),
+        Some(TARGET_IMAGE)
     );
+    assert!(progress.message.contains("nothing was changed"));
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "AlreadyAtTarget"));
+}
+
+#[test]
+fn preflight_with_the_target_already_set_waits_for_that_hub_to_be_ready_then_fails_untouched() {
+    let world = World {
+        hub: Some(hub(TARGET_IMAGE, 1, 1, false)),
+        ..checked_world(LockState::Free)
+    };
+    let waiting = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(waiting.action, Action::Wait);
+    assert_eq!(waiting.progress.phase, Phase::Preflight);
+    assert!(
+        waiting
+            .progress
+            .message
+            .contains("waiting for it to be Ready")
+    );
+
+    let late = decide(
+        &plan(),
+        &progress_in(Phase::Preflight),
+        &world,
+        past(plan().timeouts.verify),
+    );
+    assert_eq!(late.action, Action::Wait);
+    assert_eq!(late.progress.phase, Phase::Failed);
+    assert_eq!(late.progress.reason, "TargetNotReady");
+    assert!(late.progress.message.contains("nothing to upgrade"));
+
+    let stopped = World {
+        hub: Some(stopped_hub(TARGET_IMAGE)),
+        ..checked_world(LockState::Free)
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &stopped, after(1));
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    assert!(decision.progress.message.contains("scaled to zero"));
+}
+
+#[test]
+fn preflight_with_the_target_running_waits_for_another_upgrades_lock_first() {
+    let world = World {
+        hub: Some(hub(TARGET_IMAGE, 1, 1, true)),
+        ..checked_world(LockState::HeldBy(OTHER_UPGRADE.into()))
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.progress.phase, Phase::Preflight);
+    assert_eq!(
+        decision.progress.waiting_for.as_deref(),
+        Some(OTHER_UPGRADE)
+    );
+}
+
+fn managed(mut hub: hubgrade::machine::HubObservation) -> hubgrade::machine::HubObservation {
+    hub.managed_by = Some("Helm (release jhub)".into());
+    hub
+}
+
+#[test]
+fn auto_image_management_is_external_on_a_hub_helm_manages_and_operator_otherwise() {
+    for (hub, expected) in [
+        (managed(running_hub()), ImageManagement::External),
+        (running_hub(), ImageManagement::Operator),
+    ] {
+        let world = World {
+            hub: Some(hub),
+            ..checked_world(LockState::HeldBySelf)
+        };
+        let auto = Plan {
+            image_management: None,
+            ..plan()
+        };
+        let decision = decide(&auto, &progress_in(Phase::Preflight), &world, after(1));
+        assert_eq!(decision.progress.phase, Phase::ScalingDown);
+        assert_eq!(decision.progress.image_management, Some(expected));
+    }
+}
+
+#[test]
+fn operator_image_management_on_a_managed_hub_needs_the_drift_accepted() {
+    let world = World {
+        hub: Some(managed(running_hub())),
+        ..checked_world(LockState::HeldBySelf)
+    };
+    let refused = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(refused.progress.phase, Phase::Failed);
+    assert_eq!(refused.progress.reason, "ManagedHub");
+    let message = &refused.progress.message;
+    for words in [
+        "managed by Helm (release jhub)",
+        ORIGINAL_IMAGE,
+        "rollout.acceptImageDrift",
+    ] {
+        assert!(message.contains(words), "{message} should say {words:?}");
+    }
+    assert!(!refused.action.touches_hub());
+
+    let accepted = Plan {
+        accept_image_drift: true,
+        ..plan()
+    };
+    let decision = decide(&accepted, &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert_eq!(
+        decision.progress.image_management,
+        Some(ImageManagement::Operator)
+    );
+}
+
+#[test]
+fn the_image_management_settled_in_preflight_is_what_rolling_out_follows() {
+    // Settled External (Auto on a managed hub), even if the labels are gone since.
+    let progress = Progress {
+        image_management: Some(ImageManagement::External),
+        migration_succeeded: true,
+        ..progress_after_migration_started(Phase::RollingOut)
+    };
+    let auto = Plan {
+        image_management: None,
+        ..plan()
+    };
+    let world = World {
+        hub: Some(stopped_hub(ORIGINAL_IMAGE)),
+        ..world()
+    };
+    let decision = decide(&auto, &progress, &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+}
+
+#[test]
+fn an_external_roll_back_never_writes_the_image_and_keeps_the_hub_stopped_until_it_is_back() {
+    let progress = Progress {
+        database_restored: true,
+        image_management: Some(ImageManagement::External),
+        ..rolling_back_after_migration()
+    };
+    let restored = |hub| World {
+        restore: StepState::Succeeded(()),
+        ..rolling_back_world(managed(hub))
+    };
+    // The tool still shows the target image: wait, stopped.
+    let decision = decide(
+        &plan(),
+        &progress,
+        &restored(stopped_hub(TARGET_IMAGE)),
+        after(1),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::RollingBack);
+    let message = &decision.progress.message;
+    assert!(
+        message.contains("waiting for Helm (release jhub) to set the hub image back to")
+            && message.contains(ORIGINAL_IMAGE),
+        "{message}"
+    );
+    // The tool brought the target back up (a sync): scaled to zero again, no image write.
+    let decision = decide(
+        &plan(),
+        &progress,
+        &restored(hub(TARGET_IMAGE, 1, 1, false)),
+        after(2),
+    );
+    assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
+    // helm rollback put the original image back, replicas still zero: scaled up.
+    let decision = decide(
+        &plan(),
+        &progress,
+        &restored(stopped_hub(ORIGINAL_IMAGE)),
+        after(3),
+    );
+    assert_eq!(
+        decision.action,
+        Action::ScaleHub {
+            replicas: ORIGINAL_REPLICAS
+        }
+    );
+    // Never back within the roll back timeout: Failed, the hub stopped.
+    let late = decide(
+        &plan(),
+        &progress,
+        &restored(stopped_hub(TARGET_IMAGE)),
+        past(plan().timeouts.rollback),
+    );
+    assert_eq!(late.progress.phase, Phase::Failed);
+}
+
+#[test]
+fn an_abort_before_the_hub_was_touched_ends_failed_with_nothing_changed() {
+    let world = World {
+        abort: Some("maintenance moved".into()),
+        ..checked_world(LockState::HeldBy(OTHER_UPGRADE.into()))
+    };
+    let decision = decide(&plan(), &progress_in(Phase::Preflight), &world, after(1));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Failed);
+    assert_eq!(decision.progress.reason, "Aborted");
+    assert!(
+        decision
+            .progress
+            .message
+            .contains("aborted (maintenance moved) before the hub was touched")
+    );
+}
+
+#[test]
+fn an_abort_after_the_hub_was_touched_rolls_back_even_with_a_manual_policy() {
+    for phase in [Phase::Migrating, Phase::RollingOut, Phase::Verifying] {
+        let world = World {
+            abort: Some("alice".into()),
+            migration: StepState::Running,
+            ..world_with_stopped_hub()
+        };
+        let decision = decide(
+            &manual_plan(),
+            &progress_after_migration_started(phase),
+            &world,
+            after(1),
+        );
+        assert_eq!(decision.progress.phase, Phase::RollingBack, "{phase}");
+        assert_eq!(decision.progress.reason, "Aborted");
+        assert_eq!(
+            decision.progress.failure.as_deref(),
+            Some("aborted (alice)")
+        );
+        // Already rolling back: it goes on rolling back.
+        let again = decide(&manual_plan(), &decision.progress, &world, after(2));
+        assert_eq!(again.progress.phase, Phase::RollingBack);
+        assert_eq!(again.action, Action::CancelMigration);
+    }
 }
 
 #[test]

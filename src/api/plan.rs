@@ -59,9 +59,11 @@ impl HubUpgradeSpec {
             target_image: self.target_image.clone(),
             rehearse: self.migration.rehearse,
             drain,
+            accept_image_drift: self.rollout.accept_image_drift,
             image_management: match self.rollout.image_management {
-                ImageManagementMode::Operator => ImageManagement::Operator,
-                ImageManagementMode::External => ImageManagement::External,
+                ImageManagementMode::Auto => None,
+                ImageManagementMode::Operator => Some(ImageManagement::Operator),
+                ImageManagementMode::External => Some(ImageManagement::External),
             },
             rollback: self.rollback.policy,
             timeouts,

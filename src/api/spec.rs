@@ -228,8 +228,10 @@ pub struct DrainSpec {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ImageManagementMode {
-    /// hubgrade sets the target image on the hub Deployment.
+    /// External when Helm, Argo CD or Flux manages the hub Deployment (its labels and annotations say so), else Operator.
     #[default]
+    Auto,
+    /// hubgrade sets the target image on the hub Deployment. On a hub that Helm, Argo CD or Flux manages this needs rollout.acceptImageDrift.
     Operator,
     /// Helm, Argo CD or Flux sets it; hubgrade migrates the database, then waits for the Deployment to show the target image.
     External,
@@ -239,9 +241,12 @@ pub enum ImageManagementMode {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
-    /// Operator (default) or External.
+    /// Auto (default), Operator or External.
     #[serde(default)]
     pub image_management: ImageManagementMode,
+    /// With imageManagement Operator on a hub that Helm, Argo CD or Flux manages: hubgrade sets the image behind that tool's back, and the tool's next sync or `helm upgrade` puts the old image back onto the migrated database, where the old hub will not start. true says you accept that and will change the image in the tool yourself, before its next sync.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_image_drift: bool,
     /// How long the new hub may take to become Ready (External: also how long to wait for the image change).
     #[serde(default = "default_rollout_timeout")]
     #[schemars(length(min = 2, max = 32))]
@@ -257,7 +262,8 @@ pub struct RolloutSpec {
 impl Default for RolloutSpec {
     fn default() -> Self {
         RolloutSpec {
-            image_management: ImageManagementMode::Operator,
+            image_management: ImageManagementMode::Auto,
+            accept_image_drift: false,
             timeout: default_rollout_timeout(),
             stop_timeout: default_stop_timeout(),
         }

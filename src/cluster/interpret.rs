@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub pod_events: Vec<Event>,
     pub config_backed_up: bool,
     pub deleting: bool,
+    /// The abort annotation's value (see [`crate::api::ABORT_ANNOTATION`]).
+    pub abort: Option<String>,
 }
 
 impl Snapshot {
@@ -50,6 +52,7 @@ impl Snapshot {
         let mut world = World {
             lock: self.lock.clone(),
             deleting: self.deleting,
+            abort: self.abort.clone(),
             config_backed_up: self.config_backed_up,
             rehearsal_blocked: self.rehearsal_blocked(),
             ..World::default()
@@ -108,6 +111,7 @@ impl Snapshot {
                 .iter()
                 .find_map(|pod| stuck_pod(pod, &self.pod_events, now)),
             scaled_by: replicas_manager(deployment),
+            managed_by: managed_by(deployment),
         }
     }
 
@@ -311,6 +315,50 @@ fn replicas_manager(deployment: &Deployment) -> Option<String> {
         .max_by_key(|f| f.time.as_ref().map(|t| t.0))
         .and_then(|f| f.manager.clone())
         .filter(|m| m != MANAGER)
+}
+
+/// The tool that manages the Deployment, from the marks each leaves on what it applies:
+/// Flux's `helm.toolkit.fluxcd.io/*` and `kustomize.toolkit.fluxcd.io/*` labels, Argo CD's
+/// `argocd.argoproj.io/tracking-id` annotation (or its `argocd.argoproj.io/instance` label),
+/// Helm's `meta.helm.sh/release-name` annotation (a release `helm install` made) and the
+/// `app.kubernetes.io/managed-by: Helm` or `heritage: Helm` label of charts (z2jh 4 sets both,
+/// z2jh 3 only `heritage`; a chart rendered by Argo CD or `helm template` keeps them). The most
+/// specific comes first: Flux and Argo CD render Helm charts too.
+fn managed_by(deployment: &Deployment) -> Option<String> {
+    let labels = deployment.metadata.labels.clone().unwrap_or_default();
+    let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+    let label = |key: &str| labels.get(key).filter(|v| !v.is_empty());
+    let annotation = |key: &str| annotations.get(key).filter(|v| !v.is_empty());
+    for (kind, prefix) in [
+        ("HelmRelease", "helm.toolkit.fluxcd.io"),
+        ("Kustomization", "kustomize.toolkit.fluxcd.io"),
+    ] {
+        if let Some(name) = label(&format!("{prefix}/name")) {
+            let namespace = label(&format!("{prefix}/namespace"))
+                .map(|n| format!("{n}/"))
+                .unwrap_or_default();
+            return Some(format!("Flux ({kind} {namespace}{name})"));
+        }
+    }
+    if let Some(tracking) = annotation("argocd.argoproj.io/tracking-id") {
+        let app = tracking.split(':').next().unwrap_or(tracking);
+        return Some(format!("Argo CD (application {app})"));
+    }
+    if let Some(app) = label("argocd.argoproj.io/instance") {
+        return Some(format!("Argo CD (application {app})"));
+    }
+    if let Some(release) = annotation("meta.helm.sh/release-name") {
+        return Some(format!("Helm (release {release})"));
+    }
+    let helm = |key: &str| label(key).is_some_and(|v| v.eq_ignore_ascii_case("helm"));
+    if helm("app.kubernetes.io/managed-by") || helm("heritage") {
+        let release = label("release").or_else(|| label("app.kubernetes.io/instance"));
+        return Some(match release {
+            Some(release) => format!("Helm (release {release})"),
+            None => "Helm".to_string(),
+        });
+    }
+    None
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ pub async fn observe(
     let layout = deployment.as_ref().map(|d| target.layout(d));
     let mut snapshot = Snapshot {
         deleting: target.owner.deleting,
+        abort: target.owner.abort.clone(),
         ..Snapshot::default()
     };
     if let Some(deployment) = &deployment {

@@ -19,6 +19,8 @@ pub struct Owner {
     pub uid: String,
     /// Being deleted: what is made now gets no owner reference (see `objects::owned_metadata`).
     pub deleting: bool,
+    /// The abort annotation's value: someone asked the upgrade to stop now.
+    pub abort: Option<String>,
 }
 
 impl Owner {
@@ -28,7 +30,28 @@ impl Owner {
             name: upgrade.name_any(),
             uid: upgrade.uid().unwrap_or_default(),
             deleting: upgrade.meta().deletion_timestamp.is_some(),
+            abort: upgrade
+                .annotations()
+                .get(crate::api::ABORT_ANNOTATION)
+                .map(|why| abort_reason(why)),
         }
+    }
+}
+
+/// The abort annotation's value as the status shows it: one line, at most 200 characters, and
+/// something even when the annotation is empty.
+fn abort_reason(value: &str) -> String {
+    let line: String = value
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect();
+    if line.is_empty() {
+        format!("the {} annotation is set", crate::api::ABORT_ANNOTATION)
+    } else {
+        line
     }
 }
 
@@ -93,6 +116,7 @@ mod tests {
                 name: "to-4-2".into(),
                 uid: UID.into(),
                 deleting: false,
+                abort: None,
             }
         );
         assert_eq!(target.hub, "hub");

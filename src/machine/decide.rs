@@ -6,8 +6,8 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    Action, Decision, EventKind, ImageManagement, LockState, Notice, Original, Outcome, Phase,
-    Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
+    Action, Decision, EventKind, HubObservation, ImageManagement, LockState, Notice, Original,
+    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
 };
 
 /// How soon to look again while waiting on something that is not watched (pods, the hub API).
@@ -25,6 +25,12 @@ pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -
     if world.deleting
         && !progress.phase.is_terminal()
         && let Some(action) = step.deleted()
+    {
+        return step.into_decision(action);
+    }
+    if let Some(why) = &world.abort
+        && !progress.phase.is_terminal()
+        && let Some(action) = step.aborted(why)
     {
         return step.into_decision(action);
     }
@@ -109,6 +115,22 @@ impl Step<'_> {
         }
     }
 
+    /// Someone asked the upgrade to stop (the abort annotation). Before the hub was touched it
+    /// ends with nothing changed; after, it rolls back whatever the roll back policy says (the
+    /// person asking has decided). `None`: already rolling back, go on.
+    fn aborted(&mut self, why: &str) -> Option<Action> {
+        if self.progress.from.is_none() {
+            let problem =
+                format!("aborted ({why}) before the hub was touched; nothing was changed");
+            return Some(self.fail_untouched("Aborted", problem));
+        }
+        if self.progress.phase == Phase::RollingBack {
+            return None;
+        }
+        self.progress.reason = "Aborted".into();
+        Some(self.roll_back(format!("aborted ({why})")))
+    }
+
     fn preflight(&mut self) -> Action {
         let Some(checks) = &self.world.preflight else {
             return Action::Wait;
@@ -121,36 +143,140 @@ impl Step<'_> {
                 .unwrap_or_else(|| "the hub Deployment does not exist".to_string());
             return self.fail_untouched("PreflightFailed", problem);
         };
+        if hub.image == self.plan.target_image {
+            // Another upgrade may be on its way to the same target: judge once it is done.
+            return match &self.world.lock {
+                LockState::HeldBy(other) => self.wait_for_lock(other),
+                _ => self.already_at_target(hub),
+            };
+        }
         if !checks.problems.is_empty() {
             return self.fail_untouched("PreflightFailed", checks.problems.join("; "));
         }
-        if hub.image == self.plan.target_image {
-            let problem = format!(
-                "the hub already runs {}; there is nothing to upgrade",
-                self.plan.target_image
-            );
-            return self.fail_untouched("PreflightFailed", problem);
-        }
+        let mode = match self.image_management(hub) {
+            Ok(mode) => mode,
+            Err(problem) => return self.fail_untouched("ManagedHub", problem),
+        };
         match &self.world.lock {
-            LockState::HeldBy(other) => {
-                if self.progress.waiting_for.as_deref() != Some(other.as_str()) {
-                    let message = format!(
-                        "waiting for HubUpgrade {other}, which holds the hub lock; \
-                         this upgrade starts when that one ends"
-                    );
-                    self.notify(EventKind::Normal, "WaitingForLock", &message);
-                    self.progress.message = message;
-                    self.progress.waiting_for = Some(other.clone());
-                }
-                Action::Wait
-            }
+            LockState::HeldBy(other) => self.wait_for_lock(other),
             LockState::Free => Action::AcquireLock,
             LockState::HeldBySelf => {
                 self.progress.waiting_for = None;
+                self.progress.image_management = Some(mode);
                 self.after_preflight();
                 Action::Wait
             }
         }
+    }
+
+    fn wait_for_lock(&mut self, other: &str) -> Action {
+        if self.progress.waiting_for.as_deref() != Some(other) {
+            let message = format!(
+                "waiting for HubUpgrade {other}, which holds the hub lock; \
+                 this upgrade starts when that one ends"
+            );
+            self.notify(EventKind::Normal, "WaitingForLock", &message);
+            self.progress.message = message;
+            self.progress.waiting_for = Some(other.to_string());
+        }
+        Action::Wait
+    }
+
+    /// The hub's Deployment already has the target image (a HubUpgrade applied again from Git
+    /// after a prune or a disaster recovery, or a Helm hook on a release that did not change
+    /// the image). Once that hub is Ready the upgrade is done without touching anything:
+    /// JupyterHub starts only on a database at its own alembic revision (it exits on any
+    /// other, unless started with `--upgrade-db`, which migrates it first), so a Ready hub on
+    /// the target image shows the database is at the target's revision.
+    fn already_at_target(&mut self, hub: &HubObservation) -> Action {
+        let image = &self.plan.target_image;
+        if hub.rolled_out && hub.replicas > 0 {
+            self.progress.reason = "AlreadyAtTarget".into();
+            self.progress.to = Some(Target {
+                image: image.clone(),
+                revision: None,
+            });
+            let message = format!(
+                "the hub already runs {image} and is Ready (JupyterHub starts only on a \
+                 database at its own revision); nothing was changed"
+            );
+            self.finish(
+                Phase::Succeeded,
+                Outcome::Succeeded,
+                EventKind::Normal,
+                message,
+            );
+            if let Some(n) = &mut self.notice {
+                n.reason = "AlreadyAtTarget".into();
+            }
+            return Action::Wait;
+        }
+        let not_ready = if hub.replicas == 0 {
+            Some("it is scaled to zero".to_string())
+        } else if let Some(why) = &hub.stuck {
+            Some(format!("it cannot start: {why}"))
+        } else if self.timed_out(self.plan.timeouts.verify) {
+            Some(format!(
+                "it did not become Ready within {}",
+                human(self.plan.timeouts.verify)
+            ))
+        } else {
+            None
+        };
+        match not_ready {
+            Some(why) => {
+                let problem = format!(
+                    "the hub Deployment already has the target image {image}, but {why}; there \
+                     is nothing to upgrade, and hubgrade leaves a hub it did not stop as it is"
+                );
+                self.fail_untouched("TargetNotReady", problem)
+            }
+            None => {
+                self.progress.message = format!(
+                    "the hub Deployment already has the target image {image}; waiting for it \
+                     to be Ready"
+                );
+                Action::Wait
+            }
+        }
+    }
+
+    /// Who sets the target image: the spec's choice, or for Auto the tool that manages the
+    /// Deployment. Operator on a managed hub only when asked for knowingly.
+    fn image_management(&self, hub: &HubObservation) -> Result<ImageManagement, String> {
+        match (self.plan.image_management, &hub.managed_by) {
+            (Some(ImageManagement::External), _) | (None, Some(_)) => Ok(ImageManagement::External),
+            (None, None) | (Some(ImageManagement::Operator), None) => Ok(ImageManagement::Operator),
+            (Some(ImageManagement::Operator), Some(_)) if self.plan.accept_image_drift => {
+                Ok(ImageManagement::Operator)
+            }
+            (Some(ImageManagement::Operator), Some(tool)) => Err(format!(
+                "the hub Deployment is managed by {tool}: with rollout.imageManagement Operator, \
+                 hubgrade would set the image behind its back, and the next sync or upgrade by \
+                 {tool} would put {} back onto the migrated database, where that hub no longer \
+                 starts. Use rollout.imageManagement External or Auto ({tool} sets the image; \
+                 hubgrade migrates first and waits for it), or set rollout.acceptImageDrift: \
+                 true to accept that and change the image in {tool} yourself",
+                hub.image
+            )),
+        }
+    }
+
+    /// How the target image reaches the hub, as settled in Preflight.
+    fn mode(&self) -> ImageManagement {
+        self.progress
+            .image_management
+            .or(self.plan.image_management)
+            .unwrap_or(ImageManagement::Operator)
+    }
+
+    /// Who sets the image in External mode, for messages.
+    fn manager(&self) -> String {
+        self.world
+            .hub
+            .as_ref()
+            .and_then(|h| h.managed_by.clone())
+            .unwrap_or_else(|| "the tool that manages the hub Deployment".to_string())
     }
 
     /// After Preflight the upgrade must hold the hub lock. Free: someone removed the annotation;
@@ -388,13 +514,13 @@ impl Step<'_> {
                     image: self.plan.target_image.clone(),
                     revision: self.world.migrated_revision.clone(),
                 });
-                let message = match self.plan.image_management {
+                let message = match self.mode() {
                     ImageManagement::Operator => {
                         format!("setting the hub image to {}", self.plan.target_image)
                     }
                     ImageManagement::External => format!(
-                        "database migrated; waiting for the tool that manages the hub \
-                         Deployment to set its image to {}",
+                        "database migrated; waiting for {} to set the hub image to {}",
+                        self.manager(),
                         self.plan.target_image
                     ),
                 };
@@ -421,7 +547,7 @@ impl Step<'_> {
                 );
                 return self.roll_back(problem);
             }
-            return match self.plan.image_management {
+            return match self.mode() {
                 ImageManagement::Operator => Action::SetHubImage {
                     image: self.plan.target_image.clone(),
                 },
@@ -533,7 +659,27 @@ impl Step<'_> {
             };
         }
         if hub.image != from.image {
-            return Action::SetHubImage { image: from.image };
+            return match self.mode() {
+                ImageManagement::Operator => Action::SetHubImage { image: from.image },
+                // Never an image write that the tool would revert: the hub stays stopped on the
+                // restored database until the tool puts the original image back.
+                ImageManagement::External if hub.replicas != 0 => Action::ScaleHub { replicas: 0 },
+                ImageManagement::External => {
+                    self.progress.message = format!(
+                        "{}waiting for {} to set the hub image back to {} (helm rollback, \
+                         `helm upgrade --atomic`, or reverting the change in Git); the hub stays \
+                         stopped until then",
+                        if self.progress.database_restored {
+                            "database restored; "
+                        } else {
+                            ""
+                        },
+                        self.manager(),
+                        from.image
+                    );
+                    Action::Wait
+                }
+            };
         }
         if hub.replicas != from.replicas {
             return Action::ScaleHub {
@@ -561,7 +707,8 @@ impl Step<'_> {
     /// A failure after the hub was touched: roll back, unless the policy leaves it to a person.
     fn roll_back(&mut self, problem: String) -> Action {
         self.progress.failure = Some(problem.clone());
-        if self.plan.rollback == RollbackPolicy::Manual && !self.world.deleting {
+        let decided = self.world.deleting || self.world.abort.is_some();
+        if self.plan.rollback == RollbackPolicy::Manual && !decided {
             let stop = self.world.hub.as_ref().is_some_and(|h| h.replicas != 0);
             self.fail_touched(format!(
                 "{problem}; the roll back policy is Manual, so the hub is left stopped"
@@ -581,6 +728,7 @@ impl Step<'_> {
     /// Ends the upgrade before anything on the hub changed; the lock is released.
     fn fail_untouched(&mut self, reason: &str, problem: String) -> Action {
         self.progress.failure = Some(problem.clone());
+        self.progress.reason = reason.to_string();
         self.finish(Phase::Failed, Outcome::Failed, EventKind::Warning, problem);
         if let Some(n) = &mut self.notice {
             n.reason = reason.to_string();
@@ -687,6 +835,7 @@ pub fn refuse_spec(progress: &Progress, problem: &str, now: Timestamp) -> Decisi
     let mut next = progress.clone();
     let message = format!("the spec cannot be run: {problem}");
     next.failure = Some(problem.to_string());
+    next.reason = "InvalidSpec".to_string();
     end(&mut next, Phase::Failed, Outcome::Failed, &message, now);
     Decision {
         action: Action::Wait,

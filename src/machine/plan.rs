@@ -10,7 +10,12 @@ pub struct Plan {
     pub rehearse: bool,
     /// `None`: the Draining phase is skipped.
     pub drain: Option<DrainPlan>,
-    pub image_management: ImageManagement,
+    /// How the target image reaches the hub; `None` (Auto): [`ImageManagement::External`] when
+    /// Helm, Argo CD or Flux manages the hub Deployment, else [`ImageManagement::Operator`].
+    pub image_management: Option<ImageManagement>,
+    /// `Operator` on a hub that Helm, Argo CD or Flux manages was asked for knowingly
+    /// (`rollout.acceptImageDrift`).
+    pub accept_image_drift: bool,
     pub rollback: RollbackPolicy,
     pub timeouts: Timeouts,
 }
@@ -25,7 +30,7 @@ pub struct DrainPlan {
     pub stop_servers: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ImageManagement {
     /// The operator sets the target image on the hub Deployment.
     Operator,

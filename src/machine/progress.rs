@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BackupRecord, Phase};
+use super::{BackupRecord, ImageManagement, Phase};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -20,6 +20,14 @@ pub struct Progress {
     /// One line on what is happening or why the upgrade stopped.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Why the upgrade ended as it did, as one word, when the phase alone does not say it:
+    /// AlreadyAtTarget, Aborted, Deleted, ManagedHub, PreflightFailed, RehearsalFailed, ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// How the target image reaches the hub, settled in Preflight: Operator (hubgrade sets it)
+    /// or External (Helm, Argo CD or Flux sets it; hubgrade never writes the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_management: Option<ImageManagement>,
     /// The hub as it was before it was touched: recorded before it is scaled down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Original>,

@@ -29,6 +29,8 @@ pub struct World {
     /// The HubUpgrade is being deleted: it ends as soon as that is safe for the hub (rolled
     /// back, or finished when the migration is done) before it lets go.
     pub deleting: bool,
+    /// Someone asked the upgrade to stop now (the `hubgrade.io/abort` annotation): who and why.
+    pub abort: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +50,9 @@ pub struct HubObservation {
     pub stuck: Option<String>,
     /// Who last set the Deployment's replicas (its field manager), when that was not hubgrade.
     pub scaled_by: Option<String>,
+    /// The tool that manages the Deployment (Helm, Argo CD, Flux), from its labels and
+    /// annotations, e.g. "Helm (release jhub)"; `None`: nothing says so.
+    pub managed_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

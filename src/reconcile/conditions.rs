@@ -65,8 +65,14 @@ pub fn for_progress(
     let stalled = matches!(phase, Phase::RolledBack | Phase::Failed);
     let degraded = stalled || phase == Phase::RollingBack;
     let why = || progress.failure.clone().unwrap_or_else(|| message.clone());
+    // How it ended, when the phase alone does not say it (AlreadyAtTarget, Aborted, ...).
+    let ended = if progress.reason.is_empty() {
+        phase.as_str()
+    } else {
+        progress.reason.as_str()
+    };
     let (ready, ready_reason) = match phase {
-        Phase::Succeeded => (true, "Succeeded"),
+        Phase::Succeeded => (true, ended),
         _ => (false, running_reason),
     };
     [
@@ -82,7 +88,7 @@ pub fn for_progress(
         (
             "Stalled",
             stalled,
-            phase.as_str(),
+            if stalled { ended } else { phase.as_str() },
             if_true(stalled, message),
         ),
         ("Progressing", running, running_reason, message.clone()),

@@ -34,7 +34,8 @@ pub fn plan() -> Plan {
         target_image: TARGET_IMAGE.to_string(),
         rehearse: false,
         drain: None,
-        image_management: ImageManagement::Operator,
+        image_management: Some(ImageManagement::Operator),
+        accept_image_drift: false,
         rollback: RollbackPolicy::Automatic,
         timeouts: Timeouts::default(),
     }
@@ -48,6 +49,7 @@ pub fn hub(image: &str, replicas: i32, pods: u32, rolled_out: bool) -> HubObserv
         rolled_out,
         stuck: None,
         scaled_by: None,
+        managed_by: None,
     }
 }
 

@@ -119,3 +119,66 @@ fn a_read_write_once_pod_claim_in_use_blocks_the_rehearsal() {
     };
     assert_eq!(stopped.world(now()).rehearsal_blocked, None);
 }
+
+fn marked(labels: serde_json::Value, annotations: serde_json::Value) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "hub", "labels": labels, "annotations": annotations},
+        "spec": {"selector": {}, "template": {}}
+    }))
+    .expect("deployment")
+}
+
+/// The marks each tool leaves, as z2jh's chart and the tools really write them.
+#[test]
+fn the_tool_that_manages_the_hub_is_recognised() {
+    let cases = [
+        // z2jh 4.x installed by `helm install`.
+        (
+            json!({"app": "jupyterhub", "component": "hub", "release": "jhub", "heritage": "Helm",
+                   "app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": "jhub"}),
+            json!({"meta.helm.sh/release-name": "jhub", "meta.helm.sh/release-namespace": "jh"}),
+            Some("Helm (release jhub)"),
+        ),
+        // z2jh 3.x rendered by `helm template` (no release annotations).
+        (
+            json!({"app": "jupyterhub", "component": "hub", "release": "prod", "heritage": "Helm"}),
+            json!({}),
+            Some("Helm (release prod)"),
+        ),
+        // Argo CD's annotation tracking (the default since Argo CD 3) over a rendered chart.
+        (
+            json!({"app": "jupyterhub", "heritage": "Helm", "app.kubernetes.io/managed-by": "Helm"}),
+            json!({"argocd.argoproj.io/tracking-id": "hub-prod:apps/Deployment:jh/hub"}),
+            Some("Argo CD (application hub-prod)"),
+        ),
+        // A Flux HelmRelease.
+        (
+            json!({"heritage": "Helm", "helm.toolkit.fluxcd.io/name": "jupyterhub",
+                   "helm.toolkit.fluxcd.io/namespace": "flux-apps"}),
+            json!({"meta.helm.sh/release-name": "jh-jupyterhub"}),
+            Some("Flux (HelmRelease flux-apps/jupyterhub)"),
+        ),
+        // A Flux Kustomization of plain manifests.
+        (
+            json!({"kustomize.toolkit.fluxcd.io/name": "hubs",
+                   "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}),
+            json!({}),
+            Some("Flux (Kustomization flux-system/hubs)"),
+        ),
+        // Applied by hand: nothing says a tool owns it (z2jh's user pods say "heritage:
+        // jupyterhub", which is not Helm).
+        (
+            json!({"app": "jupyterhub", "component": "hub", "heritage": "jupyterhub"}),
+            json!({"kubectl.kubernetes.io/last-applied-configuration": "{}"}),
+            None,
+        ),
+    ];
+    for (labels, annotations, expected) in cases {
+        let deployment = marked(labels.clone(), annotations);
+        assert_eq!(
+            managed_by(&deployment).as_deref(),
+            expected,
+            "labels {labels}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use hubgrade::machine::{ImageManagement, Phase};
+use support::argocd::argocd_health;
 use support::e2e::{Hub, ORIGINAL_IMAGE, checksum};
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
@@ -242,5 +243,93 @@ async fn a_failed_roll_out_of_a_helm_release_waits_for_helm_to_put_the_old_image
     assert!(status.progress.database_restored);
     assert!(hub.hub_available().await);
     assert_eq!(checksum(&hub.database()), original);
+    assert_image_never_written_by_hubgrade(&hub).await;
+}
+
+/// The README's Argo CD recipe, live: examples/argocd/hub-upgrade.yaml applied as it is (sync
+/// wave -1) to a hub Argo CD tracks. Argo CD's health check, run by Lua on the live object,
+/// turns Healthy only once the database is migrated, while the hub still has its old image;
+/// then the next wave (the chart's Deployment, here `kubectl set image` by "argocd-controller")
+/// sets the new image, and the upgrade ends Succeeded, Healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn argo_cd_syncs_the_next_wave_once_the_upgrade_is_healthy() {
+    let hub = Hub::new("gitops-argocd", |yaml| yaml).await;
+    let annotated = support::kubectl(&[
+        "-n",
+        hub.ns(),
+        "annotate",
+        "deployment/hub",
+        &format!(
+            "argocd.argoproj.io/tracking-id=jhub:apps/Deployment:{}/hub",
+            hub.ns()
+        ),
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(
+        annotated.status.success(),
+        "{}",
+        support::stderr(&annotated)
+    );
+    let recipe = std::fs::read_to_string(support::repo().join("examples/argocd/hub-upgrade.yaml"))
+        .expect("examples/argocd/hub-upgrade.yaml")
+        .replace("namespace: jhub", &format!("namespace: {}", hub.ns()))
+        .replace("quay.io/jupyterhub/k8s-hub:4.2.0", TARGET);
+    let applied = support::kubectl_with_input(&["apply", "-f", "-"], &recipe);
+    assert!(applied.status.success(), "{}", support::stderr(&applied));
+
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let live = hub.upgrades().get("hub-to-4-2-0").await.expect("upgrade");
+        let health = argocd_health(&serde_json::to_value(&live).expect("JSON"));
+        if seen.last() != Some(&health.status) {
+            seen.push(health.status.clone());
+        }
+        if health.status == "Healthy" {
+            let status = live.status.expect("status");
+            assert_eq!(status.progress.phase, Phase::RollingOut, "{health:?}");
+            assert!(status.progress.migration_succeeded);
+            assert!(
+                health.message.contains("Argo CD (application jhub)"),
+                "{health:?}"
+            );
+            break;
+        }
+        assert_ne!(health.status, "Degraded", "{health:?}");
+        assert!(start.elapsed() < LIMIT, "never Healthy: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("Progressing"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        hub.hub_image().await,
+        ORIGINAL_IMAGE,
+        "the image moved before wave 0"
+    );
+
+    // Wave 0: Argo CD applies the chart with the new image.
+    let synced = support::kubectl(&[
+        "-n",
+        hub.ns(),
+        "set",
+        "image",
+        "deployment/hub",
+        &format!("hub={TARGET}"),
+        "--field-manager=argocd-controller",
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(synced.status.success(), "{}", support::stderr(&synced));
+    let done = hub.wait_for("hub-to-4-2-0", &TERMINAL, LIMIT).await;
+    assert_eq!(
+        done.status.as_ref().expect("status").progress.phase,
+        Phase::Succeeded
+    );
+    let health = argocd_health(&serde_json::to_value(&done).expect("JSON"));
+    assert_eq!(health.status, "Healthy", "{health:?}");
     assert_image_never_written_by_hubgrade(&hub).await;
 }

@@ -7,19 +7,22 @@
 
 #[allow(dead_code)]
 mod machine_support;
+mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use hubgrade::api::{HubUpgrade, HubUpgradeStatus};
-use hubgrade::machine::{LockState, Phase, Preflight, Progress, StepState, World, decide};
+use hubgrade::machine::{
+    HubObservation, ImageManagement, LockState, Phase, Preflight, Progress, StepState, World,
+    decide,
+};
 use hubgrade::reconcile::conditions;
 use machine_support::*;
 use serde_json::Value;
+use support::argocd::{HEALTH_LUA, argocd_health, run_with_stdin};
 
-const HEALTH_LUA: &str = "charts/hubgrade/argocd/health.lua";
 const ARGOCD_CM: &str = "charts/hubgrade/argocd/argocd-cm.yaml";
 const GENERATION: i64 = 1;
 
@@ -220,31 +223,6 @@ fn kstatus_sees_a_new_upgrade_in_progress_before_the_operator_wrote_to_it() {
 
 // --- Argo CD ---------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Health {
-    status: String,
-    message: String,
-}
-
-/// What the Argo CD health check says for `object`, run as Argo CD runs it: the object in the
-/// global `obj`, the script's chunk returning `hs`.
-fn argocd_health(object: &Value) -> Health {
-    let driver = format!(
-        "obj = {}\nlocal hs = dofile({})\nio.write(hs.status, \"\\n\", hs.message or \"\")\n",
-        lua_literal(object),
-        lua_string(&repo(HEALTH_LUA).to_string_lossy()),
-    );
-    let mut lua = Command::new("lua5.1");
-    lua.arg("-");
-    let install = "install Debian's package lua5.1 (make deps runs tests/install-deps.sh)";
-    let output = String::from_utf8(run_with_stdin(lua, driver.as_bytes(), install)).expect("utf-8");
-    let (status, message) = output.split_once('\n').expect("status and message");
-    Health {
-        status: status.into(),
-        message: message.into(),
-    }
-}
-
 #[test]
 fn argocd_sees_every_running_phase_progressing() {
     for phase in running_phases() {
@@ -279,6 +257,69 @@ fn argocd_sees_failed_and_rolled_back_upgrades_degraded_with_the_reason() {
     assert!(health.message.contains("the target is older"), "{health:?}");
 }
 
+/// An External upgrade (the Argo CD recipe: the HubUpgrade in a sync wave before the hub
+/// Deployment's) is Healthy once the database is migrated and only the image change is left, so
+/// Argo CD syncs the next wave; its roll back, once the database is restored, is Degraded and
+/// says the image must come back. With the operator's own image management, the same phases
+/// stay Progressing.
+#[test]
+fn argocd_lets_the_next_sync_wave_set_the_image_of_an_external_upgrade() {
+    let migrated = |mode| {
+        let progress = Progress {
+            migration_succeeded: true,
+            image_management: Some(mode),
+            ..progress_after_migration_started(Phase::Migrating)
+        };
+        let world = World {
+            hub: Some(managed_hub(stopped_hub(ORIGINAL_IMAGE))),
+            migration: StepState::Succeeded(()),
+            ..world()
+        };
+        decided(Phase::RollingOut, progress, world)
+    };
+    let health = argocd_health(&upgrade_in(&migrated(ImageManagement::External)));
+    assert_eq!(health.status, "Healthy", "{health:?}");
+    assert!(
+        health
+            .message
+            .contains("waiting for Argo CD (application jhub) to set the hub image"),
+        "{health:?}"
+    );
+    let health = argocd_health(&upgrade_in(&migrated(ImageManagement::Operator)));
+    assert_eq!(health.status, "Progressing", "{health:?}");
+
+    let restored = |mode| {
+        let progress = Progress {
+            failure: Some("the hub did not become Ready".into()),
+            migration_succeeded: true,
+            database_restored: true,
+            image_management: Some(mode),
+            ..progress_after_migration_started(Phase::RollingBack)
+        };
+        let world = World {
+            hub: Some(managed_hub(stopped_hub(TARGET_IMAGE))),
+            restore: StepState::Succeeded(()),
+            ..world()
+        };
+        let decision = decide(&plan(), &progress, &world, after(100));
+        assert_eq!(decision.progress.phase, Phase::RollingBack);
+        decision.progress
+    };
+    let health = argocd_health(&upgrade_in(&restored(ImageManagement::External)));
+    assert_eq!(health.status, "Degraded", "{health:?}");
+    assert!(
+        health.message.contains("set the hub image back to"),
+        "{health:?}"
+    );
+    let health = argocd_health(&upgrade_in(&restored(ImageManagement::Operator)));
+    assert_eq!(health.status, "Progressing", "{health:?}");
+}
+
+fn managed_hub(mut hub: HubObservation) -> HubObservation {
+    hub.managed_by = Some("Argo CD (application jhub)".into());
+    hub
+}
+
 #[test]
 fn argocd_sees_an_upgrade_without_status_or_with_a_stale_one_progressing() {
     let health = argocd_health(&upgrade_with(None, GENERATION, GENERATION));
@@ -306,63 +347,3 @@ fn the_argocd_cm_snippet_carries_the_tested_script() {
 }
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/// Runs `command` with `input` on stdin and returns its stdout; a failure fails the test, and a
-/// missing program fails it with `install`, what to install.
-fn run_with_stdin(mut command: Command, input: &[u8], install: &str) -> Vec<u8> {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {install}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("wait");
-    assert!(
-        output.status.success(),
-        "{program} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-/// `value` as a Lua table constructor, as Argo CD hands the object to the script.
-fn lua_literal(value: &Value) -> String {
-    match value {
-        Value::Null => "nil".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => lua_string(s),
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(lua_literal).collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        Value::Object(fields) => {
-            let fields: Vec<String> = fields
-                .iter()
-                .map(|(key, value)| format!("[{}] = {}", lua_string(key), lua_literal(value)))
-                .collect();
-            format!("{{{}}}", fields.join(", "))
-        }
-    }
-}
-
-fn lua_string(text: &str) -> String {
-    let mut quoted = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '\\' => quoted.push_str("\\\\"),
-            '"' => quoted.push_str("\\\""),
-            c if (c as u32) < 0x20 => quoted.push_str(&format!("\\{:03}", c as u32)),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
-}

@@ -220,6 +220,7 @@ pub async fn install_crd(client: &Client) {
     .expect("the API server accepts the generated CRD");
     wait_for_established(&crds, &name).await;
 }
+pub mod argocd;
 pub mod e2e;
 pub mod jupyterhub;
 pub mod local_pod;

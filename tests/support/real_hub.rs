@@ -161,10 +161,106 @@ fn manifest(api_token: &str, sub_path: Option<&str>) -> String {
     text
 }
 
+/// The hub image line of examples/z2jh-hub/real/hub.yaml, which the umbrella chart templates.
+const HUB_IMAGE_LINE: &str = "image: quay.io/jupyterhub/k8s-hub:3.3.8";
+
+/// Writes the umbrella chart of [`RealHub::new_helm_release`] into `dir`: `manifest` as the
+/// `jupyterhub` subchart, the hub image from its values, and hubgrade's hooks.
+fn write_umbrella(dir: &Path, manifest: &str) {
+    let hooks = "examples/helm/umbrella/templates/hubgrade-hooks.yaml";
+    let sub = dir.join("charts/jupyterhub");
+    for folder in [dir.join("templates"), sub.join("templates")] {
+        std::fs::create_dir_all(folder).expect("chart folders");
+    }
+    assert_eq!(
+        manifest.matches(HUB_IMAGE_LINE).count(),
+        1,
+        "{MANIFEST} should have one line {HUB_IMAGE_LINE}"
+    );
+    let templated = manifest.replace(
+        HUB_IMAGE_LINE,
+        r#"image: "{{ .Values.hub.image.name }}:{{ .Values.hub.image.tag }}""#,
+    );
+    let files = [
+        (
+            dir.join("Chart.yaml"),
+            "apiVersion: v2\nname: jhub-site\nversion: 1.0.0\n".to_string(),
+        ),
+        (
+            dir.join("values.yaml"),
+            std::fs::read_to_string(repo().join("examples/helm/umbrella/values.yaml"))
+                .expect("examples/helm/umbrella/values.yaml"),
+        ),
+        (
+            dir.join("templates/hubgrade-hooks.yaml"),
+            std::fs::read_to_string(repo().join(hooks)).expect(hooks),
+        ),
+        (
+            sub.join("Chart.yaml"),
+            "apiVersion: v2\nname: jupyterhub\nversion: 3.3.8\nappVersion: 4.1.6\n".to_string(),
+        ),
+        (
+            sub.join("values.yaml"),
+            "hub:\n  image: {name: quay.io/jupyterhub/k8s-hub, tag: \"3.3.8\"}\n".to_string(),
+        ),
+        (sub.join("templates/hub.yaml"), templated),
+    ];
+    for (path, text) in files {
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+/// `helm` of the pinned version on the local cluster, in namespace `ns`.
+pub fn helm(ns: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(cluster_bin().join("helm"));
+    command
+        .args(args)
+        .args(["--namespace", ns, "--kubeconfig"])
+        .arg(super::kubeconfig());
+    command
+}
+
+/// The umbrella chart's values for a hub on `hub_image`: the hooks run `hook_image` on the real
+/// node (what a user's cluster would not need: a node selector and toleration).
+pub fn helm_values(hook_image: &str, hub_image: &str) -> Vec<String> {
+    let (name, tag) = hub_image.rsplit_once(':').expect("a tagged image");
+    [
+        format!("hubgrade.image={hook_image}"),
+        "hubgrade.timeout=10m".to_string(),
+        "hubgrade.nodeSelector.hubgrade\\.io/node=real".to_string(),
+        "hubgrade.tolerations[0].key=hubgrade.io/real-node".to_string(),
+        "hubgrade.tolerations[0].operator=Exists".to_string(),
+        "hubgrade.tolerations[0].effect=NoSchedule".to_string(),
+        format!("jupyterhub.hub.image.name={name}"),
+        format!("jupyterhub.hub.image.tag={tag}"),
+    ]
+    .into_iter()
+    .flat_map(|value| ["--set".to_string(), value])
+    .collect()
+}
+
 impl RealHub {
     /// A running real hub (4.1.6) with ≥ 200 users, a group and user tokens made through its
     /// API, and a running operator.
     pub async fn new(prefix: &str, sub_path: Option<&str>, operator: Operator) -> RealHub {
+        RealHub::start(prefix, sub_path, operator, None).await
+    }
+
+    /// The same hub, installed by `helm install RELEASE` of an umbrella chart as z2jh admins
+    /// have one: the hub's manifests as its `jupyterhub` subchart (the hub image from
+    /// `jupyterhub.hub.image`, as in z2jh) and hubgrade's hooks, the file
+    /// examples/helm/umbrella/templates/hubgrade-hooks.yaml as the README tells users to copy it.
+    /// The chart is in [`RealHub::umbrella`]; its values are [`RealHub::helm_values`].
+    pub async fn new_helm_release(prefix: &str, release: &str, operator: Operator) -> RealHub {
+        RealHub::start(prefix, None, operator, Some(release)).await
+    }
+
+    async fn start(
+        prefix: &str,
+        sub_path: Option<&str>,
+        operator: Operator,
+        helm_release: Option<&str>,
+    ) -> RealHub {
         let serial = ONE_HUB_AT_A_TIME.lock().await;
         let turn = Instant::now();
         let client = client().await;
@@ -178,15 +274,32 @@ impl RealHub {
 
         let started = Instant::now();
         let api_token = random_hex();
-        let applied = kubectl_with_input(
-            &["apply", "-n", &ns, "-f", "-"],
-            &manifest(&api_token, sub_path),
-        );
-        assert!(
-            applied.status.success(),
-            "applying {MANIFEST}: {}",
-            stderr(&applied)
-        );
+        match helm_release {
+            None => {
+                let applied = kubectl_with_input(
+                    &["apply", "-n", &ns, "-f", "-"],
+                    &manifest(&api_token, sub_path),
+                );
+                assert!(
+                    applied.status.success(),
+                    "applying {MANIFEST}: {}",
+                    stderr(&applied)
+                );
+            }
+            Some(release) => {
+                write_umbrella(&dir.join("umbrella"), &manifest(&api_token, None));
+                let installed = helm(&ns, &["install", release])
+                    .arg(dir.join("umbrella"))
+                    .args(helm_values(&agent_image, OLD_IMAGE))
+                    .output()
+                    .expect("helm install");
+                assert!(
+                    installed.status.success(),
+                    "helm install of the umbrella chart: {}",
+                    stderr(&installed)
+                );
+            }
+        }
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         for name in ["hub", "proxy"] {
             wait_for_available(&deployments, &ns, name, Duration::from_secs(240)).await;
@@ -246,6 +359,16 @@ impl RealHub {
 
     pub fn ns(&self) -> &str {
         &self.namespace.name
+    }
+
+    /// The umbrella chart of a hub made by [`RealHub::new_helm_release`].
+    pub fn umbrella(&self) -> PathBuf {
+        self.dir.join("umbrella")
+    }
+
+    /// The hubgrade image the hook Jobs (and the operator's Jobs) run.
+    pub fn agent_image(&self) -> &str {
+        &self.agent_image
     }
 
     /// Deletes the namespace (kept when a test fails, for a look). Its HubUpgrades go first,

@@ -221,6 +221,92 @@ fn kstatus_sees_a_new_upgrade_in_progress_before_the_operator_wrote_to_it() {
     assert_eq!(bare.status, "Current", "{bare:?}");
 }
 
+// --- Flux's CEL health checks (the recipe in examples/flux/hub-upgrade.yaml) ---------------
+
+const FLUX_RECIPE: &str = "examples/flux/hub-upgrade.yaml";
+
+/// The recipe's `current` and `failed` expressions for HubUpgrades.
+fn flux_exprs() -> (String, String) {
+    let text = std::fs::read_to_string(repo(FLUX_RECIPE)).expect(FLUX_RECIPE);
+    let first = text.split("\n---\n").next().expect("a document");
+    let kustomization: Value = serde_saphyr::from_str(first).expect("YAML");
+    let check = kustomization["spec"]["healthCheckExprs"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["kind"] == "HubUpgrade"))
+        .expect("a healthCheckExprs entry for HubUpgrade");
+    let expr = |key: &str| check[key].as_str().expect("an expression").to_string();
+    (expr("current"), expr("failed"))
+}
+
+/// What Flux's `healthCheckExprs` say of `object`, by the kstatus helper's `cel` mode.
+fn flux_cel(object: &Value) -> String {
+    let (current, failed) = flux_exprs();
+    let mut command = Command::new(kstatus_binary());
+    command.args(["cel", &current, &failed]);
+    let out = run_with_stdin(
+        command,
+        object.to_string().as_bytes(),
+        "tests/kstatus/build.sh builds it",
+    );
+    let verdict: Value = serde_json::from_slice(&out).expect("JSON");
+    verdict["status"].as_str().expect("status").to_string()
+}
+
+/// The recipe's gate: the Kustomization of z2jh's release waits (dependsOn) until the upgrade is
+/// migrated and waits for its image (External), or is done; a failed upgrade, or an External
+/// roll back waiting for the old image, fails it. An Operator-managed upgrade in the same phase
+/// is still in progress.
+#[test]
+fn the_flux_recipe_lets_the_release_sync_once_the_database_is_migrated() {
+    for phase in running_phases() {
+        assert_eq!(
+            flux_cel(&upgrade_in(&running(phase))),
+            "InProgress",
+            "{phase}"
+        );
+    }
+    let external = |phase, restored| Progress {
+        migration_succeeded: true,
+        database_restored: restored,
+        image_management: Some(ImageManagement::External),
+        ..progress_after_migration_started(phase)
+    };
+    assert_eq!(
+        flux_cel(&upgrade_in(&external(Phase::RollingOut, false))),
+        "Current"
+    );
+    let operator = Progress {
+        image_management: Some(ImageManagement::Operator),
+        ..external(Phase::RollingOut, false)
+    };
+    assert_eq!(flux_cel(&upgrade_in(&operator)), "InProgress");
+    assert_eq!(
+        flux_cel(&upgrade_in(&external(Phase::Verifying, false))),
+        "InProgress"
+    );
+    assert_eq!(
+        flux_cel(&upgrade_in(&external(Phase::RollingBack, true))),
+        "Failed"
+    );
+    assert_eq!(flux_cel(&upgrade_in(&succeeded())), "Current");
+    for ended in [rolled_back(), failed_in_preflight()] {
+        assert_eq!(flux_cel(&upgrade_in(&ended)), "Failed");
+    }
+    // Not yet seen by the operator, or seen at an older generation: in progress.
+    assert_eq!(
+        flux_cel(&upgrade_with(None, GENERATION, GENERATION)),
+        "InProgress"
+    );
+    assert_eq!(
+        flux_cel(&upgrade_with(
+            Some(&succeeded()),
+            GENERATION + 1,
+            GENERATION
+        )),
+        "InProgress"
+    );
+}
+
 // --- Argo CD ---------------------------------------------------------------------------------
 
 #[test]

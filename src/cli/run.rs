@@ -22,6 +22,14 @@ pub struct RunArgs {
     /// Image the backup and restore Jobs run (`hubgrade agent`): the operator's own image.
     #[arg(long, env = "HUBGRADE_AGENT_IMAGE", default_value = concat!("ghcr.io/hubgrade/hubgrade:", env!("CARGO_PKG_VERSION")))]
     pub agent_image: String,
+    /// A Secret to pull the agent image with (repeatable, or comma-separated in the variable):
+    /// it must exist in each hub's namespace, where the Jobs run.
+    #[arg(
+        long = "agent-image-pull-secret",
+        env = "HUBGRADE_AGENT_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    pub agent_image_pull_secrets: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HUBGRADE_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
@@ -98,6 +106,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         recorder: Recorder::new(client.clone(), reporter(Some(identity))),
         metrics,
         agent_image: args.agent_image.clone(),
+        agent_pull_secrets: args.agent_image_pull_secrets.clone(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = run_controller(context, args.namespace.clone(), async move {

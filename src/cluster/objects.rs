@@ -8,8 +8,9 @@ use jiff::SignedDuration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, LocalObjectReference, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -187,7 +188,7 @@ fn agent_job(
             node_selector: pod.node_selector.clone(),
             tolerations: pod.tolerations.clone(),
             affinity: pod.affinity.clone(),
-            image_pull_secrets: None,
+            image_pull_secrets: pull_secrets(&[], &inputs.target.agent_pull_secrets),
             automount_service_account_token: Some(false),
             containers: vec![agent_container("agent", inputs, command)],
             volumes: Some(vec![
@@ -353,10 +354,29 @@ fn hub_image_job(
             containers: vec![agent_container("report-revision", inputs, &revision)],
             volumes: Some(volumes),
             restart_policy: Some("Never".into()),
+            image_pull_secrets: pull_secrets(
+                pod.image_pull_secrets.as_deref().unwrap_or_default(),
+                &inputs.target.agent_pull_secrets,
+            ),
             ..pod
         }),
     };
     job(&inputs.target.owner, step, template, deadline)
+}
+
+/// The hub pod's own image pull secrets (for the target image) and the operator's (for its own
+/// image, which the agent containers run), each once; `None` when there are none.
+fn pull_secrets(
+    hub: &[LocalObjectReference],
+    agent: &[String],
+) -> Option<Vec<LocalObjectReference>> {
+    let mut all = hub.to_vec();
+    for name in agent {
+        if !all.iter().any(|s| &s.name == name) {
+            all.push(LocalObjectReference { name: name.clone() });
+        }
+    }
+    (!all.is_empty()).then_some(all)
 }
 
 /// The SQLAlchemy URL of an SQLite file (`sqlite:////srv/jupyterhub/jupyterhub.sqlite`).

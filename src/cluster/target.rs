@@ -64,6 +64,9 @@ pub struct Target {
     pub hub: String,
     /// The operator's own image, run by the agent containers (`hubgrade agent`).
     pub agent_image: String,
+    /// Secrets (in the hub's namespace) to pull `agent_image` with: the operator's
+    /// `--agent-image-pull-secret`, the chart's `imagePullSecrets`.
+    pub agent_pull_secrets: Vec<String>,
     pub backup_method: BackupMethod,
     /// How many SQLite backups the backup Job keeps next to the database.
     pub backup_retain: u32,
@@ -80,6 +83,7 @@ impl Target {
             plan: upgrade.spec.plan()?,
             hub: Target::hub_of(upgrade).to_string(),
             agent_image: agent_image.to_string(),
+            agent_pull_secrets: Vec::new(),
             backup_method: upgrade.spec.backup.method,
             backup_retain: upgrade.spec.backup.retain,
             layout_hints: LayoutHints::from(&upgrade.spec),

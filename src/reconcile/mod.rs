@@ -41,6 +41,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Image of the operator itself, run by the backup and restore Jobs (`hubgrade agent`).
     pub agent_image: String,
+    /// Secrets to pull it with, in each hub's namespace.
+    pub agent_pull_secrets: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +192,10 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
     let progress = upgrade.status.clone().unwrap_or_default().progress;
     let now = jiff::Timestamp::now();
     let target = match Target::resolve(&upgrade, &context.agent_image) {
-        Ok(target) => target,
+        Ok(target) => Target {
+            agent_pull_secrets: context.agent_pull_secrets.clone(),
+            ..target
+        },
         Err(_) if progress.phase.is_terminal() => return Ok(Requeue::await_change()),
         Err(problem) => {
             return refuse_invalid_spec(context, &upgrade, &progress, problem, now).await;

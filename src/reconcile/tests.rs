@@ -14,6 +14,7 @@ fn context(client: Client) -> Context {
         client,
         metrics: Arc::default(),
         agent_image: AGENT_IMAGE.into(),
+        agent_pull_secrets: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 use super::*;
 use crate::api::HubUpgrade;
 use crate::cluster::owned::owner_reference;
+use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::Resource;
 use serde_json::json;
 
@@ -217,4 +218,54 @@ fn the_backup_job_runs_the_agent_on_the_hub_volume() {
         .expect("pvc");
     assert_eq!(claim.claim_name, "hub-db-dir");
     assert_eq!(pod.automount_service_account_token, Some(false));
+}
+
+/// The agent containers run the operator's image: its pull secrets reach every Job, beside the
+/// hub pod's own (for the target image) in the Jobs built from the hub's pod.
+#[test]
+fn the_operators_image_pull_secrets_reach_every_job() {
+    let with_secrets = Target {
+        agent_pull_secrets: vec!["operator-registry".into()],
+        ..target()
+    };
+    let mut hub = hub();
+    hub.spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("pod")
+        .image_pull_secrets = Some(vec![LocalObjectReference {
+        name: "hub-registry".into(),
+    }]);
+    let layout = layout();
+    let inputs = inputs(&with_secrets, &hub, &layout);
+    let names = |job: Job| -> Vec<String> {
+        job.spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.image_pull_secrets)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    assert_eq!(names(backup_job(&inputs)), ["operator-registry"]);
+    assert_eq!(
+        names(restore_job(&inputs, "/srv/b", "sha256:00")),
+        ["operator-registry"]
+    );
+    assert_eq!(
+        names(migration_job(&inputs)),
+        ["hub-registry", "operator-registry"]
+    );
+    assert_eq!(
+        names(rehearsal_job(&inputs, None)),
+        ["hub-registry", "operator-registry"]
+    );
+    // None configured: no empty list written.
+    let plain = target();
+    let inputs = super::JobInputs {
+        target: &plain,
+        hub: &hub,
+        layout: &layout,
+    };
+    assert_eq!(names(backup_job(&inputs)), Vec::<String>::new());
 }

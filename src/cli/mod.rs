@@ -13,10 +13,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// hubgrade upgrades JupyterHub deployments on Kubernetes safely: checks, a rehearsal of the
 /// database migration, a backup, the migration, the new image, verification, and a roll back
-/// when anything fails.
+/// when anything fails. Through a link named `kubectl-hubgrade` on PATH it is also the kubectl
+/// plugin `kubectl hubgrade`.
 #[derive(Debug, Parser)]
-/// Through a link named `kubectl-hubgrade` on PATH it is also the kubectl plugin
-/// `kubectl hubgrade`.
 #[command(name = "hubgrade", version, about, long_about = None, after_help = kubectl::EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]

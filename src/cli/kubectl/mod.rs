@@ -96,8 +96,8 @@ impl Session {
     }
 }
 
-/// Runs a plugin command on a fresh runtime: prints its error as one sentence and turns the
-/// outcome into the documented exit code.
+/// How a plugin command ends: its error printed as one sentence on stderr, its outcome turned
+/// into the documented exit code.
 pub fn finish(result: Result<Exit, PluginError>) -> ExitCode {
     match result {
         Ok(exit) => exit.into(),

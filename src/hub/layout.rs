@@ -179,7 +179,8 @@ pub fn detect_layout(
     })
 }
 
-fn find_container<'a>(
+/// The hub container: the one named `wanted`, else the one named `hub`, else the only one.
+pub fn find_container<'a>(
     pod: &'a PodSpec,
     wanted: Option<&str>,
 ) -> Result<&'a Container, LayoutError> {

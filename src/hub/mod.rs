@@ -5,7 +5,7 @@ mod layout;
 pub mod revision;
 
 pub use config::{WRONG_DATABASE_EXIT_CODE, pinned_database_config};
-pub use layout::{HubLayout, LayoutError, LayoutHints, detect_layout};
+pub use layout::{HubLayout, LayoutError, LayoutHints, detect_layout, find_container};
 
 /// Where z2jh keeps the hub's SQLite database.
 pub const Z2JH_SQLITE_PATH: &str = "/srv/jupyterhub/jupyterhub.sqlite";

@@ -1,0 +1,89 @@
+//! `abort`: asks the operator to stop an upgrade, with the abort annotation. Before the hub was
+//! touched the upgrade ends Failed with nothing changed; after, it rolls back.
+
+use std::time::Duration;
+
+use clap::Args;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::exit::{EXIT_CODES, Exit, PluginError};
+use super::output::parse_timeout;
+use super::wait::{Lines, Until, follow, progress_of};
+use super::{PLUGIN_EXECUTABLE, PLUGIN_NAME, Session};
+use crate::api::ABORT_ANNOTATION;
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct AbortArgs {
+    /// The HubUpgrade.
+    pub name: String,
+    /// Namespace (default: the kubeconfig context's, or in a pod its own).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Why; shown in the upgrade's status (default: "aborted by <kubeconfig user>").
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Wait until the upgrade ended, and exit by its outcome (as `wait --for finished`).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (30s, 10m, 1h30m), exit code 5.
+    #[arg(long, value_parser = parse_timeout, requires = "wait")]
+    pub timeout: Option<Duration>,
+}
+
+pub async fn run(args: AbortArgs, program: &'static str) -> Result<Exit, PluginError> {
+    let session = Session::connect(args.namespace, program).await?;
+    let name = &args.name;
+    let upgrade = session.upgrade(name).await?;
+    let phase = progress_of(&upgrade).phase;
+    if phase.is_terminal() {
+        return Err(PluginError::Refused(format!(
+            "HubUpgrade {name} already ended ({phase}); there is nothing to abort"
+        )));
+    }
+    let reason = args
+        .reason
+        .unwrap_or_else(|| format!("aborted by {}", kubeconfig_user()));
+    let patch = json!({"metadata": {"annotations": {ABORT_ANNOTATION: reason}}});
+    session
+        .upgrades()
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(PLUGIN_EXECUTABLE.to_string()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| session.api_error(format!("annotating HubUpgrade {name}"), e))?;
+    println!(
+        "HubUpgrade {name} asked to abort ({reason}) in phase {phase}: it ends Failed if the hub was not touched yet, else it rolls back"
+    );
+    if !args.wait {
+        return Ok(Exit::Done);
+    }
+    let (exit, _) = follow(&session, name, Until::Finished, args.timeout, Lines::Stdout).await?;
+    Ok(exit)
+}
+
+/// The user of the kubeconfig's current context, as kubectl would act; in a pod (no
+/// kubeconfig) the plugin's name.
+fn kubeconfig_user() -> String {
+    kube::config::Kubeconfig::read()
+        .ok()
+        .and_then(|config| {
+            let current = config.current_context.clone()?;
+            config
+                .contexts
+                .iter()
+                .find(|c| c.name == current)?
+                .context
+                .as_ref()?
+                .user
+                .clone()
+        })
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| PLUGIN_NAME.to_string())
+}

@@ -33,8 +33,9 @@ pub struct WaitArgs {
     pub timeout: Option<Duration>,
 }
 
-/// The condition a wait ends on. Each ends at once, non-zero, when the upgrade is rolling
-/// back, rolled back or failed, except `finished`, which follows a roll back to its end.
+/// The condition a wait ends on. Each ends non-zero when the upgrade failed, rolled back, or
+/// rolls back with its database back as it was (restored, or never migrated), except
+/// `finished`, which follows a roll back to its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Until {
     /// The upgrade Succeeded (exit 0).
@@ -75,9 +76,15 @@ impl Until {
             (_, Phase::RolledBack) => Some(Verdict::RolledBack),
             (_, Phase::Failed) => Some(Verdict::Failed),
             (Until::Finished, _) => None,
-            // A Helm post-upgrade hook must fail now, so that `helm upgrade --atomic` puts the
-            // old release back while the operator restores the database.
-            (_, Phase::RollingBack) => Some(Verdict::RollingBack),
+            // A Helm hook fails once the database is as it was before the upgrade: then
+            // `helm upgrade --atomic` puts the old release back (old image, the chart's
+            // replicas) without the old hub ever meeting a half-restored database.
+            (_, Phase::RollingBack)
+                if progress.database_restored || !progress.migration_started =>
+            {
+                Some(Verdict::RollingBack)
+            }
+            (_, Phase::RollingBack) => None,
             (Until::Migrated, _) if progress.migration_succeeded => Some(Verdict::Migrated),
             _ => None,
         }
@@ -305,11 +312,37 @@ fn report(session: &Session, name: &str, upgrade: &HubUpgrade, verdict: Verdict,
 mod tests {
     use super::*;
 
+    /// From Migrating on the migration has started; a roll back here has restored the
+    /// database.
     fn at(phase: Phase, migration_succeeded: bool) -> Progress {
         Progress {
             phase,
             migration_succeeded,
+            migration_started: migration_succeeded,
+            database_restored: phase == Phase::RollingBack,
             ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn a_roll_back_fails_the_wait_only_once_the_database_is_as_it_was() {
+        for until in [Until::Succeeded, Until::Migrated] {
+            let restoring = Progress {
+                phase: Phase::RollingBack,
+                migration_started: true,
+                ..Progress::default()
+            };
+            assert_eq!(until.verdict(&restoring), None, "{until:?}");
+            let restored = Progress {
+                database_restored: true,
+                ..restoring.clone()
+            };
+            assert_eq!(until.verdict(&restored), Some(Verdict::RollingBack));
+            let never_migrated = Progress {
+                phase: Phase::RollingBack,
+                ..Progress::default()
+            };
+            assert_eq!(until.verdict(&never_migrated), Some(Verdict::RollingBack));
         }
     }
 

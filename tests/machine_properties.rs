@@ -920,7 +920,7 @@ fn check_run_ends_in_a_consistent_terminal_phase(trace: &Trace) -> Result<(), St
 }
 
 /// 7. With External image management the operator never writes the hub image, not even to roll
-/// back: the tool that manages the Deployment would revert it.
+///    back: the tool that manages the Deployment would revert it.
 fn check_external_mode_never_writes_the_image(trace: &Trace) -> Result<(), String> {
     if trace.plan.image_management != Some(ImageManagement::External) {
         return Ok(());

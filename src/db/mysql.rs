@@ -295,23 +295,35 @@ pub async fn discard(server: &ServerUrl, database: &str) -> Result<()> {
     .await
 }
 
-/// Client options in a private file: the password never reaches the command line.
+/// Client options in a private file: the password never reaches the command line. Every value
+/// is quoted (backslashes and quotes escaped); a value with a line break or a NUL, which could
+/// end the line and add options of its own, is refused.
 fn options_file(server: &ServerUrl) -> Result<tempfile::NamedTempFile> {
     use std::io::Write;
-    let mut file = tempfile::NamedTempFile::new().map_err(|e| ServerBackupError::File {
-        path: "a temporary file".into(),
-        message: e.to_string(),
-    })?;
-    let mut text = format!("[client]\nuser={}\nhost={}\n", server.user, server.host);
+    let quoted = |part: &'static str, value: &str| {
+        if value.contains(['\n', '\r', '\0']) {
+            return Err(ServerBackupError::UnsafeOption { part });
+        }
+        Ok(format!(
+            "\"{}\"",
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        ))
+    };
+    let mut text = format!(
+        "[client]\nuser={}\nhost={}\n",
+        quoted("user", &server.user)?,
+        quoted("host", &server.host)?
+    );
     if let Some(port) = server.port {
         text.push_str(&format!("port={port}\nprotocol=TCP\n"));
     }
     if let Some(password) = server.password() {
-        text.push_str(&format!(
-            "password=\"{}\"\n",
-            password.replace('\\', "\\\\").replace('"', "\\\"")
-        ));
+        text.push_str(&format!("password={}\n", quoted("password", password)?));
     }
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| ServerBackupError::File {
+        path: "a temporary file".into(),
+        message: e.to_string(),
+    })?;
     file.write_all(text.as_bytes())
         .map_err(|e| ServerBackupError::File {
             path: file.path().display().to_string(),
@@ -383,4 +395,47 @@ pub async fn restore_dump(
     let _ = db.close().await;
     run_tool("mysql", &[&server.database], server, Some(file), None).await?;
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::url::DatabaseUrl;
+
+    fn server(url: &str) -> ServerUrl {
+        match DatabaseUrl::parse(url).expect("url") {
+            DatabaseUrl::Mysql(server) => server,
+            other => panic!("not MySQL: {other}"),
+        }
+    }
+
+    /// A URL part percent-encoding a line break could end its line in the options file and add
+    /// an option (here: turning TLS off); it is refused, naming the part, never written.
+    #[test]
+    fn a_line_break_in_the_url_cannot_add_client_options() {
+        for (url, part) in [
+            ("mysql://hub%0Assl-mode%3DDISABLED:pw@db/jupyterhub", "user"),
+            ("mysql://hub:pw%0D%0Ainit-command%3Ddrop@db/jupyterhub", "password"),
+        ] {
+            let error = options_file(&server(url)).expect_err("refused");
+            assert!(
+                matches!(error, ServerBackupError::UnsafeOption { part: p } if p == part),
+                "{error}"
+            );
+            assert!(!error.to_string().contains("pw"), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_value_is_quoted_with_quotes_and_backslashes_escaped() {
+        let file = options_file(&server(
+            r#"mysql://hub:a"b\c#d@db.example.org:3307/jupyterhub"#,
+        ))
+        .expect("options");
+        let text = std::fs::read_to_string(file.path()).expect("read");
+        assert_eq!(
+            text,
+            "[client]\nuser=\"hub\"\nhost=\"db.example.org\"\nport=3307\nprotocol=TCP\npassword=\"a\\\"b\\\\c#d\"\n"
+        );
+    }
 }

@@ -36,6 +36,10 @@ pub enum ServerBackupError {
     },
     #[error("{tool} failed: {message}")]
     Tool { tool: &'static str, message: String },
+    #[error(
+        "the database URL's {part} holds a line break or a NUL character, which the MySQL client's options file cannot carry; nothing was run"
+    )]
+    UnsafeOption { part: &'static str },
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error("not enough space for the dump in {dir}: {needed} bytes needed, {available} available")]

@@ -176,7 +176,7 @@ fn sqlite_path(after_scheme: &str) -> Option<PathBuf> {
 
 fn server(text: &str) -> Result<ServerUrl, UrlError> {
     let malformed = |why: String| UrlError::Malformed(redact(text), why);
-    let url = Url::parse(text).map_err(|e| malformed(e.to_string()))?;
+    let url = Url::parse(&with_encoded_credentials(text)).map_err(|e| malformed(e.to_string()))?;
     let decode = |part: &str| {
         percent_decode_str(part)
             .decode_utf8()
@@ -203,23 +203,56 @@ fn server(text: &str) -> Result<ServerUrl, UrlError> {
     })
 }
 
-/// The URL with its password replaced by `***`, for messages. A URL the `url` crate cannot read
-/// loses everything before its `@`.
+/// `text` with the user and password of its credentials percent-encoded, so that a password
+/// written as it is (`p@ss/w?rd#1`, which a URL must encode but people do not) stays the
+/// password (see [`credentials_end`]). Parts already percent-encoded stay as they are.
+fn with_encoded_credentials(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let Some(end) = credentials_end(rest) else {
+        return text.to_string();
+    };
+    let (credentials, after) = (&rest[..end], &rest[end + 1..]);
+    let encode = |part: &str| {
+        let decoded = percent_decode_str(part).decode_utf8_lossy().into_owned();
+        utf8_percent_encode(&decoded, NON_ALPHANUMERIC).to_string()
+    };
+    let credentials = match credentials.split_once(':') {
+        Some((user, password)) => format!("{}:{}", encode(user), encode(password)),
+        None => encode(credentials),
+    };
+    format!("{scheme}://{credentials}@{after}")
+}
+
+/// Where the credentials of `rest` (a URL after `scheme://`) end: the last `@` followed by a
+/// host and a `/path` (so an `@` in the query does not count), else the last `@`; `None`: the
+/// URL has no credentials.
+fn credentials_end(rest: &str) -> Option<usize> {
+    let ats: Vec<usize> = rest.match_indices('@').map(|(i, _)| i).collect();
+    let before_a_path = ats.iter().copied().filter(|&i| {
+        let after = &rest[i + 1..];
+        after.split_once('/').is_some_and(|(host, _)| {
+            !host.is_empty() && !host.contains(['@', '?', '#'])
+        })
+    });
+    before_a_path.last().or(ats.last().copied())
+}
+
+/// The URL with its password replaced by `***`, for messages, whatever the password holds
+/// (an `@`, a `/`, a `?`). A URL the `url` crate cannot read keeps only its user of the
+/// credentials.
 pub fn redact(text: &str) -> String {
-    match Url::parse(text) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => match text.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((_, after)) => format!("{scheme}://***@{after}"),
-                None => text.to_string(),
-            },
-            None => text.to_string(),
-        },
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let Some(end) = credentials_end(rest) else {
+        return text.to_string();
+    };
+    let (credentials, after) = (&rest[..end], &rest[end + 1..]);
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{after}"),
+        None => text.to_string(),
     }
 }
 

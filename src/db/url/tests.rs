@@ -173,6 +173,48 @@ fn never_shows_the_password() {
     assert_eq!(redact("mysql://a:b@h/d"), "mysql://a:***@h/d");
 }
 
+/// Passwords as people write them, unencoded: whatever they hold, they are the password (the
+/// connection gets them whole) and no part of them shows in a message.
+#[test]
+fn a_password_written_unencoded_is_read_whole_and_never_shown() {
+    for password in ["p@ss", "Zx@q?w", "a/b@c", "q#1@2", "x:y@z", "w@h/db?x", "%zz@1"] {
+        for (scheme, query) in [
+            ("postgresql", "sslmode=disable"),
+            ("mysql+pymysql", "ssl-mode=disabled"),
+        ] {
+            let text = format!("{scheme}://hub:{password}@db.example.org:5432/jupyterhub?{query}");
+            let shown = redact(&text);
+            assert_eq!(
+                shown,
+                format!("{scheme}://hub:***@db.example.org:5432/jupyterhub?{query}")
+            );
+            let url = DatabaseUrl::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let server = match &url {
+                DatabaseUrl::Postgres(s) | DatabaseUrl::Mysql(s) => s,
+                DatabaseUrl::Sqlite { .. } => panic!("not a server"),
+            };
+            assert_eq!(server.password(), Some(password), "{text}");
+            assert_eq!(server.host, "db.example.org");
+            assert_eq!(server.database, "jupyterhub");
+            let (key, value) = query.split_once('=').expect("a parameter");
+            assert_eq!(server.param(key), Some(value));
+            for shown in [url.to_string(), format!("{url:?}"), format!("{server:?}")] {
+                assert!(!shown.contains(password), "{shown} shows {password}");
+            }
+        }
+    }
+    // An @ in the query does not end the credentials.
+    let url = "postgresql://hub:pw@db/jupyterhub?application_name=a@b";
+    assert_eq!(
+        redact(url),
+        "postgresql://hub:***@db/jupyterhub?application_name=a@b"
+    );
+    // A URL refused for another reason does not show it either.
+    let error = DatabaseUrl::parse("postgresql://hub:s3@cr?t@db").expect_err("no database");
+    assert!(!error.to_string().contains("s3@cr?t"), "{error}");
+    assert!(!error.to_string().contains("cr?t"), "{error}");
+}
+
 #[test]
 fn refuses_urls_without_a_database() {
     assert!(matches!(

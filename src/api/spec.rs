@@ -28,7 +28,9 @@ use crate::machine::{BackupMethod, RollbackPolicy};
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", description = "What is happening, or why the upgrade stopped"),
     validation = Rule::new(
         "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec"
-    ).message("spec cannot change once the upgrade has started; create a new HubUpgrade instead")
+    ).message("spec cannot change once the upgrade has started; create a new HubUpgrade instead"),
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("metadata.name must be at most 63 characters: hubgrade labels the Jobs it makes with it")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
@@ -114,6 +116,9 @@ pub enum DatabaseType {
 #[x_kube(validation = Rule::new(
     "!has(self.urlSecret) || self.type != 'SQLite'"
 ).message("database.urlSecret is for PostgreSQL and MySQL; an SQLite database is found by sqlitePath"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.urlSecret) || self.type != 'Auto'"
+).message("database.urlSecret needs database.type PostgreSQL or MySQL: with Auto the URL would be detected from the hub and the Secret ignored"))]
 pub struct DatabaseSpec {
     /// Auto (default), SQLite, PostgreSQL or MySQL.
     #[serde(default, rename = "type")]
@@ -122,6 +127,10 @@ pub struct DatabaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 1024))]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("database.sqlitePath must be an absolute path"))]
+    #[x_kube(validation = Rule::new("!self.split('/').exists(part, part == '..' || part == '.')")
+        .message("database.sqlitePath must not contain . or .. segments: name the file's own path, e.g. /srv/jupyterhub/jupyterhub.sqlite"))]
+    #[x_kube(validation = Rule::new("!self.endsWith('/') && !self.matches('[\\x00-\\x1f]')")
+        .message("database.sqlitePath must name a file (no trailing /, no control characters)"))]
     pub sqlite_path: Option<String>,
     /// SQLite: the PersistentVolumeClaim holding the file. Omitted: the claim mounted at the file's directory (z2jh: hub-db-dir).
     #[serde(default, skip_serializing_if = "Option::is_none")]

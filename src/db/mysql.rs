@@ -415,7 +415,10 @@ mod tests {
     fn a_line_break_in_the_url_cannot_add_client_options() {
         for (url, part) in [
             ("mysql://hub%0Assl-mode%3DDISABLED:pw@db/jupyterhub", "user"),
-            ("mysql://hub:pw%0D%0Ainit-command%3Ddrop@db/jupyterhub", "password"),
+            (
+                "mysql://hub:pw%0D%0Ainit-command%3Ddrop@db/jupyterhub",
+                "password",
+            ),
         ] {
             let error = options_file(&server(url)).expect_err("refused");
             assert!(

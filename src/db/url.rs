@@ -232,9 +232,9 @@ fn credentials_end(rest: &str) -> Option<usize> {
     let ats: Vec<usize> = rest.match_indices('@').map(|(i, _)| i).collect();
     let before_a_path = ats.iter().copied().filter(|&i| {
         let after = &rest[i + 1..];
-        after.split_once('/').is_some_and(|(host, _)| {
-            !host.is_empty() && !host.contains(['@', '?', '#'])
-        })
+        after
+            .split_once('/')
+            .is_some_and(|(host, _)| !host.is_empty() && !host.contains(['@', '?', '#']))
     });
     before_a_path.last().or(ats.last().copied())
 }

@@ -177,7 +177,9 @@ fn never_shows_the_password() {
 /// connection gets them whole) and no part of them shows in a message.
 #[test]
 fn a_password_written_unencoded_is_read_whole_and_never_shown() {
-    for password in ["p@ss", "Zx@q?w", "a/b@c", "q#1@2", "x:y@z", "w@h/db?x", "%zz@1"] {
+    for password in [
+        "p@ss", "Zx@q?w", "a/b@c", "q#1@2", "x:y@z", "w@h/db?x", "%zz@1",
+    ] {
         for (scheme, query) in [
             ("postgresql", "sslmode=disable"),
             ("mysql+pymysql", "ssl-mode=disabled"),

@@ -5,7 +5,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 # The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
-.PHONY: test deps lint bench build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
+.PHONY: test deps lint bench fuzz build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
 	images image standins
 # The binary the local hubgrade image packs (tests/images/build.sh hubgrade).
 HUBGRADE_BIN ?= $(CURDIR)/target/release/hubgrade
@@ -30,6 +30,10 @@ lint:
 ## Time hubgrade's SQLite and PostgreSQL backups against cp and pg_dump/pg_restore (~1 GiB databases); writes docs/BENCHMARKS.md.
 bench:
 	cargo bench --bench backup
+
+## Fuzz the database URL parser (and its redaction), the spec, image and revision checks and backup references: 10^6 inputs each (make test runs 2,000 each).
+fuzz:
+	HUBGRADE_FUZZ_CASES=1000000 cargo test --release --locked --test fuzz -- --test-threads=2
 
 build:
 	cargo build --locked

@@ -225,18 +225,12 @@ fn with_encoded_credentials(text: &str) -> String {
     format!("{scheme}://{credentials}@{after}")
 }
 
-/// Where the credentials of `rest` (a URL after `scheme://`) end: the last `@` followed by a
-/// host and a `/path` (so an `@` in the query does not count), else the last `@`; `None`: the
-/// URL has no credentials.
+/// Where the credentials of `rest` (a URL after `scheme://`) end: at its last `@`. A password
+/// written unencoded may hold `@`, `/`, `?` and `#`, and then looks just like a host, a path
+/// and a query: in doubt more is taken for the password, and hidden, never less (an `@` in a
+/// query must be written `%40`). `None`: no credentials.
 fn credentials_end(rest: &str) -> Option<usize> {
-    let ats: Vec<usize> = rest.match_indices('@').map(|(i, _)| i).collect();
-    let before_a_path = ats.iter().copied().filter(|&i| {
-        let after = &rest[i + 1..];
-        after
-            .split_once('/')
-            .is_some_and(|(host, _)| !host.is_empty() && !host.contains(['@', '?', '#']))
-    });
-    before_a_path.last().or(ats.last().copied())
+    rest.rfind('@')
 }
 
 /// The URL with its password replaced by `***`, for messages, whatever the password holds

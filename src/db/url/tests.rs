@@ -205,12 +205,20 @@ fn a_password_written_unencoded_is_read_whole_and_never_shown() {
             }
         }
     }
-    // An @ in the query does not end the credentials.
+    // An @ in the query that could end the credentials is taken as theirs (a password
+    // `pw@db/jupyterhub?application_name=a` written unencoded looks just like it): more is
+    // hidden, never less. Written as %40, it is the query's.
     let url = "postgresql://hub:pw@db/jupyterhub?application_name=a@b";
+    assert_eq!(redact(url), "postgresql://hub:***@b");
+    let url = "postgresql://hub:pw@db/jupyterhub?application_name=a%40b";
     assert_eq!(
         redact(url),
-        "postgresql://hub:***@db/jupyterhub?application_name=a@b"
+        "postgresql://hub:***@db/jupyterhub?application_name=a%40b"
     );
+    let DatabaseUrl::Postgres(server) = DatabaseUrl::parse(url).expect("url") else {
+        panic!("not postgres")
+    };
+    assert_eq!(server.param("application_name"), Some("a@b"));
     // A URL refused for another reason does not show it either.
     let error = DatabaseUrl::parse("postgresql://hub:s3@cr?t@db").expect_err("no database");
     assert!(!error.to_string().contains("s3@cr?t"), "{error}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hubgrade::machine::{ImageManagement, Phase};
 use support::argocd::argocd_health;
-use support::e2e::{Hub, ORIGINAL_IMAGE, checksum};
+use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, checksum};
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 const LIMIT: Duration = Duration::from_secs(120);
@@ -116,13 +116,7 @@ async fn a_hub_helm_manages_is_upgraded_without_hubgrade_writing_its_image() {
 
     helm_sets(&hub, TARGET, None);
     let done = hub.wait_for("to-target", &TERMINAL, LIMIT).await;
-    let status = done.status.expect("status");
-    assert_eq!(
-        status.progress.phase,
-        Phase::Succeeded,
-        "{}",
-        status.progress.message
-    );
+    assert_phase(&done.status.expect("status"), Phase::Succeeded);
     assert!(hub.hub_available().await);
     assert_image_never_written_by_hubgrade(&hub).await;
 }
@@ -150,15 +144,10 @@ async fn operator_mode_on_a_helm_release_is_refused_unless_the_drift_is_accepted
     // Annotations bump a Deployment's generation: let its controller observe it first.
     assert!(hub.hub_available().await);
     let version = hub.hub().await.metadata.resource_version;
-    hub.apply_upgrade(
-        "operator",
-        serde_json::json!({"hub": {"deployment": "hub"}, "targetImage": TARGET,
-                           "rollout": {"imageManagement": "Operator"}}),
-    )
-    .await;
-    let done = hub.wait_for("operator", &TERMINAL, LIMIT).await;
-    let status = done.status.expect("status");
-    assert_eq!(status.progress.phase, Phase::Failed);
+    let spec = serde_json::json!({"hub": {"deployment": "hub"}, "targetImage": TARGET,
+                                  "rollout": {"imageManagement": "Operator"}});
+    let status = hub.run_upgrade("operator", spec, LIMIT).await;
+    assert_phase(&status, Phase::Failed);
     assert_eq!(status.progress.reason, "ManagedHub");
     for words in ["managed by Helm (release jhub)", "rollout.acceptImageDrift"] {
         assert!(
@@ -169,20 +158,10 @@ async fn operator_mode_on_a_helm_release_is_refused_unless_the_drift_is_accepted
     }
     assert_eq!(hub.hub().await.metadata.resource_version, version);
 
-    hub.apply_upgrade(
-        "accepted",
-        serde_json::json!({"hub": {"deployment": "hub"}, "targetImage": TARGET,
-                           "rollout": {"imageManagement": "Operator", "acceptImageDrift": true}}),
-    )
-    .await;
-    let done = hub.wait_for("accepted", &TERMINAL, LIMIT).await;
-    let status = done.status.expect("status");
-    assert_eq!(
-        status.progress.phase,
-        Phase::Succeeded,
-        "{}",
-        status.progress.message
-    );
+    let spec = serde_json::json!({"hub": {"deployment": "hub"}, "targetImage": TARGET,
+        "rollout": {"imageManagement": "Operator", "acceptImageDrift": true}});
+    let status = hub.run_upgrade("accepted", spec, LIMIT).await;
+    assert_phase(&status, Phase::Succeeded);
     assert_eq!(hub.hub_image().await, TARGET);
 }
 
@@ -234,12 +213,7 @@ async fn a_failed_roll_out_of_a_helm_release_waits_for_helm_to_put_the_old_image
     helm_sets(&hub, ORIGINAL_IMAGE, Some(1));
     let done = hub.wait_for("to-broken", &TERMINAL, LIMIT).await;
     let status = done.status.expect("status");
-    assert_eq!(
-        status.progress.phase,
-        Phase::RolledBack,
-        "{}",
-        status.progress.message
-    );
+    assert_phase(&status, Phase::RolledBack);
     assert!(status.progress.database_restored);
     assert!(hub.hub_available().await);
     assert_eq!(checksum(&hub.database()), original);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hubgrade::machine::Phase;
 use serde_json::json;
-use support::e2e::{Hub, ORIGINAL_IMAGE, checksum, with_template_annotations};
+use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, checksum, with_template_annotations};
 use support::free_port;
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
@@ -522,12 +522,8 @@ async fn a_bad_upgrade_fails_in_preflight_without_touching_the_hub() {
 async fn an_upgrade_applied_again_after_a_prune_ends_already_at_target_touching_nothing() {
     let hub = Hub::new("e2e-reapply", |yaml| yaml).await;
     let spec = json!({"hub": {"deployment": "hub"}, "targetImage": TARGET});
-    hub.apply_upgrade("to-target", spec.clone()).await;
-    let done = hub.wait_for("to-target", &TERMINAL, LIMIT).await;
-    assert_eq!(
-        done.status.expect("status").progress.phase,
-        Phase::Succeeded
-    );
+    let status = hub.run_upgrade("to-target", spec.clone(), LIMIT).await;
+    assert_phase(&status, Phase::Succeeded);
     assert_eq!(hub.hub_image().await, TARGET);
     // Argo CD prunes it (or Flux, or a person), then Git brings it back.
     hub.upgrades()
@@ -552,15 +548,8 @@ async fn an_upgrade_applied_again_after_a_prune_ends_already_at_target_touching_
         .items
         .len();
 
-    hub.apply_upgrade("to-target", spec).await;
-    let again = hub.wait_for("to-target", &TERMINAL, LIMIT).await;
-    let status = again.status.expect("status");
-    assert_eq!(
-        status.progress.phase,
-        Phase::Succeeded,
-        "{}",
-        status.progress.message
-    );
+    let status = hub.run_upgrade("to-target", spec, LIMIT).await;
+    assert_phase(&status, Phase::Succeeded);
     assert_eq!(status.progress.reason, "AlreadyAtTarget");
     let ready = status
         .conditions

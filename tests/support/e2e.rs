@@ -239,6 +239,19 @@ impl Hub {
             .expect("creating the HubUpgrade")
     }
 
+    /// Creates the upgrade and waits (up to `limit`) until it ends; returns its status.
+    pub async fn run_upgrade(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+        limit: Duration,
+    ) -> hubgrade::api::HubUpgradeStatus {
+        self.apply_upgrade(name, spec).await;
+        let terminal = [Phase::Succeeded, Phase::RolledBack, Phase::Failed];
+        let done = self.wait_for(name, &terminal, limit).await;
+        done.status.expect("the status of an ended upgrade")
+    }
+
     pub async fn phase(&self, name: &str) -> Option<Phase> {
         let upgrade = self.upgrades().get_opt(name).await.ok().flatten()?;
         upgrade.status.map(|s| s.progress.phase)
@@ -426,4 +439,9 @@ pub fn checksum(path: &std::path::Path) -> String {
     hubgrade::db::file::size_and_checksum(path)
         .expect("checksum")
         .1
+}
+
+/// Asserts that `status` is in `phase`, showing its message when it is not.
+pub fn assert_phase(status: &hubgrade::api::HubUpgradeStatus, phase: Phase) {
+    assert_eq!(status.progress.phase, phase, "{}", status.progress.message);
 }

@@ -12,7 +12,8 @@ mod machine_support;
 
 use hubgrade::machine::{
     Action, BackupRecord, Decision, DrainPlan, HubObservation, ImageManagement, LockState,
-    Original, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState, Timeouts, World, decide,
+    Original, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState, Timeouts, Window, World,
+    decide,
 };
 use jiff::{SignedDuration, Timestamp};
 use machine_support::{ORIGINAL_IMAGE, OTHER_UPGRADE, TARGET_IMAGE, backup_report, start};
@@ -124,6 +125,8 @@ enum Event {
     PreflightChecksFinish,
     OtherUpgradeReleasesTheLock,
     HubApiReports(Option<u32>),
+    /// A person approves the upgrade (`approval: Manual`).
+    Approve,
     RequestedServersStop,
     RehearsalFinishes {
         ok: bool,
@@ -221,6 +224,8 @@ struct Shell {
     preflight_checks_done: bool,
     active_servers: Option<u32>,
     servers_asked_to_stop: bool,
+    /// Someone annotated the upgrade as approved.
+    approved: bool,
     rehearsal: Job,
     config_copied: bool,
     persisted: Progress,
@@ -257,6 +262,7 @@ impl Shell {
             preflight_checks_done: false,
             active_servers: scenario.active_servers,
             servers_asked_to_stop: false,
+            approved: false,
             rehearsal: Job::NotStarted,
             config_copied: false,
             persisted: Progress::default(),
@@ -293,6 +299,7 @@ impl Shell {
                     problems: self.scenario.preflight_problems.clone(),
                 }),
             active_servers: self.active_servers,
+            approved: self.approved.then(|| "alice".to_string()),
             rehearsal: self.rehearsal.observed(),
             config_backed_up: self.config_copied,
             backup,
@@ -410,6 +417,7 @@ impl Shell {
                 }
             }
             Event::HubApiReports(active) => self.active_servers = *active,
+            Event::Approve => self.approved = true,
             Event::RequestedServersStop => {
                 if self.servers_asked_to_stop && self.active_servers.is_some() {
                     self.active_servers = Some(0);
@@ -494,6 +502,7 @@ impl Shell {
             Event::PreflightChecksFinish,
             Event::OtherUpgradeReleasesTheLock,
             Event::HubApiReports(Some(0)),
+            Event::Approve,
             Event::RehearsalFinishes { ok: true },
             Event::BackupFinishes {
                 ok: true,
@@ -613,8 +622,30 @@ fn plan() -> impl Strategy<Value = Plan> {
                 accept_image_drift: false,
                 rollback,
                 timeouts,
+                window: Window::default(),
+                approval_required: false,
             },
         )
+        .prop_flat_map(|plan| {
+            (Just(plan), gate()).prop_map(|(plan, (approval_required, window))| Plan {
+                approval_required,
+                window,
+                ..plan
+            })
+        })
+}
+
+/// No gate (most runs), an approval, a window that opens later, or one that closes early.
+fn gate() -> impl Strategy<Value = (bool, Window)> {
+    let later = || seconds(30..=600).prop_map(|offset| Some(start() + offset));
+    prop_oneof![
+        4 => Just((false, Window::default())),
+        1 => Just((true, Window::default())),
+        1 => later().prop_map(|not_before| (false, Window { not_before, not_after: None })),
+        1 => (any::<bool>(), later()).prop_map(|(approval, not_after)| {
+            (approval, Window { not_before: None, not_after })
+        }),
+    ]
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -662,6 +693,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::OtherUpgradeReleasesTheLock),
         1 => proptest::option::of(0u32..5).prop_map(Event::HubApiReports),
         1 => Just(Event::RequestedServersStop),
+        1 => Just(Event::Approve),
         2 => mostly_ok().prop_map(|ok| Event::RehearsalFinishes { ok }),
         2 => (mostly_ok(), mostly_ok())
             .prop_map(|(ok, verified)| Event::BackupFinishes { ok, verified }),
@@ -1061,6 +1093,8 @@ fn every_plan_shape() -> Vec<Plan> {
                         accept_image_drift: false,
                         rollback,
                         timeouts: Timeouts::default(),
+                        window: Window::default(),
+                        approval_required: false,
                     });
                 }
             }

@@ -6,7 +6,7 @@ mod machine_support;
 
 use hubgrade::machine::{
     Action, Decision, DrainPlan, EventKind, ImageManagement, LockState, Original, Outcome, Phase,
-    Plan, Preflight, Progress, RollbackPolicy, StepState, World, decide,
+    Plan, Preflight, Progress, RollbackPolicy, StepState, Window, World, decide,
 };
 use jiff::SignedDuration;
 use machine_support::*;
@@ -1017,6 +1017,150 @@ fn rehearsal_success_without_drain_skips_draining_and_enters_scaling_down() {
             (Phase::ScalingDown, None)
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduled: approval and the maintenance window
+// ---------------------------------------------------------------------------------------------
+
+fn rehearsed_world(approved: Option<&str>) -> World {
+    World {
+        rehearsal: StepState::Succeeded(()),
+        approved: approved.map(str::to_string),
+        ..world()
+    }
+}
+
+fn gated_plan(approval_required: bool, window: Window) -> Plan {
+    Plan {
+        approval_required,
+        window,
+        ..rehearsing_plan()
+    }
+}
+
+#[test]
+fn a_manual_approval_waits_after_the_rehearsal_with_nothing_changed_for_users() {
+    let plan = gated_plan(true, Window::default());
+    let decision = decide(
+        &plan,
+        &progress_in(Phase::Rehearsal),
+        &rehearsed_world(None),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::Scheduled);
+    assert!(
+        decision.progress.message.contains("waiting for approval")
+            && decision.progress.message.contains("hubgrade.io/approved"),
+        "{}",
+        decision.progress.message
+    );
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Normal, "AwaitingApproval")
+    );
+    assert_eq!(
+        decision.progress.from, None,
+        "the hub was recorded: it is about to be touched"
+    );
+
+    // Still waiting: no new Event, no action.
+    let again = decide(
+        &plan,
+        &decision.progress,
+        &rehearsed_world(None),
+        after(3600),
+    );
+    assert_eq!(again.action, Action::Wait);
+    assert_eq!(again.progress.phase, Phase::Scheduled);
+    assert!(again.notice.is_none());
+
+    // Approved: who approved recorded and announced, then on to the downtime.
+    let approved = decide(
+        &plan,
+        &again.progress,
+        &rehearsed_world(Some("alice")),
+        after(3601),
+    );
+    assert_eq!(approved.progress.phase, Phase::Scheduled);
+    assert_eq!(approved.progress.approved_by.as_deref(), Some("alice"));
+    assert_eq!(notice_of(&approved), (EventKind::Normal, "Approved"));
+    let approved = decide(
+        &plan,
+        &approved.progress,
+        &rehearsed_world(Some("alice")),
+        after(3602),
+    );
+    assert_eq!(approved.progress.phase, Phase::ScalingDown);
+    assert!(timeline(&approved.progress).contains(&(Phase::Scheduled, Some(Outcome::Succeeded))));
+}
+
+#[test]
+fn the_hub_is_not_stopped_before_the_window_opens() {
+    let plan = gated_plan(
+        false,
+        Window {
+            not_before: Some(after(600)),
+            not_after: None,
+        },
+    );
+    let decision = decide(
+        &plan,
+        &progress_in(Phase::Rehearsal),
+        &rehearsed_world(None),
+        after(60),
+    );
+    assert_eq!(decision.progress.phase, Phase::Scheduled);
+    assert!(
+        decision
+            .progress
+            .message
+            .contains("waiting for the maintenance window")
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "Scheduled"));
+    let opened = decide(
+        &plan,
+        &decision.progress,
+        &rehearsed_world(None),
+        after(601),
+    );
+    assert_eq!(opened.progress.phase, Phase::ScalingDown);
+}
+
+#[test]
+fn a_window_that_closes_before_the_hub_is_stopped_ends_the_upgrade_untouched() {
+    let window = Window {
+        not_before: None,
+        not_after: Some(after(600)),
+    };
+    // Never approved in time.
+    let plan = gated_plan(true, window.clone());
+    let waiting = decide(
+        &plan,
+        &progress_in(Phase::Rehearsal),
+        &rehearsed_world(None),
+        after(60),
+    );
+    assert_eq!(waiting.progress.phase, Phase::Scheduled);
+    let closed = decide(&plan, &waiting.progress, &rehearsed_world(None), after(601));
+    assert_eq!(closed.action, Action::Wait);
+    assert_eq!(closed.progress.phase, Phase::Failed);
+    assert_eq!(closed.progress.reason, "WindowClosed");
+    assert!(closed.progress.message.contains("nothing was changed"));
+    assert!(!closed.progress.keeps_lock);
+    // Draining past the window's end: the same.
+    let draining = Plan {
+        window,
+        ..drain_plan(None, 0, false)
+    };
+    let world = World {
+        active_servers: Some(0),
+        ..world()
+    };
+    let late = decide(&draining, &progress_in(Phase::Draining), &world, after(601));
+    assert_eq!(late.progress.phase, Phase::Failed);
+    assert_eq!(late.progress.reason, "WindowClosed");
 }
 
 // ---------------------------------------------------------------------------------------------

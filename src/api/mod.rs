@@ -9,8 +9,9 @@ mod status;
 pub use duration::{DurationError, parse_duration};
 pub use plan::SpecError;
 pub use spec::{
-    BackupSpec, DatabaseSpec, DatabaseType, DrainSpec, HubRef, HubUpgrade, HubUpgradeSpec,
-    ImageManagementMode, MigrationSpec, RollbackSpec, RolloutSpec, SecretKeyRef,
+    Approval, BackupSpec, DatabaseSpec, DatabaseType, DrainSpec, HubRef, HubUpgrade,
+    HubUpgradeSpec, ImageManagementMode, MigrationSpec, RollbackSpec, RolloutSpec, ScheduleSpec,
+    SecretKeyRef,
 };
 // The spec names the machine's own types: one backup method, one roll back policy.
 pub use crate::machine::{BackupMethod, RollbackPolicy};
@@ -25,6 +26,9 @@ pub const UNOBSERVED_STATUS: &str = r#"{"observedGeneration":-1}"#;
 /// the hub was touched it ends `Failed` with nothing changed; after, it rolls back (whatever
 /// `rollback.policy` says). The value says who asked and why, and is shown in the status.
 pub const ABORT_ANNOTATION: &str = "hubgrade.io/abort";
+
+// The approval annotation is the machine's: its messages name it.
+pub use crate::machine::APPROVED_ANNOTATION;
 
 /// The CustomResourceDefinition of `HubUpgrade`: the derived one, with [`UNOBSERVED_STATUS`]
 /// as the default of `status`.

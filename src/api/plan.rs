@@ -2,8 +2,8 @@
 
 use jiff::Timestamp;
 
-use super::{DurationError, HubUpgradeSpec, ImageManagementMode, parse_duration};
-use crate::machine::{DrainPlan, ImageManagement, Plan, Timeouts};
+use super::{Approval, DurationError, HubUpgradeSpec, ImageManagementMode, parse_duration};
+use crate::machine::{DrainPlan, ImageManagement, Plan, Timeouts, Window};
 
 /// A spec the API server accepted but hubgrade cannot run (only possible when the CRD's
 /// validation was bypassed, e.g. an older CRD is installed).
@@ -14,13 +14,28 @@ pub enum SpecError {
         field: &'static str,
         source: DurationError,
     },
-    #[error("spec.drain.notBefore: {0:?} is not an RFC 3339 time such as 2026-12-01T02:00:00Z")]
-    NotBefore(String),
+    #[error("spec.{field}: {text:?} is not an RFC 3339 time such as 2026-12-01T02:00:00Z")]
+    Time { field: &'static str, text: String },
 }
 
 impl HubUpgradeSpec {
     /// The plan the state machine follows for this spec.
     pub fn plan(&self) -> Result<Plan, SpecError> {
+        let time = |field: &'static str, text: &Option<String>| match text {
+            None => Ok(None),
+            Some(text) => text
+                .parse::<Timestamp>()
+                .map(Some)
+                .map_err(|_| SpecError::Time {
+                    field,
+                    text: text.clone(),
+                }),
+        };
+        let schedule = self.schedule.clone().unwrap_or_default();
+        let window = Window {
+            not_before: time("schedule.notBefore", &schedule.not_before)?,
+            not_after: time("schedule.notAfter", &schedule.not_after)?,
+        };
         let duration = |field: &'static str, text: &str| {
             parse_duration(text).map_err(|source| SpecError::Duration { field, source })
         };
@@ -41,13 +56,7 @@ impl HubUpgradeSpec {
             None => None,
             Some(drain) => {
                 timeouts.drain = duration("drain.timeout", &drain.timeout)?;
-                let not_before = match &drain.not_before {
-                    None => None,
-                    Some(text) => Some(
-                        text.parse::<Timestamp>()
-                            .map_err(|_| SpecError::NotBefore(text.clone()))?,
-                    ),
-                };
+                let not_before = time("drain.notBefore", &drain.not_before)?;
                 Some(DrainPlan {
                     not_before,
                     max_active_servers: drain.max_active_servers,
@@ -66,6 +75,8 @@ impl HubUpgradeSpec {
                 ImageManagementMode::External => Some(ImageManagement::External),
             },
             rollback: self.rollback.policy,
+            window,
+            approval_required: self.approval == Approval::Manual,
             timeouts,
         })
     }

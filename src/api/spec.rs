@@ -79,7 +79,43 @@ pub struct HubUpgradeSpec {
     /// What happens when the upgrade fails after the hub was stopped.
     #[serde(default)]
     pub rollback: RollbackSpec,
+
+    /// When the hub may go down. Omitted: as soon as the checks and the rehearsal are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
+
+    /// Automatic (default): the hub goes down once the checks and the rehearsal passed (and the window is open). Manual: the upgrade then waits in phase Scheduled, with nothing changed for users, until the HubUpgrade is annotated hubgrade.io/approved (`kubectl hubgrade approve NAME`).
+    #[serde(default)]
+    pub approval: Approval,
 }
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Approval {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+/// The maintenance window: when the hub may be stopped.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.notBefore) || !has(self.notAfter) || timestamp(self.notBefore) < timestamp(self.notAfter)"
+).message("schedule.notBefore must be before schedule.notAfter"))]
+pub struct ScheduleSpec {
+    /// The hub is not stopped before this time (RFC 3339, e.g. 2026-12-01T02:00:00Z); the checks and the rehearsal run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(RFC3339_RULE).message("schedule.notBefore must be an RFC 3339 time such as 2026-12-01T02:00:00Z"))]
+    pub not_before: Option<String>,
+    /// The hub is not stopped after this time: an upgrade that has not stopped it by then ends Failed with nothing changed (reason WindowClosed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(RFC3339_RULE).message("schedule.notAfter must be an RFC 3339 time such as 2026-12-01T06:00:00Z"))]
+    pub not_after: Option<String>,
+}
+
+const RFC3339_RULE: &str = "self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')";
 
 /// The hub Deployment and its hub container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -218,7 +254,7 @@ pub struct DrainSpec {
     /// Do not stop the hub before this time (RFC 3339, e.g. 2026-12-01T02:00:00Z).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')")
+    #[x_kube(validation = Rule::new(RFC3339_RULE)
         .message("drain.notBefore must be an RFC 3339 time such as 2026-12-01T02:00:00Z"))]
     pub not_before: Option<String>,
     /// Stop the hub once at most this many user servers are running.

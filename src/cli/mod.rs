@@ -44,6 +44,8 @@ pub enum Command {
     Status(kubectl::status::StatusArgs),
     /// Ask a running HubUpgrade to stop (Failed if the hub is untouched, else rolled back).
     Abort(kubectl::abort::AbortArgs),
+    /// Approve a HubUpgrade with `approval: Manual`: it stops the hub once checked and rehearsed.
+    Approve(kubectl::approve::ApproveArgs),
     /// Run a Failed or RolledBack HubUpgrade again (delete it and create it anew).
     Retry(kubectl::retry::RetryArgs),
     /// Print a shell completion script.
@@ -83,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Wait(args) => plugin(kubectl::wait::run(args, program)),
         Command::Status(args) => plugin(kubectl::status::run(args, program)),
         Command::Abort(args) => plugin(kubectl::abort::run(args, program)),
+        Command::Approve(args) => plugin(kubectl::approve::run(args, program)),
         Command::Retry(args) => plugin(kubectl::retry::run(args, program)),
         Command::Completion(args) => kubectl::completion::script(args, program).into(),
         Command::Complete(args) => plugin(kubectl::completion::candidates(args, program)),

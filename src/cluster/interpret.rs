@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub deleting: bool,
     /// The abort annotation's value (see [`crate::api::ABORT_ANNOTATION`]).
     pub abort: Option<String>,
+    /// The approval annotation's value (see [`crate::api::APPROVED_ANNOTATION`]).
+    pub approved: Option<String>,
 }
 
 impl Snapshot {
@@ -53,6 +55,7 @@ impl Snapshot {
             lock: self.lock.clone(),
             deleting: self.deleting,
             abort: self.abort.clone(),
+            approved: self.approved.clone(),
             config_backed_up: self.config_backed_up,
             rehearsal_blocked: self.rehearsal_blocked(),
             ..World::default()

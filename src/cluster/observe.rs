@@ -48,6 +48,7 @@ pub async fn observe(
     let mut snapshot = Snapshot {
         deleting: target.owner.deleting,
         abort: target.owner.abort.clone(),
+        approved: target.owner.approved.clone(),
         ..Snapshot::default()
     };
     if let Some(deployment) = &deployment {

@@ -21,6 +21,8 @@ pub struct Owner {
     pub deleting: bool,
     /// The abort annotation's value: someone asked the upgrade to stop now.
     pub abort: Option<String>,
+    /// The approval annotation's value: who approved.
+    pub approved: Option<String>,
 }
 
 impl Owner {
@@ -34,6 +36,10 @@ impl Owner {
                 .annotations()
                 .get(crate::api::ABORT_ANNOTATION)
                 .map(|why| abort_reason(why)),
+            approved: upgrade
+                .annotations()
+                .get(crate::api::APPROVED_ANNOTATION)
+                .map(|who| one_line(who, "someone")),
         }
     }
 }
@@ -41,6 +47,15 @@ impl Owner {
 /// The abort annotation's value as the status shows it: one line, at most 200 characters, and
 /// something even when the annotation is empty.
 fn abort_reason(value: &str) -> String {
+    one_line(
+        value,
+        &format!("the {} annotation is set", crate::api::ABORT_ANNOTATION),
+    )
+}
+
+/// An annotation's value as the status shows it: one line, at most 200 characters, `empty`
+/// when there is nothing.
+fn one_line(value: &str, empty: &str) -> String {
     let line: String = value
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -49,7 +64,7 @@ fn abort_reason(value: &str) -> String {
         .take(200)
         .collect();
     if line.is_empty() {
-        format!("the {} annotation is set", crate::api::ABORT_ANNOTATION)
+        empty.to_string()
     } else {
         line
     }
@@ -121,6 +136,7 @@ mod tests {
                 uid: UID.into(),
                 deleting: false,
                 abort: None,
+                approved: None,
             }
         );
         assert_eq!(target.hub, "hub");

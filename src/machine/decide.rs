@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{
     Action, Decision, EventKind, HubObservation, ImageManagement, LockState, Notice, Original,
-    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, World,
+    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, Window, World,
 };
 
 /// How soon to look again while waiting on something that is not watched (pods, the hub API).
@@ -60,6 +60,7 @@ pub fn decide(plan: &Plan, progress: &Progress, world: &World, now: Timestamp) -
         Phase::Preflight => step.preflight(),
         _ if step.world.lock != LockState::HeldBySelf => step.lock_lost(),
         Phase::Rehearsal => step.rehearsal(),
+        Phase::Scheduled => step.scheduled(),
         Phase::Draining => step.draining(),
         Phase::ScalingDown => step.scaling_down(),
         Phase::BackingUp => step.backing_up(),
@@ -315,17 +316,96 @@ impl Step<'_> {
         self.after_rehearsal();
     }
 
+    /// Checked and rehearsed: through the gate (approval, the window) when there is one.
     fn after_rehearsal(&mut self) {
+        if self.plan.approval_required || self.plan.window != Window::default() {
+            self.enter(Phase::Scheduled, "");
+            let _ = self.scheduled();
+            return;
+        }
+        self.after_gate();
+    }
+
+    fn after_gate(&mut self) {
         if self.plan.drain.is_some() {
             self.enter(Phase::Draining, "waiting for users' servers to stop");
             return;
         }
         self.enter(Phase::Draining, "");
         self.finish_current(Outcome::Skipped, "draining disabled");
+        self.enter_scaling_down();
+    }
+
+    /// The hub is about to go down: only inside the window.
+    fn enter_scaling_down(&mut self) -> Action {
+        if let Some(action) = self.window_closed() {
+            return action;
+        }
         self.enter(
             Phase::ScalingDown,
             "recording the hub and scaling it to zero",
         );
+        Action::Wait
+    }
+
+    /// Past `schedule.notAfter` before the hub was stopped: the upgrade ends, nothing changed.
+    fn window_closed(&mut self) -> Option<Action> {
+        let closes = self.plan.window.not_after?;
+        (self.now > closes).then(|| {
+            let problem = format!(
+                "the maintenance window closed at {closes} before the hub could be stopped; \
+                 nothing was changed"
+            );
+            self.fail_untouched("WindowClosed", problem)
+        })
+    }
+
+    /// Waiting for approval and for the window; nothing changes for users meanwhile.
+    fn scheduled(&mut self) -> Action {
+        if let Some(action) = self.window_closed() {
+            return action;
+        }
+        let waiting_for_approval = self.plan.approval_required && self.world.approved.is_none();
+        if let Some(who) = self.world.approved.clone()
+            && self.plan.approval_required
+            && self.progress.approved_by.is_none()
+        {
+            // Its own decision, so that its Event is not replaced by the next phase's.
+            let message = format!("approved by {who}");
+            self.notify(EventKind::Normal, "Approved", &message);
+            self.progress.message = message;
+            self.progress.approved_by = Some(who);
+            return Action::Wait;
+        }
+        let opens = self.plan.window.not_before.filter(|t| self.now < *t);
+        let message = match (waiting_for_approval, opens) {
+            (false, None) => {
+                self.after_gate();
+                return Action::Wait;
+            }
+            (true, _) => format!(
+                "checked and rehearsed, nothing changed for users; waiting for approval: \
+                 annotate the HubUpgrade {} (kubectl hubgrade approve){}",
+                super::APPROVED_ANNOTATION,
+                opens
+                    .map(|t| format!(", then for the window at {t}"))
+                    .unwrap_or_default()
+            ),
+            (false, Some(t)) => format!(
+                "checked and rehearsed, nothing changed for users; waiting for the maintenance \
+                 window: the hub is stopped from {t}"
+            ),
+        };
+        if self.progress.message != message {
+            let reason = if waiting_for_approval {
+                "AwaitingApproval"
+            } else {
+                "Scheduled"
+            };
+            self.notify(EventKind::Normal, reason, &message);
+            self.progress.message = message;
+        }
+        Action::Wait
     }
 
     fn rehearsal(&mut self) -> Action {
@@ -363,21 +443,13 @@ impl Step<'_> {
 
     fn draining(&mut self) -> Action {
         let Some(drain) = &self.plan.drain else {
-            self.enter(
-                Phase::ScalingDown,
-                "recording the hub and scaling it to zero",
-            );
-            return Action::Wait;
+            return self.enter_scaling_down();
         };
         let time_ok = drain.not_before.is_none_or(|t| self.now >= t);
         let active = self.world.active_servers;
         let few_enough = active.is_some_and(|n| n <= drain.max_active_servers);
         if time_ok && few_enough {
-            self.enter(
-                Phase::ScalingDown,
-                "recording the hub and scaling it to zero",
-            );
-            return Action::Wait;
+            return self.enter_scaling_down();
         }
         if self.timed_out(self.plan.timeouts.drain) {
             let still = match active {

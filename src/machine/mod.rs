@@ -17,6 +17,8 @@ pub use action::{Action, Decision, EventKind, Notice};
 pub use backup::{BackupMethod, BackupRecord};
 pub use decide::{decide, refuse_spec};
 pub use phase::Phase;
-pub use plan::{DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts};
+pub use plan::{
+    APPROVED_ANNOTATION, DrainPlan, ImageManagement, Plan, RollbackPolicy, Timeouts, Window,
+};
 pub use progress::{Original, Outcome, Progress, StepRecord, Target};
 pub use world::{HubObservation, LockState, Preflight, StepState, World};

@@ -29,6 +29,9 @@ pub enum Phase {
     Preflight,
     /// The new image's migration runs against a copy of the database.
     Rehearsal,
+    /// Checked and rehearsed, nothing changed for users: waiting for approval
+    /// (`approval: Manual`) or for the maintenance window to open.
+    Scheduled,
     /// Waiting for users' servers to stop (or stopping them).
     Draining,
     /// The original image and replicas are recorded, then the hub is scaled to zero.
@@ -80,7 +83,7 @@ mod tests {
             assert_eq!(phase.to_string(), phase.as_str());
         }
         assert_eq!(Phase::ScalingDown.as_str(), "ScalingDown");
-        assert_eq!(Phase::ALL.len(), 13);
+        assert_eq!(Phase::ALL.len(), 14);
         assert_eq!(Phase::ALL[0], Phase::Pending);
     }
 }

@@ -18,6 +18,21 @@ pub struct Plan {
     pub accept_image_drift: bool,
     pub rollback: RollbackPolicy,
     pub timeouts: Timeouts,
+    /// When the hub may be stopped.
+    pub window: Window,
+    /// A person must approve (the `hubgrade.io/approved` annotation) before the hub is stopped.
+    pub approval_required: bool,
+}
+
+/// The annotation on a HubUpgrade with `approval: Manual` that says go (`kubectl hubgrade
+/// approve`): its value says who, and is recorded in the status.
+pub const APPROVED_ANNOTATION: &str = "hubgrade.io/approved";
+
+/// The maintenance window: the hub is stopped neither before `not_before` nor after `not_after`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Window {
+    pub not_before: Option<Timestamp>,
+    pub not_after: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

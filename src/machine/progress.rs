@@ -69,6 +69,9 @@ pub struct Progress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub hub_ready_at: Option<Timestamp>,
+    /// Who approved the upgrade (`approval: Manual`), from the `hubgrade.io/approved` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// Another HubUpgrade holds the hub lock; this one waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,

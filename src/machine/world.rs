@@ -31,6 +31,8 @@ pub struct World {
     pub deleting: bool,
     /// Someone asked the upgrade to stop now (the `hubgrade.io/abort` annotation): who and why.
     pub abort: Option<String>,
+    /// Someone approved the upgrade (the `hubgrade.io/approved` annotation): who.
+    pub approved: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@
 
 use hubgrade::machine::{
     BackupMethod, BackupRecord, HubObservation, ImageManagement, LockState, Original, Phase, Plan,
-    Progress, RollbackPolicy, StepRecord, Timeouts, World,
+    Progress, RollbackPolicy, StepRecord, Timeouts, Window, World,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -38,6 +38,8 @@ pub fn plan() -> Plan {
         accept_image_drift: false,
         rollback: RollbackPolicy::Automatic,
         timeouts: Timeouts::default(),
+        window: Window::default(),
+        approval_required: false,
     }
 }
 

@@ -45,7 +45,25 @@ pub async fn run(args: AbortArgs, program: &'static str) -> Result<Exit, PluginE
     let reason = args
         .reason
         .unwrap_or_else(|| format!("aborted by {}", kubeconfig_user()));
-    let patch = json!({"metadata": {"annotations": {ABORT_ANNOTATION: reason}}});
+    annotate(&session, name, ABORT_ANNOTATION, &reason).await?;
+    println!(
+        "HubUpgrade {name} asked to abort ({reason}) in phase {phase}: it ends Failed if the hub was not touched yet, else it rolls back"
+    );
+    if !args.wait {
+        return Ok(Exit::Done);
+    }
+    let (exit, _) = follow(&session, name, Until::Finished, args.timeout, Lines::Stdout).await?;
+    Ok(exit)
+}
+
+/// Sets annotation `key` to `value` on the HubUpgrade `name` (a merge patch, as this command).
+pub(super) async fn annotate(
+    session: &Session,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), PluginError> {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
     session
         .upgrades()
         .patch(
@@ -58,19 +76,12 @@ pub async fn run(args: AbortArgs, program: &'static str) -> Result<Exit, PluginE
         )
         .await
         .map_err(|e| session.api_error(format!("annotating HubUpgrade {name}"), e))?;
-    println!(
-        "HubUpgrade {name} asked to abort ({reason}) in phase {phase}: it ends Failed if the hub was not touched yet, else it rolls back"
-    );
-    if !args.wait {
-        return Ok(Exit::Done);
-    }
-    let (exit, _) = follow(&session, name, Until::Finished, args.timeout, Lines::Stdout).await?;
-    Ok(exit)
+    Ok(())
 }
 
 /// The user of the kubeconfig's current context, as kubectl would act; in a pod (no
 /// kubeconfig) the plugin's name.
-fn kubeconfig_user() -> String {
+pub(super) fn kubeconfig_user() -> String {
     kube::config::Kubeconfig::read()
         .ok()
         .and_then(|config| {

@@ -179,7 +179,7 @@ fn static_candidates(root: &Command, before: &[String], current: &str) -> Wanted
         return Wanted::Static(commands);
     }
     match (command.get_name(), positionals) {
-        ("wait" | "status" | "abort" | "retry", 0) => Wanted::Names {
+        ("wait" | "status" | "abort" | "approve" | "retry", 0) => Wanted::Names {
             kind: NameKind::Upgrade,
             namespace,
         },
@@ -255,7 +255,15 @@ mod tests {
     #[test]
     fn subcommands_flags_and_values_complete() {
         let commands = names_of(complete(&[""]));
-        for command in ["upgrade", "wait", "status", "abort", "retry", "completion"] {
+        for command in [
+            "upgrade",
+            "wait",
+            "status",
+            "abort",
+            "approve",
+            "retry",
+            "completion",
+        ] {
             assert!(commands.contains(&command.to_string()), "{commands:?}");
         }
         assert!(

@@ -1,9 +1,10 @@
 //! `hubgrade` as a kubectl plugin (`kubectl hubgrade ...`, through a link named
 //! `kubectl-hubgrade` on PATH) and the commands a Helm hook runs: `upgrade`, `wait`, `status`,
-//! `abort`, `retry`, `completion`. They talk to the API server as the user (or a hook Job's
+//! `abort`, `approve`, `retry`, `completion`. They talk to the API server as the user (or a hook Job's
 //! ServiceAccount) and only create, read, annotate and delete HubUpgrades; the operator acts.
 
 pub(crate) mod abort;
+pub(crate) mod approve;
 pub(crate) mod completion;
 mod exit;
 mod output;

@@ -6,13 +6,21 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
 .PHONY: test deps lint bench fuzz build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
-	images image standins
+	images image standins test-images
 # The binary the local hubgrade image packs (tests/images/build.sh hubgrade).
 HUBGRADE_BIN ?= $(CURDIR)/target/release/hubgrade
 
 ## Run every test: unit, state machine, and the tests against the local cluster (started if needed).
-test: deps cluster-up jupyterhub-venvs standins
+## The cluster (Go builds: CPU), the JupyterHub venvs and the test images (downloads, disk) are
+## prepared at once; on a fresh machine that takes the images off the critical path.
+test: deps
+	@$(MAKE) --no-print-directory -j3 cluster-up jupyterhub-venvs test-images
+	@$(MAKE) --no-print-directory standins
 	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets --no-fail-fast
+
+## The real node's test images but hubgrade's own (which packs the tests' build of it).
+test-images:
+	@tests/images/build.sh k8s-hub:3.3.8 k8s-hub:4.4.0 configurable-http-proxy busybox test-k8s-hub >/dev/null
 
 ## Build the KWOK stand-ins (tests/standins, test infrastructure) into target/debug, where the end-to-end tests find them.
 standins:

@@ -341,7 +341,11 @@ fn the_operator_knows_every_setting_the_chart_passes() {
     let objects = render(
         "hubgrade",
         "ops",
-        &["watchNamespace=jhub", "log.format=json"],
+        &[
+            "watchNamespace=jhub",
+            "log.format=json",
+            "imagePullSecrets[0].name=registry",
+        ],
     );
     let deployment = object(&objects, "Deployment", "hubgrade");
     let help = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
@@ -367,6 +371,32 @@ fn the_operator_knows_every_setting_the_chart_passes() {
         let flag = arg.as_str().expect("a flag");
         assert!(help.contains(flag), "`hubgrade run` has no {flag}:\n{help}");
     }
+}
+
+/// The chart's `imagePullSecrets` reach the operator's pod and, by name, the Jobs it makes (which
+/// run its image in the hubs' namespaces); none set: no variable.
+#[test]
+fn image_pull_secrets_reach_the_operator_and_its_jobs() {
+    let objects = render(
+        "hubgrade",
+        "ops",
+        &[
+            "imagePullSecrets[0].name=registry",
+            "imagePullSecrets[1].name=mirror",
+        ],
+    );
+    let deployment = object(&objects, "Deployment", "hubgrade");
+    assert_eq!(
+        env(deployment, "HUBGRADE_AGENT_IMAGE_PULL_SECRETS"),
+        Some(Value::from("registry,mirror"))
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["imagePullSecrets"],
+        serde_json::json!([{"name": "registry"}, {"name": "mirror"}])
+    );
+    let plain = render("hubgrade", "ops", &[]);
+    let deployment = object(&plain, "Deployment", "hubgrade");
+    assert_eq!(env(deployment, "HUBGRADE_AGENT_IMAGE_PULL_SECRETS"), None);
 }
 
 #[test]

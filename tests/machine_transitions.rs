@@ -1468,11 +1468,7 @@ fn scaling_down_timeout_with_pods_left_rolls_back() {
     };
     let plan = plan();
     let decision = decide(&plan, &progress, &world, past(plan.timeouts.scale_down));
-    assert_rolling_back(
-        &decision,
-        Phase::ScalingDown,
-        "2 hub pods were still running",
-    );
+    assert_rolling_back(&decision, Phase::ScalingDown, "2 hub pods still ran");
     assert!(!decision.progress.migration_started);
 }
 
@@ -2249,7 +2245,7 @@ fn rolling_back_after_the_migration_waits_for_the_hub_pods_to_stop() {
         after(1),
     );
     assert_eq!(decision.action, Action::Wait);
-    assert_eq!(decision.progress.message, "waiting for 1 hub pods to stop");
+    assert_eq!(decision.progress.message, "waiting for 1 hub pod to stop");
 }
 
 #[test]

@@ -502,13 +502,13 @@ impl Step<'_> {
         }
         if self.timed_out(self.plan.timeouts.scale_down) {
             let problem = format!(
-                "{} hub pods were still running {} after scaling to zero",
-                hub.pods,
+                "{} still ran {} after scaling to zero",
+                hub_pods(hub.pods),
                 human(self.plan.timeouts.scale_down)
             );
             return self.roll_back(problem);
         }
-        self.progress.message = format!("waiting for {} hub pods to stop", hub.pods);
+        self.progress.message = format!("waiting for {} to stop", hub_pods(hub.pods));
         Action::Wait
     }
 
@@ -707,7 +707,7 @@ impl Step<'_> {
                 return Action::ScaleHub { replicas: 0 };
             }
             if hub.pods > 0 {
-                self.progress.message = format!("waiting for {} hub pods to stop", hub.pods);
+                self.progress.message = format!("waiting for {} to stop", hub_pods(hub.pods));
                 return Action::Wait;
             }
             if self.world.migration == StepState::Running {
@@ -845,7 +845,7 @@ impl Step<'_> {
         if hub.pods > 0 {
             // A hub pod now could open (and, with --upgrade-db, migrate) the database under
             // the backup or the migration: it goes at once, not after its grace period.
-            self.progress.message = format!("stopping {} hub pods that came back", hub.pods);
+            self.progress.message = format!("stopping {} that came back", hub_pods(hub.pods));
             return Some(Action::DeleteHubPods);
         }
         None
@@ -950,6 +950,14 @@ fn close_step(progress: &mut Progress, outcome: Outcome, message: &str, now: Tim
 }
 
 /// `30m`, `1h30m`, `45s`: how a person writes a timeout.
+/// "1 hub pod", "2 hub pods".
+fn hub_pods(count: u32) -> String {
+    match count {
+        1 => "1 hub pod".to_string(),
+        n => format!("{n} hub pods"),
+    }
+}
+
 fn human(duration: SignedDuration) -> String {
     let secs = duration.as_secs();
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);

@@ -678,3 +678,28 @@ async fn http_get(port: u16, path: &str) -> String {
         .expect("response");
     response
 }
+
+/// A z2jh hub on PostgreSQL (`hub.db.type: postgres` in the hub Secret's values.yaml, as z2jh
+/// renders it) is refused in Preflight naming PostgreSQL and where that was read, not with a
+/// message about a missing SQLite file; nothing is touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_hub_is_refused_naming_its_database() {
+    let hub = Hub::new("e2e-postgres", |yaml| {
+        yaml.replace(
+            "        type: sqlite-pvc",
+            "        type: postgres\n        url: postgresql://hub@db.example.org/jupyterhub",
+        )
+    })
+    .await;
+    let version = hub.hub().await.metadata.resource_version;
+    let spec = json!({"hub": {"deployment": "hub"}, "targetImage": TARGET});
+    let status = hub.run_upgrade("on-postgres", spec, LIMIT).await;
+    assert_phase(&status, Phase::Failed);
+    let message = &status.progress.message;
+    assert!(
+        message.contains("PostgreSQL (hub.db.type: postgres in the hub Secret's values.yaml)"),
+        "{message}"
+    );
+    assert!(!message.contains("SQLite database"), "{message}");
+    assert_eq!(hub.hub().await.metadata.resource_version, version);
+}

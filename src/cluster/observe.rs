@@ -14,9 +14,11 @@ use super::interpret::Snapshot;
 use super::lock;
 use super::owned::{JobStep, owned_name};
 use super::target::Target;
-use crate::api::{BackupMethod, HubUpgrade};
+use crate::api::{BackupMethod, DatabaseType, HubUpgrade};
 use crate::hub::revision::check_image_upgrade;
-use crate::hub::{HubLayout, LayoutError};
+use crate::hub::{
+    ChartDatabase, HubLayout, LayoutError, VALUES_KEY, chart_database, values_secret,
+};
 use crate::machine::{LockState, Phase, Preflight, World};
 
 /// What one reconcile saw: the snapshot, and the Preflight checks while in Preflight.
@@ -44,7 +46,18 @@ pub async fn observe(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let deployment = deployments.get_opt(&target.hub).await?;
-    let layout = deployment.as_ref().map(|d| target.layout(d));
+    let layout = match &deployment {
+        None => None,
+        Some(d) => {
+            // Only Preflight needs them: what they tell ends a hub hubgrade cannot upgrade
+            // there, and for one it can, the layout is the same without them.
+            let chart = match phase {
+                Phase::Pending | Phase::Preflight => chart_values(client, target, d).await?,
+                _ => None,
+            };
+            Some(target.layout_with_chart(d, chart))
+        }
+    };
     let mut snapshot = Snapshot {
         deleting: target.owner.deleting,
         abort: target.owner.abort.clone(),
@@ -117,6 +130,30 @@ pub async fn observe(
         snapshot,
         preflight,
     })
+}
+
+/// What the hub's z2jh chart values (the hub Secret's `values.yaml`) say about its database,
+/// when the spec leaves the database to detection; `None` when there are no such values. The
+/// values hold secrets: only the database's kind and URL scheme are kept.
+async fn chart_values(
+    client: &Client,
+    target: &Target,
+    deployment: &Deployment,
+) -> Result<Option<ChartDatabase>, kube::Error> {
+    if target.layout_hints.database.kind != DatabaseType::Auto {
+        return Ok(None);
+    }
+    let Some(name) = values_secret(deployment, target.layout_hints.container.as_deref()) else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &target.owner.namespace);
+    let values = secrets
+        .get_opt(&name)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|mut data| data.remove(VALUES_KEY))
+        .and_then(|bytes| String::from_utf8(bytes.0).ok());
+    Ok(values.as_deref().and_then(chart_database))
 }
 
 /// The pods the hub Deployment's selector selects.
@@ -225,8 +262,8 @@ mod tests {
 
     use super::{Observation, observe};
     use crate::cluster::testing::{
-        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, job_lookups, locked_hub, scenario,
-        target,
+        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, hub_values, job_lookups,
+        locked_hub, scenario, target,
     };
     use crate::machine::{LockState, Phase, StepState};
 
@@ -291,6 +328,7 @@ mod tests {
     async fn in_preflight_the_hub_its_pods_its_lock_holder_and_its_claim_are_read() {
         let mut exchanges = vec![
             Exchange::get(HUB_PATH).reply(locked_hub(("to-4-1", OTHER_UID))),
+            hub_values(),
             hub_pods(),
             // The holder still exists under the uid in the lock: the lock is its.
             Exchange::get("/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-1").reply(
@@ -321,6 +359,7 @@ mod tests {
     async fn a_lock_whose_holder_is_gone_is_free() {
         let mut exchanges = vec![
             Exchange::get(HUB_PATH).reply(locked_hub(("to-4-1", OTHER_UID))),
+            hub_values(),
             hub_pods(),
             Exchange::get("/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-1")
                 .not_found(),

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{BackupMethod, HubUpgrade, SpecError};
-use crate::hub::{HubLayout, LayoutError, LayoutHints, detect_layout};
+use crate::hub::{ChartDatabase, HubLayout, LayoutError, LayoutHints, detect_layout};
 use crate::machine::Plan;
 
 /// The upgrade as the owner of what hubgrade makes and the holder of the hub lock (metadata
@@ -113,7 +113,20 @@ impl Target {
 
     /// The hub's layout (container, database, claim) in its Deployment, once that is read.
     pub fn layout(&self, deployment: &Deployment) -> Result<HubLayout, LayoutError> {
-        detect_layout(deployment, self.layout_hints.clone())
+        self.layout_with_chart(deployment, None)
+    }
+
+    /// The same, knowing what the hub's z2jh chart values say about its database.
+    pub fn layout_with_chart(
+        &self,
+        deployment: &Deployment,
+        chart: Option<ChartDatabase>,
+    ) -> Result<HubLayout, LayoutError> {
+        let hints = LayoutHints {
+            chart,
+            ..self.layout_hints.clone()
+        };
+        detect_layout(deployment, hints)
     }
 }
 

@@ -254,6 +254,24 @@ pub(crate) const UID: &str = "0f1e2d3c-aaaa-bbbb-cccc-000000000000";
 pub(crate) const AGENT_IMAGE: &str = "ghcr.io/hubgrade/hubgrade:test";
 pub(crate) const TARGET_IMAGE: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 pub(crate) const HUB_PATH: &str = "/apis/apps/v1/namespaces/jhub/deployments/hub";
+
+/// `observe` in Pending or Preflight reads the hub Secret's chart values (z2jh's
+/// `values.yaml`): here an SQLite hub's, as z2jh renders them.
+pub(crate) fn hub_values() -> Exchange {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let values = "hub:\n  db:\n    type: sqlite-pvc\n    pvc: {storage: 1Gi}\n  cookieSecret: x\n";
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("hub".into()),
+            ..Default::default()
+        },
+        data: Some([("values.yaml".to_string(), ByteString(values.into()))].into()),
+        ..Default::default()
+    };
+    Exchange::get("/api/v1/namespaces/jhub/secrets/hub")
+        .reply(serde_json::to_value(secret).expect("a Secret"))
+}
 pub(crate) const UPGRADE_PATH: &str =
     "/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-2";
 pub(crate) const JOBS_PATH: &str = "/apis/batch/v1/namespaces/jhub/jobs";

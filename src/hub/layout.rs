@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
-use super::{DEFAULT_CONTAINER, Z2JH_SQLITE_PATH};
+use super::{ChartDatabase, DEFAULT_CONTAINER, Z2JH_SQLITE_PATH};
 use crate::api::{DatabaseSpec, DatabaseType, HubUpgradeSpec};
 
 /// What the user said about where to look (`spec.hub.container`, `spec.database`): the only
@@ -13,6 +13,9 @@ use crate::api::{DatabaseSpec, DatabaseType, HubUpgradeSpec};
 pub struct LayoutHints {
     pub container: Option<String>,
     pub database: DatabaseSpec,
+    /// What the hub's z2jh chart values say about its database (read from the hub Secret when
+    /// `database.type` is Auto); `None`: no values found.
+    pub chart: Option<ChartDatabase>,
 }
 
 impl From<&HubUpgradeSpec> for LayoutHints {
@@ -20,6 +23,7 @@ impl From<&HubUpgradeSpec> for LayoutHints {
         LayoutHints {
             container: spec.hub.container.clone(),
             database: spec.database.clone(),
+            chart: None,
         }
     }
 }
@@ -66,6 +70,25 @@ pub enum LayoutError {
     )]
     UnsupportedDatabase(&'static str),
     #[error(
+        "the hub's database is {database} ({said}); this version of hubgrade upgrades SQLite hubs only: back it up (`hubgrade db backup`) and run `jupyterhub upgrade-db` by hand, or set spec.database.type if this is wrong"
+    )]
+    DetectedUnsupported {
+        database: &'static str,
+        said: String,
+    },
+    #[error(
+        "the hub keeps its database in memory ({0}): it starts empty on every restart, so there is nothing to back up or migrate; change the hub image with your chart (`helm upgrade`)"
+    )]
+    InMemory(String),
+    #[error(
+        "the hub's database {path} is on the {kind} volume {volume}, not on a PersistentVolumeClaim: it does not outlive the pod, so hubgrade cannot keep it across the upgrade; move it to a claim (z2jh: hub.db.type sqlite-pvc)"
+    )]
+    NotOnAClaim {
+        path: String,
+        volume: String,
+        kind: &'static str,
+    },
+    #[error(
         "could not find the hub's SQLite database: no PersistentVolumeClaim is mounted at the directory of {path} in container {container}; set spec.database.sqlitePath and spec.database.volumeClaim"
     )]
     NoDatabaseVolume { path: String, container: String },
@@ -96,10 +119,36 @@ pub fn detect_layout(
         DatabaseType::Postgresql => return Err(LayoutError::UnsupportedDatabase("PostgreSQL")),
         DatabaseType::Mysql => return Err(LayoutError::UnsupportedDatabase("MySQL")),
     }
-    let sqlite_path = spec
-        .database
-        .sqlite_path
-        .clone()
+    let mut sqlite_path = spec.database.sqlite_path.clone();
+    if spec.database.kind == DatabaseType::Auto
+        && let Some(chart) = &spec.chart
+    {
+        let unsupported = |database| LayoutError::DetectedUnsupported {
+            database,
+            said: chart.described(),
+        };
+        match chart {
+            ChartDatabase::SqlitePvc => {}
+            ChartDatabase::SqliteMemory => return Err(LayoutError::InMemory(chart.described())),
+            ChartDatabase::Postgres => return Err(unsupported("PostgreSQL")),
+            ChartDatabase::Mysql => return Err(unsupported("MySQL")),
+            ChartDatabase::Other { scheme } => match scheme.as_deref().map(dialect) {
+                Some("sqlite") => {}
+                Some("postgresql" | "postgres") => return Err(unsupported("PostgreSQL")),
+                Some("mysql" | "mariadb") => return Err(unsupported("MySQL")),
+                _ => return Err(unsupported("not one hubgrade knows")),
+            },
+        }
+        if matches!(chart, ChartDatabase::Other { .. }) && sqlite_path.is_none() {
+            // hub.db.url names the file; hubgrade needs it said in the spec.
+            return Err(LayoutError::NoDatabaseVolume {
+                path: format!("the file of hub.db.url ({})", chart.described()),
+                container: container.name.clone(),
+            });
+        }
+    }
+    let sqlite_path = sqlite_path
+        .take()
         .unwrap_or_else(|| Z2JH_SQLITE_PATH.to_string());
     let directory = sqlite_path
         .rsplit_once('/')
@@ -108,17 +157,23 @@ pub fn detect_layout(
 
     // The mount covering the database's directory most closely, backed by a claim.
     let mut best: Option<(String, String, String, Option<String>)> = None;
+    // The mount covering it most closely whatever backs it (an emptyDir, a hostPath, ...).
+    let mut closest: Option<(&str, &'static str, usize)> = None;
     for mount in container.volume_mounts.iter().flatten() {
         let covers = directory == mount.mount_path
             || directory.starts_with(&format!("{}/", mount.mount_path.trim_end_matches('/')));
         if !covers {
             continue;
         }
-        let claim = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name);
+        if closest.is_none_or(|(_, _, length)| mount.mount_path.len() > length) {
+            closest = Some((
+                &mount.name,
+                volume.map_or("missing", volume_kind),
+                mount.mount_path.len(),
+            ));
+        }
+        let claim = volume
             .and_then(|v| v.persistent_volume_claim.as_ref())
             .map(|c| c.claim_name.clone());
         if let Some(claim) = claim
@@ -145,6 +200,13 @@ pub fn detect_layout(
                 });
             }
             (None, None) => {
+                if let Some((volume, kind, _)) = closest.filter(|(_, kind, _)| *kind != "missing") {
+                    return Err(LayoutError::NotOnAClaim {
+                        path: sqlite_path,
+                        volume: volume.to_string(),
+                        kind,
+                    });
+                }
                 return Err(LayoutError::NoDatabaseVolume {
                     path: sqlite_path,
                     container: container.name.clone(),
@@ -177,6 +239,30 @@ pub fn detect_layout(
         config_maps,
         secrets,
     })
+}
+
+/// The dialect of an SQLAlchemy URL scheme: `postgresql+psycopg2` is `postgresql`.
+fn dialect(scheme: &str) -> &str {
+    scheme.split('+').next().unwrap_or(scheme)
+}
+
+/// What backs a pod volume, in the words of its field.
+fn volume_kind(volume: &k8s_openapi::api::core::v1::Volume) -> &'static str {
+    if volume.persistent_volume_claim.is_some() {
+        "persistentVolumeClaim"
+    } else if volume.empty_dir.is_some() {
+        "emptyDir"
+    } else if volume.host_path.is_some() {
+        "hostPath"
+    } else if volume.config_map.is_some() {
+        "configMap"
+    } else if volume.secret.is_some() {
+        "secret"
+    } else if volume.ephemeral.is_some() {
+        "ephemeral"
+    } else {
+        "other"
+    }
 }
 
 /// The hub container: the one named `wanted`, else the one named `hub`, else the only one.
@@ -308,6 +394,78 @@ mod tests {
             &spec(json!({"hub": {"deployment": "hub", "container": "jupyterhub"}})),
         );
         assert_eq!(named.expect("named").container, "jupyterhub");
+    }
+
+    fn with_chart(chart: ChartDatabase) -> LayoutHints {
+        LayoutHints {
+            chart: Some(chart),
+            ..LayoutHints::from(&spec(json!({})))
+        }
+    }
+
+    /// A z2jh hub on PostgreSQL or MySQL mounts no claim: the refusal says which database the
+    /// values name, not that an SQLite file is missing.
+    #[test]
+    fn the_chart_values_name_the_database_a_hub_really_uses() {
+        let mut hub = z2jh_hub();
+        pod_of(&mut hub).containers[0]
+            .volume_mounts
+            .as_mut()
+            .expect("mounts")
+            .retain(|m| m.name != "pvc");
+        for (chart, words) in [
+            (ChartDatabase::Postgres, "PostgreSQL (hub.db.type: postgres"),
+            (ChartDatabase::Mysql, "MySQL (hub.db.type: mysql"),
+            (
+                ChartDatabase::Other {
+                    scheme: Some("postgresql+psycopg2".into()),
+                },
+                "PostgreSQL (hub.db.type: other and hub.db.url postgresql+psycopg2://...",
+            ),
+            (
+                ChartDatabase::SqliteMemory,
+                "in memory (hub.db.type: sqlite-memory",
+            ),
+        ] {
+            let error = detect_layout(&hub, with_chart(chart)).expect_err("refused");
+            let text = error.to_string();
+            assert!(text.contains(words), "{text}");
+            assert!(
+                !text.contains("SQLite database: no PersistentVolumeClaim"),
+                "{text}"
+            );
+        }
+        // sqlite-pvc: what the values say is what the pod shows.
+        let layout = detect_layout(&z2jh_hub(), with_chart(ChartDatabase::SqlitePvc));
+        assert_eq!(layout.expect("layout").volume_claim, "hub-db-dir");
+        // An explicit database.type wins over the values.
+        let explicit = LayoutHints {
+            chart: Some(ChartDatabase::Postgres),
+            ..LayoutHints::from(&spec(json!({"database": {"type": "SQLite"}})))
+        };
+        assert!(detect_layout(&z2jh_hub(), explicit).is_ok());
+    }
+
+    #[test]
+    fn a_database_on_an_empty_dir_is_refused_with_the_reason() {
+        let mut hub = z2jh_hub();
+        let pod = pod_of(&mut hub);
+        for volume in pod.volumes.as_mut().expect("volumes") {
+            if volume.name == "pvc" {
+                volume.persistent_volume_claim = None;
+                volume.empty_dir = Some(Default::default());
+            }
+        }
+        let error = detect_layout(&hub, &spec(json!({}))).expect_err("refused");
+        assert_eq!(
+            error,
+            LayoutError::NotOnAClaim {
+                path: "/srv/jupyterhub/jupyterhub.sqlite".into(),
+                volume: "pvc".into(),
+                kind: "emptyDir",
+            }
+        );
+        assert!(error.to_string().contains("does not outlive the pod"));
     }
 
     #[test]

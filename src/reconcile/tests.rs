@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::cluster::testing::{
     AGENT_IMAGE, APPLY_PATCH, CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, MERGE_PATCH, UID,
-    UPGRADE_PATH, hub, job_lookups, locked_hub, scenario, upgrade,
+    UPGRADE_PATH, hub, hub_values, job_lookups, locked_hub, scenario, upgrade,
 };
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/jhub/events";
@@ -28,6 +28,7 @@ fn upgrade_in(status: Value) -> HubUpgrade {
 fn observation_of_a_free_hub() -> Vec<Exchange> {
     let mut reads = vec![
         Exchange::get(HUB_PATH).reply(hub()),
+        hub_values(),
         Exchange::get("/api/v1/namespaces/jhub/pods")
             .query("labelSelector", "component=hub")
             .empty_list("PodList"),

@@ -1,0 +1,140 @@
+//! What a z2jh hub's chart values say about its database. z2jh mounts the hub Secret at
+//! `/usr/local/etc/jupyterhub/secret/`; its key `values.yaml` holds the chart's values, and z2jh's
+//! `jupyterhub_config.py` reads `hub.db.type` (`sqlite-pvc`, the default; `sqlite-memory`,
+//! `mysql`, `postgres`, `other`) and `hub.db.url` from it. Pure: the caller read the Secret.
+//! The values hold secrets: only the database's kind and URL scheme leave this module.
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use super::find_container;
+
+/// Where z2jh mounts the hub Secret in the hub container.
+pub const VALUES_MOUNT: &str = "/usr/local/etc/jupyterhub/secret";
+/// The key of the chart values in the hub Secret.
+pub const VALUES_KEY: &str = "values.yaml";
+
+/// The hub's database as its chart values describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChartDatabase {
+    /// `sqlite-pvc`: `sqlite:///jupyterhub.sqlite` in the hub's working directory, on its claim.
+    SqlitePvc,
+    /// `sqlite-memory`: `sqlite://`, gone with every restart.
+    SqliteMemory,
+    Mysql,
+    Postgres,
+    /// `other`: whatever `hub.db.url` names; its scheme (`sqlite`, `postgresql+psycopg2`, ...).
+    Other {
+        scheme: Option<String>,
+    },
+}
+
+impl ChartDatabase {
+    /// The values' words for it, for messages: `hub.db.type: postgres`.
+    pub fn described(&self) -> String {
+        let kind = match self {
+            ChartDatabase::SqlitePvc => "sqlite-pvc",
+            ChartDatabase::SqliteMemory => "sqlite-memory",
+            ChartDatabase::Mysql => "mysql",
+            ChartDatabase::Postgres => "postgres",
+            ChartDatabase::Other { .. } => "other",
+        };
+        let url = match self {
+            ChartDatabase::Other {
+                scheme: Some(scheme),
+            } => format!(" and hub.db.url {scheme}://..."),
+            _ => String::new(),
+        };
+        format!("hub.db.type: {kind}{url} in the hub Secret's {VALUES_KEY}")
+    }
+}
+
+/// The database `values.yaml` describes; `None` when it says nothing about one (z2jh's default
+/// is then `sqlite-pvc`) or is not YAML.
+pub fn chart_database(values_yaml: &str) -> Option<ChartDatabase> {
+    let values: serde_json::Value = serde_saphyr::from_str(values_yaml).ok()?;
+    let db = &values["hub"]["db"];
+    let kind = db["type"].as_str().unwrap_or("sqlite-pvc");
+    Some(match kind {
+        "sqlite-pvc" => ChartDatabase::SqlitePvc,
+        "sqlite-memory" => ChartDatabase::SqliteMemory,
+        "mysql" => ChartDatabase::Mysql,
+        "postgres" => ChartDatabase::Postgres,
+        _ => ChartDatabase::Other {
+            scheme: db["url"]
+                .as_str()
+                .and_then(|url| url.split_once("://"))
+                .map(|(scheme, _)| scheme.to_string()),
+        },
+    })
+}
+
+/// The Secret the hub container (`container`, or z2jh's `hub`) mounts at [`VALUES_MOUNT`].
+pub fn values_secret(deployment: &Deployment, container: Option<&str>) -> Option<String> {
+    let pod = deployment.spec.as_ref()?.template.spec.as_ref()?;
+    let hub = find_container(pod, container).ok()?;
+    let mount = hub
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.trim_end_matches('/') == VALUES_MOUNT && m.sub_path.is_none())?;
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)?
+        .secret
+        .as_ref()?
+        .secret_name
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_hub_db_as_z2jh_does() {
+        let cases = [
+            (
+                "hub:\n  db:\n    type: postgres\n    url: postgresql://hub@db/jh\n    password: s3cret\n",
+                ChartDatabase::Postgres,
+            ),
+            ("hub:\n  db:\n    type: mysql\n", ChartDatabase::Mysql),
+            (
+                "hub:\n  db:\n    type: sqlite-memory\n",
+                ChartDatabase::SqliteMemory,
+            ),
+            (
+                "hub:\n  db:\n    type: sqlite-pvc\n    pvc:\n      subPath: hub\n",
+                ChartDatabase::SqlitePvc,
+            ),
+            // z2jh's default when the values say nothing.
+            (
+                "hub:\n  cookieSecret: x\nproxy: {}\n",
+                ChartDatabase::SqlitePvc,
+            ),
+            (
+                "hub:\n  db:\n    type: other\n    url: postgresql+psycopg2://hub:pw@db/jh\n",
+                ChartDatabase::Other {
+                    scheme: Some("postgresql+psycopg2".into()),
+                },
+            ),
+            (
+                "hub:\n  db:\n    type: other\n",
+                ChartDatabase::Other { scheme: None },
+            ),
+        ];
+        for (yaml, expected) in cases {
+            assert_eq!(chart_database(yaml), Some(expected), "{yaml}");
+        }
+        assert_eq!(chart_database(": not yaml ["), None);
+    }
+
+    #[test]
+    fn a_description_never_carries_the_url_past_its_scheme() {
+        let db = chart_database("hub:\n  db:\n    type: other\n    url: mysql://hub:pw@db/jh\n")
+            .expect("database");
+        let text = db.described();
+        assert!(text.contains("hub.db.url mysql://..."), "{text}");
+        assert!(!text.contains("pw"), "{text}");
+    }
+}

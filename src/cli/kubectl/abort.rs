@@ -1,15 +1,12 @@
 //! `abort`: asks the operator to stop an upgrade, with the abort annotation. Before the hub was
 //! touched the upgrade ends Failed with nothing changed; after, it rolls back.
 
-use std::time::Duration;
-
 use clap::Args;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::exit::{EXIT_CODES, Exit, PluginError};
-use super::output::parse_timeout;
-use super::wait::{Lines, Until, follow, progress_of};
+use super::wait::{ThenWait, Until, progress_of};
 use super::{PLUGIN_EXECUTABLE, PLUGIN_NAME, Session};
 use crate::api::ABORT_ANNOTATION;
 
@@ -24,12 +21,8 @@ pub struct AbortArgs {
     /// Why; shown in the upgrade's status (default: "aborted by <kubeconfig user>").
     #[arg(long)]
     pub reason: Option<String>,
-    /// Wait until the upgrade ended, and exit by its outcome (as `wait --for finished`).
-    #[arg(long)]
-    pub wait: bool,
-    /// With --wait: give up after this long (30s, 10m, 1h30m), exit code 5.
-    #[arg(long, value_parser = parse_timeout, requires = "wait")]
-    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub then: ThenWait,
 }
 
 pub async fn run(args: AbortArgs, program: &'static str) -> Result<Exit, PluginError> {
@@ -49,11 +42,7 @@ pub async fn run(args: AbortArgs, program: &'static str) -> Result<Exit, PluginE
     println!(
         "HubUpgrade {name} asked to abort ({reason}) in phase {phase}: it ends Failed if the hub was not touched yet, else it rolls back"
     );
-    if !args.wait {
-        return Ok(Exit::Done);
-    }
-    let (exit, _) = follow(&session, name, Until::Finished, args.timeout, Lines::Stdout).await?;
-    Ok(exit)
+    args.then.follow(&session, name, Until::Finished).await
 }
 
 /// Sets annotation `key` to `value` on the HubUpgrade `name` (a merge patch, as this command).

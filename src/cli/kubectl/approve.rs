@@ -1,15 +1,12 @@
 //! `approve`: says go to an upgrade with `approval: Manual` that waits in phase Scheduled, with
 //! the approval annotation; the value records who.
 
-use std::time::Duration;
-
 use clap::Args;
 
 use super::Session;
 use super::abort::{annotate, kubeconfig_user};
 use super::exit::{EXIT_CODES, Exit, PluginError};
-use super::output::parse_timeout;
-use super::wait::{Lines, Until, follow, progress_of};
+use super::wait::{ThenWait, Until, progress_of};
 use crate::api::APPROVED_ANNOTATION;
 use crate::machine::Phase;
 
@@ -24,12 +21,8 @@ pub struct ApproveArgs {
     /// Who approves; recorded in the upgrade's status (default: the kubeconfig user).
     #[arg(long)]
     pub by: Option<String>,
-    /// Wait until the upgrade Succeeded (as `wait`).
-    #[arg(long)]
-    pub wait: bool,
-    /// With --wait: give up after this long (30s, 10m, 1h30m), exit code 5.
-    #[arg(long, value_parser = parse_timeout, requires = "wait")]
-    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub then: ThenWait,
 }
 
 pub async fn run(args: ApproveArgs, program: &'static str) -> Result<Exit, PluginError> {
@@ -50,16 +43,5 @@ pub async fn run(args: ApproveArgs, program: &'static str) -> Result<Exit, Plugi
         _ => "it goes on without waiting once it is checked and rehearsed",
     };
     println!("HubUpgrade {name} approved by {by}: {when}");
-    if !args.wait {
-        return Ok(Exit::Done);
-    }
-    let (exit, _) = follow(
-        &session,
-        name,
-        Until::Succeeded,
-        args.timeout,
-        Lines::Stdout,
-    )
-    .await?;
-    Ok(exit)
+    args.then.follow(&session, name, Until::Succeeded).await
 }

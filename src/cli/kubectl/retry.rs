@@ -9,8 +9,8 @@ use kube::api::{DeleteParams, DynamicObject, ObjectMeta, PostParams, Preconditio
 use serde_json::json;
 
 use super::exit::{EXIT_CODES, Exit, PluginError};
-use super::output::{ObjectFormat, parse_timeout};
-use super::wait::{Lines, Until, follow};
+use super::output::ObjectFormat;
+use super::wait::{ThenWait, Until};
 use super::{PLUGIN_EXECUTABLE, Session};
 use crate::api::{ABORT_ANNOTATION, HubUpgradeStatus};
 use crate::machine::Phase;
@@ -27,12 +27,8 @@ pub struct RetryArgs {
     /// Namespace (default: the kubeconfig context's, or in a pod its own).
     #[arg(short, long)]
     pub namespace: Option<String>,
-    /// Wait until the new run Succeeded (as `wait`).
-    #[arg(long)]
-    pub wait: bool,
-    /// With --wait: give up after this long (30s, 10m, 1h30m), exit code 5.
-    #[arg(long, value_parser = parse_timeout, requires = "wait")]
-    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub then: ThenWait,
 }
 
 pub async fn run(args: RetryArgs, program: &'static str) -> Result<Exit, PluginError> {
@@ -108,18 +104,7 @@ pub async fn run(args: RetryArgs, program: &'static str) -> Result<Exit, PluginE
         "HubUpgrade {name} created again (uid {}, was {old_uid})",
         created.metadata.uid.as_deref().unwrap_or("?")
     );
-    if !args.wait {
-        return Ok(Exit::Done);
-    }
-    let (exit, _) = follow(
-        &session,
-        name,
-        Until::Succeeded,
-        args.timeout,
-        Lines::Stdout,
-    )
-    .await?;
-    Ok(exit)
+    args.then.follow(&session, name, Until::Succeeded).await
 }
 
 /// The same upgrade as a new object: name, spec, labels, annotations and owners; no status, no

@@ -91,6 +91,35 @@ impl Until {
     }
 }
 
+/// `--wait [--timeout]` of the commands that change an upgrade (abort, approve, retry): then
+/// follow it, printing its progress, and exit by its outcome.
+#[derive(Debug, Clone, Args)]
+pub struct ThenWait {
+    /// Then wait, printing its progress: abort until the upgrade ended; approve and retry until
+    /// it Succeeded (as `wait`).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (30s, 10m, 1h30m), exit code 5.
+    #[arg(long, value_parser = parse_timeout, requires = "wait")]
+    pub timeout: Option<Duration>,
+}
+
+impl ThenWait {
+    /// Follows `name` until `until` when asked to wait; else done at once.
+    pub async fn follow(
+        &self,
+        session: &Session,
+        name: &str,
+        until: Until,
+    ) -> Result<Exit, PluginError> {
+        if !self.wait {
+            return Ok(Exit::Done);
+        }
+        let (exit, _) = follow(session, name, until, self.timeout, Lines::Stdout).await?;
+        Ok(exit)
+    }
+}
+
 /// Where progress lines go: stdout, or stderr when stdout carries `-o json|yaml`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lines {

@@ -205,15 +205,11 @@ fn server(text: &str) -> Result<ServerUrl, UrlError> {
 
 /// `text` with the user and password of its credentials percent-encoded, so that a password
 /// written as it is (`p@ss/w?rd#1`, which a URL must encode but people do not) stays the
-/// password (see [`credentials_end`]). Parts already percent-encoded stay as they are.
+/// password (see [`split_credentials`]). Parts already percent-encoded stay as they are.
 fn with_encoded_credentials(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
+    let Some((scheme, credentials, after)) = split_credentials(text) else {
         return text.to_string();
     };
-    let Some(end) = credentials_end(rest) else {
-        return text.to_string();
-    };
-    let (credentials, after) = (&rest[..end], &rest[end + 1..]);
     let encode = |part: &str| {
         let decoded = percent_decode_str(part).decode_utf8_lossy().into_owned();
         utf8_percent_encode(&decoded, NON_ALPHANUMERIC).to_string()
@@ -225,27 +221,24 @@ fn with_encoded_credentials(text: &str) -> String {
     format!("{scheme}://{credentials}@{after}")
 }
 
-/// Where the credentials of `rest` (a URL after `scheme://`) end: at its last `@`. A password
-/// written unencoded may hold `@`, `/`, `?` and `#`, and then looks just like a host, a path
-/// and a query: in doubt more is taken for the password, and hidden, never less (an `@` in a
-/// query must be written `%40`). `None`: no credentials.
-fn credentials_end(rest: &str) -> Option<usize> {
-    rest.rfind('@')
+/// `scheme://credentials@rest` taken apart; `None` without a scheme or credentials. The
+/// credentials end at the last `@`: a password written unencoded may hold `@`, `/`, `?` and
+/// `#`, and then looks just like a host, a path and a query, so in doubt more is taken for the
+/// password, and hidden, never less (an `@` in a query must be written `%40`).
+fn split_credentials(text: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = text.split_once("://")?;
+    let (credentials, after) = rest.rsplit_once('@')?;
+    Some((scheme, credentials, after))
 }
 
 /// The URL with its password replaced by `***`, for messages, whatever the password holds
-/// (an `@`, a `/`, a `?`). A URL the `url` crate cannot read keeps only its user of the
-/// credentials.
+/// (an `@`, a `/`, a `?`): everything between the user's `:` and the last `@`.
 pub fn redact(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.to_string();
-    };
-    let Some(end) = credentials_end(rest) else {
-        return text.to_string();
-    };
-    let (credentials, after) = (&rest[..end], &rest[end + 1..]);
-    match credentials.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{after}"),
+    match split_credentials(text) {
+        Some((scheme, credentials, after)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{after}"),
+            None => text.to_string(),
+        },
         None => text.to_string(),
     }
 }

@@ -119,7 +119,7 @@ pub fn detect_layout(
         DatabaseType::Postgresql => return Err(LayoutError::UnsupportedDatabase("PostgreSQL")),
         DatabaseType::Mysql => return Err(LayoutError::UnsupportedDatabase("MySQL")),
     }
-    let mut sqlite_path = spec.database.sqlite_path.clone();
+    let sqlite_path = spec.database.sqlite_path.clone();
     if spec.database.kind == DatabaseType::Auto
         && let Some(chart) = &spec.chart
     {
@@ -147,9 +147,7 @@ pub fn detect_layout(
             });
         }
     }
-    let sqlite_path = sqlite_path
-        .take()
-        .unwrap_or_else(|| Z2JH_SQLITE_PATH.to_string());
+    let sqlite_path = sqlite_path.unwrap_or_else(|| Z2JH_SQLITE_PATH.to_string());
     let directory = sqlite_path
         .rsplit_once('/')
         .map(|(d, _)| if d.is_empty() { "/" } else { d })

@@ -192,7 +192,6 @@ impl Step<'_> {
     fn already_at_target(&mut self, hub: &HubObservation) -> Action {
         let image = &self.plan.target_image;
         if hub.rolled_out && hub.replicas > 0 {
-            self.progress.reason = "AlreadyAtTarget".into();
             self.progress.to = Some(Target {
                 image: image.clone(),
                 revision: None,
@@ -207,9 +206,7 @@ impl Step<'_> {
                 EventKind::Normal,
                 message,
             );
-            if let Some(n) = &mut self.notice {
-                n.reason = "AlreadyAtTarget".into();
-            }
+            self.say_why("AlreadyAtTarget");
             return Action::Wait;
         }
         let not_ready = if hub.replicas == 0 {
@@ -800,12 +797,17 @@ impl Step<'_> {
     /// Ends the upgrade before anything on the hub changed; the lock is released.
     fn fail_untouched(&mut self, reason: &str, problem: String) -> Action {
         self.progress.failure = Some(problem.clone());
-        self.progress.reason = reason.to_string();
         self.finish(Phase::Failed, Outcome::Failed, EventKind::Warning, problem);
+        self.say_why(reason);
+        Action::Wait
+    }
+
+    /// Names how the upgrade just ended, in the status and in the Event announcing it.
+    fn say_why(&mut self, reason: &str) {
+        self.progress.reason = reason.to_string();
         if let Some(n) = &mut self.notice {
             n.reason = reason.to_string();
         }
-        Action::Wait
     }
 
     /// Ends the upgrade after the hub changed and could not be put back. The lock stays, so no

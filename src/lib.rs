@@ -9,5 +9,6 @@ pub mod cli;
 pub mod cluster;
 pub mod db;
 pub mod hub;
+pub mod ledger;
 pub mod machine;
 pub mod reconcile;

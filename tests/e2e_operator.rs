@@ -10,7 +10,7 @@ use std::time::Duration;
 use hubgrade::machine::Phase;
 use serde_json::json;
 use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, checksum, with_template_annotations};
-use support::free_port;
+use support::{free_port, try_http_get};
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 const LIMIT: Duration = Duration::from_secs(120);
@@ -648,35 +648,10 @@ async fn only_the_lease_holder_acts_and_a_clean_shutdown_hands_over_at_once() {
     let _ = second.wait();
 }
 
-async fn try_http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    Some(response)
-}
-
 async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    try_http_get(port, path)
         .await
-        .expect("connecting to the operator");
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    response
+        .expect("an answer from the operator")
 }
 
 /// A z2jh hub on PostgreSQL (`hub.db.type: postgres` in the hub Secret's values.yaml, as z2jh

@@ -3,6 +3,7 @@
 mod agent;
 mod db;
 mod kubectl;
+mod ledger;
 mod run;
 
 use std::ffi::OsString;
@@ -48,6 +49,10 @@ pub enum Command {
     Approve(kubectl::approve::ApproveArgs),
     /// Run a Failed or RolledBack HubUpgrade again (delete it and create it anew).
     Retry(kubectl::retry::RetryArgs),
+    /// The upgrades the ledger recorded, newest first, including those whose HubUpgrade is gone.
+    History(ledger::LedgerArgs),
+    /// The database backups the ledger recorded, newest first.
+    Backups(ledger::LedgerArgs),
     /// Print a shell completion script.
     Completion(kubectl::completion::CompletionArgs),
     /// kubectl's plugin completion (kubectl_complete-hubgrade runs it).
@@ -87,6 +92,8 @@ pub fn main() -> ExitCode {
         Command::Abort(args) => plugin(kubectl::abort::run(args, program)),
         Command::Approve(args) => plugin(kubectl::approve::run(args, program)),
         Command::Retry(args) => plugin(kubectl::retry::run(args, program)),
+        Command::History(args) => with_runtime(ledger::history(args)),
+        Command::Backups(args) => with_runtime(ledger::backups(args)),
         Command::Completion(args) => kubectl::completion::script(args, program).into(),
         Command::Complete(args) => plugin(kubectl::completion::candidates(args, program)),
     }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::Args;
 use kube::runtime::events::Recorder;
-use tracing::{error, info};
+use tracing::{error, info, warn};
+
+use crate::ledger::writer::{LedgerSource, LedgerWriter};
+use crate::ledger::{Ledger, LedgerError};
 
 use crate::reconcile::leader::{LeaderLease, LeaseConfig};
 use crate::reconcile::metrics::{Health, Role};
@@ -30,6 +33,12 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub agent_image_pull_secrets: Vec<String>,
+    /// The upgrade ledger: `sqlite:///<path>` (made if missing; the chart puts it on the
+    /// operator's claim) or `postgres://<user>@<host>/<database>` for several replicas, its
+    /// password in $HUBGRADE_LEDGER_PASSWORD (from a Secret). Without it nothing is recorded
+    /// beyond the HubUpgrades themselves.
+    #[arg(long, env = "HUBGRADE_LEDGER_URL")]
+    pub ledger_url: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HUBGRADE_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
@@ -101,12 +110,45 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
     metrics.set_leader(true);
 
+    // Only the leader writes the ledger. One written by a newer hubgrade is refused at once;
+    // one that cannot be reached now is opened by the writer when it can be.
+    let ledger = match &args.ledger_url {
+        None => {
+            info!("no ledger (--ledger-url): upgrades are recorded in their HubUpgrades only");
+            None
+        }
+        Some(url) => {
+            let password = std::env::var("HUBGRADE_LEDGER_PASSWORD").ok();
+            match Ledger::open(url, password.as_deref()).await {
+                Err(error @ LedgerError::Newer { .. }) => {
+                    error!(%error, "refusing the ledger");
+                    return ExitCode::FAILURE;
+                }
+                Err(error) => warn!(%error, "the ledger is not reachable yet; upgrades go on"),
+                Ok(ledger) => {
+                    info!(ledger = %ledger.url(), "the ledger's schema is current");
+                    ledger.close().await;
+                }
+            }
+            let writer = LedgerWriter::default();
+            tokio::spawn(writer.clone().run(
+                LedgerSource {
+                    url: url.clone(),
+                    password,
+                },
+                Recorder::new(client.clone(), reporter(Some(identity.clone()))),
+                metrics.clone(),
+            ));
+            Some(writer)
+        }
+    };
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter(Some(identity))),
         metrics,
         agent_image: args.agent_image.clone(),
         agent_pull_secrets: args.agent_image_pull_secrets.clone(),
+        ledger,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = run_controller(context, args.namespace.clone(), async move {

@@ -7,6 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::MANAGER;
 use super::owned::JobStep;
@@ -114,7 +115,7 @@ impl Snapshot {
                 .iter()
                 .find_map(|pod| stuck_pod(pod, &self.pod_events, now)),
             scaled_by: replicas_manager(deployment),
-            managed_by: managed_by(deployment),
+            managed_by: managed_by(&deployment.metadata),
         }
     }
 
@@ -320,16 +321,16 @@ fn replicas_manager(deployment: &Deployment) -> Option<String> {
         .filter(|m| m != MANAGER)
 }
 
-/// The tool that manages the Deployment, from the marks each leaves on what it applies:
+/// The tool that manages an object (the hub Deployment, a HubUpgrade), from the marks each leaves on what it applies:
 /// Flux's `helm.toolkit.fluxcd.io/*` and `kustomize.toolkit.fluxcd.io/*` labels, Argo CD's
 /// `argocd.argoproj.io/tracking-id` annotation (or its `argocd.argoproj.io/instance` label),
 /// Helm's `meta.helm.sh/release-name` annotation (a release `helm install` made) and the
 /// `app.kubernetes.io/managed-by: Helm` or `heritage: Helm` label of charts (z2jh 4 sets both,
 /// z2jh 3 only `heritage`; a chart rendered by Argo CD or `helm template` keeps them). The most
 /// specific comes first: Flux and Argo CD render Helm charts too.
-fn managed_by(deployment: &Deployment) -> Option<String> {
-    let labels = deployment.metadata.labels.clone().unwrap_or_default();
-    let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+pub fn managed_by(metadata: &ObjectMeta) -> Option<String> {
+    let labels = metadata.labels.clone().unwrap_or_default();
+    let annotations = metadata.annotations.clone().unwrap_or_default();
     let label = |key: &str| labels.get(key).filter(|v| !v.is_empty());
     let annotation = |key: &str| annotations.get(key).filter(|v| !v.is_empty());
     for (kind, prefix) in [

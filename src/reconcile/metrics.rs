@@ -44,6 +44,9 @@ pub struct Metrics {
     leader: Gauge,
     actions: Family<ActionLabel, Counter>,
     phases: Family<PhaseLabel, Counter>,
+    ledger_up: Gauge,
+    ledger_write_errors: Counter,
+    ledger_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -53,6 +56,9 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let actions = Family::default();
         let phases = Family::default();
+        let ledger_up = Gauge::default();
+        let ledger_write_errors = Counter::default();
+        let ledger_waiting = Gauge::default();
         // Counters get their `_total` suffix from prometheus-client.
         let mut registry = Registry::with_prefix("hubgrade");
         registry.register(
@@ -72,6 +78,21 @@ impl Default for Metrics {
         );
         registry.register("actions", "Actions carried out, by action", actions.clone());
         registry.register("phase_entries", "Phases entered, by phase", phases.clone());
+        registry.register(
+            "ledger_up",
+            "Whether the last write to the upgrade ledger succeeded (0 also without a ledger)",
+            ledger_up.clone(),
+        );
+        registry.register(
+            "ledger_write_errors",
+            "Attempts to open or write the upgrade ledger that failed",
+            ledger_write_errors.clone(),
+        );
+        registry.register(
+            "ledger_waiting_records",
+            "Upgrades whose newest record waits to be written to the ledger",
+            ledger_waiting.clone(),
+        );
         Metrics {
             registry,
             reconciliations,
@@ -79,6 +100,9 @@ impl Default for Metrics {
             leader,
             actions,
             phases,
+            ledger_up,
+            ledger_write_errors,
+            ledger_waiting,
         }
     }
 }
@@ -99,6 +123,16 @@ impl Metrics {
         }
         let action: &'static str = action.into();
         self.actions.get_or_create(&ActionLabel { action }).inc();
+    }
+    pub fn set_ledger_up(&self, up: bool) {
+        self.ledger_up.set(i64::from(up));
+    }
+    pub fn ledger_write_failed(&self) {
+        self.ledger_write_errors.inc();
+    }
+    pub fn set_ledger_waiting(&self, waiting: usize) {
+        self.ledger_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
     pub fn entered(&self, phase: Phase) {
         let phase = phase.as_str();

@@ -26,6 +26,7 @@ use crate::api::{HubUpgrade, SpecError};
 use crate::cluster::effects::{self, EffectError, EffectInputs};
 use crate::cluster::observe::observe;
 use crate::cluster::{Owner, Target};
+use crate::ledger::writer::LedgerWriter;
 use crate::machine::{self, Action, Decision, EventKind, Progress, decide};
 
 pub use metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct Context {
     pub agent_image: String,
     /// Secrets to pull it with, in each hub's namespace.
     pub agent_pull_secrets: Vec<String>,
+    /// Records every upgrade in the ledger, when there is one.
+    pub ledger: Option<LedgerWriter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,11 @@ fn label(upgrade: &HubUpgrade) -> String {
 
 async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Requeue, Error> {
     context.metrics.reconciled();
+    let deleting = upgrade.metadata.deletion_timestamp.is_some();
+    if let Some(ledger) = &context.ledger {
+        // Each status the controller sees goes to the ledger, deleted or not.
+        ledger.submit(&upgrade, deleting);
+    }
     let api: Api<HubUpgrade> = Api::namespaced(
         context.client.clone(),
         &upgrade.namespace().unwrap_or_default(),

@@ -15,6 +15,7 @@ fn context(client: Client) -> Context {
         metrics: Arc::default(),
         agent_image: AGENT_IMAGE.into(),
         agent_pull_secrets: Vec::new(),
+        ledger: None,
     }
 }
 

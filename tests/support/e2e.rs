@@ -44,6 +44,10 @@ pub struct Hub {
     pub volume: PathBuf,
     pub dir: PathBuf,
     pub metrics_port: u16,
+    /// The operator's ledger (`--ledger-url`): an SQLite file in `dir` unless a test says.
+    pub ledger_url: String,
+    /// $HUBGRADE_LEDGER_PASSWORD for a server ledger.
+    pub ledger_password: Option<String>,
     operator: Option<Child>,
     standin: Child,
     operator_kubeconfig: PathBuf,
@@ -151,12 +155,15 @@ impl Hub {
             .stderr(log_file(&dir, "standin.log"))
             .spawn()
             .expect("starting kwok-agent-standin");
+        let ledger_url = format!("sqlite://{}", dir.join("ledger.sqlite").display());
         let mut hub = Hub {
             client,
             namespace,
             volume,
             dir,
             metrics_port: super::free_port(),
+            ledger_url,
+            ledger_password: None,
             operator: None,
             standin,
             operator_kubeconfig,
@@ -175,8 +182,13 @@ impl Hub {
 
     /// Another replica of the operator, as a second pod of its Deployment would be.
     pub fn spawn_operator(&self, metrics_port: u16, log: &str, lease_seconds: u32) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hubgrade"));
+        if let Some(password) = &self.ledger_password {
+            command.env("HUBGRADE_LEDGER_PASSWORD", password);
+        }
+        command
             .args(["run", "--namespace", &self.namespace.name])
+            .args(["--ledger-url", &self.ledger_url])
             .args(["--lease-seconds", &lease_seconds.to_string()])
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--agent-image", "ghcr.io/hubgrade/hubgrade:test"])

@@ -251,3 +251,19 @@ pub async fn wait_for_established(
     )
     .await;
 }
+
+/// One plain HTTP/1.0 GET on 127.0.0.1 (the operator's /metrics, /healthz, /readyz): the whole
+/// response, headers included, or None when nothing answers.
+pub async fn try_http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}

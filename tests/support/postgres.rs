@@ -71,12 +71,24 @@ impl PgServer {
             .output()
             .expect("initdb");
         assert!(init.status.success(), "initdb failed: {}", stderr(&init));
-        let port = super::free_port();
+        let server = PgServer {
+            dir,
+            bin,
+            port: super::free_port(),
+        };
+        server.resume();
+        server
+    }
+
+    /// Starts the server (again, after [`PgServer::stop`]) on the same port and data.
+    pub fn resume(&self) {
+        let data = self.dir.path().join("data");
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
-            dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
         );
-        let start = as_postgres(&bin, "pg_ctl")
+        let start = as_postgres(&self.bin, "pg_ctl")
             .args([
                 "-D",
                 data.to_str().expect("path"),
@@ -87,17 +99,38 @@ impl PgServer {
                 "60",
             ])
             .arg("-l")
-            .arg(dir.path().join("server.log"))
+            .arg(self.dir.path().join("server.log"))
             .arg("start")
             .output()
             .expect("pg_ctl start");
-        let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         assert!(
             start.status.success(),
             "PostgreSQL did not start: {}\n{log}",
             stderr(&start)
         );
-        PgServer { dir, bin, port }
+    }
+
+    /// Stops the server at once (an outage); [`PgServer::resume`] brings it back.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let stop = as_postgres(&self.bin, "pg_ctl")
+            .args([
+                "-D",
+                data.to_str().expect("path"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output()
+            .expect("pg_ctl stop");
+        assert!(stop.status.success(), "pg_ctl stop: {}", stderr(&stop));
+    }
+
+    /// A plain (sqlx) URL of `database`, without the password.
+    pub fn plain_url(&self, database: &str) -> String {
+        format!("postgres://hubgrade@127.0.0.1:{}/{database}", self.port)
     }
 
     /// JupyterHub's (SQLAlchemy) URL of `database` on this server.

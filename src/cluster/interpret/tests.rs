@@ -176,7 +176,7 @@ fn the_tool_that_manages_the_hub_is_recognised() {
     for (labels, annotations, expected) in cases {
         let deployment = marked(labels.clone(), annotations);
         assert_eq!(
-            managed_by(&deployment).as_deref(),
+            managed_by(&deployment.metadata).as_deref(),
             expected,
             "labels {labels}"
         );

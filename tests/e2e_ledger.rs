@@ -1,0 +1,210 @@
+//! The operator's ledger on the local cluster (KWOK): an upgrade's record outlives its
+//! HubUpgrade and an operator restart, and a ledger outage mid-upgrade stops nothing.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use hubgrade::ledger::{BackupEntry, UpgradeEntry};
+use hubgrade::machine::Phase;
+use kube::api::DeleteParams;
+use serde_json::json;
+use support::e2e::{Hub, assert_phase, with_template_annotations};
+use support::postgres::{PASSWORD, PgServer};
+use support::{try_http_get, wait_until};
+
+const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// `hubgrade <command> -o json` on the hub's ledger.
+fn read_ledger<T: serde::de::DeserializeOwned>(hub: &Hub, command: &str) -> T {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_hubgrade"));
+    if let Some(password) = &hub.ledger_password {
+        run.env("HUBGRADE_LEDGER_PASSWORD", password);
+    }
+    let output = run
+        .args([command, "-o", "json", "-n", hub.ns()])
+        .args(["--ledger-url", &hub.ledger_url])
+        .output()
+        .expect("hubgrade");
+    assert!(
+        output.status.success(),
+        "hubgrade {command}: {}",
+        support::stderr(&output)
+    );
+    serde_json::from_str(&support::stdout(&output)).expect("JSON")
+}
+
+fn print_tables(hub: &Hub) {
+    for command in ["history", "backups"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+            .args([command, "-n", hub.ns(), "--ledger-url", &hub.ledger_url])
+            .output()
+            .expect("hubgrade");
+        println!("$ hubgrade {command}\n{}", support::stdout(&output));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrades_record_outlives_its_hub_upgrade_and_an_operator_restart() {
+    let mut hub = Hub::new("ledger-keeps", |yaml| yaml).await;
+    // Made with kubectl, as a person would.
+    let manifest = format!(
+        "apiVersion: hubgrade.io/v1alpha1\nkind: HubUpgrade\nmetadata:\n  name: to-4-2-0\n\
+         spec:\n  hub:\n    deployment: hub\n  targetImage: {TARGET}\n"
+    );
+    let applied = support::kubectl_with_input(&["apply", "-n", hub.ns(), "-f", "-"], &manifest);
+    assert!(applied.status.success(), "{}", support::stderr(&applied));
+    let done = hub
+        .wait_for(
+            "to-4-2-0",
+            &[Phase::Succeeded, Phase::RolledBack, Phase::Failed],
+            LIMIT,
+        )
+        .await;
+    let status = done.status.expect("status");
+    assert_phase(&status, Phase::Succeeded);
+    let uid = hub
+        .upgrades()
+        .get("to-4-2-0")
+        .await
+        .expect("the upgrade")
+        .metadata
+        .uid
+        .expect("uid");
+
+    // Pruned as a GitOps tool would, then the operator restarts.
+    hub.upgrades()
+        .delete("to-4-2-0", &DeleteParams::default())
+        .await
+        .expect("deleting");
+    wait_until(LIMIT, "the HubUpgrade to be gone", || async {
+        hub.upgrades()
+            .get_opt("to-4-2-0")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await;
+    hub.kill_operator();
+    hub.start_operator();
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted operator to lead",
+        || async {
+            try_http_get(hub.metrics_port, "/metrics")
+                .await
+                .is_some_and(|m| m.contains("hubgrade_leader 1"))
+        },
+    )
+    .await;
+
+    let history: Vec<UpgradeEntry> = read_ledger(&hub, "history");
+    print_tables(&hub);
+    let entry = history
+        .iter()
+        .find(|u| u.uid == uid)
+        .unwrap_or_else(|| panic!("the upgrade is not in the ledger: {history:#?}"));
+    assert_eq!(entry.name, "to-4-2-0");
+    assert_eq!(entry.phase, "Succeeded");
+    assert_eq!(entry.created_by, "kubectl");
+    assert_eq!(entry.database_type, "SQLite");
+    assert_eq!(entry.to_image, TARGET);
+    assert_eq!(
+        entry.from_image.as_deref(),
+        Some(support::e2e::ORIGINAL_IMAGE)
+    );
+    assert_eq!(entry.downtime_seconds, status.downtime_seconds);
+    assert!(entry.deleted_at.is_some(), "the deletion is not recorded");
+    assert_eq!(
+        entry.steps.len(),
+        status.progress.steps.len(),
+        "{:#?}",
+        entry.steps
+    );
+    assert!(entry.steps.iter().any(|s| s.name == "Migrating"));
+    let backups: Vec<BackupEntry> = read_ledger(&hub, "backups");
+    let backup = backups
+        .iter()
+        .find(|b| b.upgrade_uid == uid)
+        .expect("the backup in the ledger");
+    let recorded = status.progress.backup.expect("a backup in the status");
+    assert_eq!(backup.location, recorded.reference);
+    assert_eq!(backup.checksum, recorded.checksum);
+    assert_eq!(backup.state, "retained");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ledger_outage_mid_upgrade_stops_nothing_and_the_record_is_written_when_it_is_back() {
+    let server = PgServer::start();
+    server.sql("CREATE DATABASE ledger");
+    // Each Job takes 4 s: time to stop the ledger while the hub migrates.
+    let mut hub = Hub::new(
+        "ledger-outage",
+        with_template_annotations("kwok.hubgrade.io/delay: 4s"),
+    )
+    .await;
+    hub.ledger_url = server.plain_url("ledger");
+    hub.ledger_password = Some(PASSWORD.into());
+    hub.kill_operator();
+    hub.start_operator();
+
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    hub.wait_for("to-4-2-0", &[Phase::Migrating], LIMIT).await;
+    server.stop();
+    let done = hub
+        .wait_for(
+            "to-4-2-0",
+            &[Phase::Succeeded, Phase::RolledBack, Phase::Failed],
+            LIMIT,
+        )
+        .await;
+    let status = done.status.expect("status");
+    assert_phase(&status, Phase::Succeeded);
+    // The writer gives up on the ledger within seconds, and says so.
+    wait_until(
+        Duration::from_secs(30),
+        "a LedgerUnavailable Event and hubgrade_ledger_up 0",
+        || async {
+            let warned = hub
+                .event_reasons("to-4-2-0")
+                .await
+                .iter()
+                .any(|(_, reason, _)| reason == "LedgerUnavailable");
+            let down = try_http_get(hub.metrics_port, "/metrics")
+                .await
+                .is_some_and(|m| m.contains("hubgrade_ledger_up 0"));
+            warned && down
+        },
+    )
+    .await;
+    // Nothing of it reached the ledger yet: the test would pass without the outage otherwise.
+    assert_eq!(hub.phase("to-4-2-0").await, Some(Phase::Succeeded));
+
+    server.resume();
+    wait_until(
+        Duration::from_secs(60),
+        "the finished upgrade to reach the ledger",
+        || async {
+            let history: Vec<UpgradeEntry> = read_ledger(&hub, "history");
+            history
+                .iter()
+                .any(|u| u.name == "to-4-2-0" && u.phase == "Succeeded" && u.backup.is_some())
+        },
+    )
+    .await;
+    let metrics = try_http_get(hub.metrics_port, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(metrics.contains("hubgrade_ledger_up 1"), "{metrics}");
+    assert!(
+        !hub.operator_log().contains(PASSWORD),
+        "the password was logged"
+    );
+}

@@ -140,6 +140,9 @@ fn lint_passes_with_default_namespaced_and_optional_values() {
             "metrics.serviceMonitor.enabled=true",
             "imagePullSecrets[0].name=registry",
             "replicas=2",
+            "ledger.type=postgres",
+            "ledger.url=postgres://hubgrade@ledger-db:5432/hubgrade",
+            "ledger.passwordSecret.name=ledger-db",
         ][..],
     ] {
         let output = helm(&["lint", "--strict", &chart], values);
@@ -243,6 +246,7 @@ fn a_release_named_hubgrade_keeps_todays_names() {
             ("RoleBinding", "hubgrade-leader"),
             ("Service", "hubgrade"),
             ("Deployment", "hubgrade"),
+            ("PersistentVolumeClaim", "hubgrade-ledger"),
         ])
     );
     let deployment = object(&namespaced, "Deployment", "hubgrade");
@@ -345,6 +349,9 @@ fn the_operator_knows_every_setting_the_chart_passes() {
             "watchNamespace=jhub",
             "log.format=json",
             "imagePullSecrets[0].name=registry",
+            "ledger.type=postgres",
+            "ledger.url=postgres://hubgrade@ledger-db:5432/hubgrade",
+            "ledger.passwordSecret.name=ledger-db",
         ],
     );
     let deployment = object(&objects, "Deployment", "hubgrade");
@@ -359,6 +366,11 @@ fn the_operator_knows_every_setting_the_chart_passes() {
         let name = variable["name"].as_str().expect("an env name");
         if name == "RUST_LOG" || name == "POD_NAMESPACE" {
             continue; // read by the log filter, and by run.rs as the lease's fallback
+        }
+        if name == "HUBGRADE_LEDGER_PASSWORD" {
+            // Only ever from the environment (a Secret), never a flag: --ledger-url names it.
+            assert!(help.contains("$HUBGRADE_LEDGER_PASSWORD"), "{help}");
+            continue;
         }
         assert!(
             help.contains(&format!("[env: {name}")),
@@ -614,4 +626,73 @@ fn the_api_server_accepts_the_rendered_chart() {
             );
         }
     }
+}
+
+/// The ledger: by default an SQLite file on a claim the chart makes and keeps on uninstall,
+/// mounted where the operator's URL points, writable for its group; several replicas need a
+/// PostgreSQL ledger, whose password comes from a Secret and never from a value.
+#[test]
+fn the_ledger_is_a_kept_claim_by_default_and_a_server_for_several_replicas() {
+    let objects = render("hubgrade", "ops", &[]);
+    let claim = object(&objects, "PersistentVolumeClaim", "hubgrade-ledger");
+    assert_eq!(
+        claim["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let deployment = object(&objects, "Deployment", "hubgrade");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    assert_eq!(
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "hubgrade-ledger"
+    );
+    let mount = container(deployment)["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .expect("a mount");
+    let url = env(deployment, "HUBGRADE_LEDGER_URL")
+        .expect("a ledger URL")
+        .as_str()
+        .expect("a value")
+        .to_string();
+    assert_eq!(url, format!("sqlite://{mount}/ledger.sqlite"));
+
+    let several = helm(&["template", "hubgrade", &chart()], &["replicas=2"]);
+    assert!(!several.status.success());
+    assert!(
+        stderr(&several).contains("use ledger.type postgres for several replicas"),
+        "{}",
+        stderr(&several)
+    );
+    let with_password = helm(
+        &["template", "hubgrade", &chart()],
+        &[
+            "ledger.type=postgres",
+            "ledger.url=postgres://u:secret@db/ledger",
+        ],
+    );
+    assert!(!with_password.status.success());
+    assert!(stderr(&with_password).contains("/ledger/url"));
+
+    let objects = render(
+        "hubgrade",
+        "ops",
+        &[
+            "replicas=2",
+            "ledger.type=postgres",
+            "ledger.url=postgres://hubgrade@ledger-db:5432/hubgrade",
+            "ledger.passwordSecret.name=ledger-db",
+        ],
+    );
+    assert!(of_kind(&objects, "PersistentVolumeClaim").is_empty());
+    let deployment = object(&objects, "Deployment", "hubgrade");
+    let password = env(deployment, "HUBGRADE_LEDGER_PASSWORD").expect("the password variable");
+    assert_eq!(
+        password["secretKeyRef"],
+        serde_json::json!({"name": "ledger-db", "key": "password"})
+    );
+    let objects = render("hubgrade", "ops", &["ledger.type=none"]);
+    let deployment = object(&objects, "Deployment", "hubgrade");
+    assert!(env(deployment, "HUBGRADE_LEDGER_URL").is_none());
+    assert!(of_kind(&objects, "PersistentVolumeClaim").is_empty());
 }

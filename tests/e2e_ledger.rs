@@ -208,3 +208,82 @@ async fn a_ledger_outage_mid_upgrade_stops_nothing_and_the_record_is_written_whe
         "the password was logged"
     );
 }
+
+/// Two replicas on one PostgreSQL ledger: only the leader writes (the standby opens the ledger
+/// only once it leads), and a hand-over mid-upgrade leaves one record with one row per step.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_a_postgresql_ledger_write_one_record_through_a_hand_over() {
+    let server = PgServer::start();
+    server.sql("CREATE DATABASE ledger");
+    let mut hub = Hub::new(
+        "ledger-replicas",
+        with_template_annotations("kwok.hubgrade.io/delay: 4s"),
+    )
+    .await;
+    hub.ledger_url = server.plain_url("ledger");
+    hub.ledger_password = Some(PASSWORD.into());
+    hub.restart_operator_with_lease(3);
+    let leads = |port: u16| async move {
+        try_http_get(port, "/metrics")
+            .await
+            .is_some_and(|m| m.contains("hubgrade_leader 1"))
+    };
+    wait_until(Duration::from_secs(30), "the first replica to lead", || {
+        leads(hub.metrics_port)
+    })
+    .await;
+    let second_port = support::free_port();
+    let mut second = hub.spawn_operator(second_port, "operator-2.log", 3);
+
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    hub.wait_for("to-4-2-0", &[Phase::Migrating], LIMIT).await;
+    let standby_log = std::fs::read_to_string(hub.dir.join("operator-2.log")).unwrap_or_default();
+    assert!(
+        !standby_log.contains("the ledger"),
+        "the standby touched the ledger:\n{standby_log}"
+    );
+    hub.kill_operator();
+    wait_until(Duration::from_secs(30), "the standby to take over", || {
+        leads(second_port)
+    })
+    .await;
+    let done = hub
+        .wait_for(
+            "to-4-2-0",
+            &[Phase::Succeeded, Phase::RolledBack, Phase::Failed],
+            LIMIT,
+        )
+        .await;
+    let status = done.status.expect("status");
+    assert_phase(&status, Phase::Succeeded);
+    let expected: Vec<String> = status
+        .progress
+        .steps
+        .iter()
+        .map(|s| s.name.as_str().to_string())
+        .collect();
+    wait_until(
+        Duration::from_secs(30),
+        "the finished upgrade in the ledger",
+        || async {
+            let history: Vec<UpgradeEntry> = read_ledger(&hub, "history");
+            history.len() == 1
+                && history[0].phase == "Succeeded"
+                && history[0]
+                    .steps
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>()
+                    == expected
+        },
+    )
+    .await;
+    let backups: Vec<BackupEntry> = read_ledger(&hub, "backups");
+    assert_eq!(backups.len(), 1, "{backups:#?}");
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -287,3 +287,145 @@ async fn two_replicas_on_a_postgresql_ledger_write_one_record_through_a_hand_ove
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// Every object in the namespace that `hubgrade plan` could have touched, with its
+/// resourceVersion.
+fn versions_in(namespace: &str) -> Vec<String> {
+    let output = support::kubectl(&[
+        "get",
+        "deployments,replicasets,pods,pvc,secrets,configmaps,jobs,leases,hubupgrades",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}{\"\\n\"}{end}",
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let mut lines: Vec<String> = support::stdout(&output).lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+/// `hubgrade plan -f` on a HubUpgrade manifest: the JSON report and the exit code.
+fn plan(hub: &Hub, name: &str, target: &str) -> (serde_json::Value, i32) {
+    let file = hub.dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: hubgrade.io/v1alpha1\nkind: HubUpgrade\nmetadata:\n  name: {name}\n\
+             spec:\n  hub:\n    deployment: hub\n  targetImage: {target}\n"
+        ),
+    )
+    .expect("writing the manifest");
+    let output = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+        .args(["plan", "-o", "json", "-n", hub.ns(), "-f"])
+        .arg(&file)
+        .args(["--ledger-url", &hub.ledger_url])
+        .env("KUBECONFIG", support::kubeconfig())
+        .output()
+        .expect("hubgrade plan");
+    let report = serde_json::from_str(&support::stdout(&output)).unwrap_or_else(|e| {
+        panic!(
+            "hubgrade plan printed no report ({e}): {}{}",
+            support::stdout(&output),
+            support::stderr(&output)
+        )
+    });
+    (report, output.status.code().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_changes_nothing_and_predicts_the_downtime_from_the_ledger() {
+    let hub = Hub::new("ledger-plan", |yaml| yaml).await;
+    let before = versions_in(hub.ns());
+    let (report, code) = plan(&hub, "to-4-2-0", TARGET);
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["wouldProceed"], true, "{report}");
+    assert_eq!(report["layout"]["claim"], "hub-db-dir", "{report}");
+    assert_eq!(report["layout"]["container"], "hub", "{report}");
+    assert_eq!(
+        report["versions"]["currentImage"],
+        support::e2e::ORIGINAL_IMAGE
+    );
+    assert!(
+        report["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .all(|c| c["passed"] == true),
+        "{report}"
+    );
+    assert!(report["downtime"]["seconds"].is_null(), "{report}");
+    assert!(
+        report["downtime"]["basis"]
+            .as_str()
+            .unwrap()
+            .contains("no finished upgrade yet"),
+        "{report}"
+    );
+    assert_eq!(
+        versions_in(hub.ns()),
+        before,
+        "hubgrade plan changed the cluster"
+    );
+
+    // An older target: the plan says no (exit code 2), still changing nothing.
+    let (refused, code) = plan(&hub, "back", "quay.io/jupyterhub/k8s-hub:4.0.0");
+    assert_eq!(code, 2, "{refused}");
+    assert_eq!(refused["wouldProceed"], false);
+    assert!(
+        refused["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("PreflightFailed"),
+        "{refused}"
+    );
+    assert_eq!(
+        versions_in(hub.ns()),
+        before,
+        "hubgrade plan changed the cluster"
+    );
+
+    // After one upgrade the ledger predicts the next from it; the next is measured against it.
+    let first = hub
+        .run_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            LIMIT,
+        )
+        .await;
+    assert_phase(&first, Phase::Succeeded);
+    let measured = first.downtime_seconds.expect("a measured downtime");
+    let next_target = "quay.io/jupyterhub/k8s-hub:4.3.0";
+    // The operator writes the ledger a moment after the status: look until it is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let predicted = loop {
+        let (report, _) = plan(&hub, "to-4-3-0", next_target);
+        if !report["downtime"]["seconds"].is_null() {
+            break report["downtime"]["seconds"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prediction from the ledger: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        predicted, measured,
+        "the prediction is not the one past downtime"
+    );
+    let second = hub
+        .run_upgrade(
+            "to-4-3-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": next_target}),
+            LIMIT,
+        )
+        .await;
+    assert_phase(&second, Phase::Succeeded);
+    println!(
+        "predicted downtime {predicted}s, measured {}s",
+        second.downtime_seconds.expect("measured")
+    );
+}

@@ -4,6 +4,7 @@ mod agent;
 mod db;
 mod kubectl;
 mod ledger;
+mod plan;
 mod run;
 
 use std::ffi::OsString;
@@ -49,6 +50,10 @@ pub enum Command {
     Approve(kubectl::approve::ApproveArgs),
     /// Run a Failed or RolledBack HubUpgrade again (delete it and create it anew).
     Retry(kubectl::retry::RetryArgs),
+    /// What the operator would do with a HubUpgrade (a dry run against the live cluster that
+    /// changes nothing): layout, checks, versions, backup, predicted downtime. Exit code 2:
+    /// the upgrade would not go ahead.
+    Plan(plan::PlanArgs),
     /// The upgrades the ledger recorded, newest first, including those whose HubUpgrade is gone.
     History(ledger::LedgerArgs),
     /// The database backups the ledger recorded, newest first.
@@ -92,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Abort(args) => plugin(kubectl::abort::run(args, program)),
         Command::Approve(args) => plugin(kubectl::approve::run(args, program)),
         Command::Retry(args) => plugin(kubectl::retry::run(args, program)),
+        Command::Plan(args) => with_runtime(plan::run(args)),
         Command::History(args) => with_runtime(ledger::history(args)),
         Command::Backups(args) => with_runtime(ledger::backups(args)),
         Command::Completion(args) => kubectl::completion::script(args, program).into(),

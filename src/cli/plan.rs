@@ -1,0 +1,520 @@
+//! `hubgrade plan -f upgrade.yaml`: what the operator would do with a HubUpgrade, against the
+//! live cluster, changing nothing. It reads what the operator's Preflight reads (only GET
+//! requests), asks the API server to validate the spec with a dry run (nothing is stored),
+//! runs the state machine's own Preflight on what it read, and predicts the downtime from the
+//! ledger's past upgrades.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use kube::api::{Api, PostParams};
+use kube::{Client, Config, ResourceExt};
+use serde::Serialize;
+
+use super::ledger::Format;
+use crate::api::HubUpgrade;
+use crate::cluster::Target;
+use crate::cluster::observe::observe;
+use crate::hub::revision::{check_image_upgrade, release_of_image};
+use crate::ledger::{Filter, Ledger, UpgradeEntry};
+use crate::machine::{Action, LockState, Phase, Progress, decide};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The HubUpgrade to plan (YAML or JSON); `-` reads standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Its namespace, when the file does not say (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The ledger to predict the downtime from (the operator's; see `hubgrade history`).
+    #[arg(long, env = "HUBGRADE_LEDGER_URL")]
+    pub ledger_url: Option<String>,
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+/// The plan, as `-o json|yaml` prints it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub upgrade: String,
+    pub hub: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutReport>,
+    pub checks: Vec<Check>,
+    pub versions: Versions,
+    pub backup: String,
+    pub downtime: Prediction,
+    /// What the operator would do: its first phases, or why it would stop.
+    pub verdict: String,
+    /// Whether the operator would go ahead.
+    pub would_proceed: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutReport {
+    pub container: String,
+    pub database: String,
+    pub claim: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    pub config_maps: Vec<String>,
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Versions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    pub target_image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_revision: Option<String>,
+    /// Whether `jupyterhub upgrade-db` changes the schema; None when an image is not a known
+    /// z2jh hub image (the migration runs and tells).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_needed: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prediction {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<i64>,
+    /// How it was predicted, or why there is no prediction.
+    pub basis: String,
+}
+
+pub async fn run(args: PlanArgs) -> ExitCode {
+    match plan(&args).await {
+        Ok(report) => {
+            let text = match args.output {
+                Format::Table => text(&report),
+                Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+                Format::Yaml => serde_saphyr::to_string(&report).unwrap_or_default(),
+            };
+            print!("{text}");
+            if report.would_proceed {
+                ExitCode::SUCCESS
+            } else {
+                // The plan was made; the upgrade would not go ahead.
+                ExitCode::from(2)
+            }
+        }
+        Err(problem) => {
+            eprintln!("hubgrade plan: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn plan(args: &PlanArgs) -> Result<Report, String> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .map_err(|e| format!("reading {}: {e}", args.file.display()))?
+    };
+    let mut upgrade: HubUpgrade = serde_saphyr::from_str(&text)
+        .map_err(|e| format!("{} is not a HubUpgrade: {e}", args.file.display()))?;
+    let config = Config::infer()
+        .await
+        .map_err(|e| format!("no Kubernetes configuration: {e}"))?;
+    let namespace = upgrade
+        .namespace()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    upgrade.metadata.namespace = Some(namespace.clone());
+    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    let mut checks = Vec::new();
+
+    // The API server's own validation (schema and CEL rules), stored nowhere.
+    let upgrades: Api<HubUpgrade> = Api::namespaced(client.clone(), &namespace);
+    let mut candidate = upgrade.clone();
+    candidate.metadata.resource_version = None;
+    candidate.status = None;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    checks.push(match upgrades.create(&dry_run, &candidate).await {
+        Ok(_) => check("the API server accepts the spec (dry run)", true, "valid"),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Planned as that object: a lock it holds is its own.
+            if let Ok(existing) = upgrades.get(&upgrade.name_any()).await {
+                upgrade.metadata.uid = existing.metadata.uid;
+            }
+            check(
+                "the API server accepts the spec (dry run)",
+                true,
+                "a HubUpgrade of this name already exists; the spec was read as written",
+            )
+        }
+        Err(error) => check(
+            "the API server accepts the spec (dry run)",
+            false,
+            &error.to_string(),
+        ),
+    });
+
+    // The operator's own Preflight, on the cluster as it is now.
+    let target = Target::resolve(&upgrade, "").map_err(|e| e.to_string())?;
+    let observation = observe(&client, &target, Phase::Preflight)
+        .await
+        .map_err(|e| format!("reading the cluster: {e}"))?;
+    let now = jiff::Timestamp::now();
+    let mut world = observation.world(now);
+    let lock = world.lock.clone();
+    checks.push(match &lock {
+        LockState::HeldBy(other) => check(
+            "the hub lock is free",
+            false,
+            &format!("held by HubUpgrade {other}: this upgrade would wait for it to end"),
+        ),
+        LockState::HeldBySelf => check(
+            "the hub lock is free",
+            true,
+            "held by this HubUpgrade itself",
+        ),
+        LockState::Free => check("the hub lock is free", true, "free"),
+    });
+    let problems = world
+        .preflight
+        .as_ref()
+        .map(|p| p.problems.clone())
+        .unwrap_or_default();
+    checks.push(check(
+        "the hub, its database and the target pass Preflight",
+        problems.is_empty(),
+        &if problems.is_empty() {
+            "the Deployment, the database's claim, the upgrade path and the backup method".into()
+        } else {
+            problems.join("; ")
+        },
+    ));
+    // Past the lock, as if this upgrade held it: where the machine would go next.
+    world.lock = LockState::HeldBySelf;
+    let start = Progress {
+        phase: Phase::Preflight,
+        phase_started_at: Some(now),
+        ..Progress::default()
+    };
+    let decision = decide(&target.plan, &start, &world, now);
+    let next = &decision.progress;
+    let would_proceed = !next.phase.is_terminal() && next.phase != Phase::Preflight
+        || next.reason == "AlreadyAtTarget";
+    let verdict = match (next.phase, next.reason.as_str()) {
+        (_, "AlreadyAtTarget") => format!(
+            "the hub already runs {} and is Ready: the upgrade would end Succeeded at once, \
+             changing nothing",
+            target.plan.target_image
+        ),
+        (Phase::Failed, reason) => format!("it would stop ({reason}): {}", next.message),
+        (Phase::Preflight, _) if decision.action == Action::Wait => format!(
+            "it would wait in Preflight: {}",
+            if next.message.is_empty() {
+                "not ready"
+            } else {
+                &next.message
+            }
+        ),
+        (phase, _) => format!(
+            "it would go on to {phase}{}, then stop the hub, back up its database and \
+             configuration, migrate with {}, roll the hub out and verify it; any failure \
+             rolls it back",
+            if matches!(lock, LockState::HeldBy(_)) {
+                " once the other upgrade ends"
+            } else {
+                ""
+            },
+            target.plan.target_image
+        ),
+    };
+    checks.push(check(
+        "the operator would go ahead",
+        would_proceed,
+        &verdict,
+    ));
+
+    let layout = observation.snapshot.layout.clone().and_then(Result::ok);
+    let current_image = layout.as_ref().map(|l| l.image.clone());
+    let current = current_image.as_deref().and_then(release_of_image);
+    let wanted = release_of_image(&target.plan.target_image);
+    let versions = Versions {
+        current_release: current.map(|r| r.releases.to_string()),
+        current_revision: current.map(|r| r.head.to_string()),
+        target_release: wanted.map(|r| r.releases.to_string()),
+        target_revision: wanted.map(|r| r.head.to_string()),
+        migration_needed: current.zip(wanted).map(|(c, w)| c.head != w.head),
+        current_image,
+        target_image: target.plan.target_image.clone(),
+    };
+    if let Some(image) = &versions.current_image
+        && let Err(problem) = check_image_upgrade(image, &target.plan.target_image)
+    {
+        checks.push(check(
+            "the target is not older",
+            false,
+            &problem.to_string(),
+        ));
+    }
+
+    let hub_filter = Filter {
+        namespace: Some(namespace.clone()),
+        hub: Some(target.hub.clone()),
+    };
+    let past = match &args.ledger_url {
+        None => Err("no ledger given (--ledger-url or $HUBGRADE_LEDGER_URL)".to_string()),
+        Some(url) => {
+            let password = std::env::var("HUBGRADE_LEDGER_PASSWORD").ok();
+            match Ledger::open_to_read(url, password.as_deref()).await {
+                Ok(ledger) => {
+                    let read = ledger.history(&Filter::default()).await;
+                    ledger.close().await;
+                    read.map_err(|e| e.to_string())
+                }
+                Err(error) => Err(error.to_string()),
+            }
+        }
+    };
+    let downtime = predict(&past, &hub_filter);
+    let last_backup = past.as_ref().ok().and_then(|upgrades| {
+        upgrades
+            .iter()
+            .filter(|u| Some(&u.namespace) == hub_filter.namespace.as_ref())
+            .filter(|u| Some(&u.hub) == hub_filter.hub.as_ref())
+            .find_map(|u| u.backup.as_ref().and_then(|b| b.size_bytes))
+    });
+    let backup = match &layout {
+        None => "none: the hub's layout was not found".to_string(),
+        Some(layout) => format!(
+            "{} copy of {} on the claim {}, next to the database (kept: the last {}); the \
+             backup Job checks first that the claim has room for the backup, JupyterHub's own \
+             copy and 10 % growth{}",
+            match target.backup_method {
+                crate::machine::BackupMethod::Auto => "File".to_string(),
+                method => method.to_string(),
+            },
+            layout.sqlite_path,
+            layout.volume_claim,
+            target.backup_retain,
+            match last_backup {
+                Some(bytes) => format!(" (the last backup of this hub was {bytes} bytes)"),
+                None => String::new(),
+            }
+        ),
+    };
+    let layout_report = layout.map(|l| LayoutReport {
+        container: l.container,
+        database: format!("SQLite {}", l.sqlite_path),
+        claim: l.volume_claim,
+        sub_path: l.sub_path,
+        config_maps: l.config_maps,
+        secrets: l.secrets,
+    });
+    Ok(Report {
+        upgrade: format!("{namespace}/{}", upgrade.name_any()),
+        hub: format!("{namespace}/{}", target.hub),
+        layout: layout_report,
+        checks,
+        versions,
+        backup,
+        downtime,
+        verdict,
+        would_proceed,
+    })
+}
+
+fn check(name: &str, passed: bool, detail: &str) -> Check {
+    Check {
+        check: name.to_string(),
+        passed,
+        detail: detail.to_string(),
+    }
+}
+
+/// The mean downtime of the last (up to) five succeeded upgrades of this hub, else of other
+/// hubs in the ledger, else none, saying which.
+pub fn predict(past: &Result<Vec<UpgradeEntry>, String>, hub: &Filter) -> Prediction {
+    let upgrades = match past {
+        Ok(upgrades) => upgrades,
+        Err(why) => {
+            return Prediction {
+                seconds: None,
+                basis: format!("no prediction: {why}"),
+            };
+        }
+    };
+    let measured = |u: &&UpgradeEntry| u.phase == "Succeeded" && u.downtime_seconds.is_some();
+    let this_hub = |u: &&UpgradeEntry| {
+        Some(&u.namespace) == hub.namespace.as_ref() && Some(&u.hub) == hub.hub.as_ref()
+    };
+    let mine: Vec<&UpgradeEntry> = upgrades
+        .iter()
+        .filter(measured)
+        .filter(this_hub)
+        .take(5)
+        .collect();
+    let (sample, whose) = if mine.is_empty() {
+        let others: Vec<&UpgradeEntry> = upgrades.iter().filter(measured).take(5).collect();
+        (others, "other hubs")
+    } else {
+        (mine, "this hub")
+    };
+    if sample.is_empty() {
+        return Prediction {
+            seconds: None,
+            basis: "no prediction: the ledger has no finished upgrade yet (the rehearsal's \
+                    migration time, measured when the upgrade runs, is the first estimate)"
+                .into(),
+        };
+    }
+    let times: Vec<i64> = sample.iter().filter_map(|u| u.downtime_seconds).collect();
+    let mean = (times.iter().sum::<i64>() as f64 / times.len() as f64).round() as i64;
+    Prediction {
+        seconds: Some(mean),
+        basis: format!(
+            "the mean of the last {} measured upgrade(s) of {whose} in the ledger ({})",
+            times.len(),
+            times
+                .iter()
+                .map(|t| format!("{t}s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The plan for people.
+fn text(report: &Report) -> String {
+    let mut out = format!(
+        "Plan for HubUpgrade {} (hub {})\n\n",
+        report.upgrade, report.hub
+    );
+    if let Some(layout) = &report.layout {
+        out += "Layout\n";
+        out += &format!("  container    {}\n", layout.container);
+        out += &format!("  database     {}\n", layout.database);
+        out += &format!("  claim        {}\n", layout.claim);
+        if let Some(sub_path) = &layout.sub_path {
+            out += &format!("  subPath      {sub_path}\n");
+        }
+        out += &format!(
+            "  config       ConfigMaps {:?}, Secrets {:?}\n\n",
+            layout.config_maps, layout.secrets
+        );
+    }
+    let v = &report.versions;
+    out += "Versions\n";
+    out += &format!(
+        "  now          {} (JupyterHub {}, revision {})\n",
+        v.current_image.as_deref().unwrap_or("-"),
+        v.current_release.as_deref().unwrap_or("unknown"),
+        v.current_revision.as_deref().unwrap_or("unknown"),
+    );
+    out += &format!(
+        "  target       {} (JupyterHub {}, revision {})\n",
+        v.target_image,
+        v.target_release.as_deref().unwrap_or("unknown"),
+        v.target_revision.as_deref().unwrap_or("unknown"),
+    );
+    out += &format!(
+        "  migration    {}\n\n",
+        match v.migration_needed {
+            Some(true) => "needed: the schema changes",
+            Some(false) => "none needed: same schema revision",
+            None => "unknown: the migration Job finds out",
+        }
+    );
+    out += "Checks\n";
+    for check in &report.checks {
+        out += &format!(
+            "  [{}] {}: {}\n",
+            if check.passed { "ok" } else { "no" },
+            check.check,
+            check.detail
+        );
+    }
+    out += &format!("\nBackup\n  {}\n\n", report.backup);
+    out += &format!(
+        "Downtime\n  {}: {}\n\n",
+        report
+            .downtime
+            .seconds
+            .map_or_else(|| "unknown".to_string(), |s| format!("about {s}s")),
+        report.downtime.basis
+    );
+    out += &format!("Verdict\n  {}\n", report.verdict);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn past(hub: &str, phase: &str, downtime: Option<i64>) -> UpgradeEntry {
+        UpgradeEntry {
+            uid: format!("{hub}-{downtime:?}"),
+            namespace: "jhub".into(),
+            name: "u".into(),
+            hub: hub.into(),
+            created_by: "kubectl".into(),
+            created_at: "2026-11-26T10:00:00Z".into(),
+            database_type: "SQLite".into(),
+            from_image: None,
+            to_image: "x".into(),
+            from_release: None,
+            to_release: None,
+            to_revision: None,
+            phase: phase.into(),
+            reason: String::new(),
+            message: String::new(),
+            downtime_seconds: downtime,
+            finished_at: None,
+            deleted_at: None,
+            steps: Vec::new(),
+            backup: None,
+        }
+    }
+
+    #[test]
+    fn the_downtime_is_predicted_from_this_hub_first_then_others_else_not_at_all() {
+        let hub = Filter {
+            namespace: Some("jhub".into()),
+            hub: Some("hub".into()),
+        };
+        let ledger = Ok(vec![
+            past("hub", "Succeeded", Some(40)),
+            past("hub", "RolledBack", Some(300)),
+            past("hub", "Succeeded", Some(50)),
+            past("other", "Succeeded", Some(9)),
+        ]);
+        let mine = predict(&ledger, &hub);
+        assert_eq!(mine.seconds, Some(45));
+        assert!(mine.basis.contains("this hub") && mine.basis.contains("40s, 50s"));
+        let others = predict(&Ok(vec![past("other", "Succeeded", Some(9))]), &hub);
+        assert_eq!(others.seconds, Some(9));
+        assert!(others.basis.contains("other hubs"));
+        let none = predict(&Ok(vec![past("hub", "Failed", None)]), &hub);
+        assert_eq!(none.seconds, None);
+        assert!(none.basis.starts_with("no prediction"));
+        let no_ledger = predict(&Err("no ledger given".into()), &hub);
+        assert_eq!(no_ledger.basis, "no prediction: no ledger given");
+    }
+}

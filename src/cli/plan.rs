@@ -166,6 +166,12 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
                 "a HubUpgrade of this name already exists; the spec was read as written",
             )
         }
+        Err(kube::Error::Api(status)) if status.code == 403 => check(
+            "the API server accepts the spec (dry run)",
+            true,
+            "not checked: this account may not create HubUpgrades here (the dry run needs \
+             create); the operator's checks below still ran",
+        ),
         Err(error) => check(
             "the API server accepts the spec (dry run)",
             false,

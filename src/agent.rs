@@ -168,12 +168,22 @@ impl AgentCommand {
                 // The copy's name says what follows it (a rehearsal copy, or the backup before
                 // a migration and maybe a restore), and so how much room it needs.
                 let plan = sqlite::SpacePlan::for_destination(to);
-                let made = sqlite::back_up_for(database, to, plan).await;
-                if let (Ok(_), Some(keep)) = (&made, retain) {
+                let mut made = sqlite::back_up_for(database, to, plan).await;
+                if let (Ok(record), Some(keep)) = (&mut made, retain) {
                     // Pruning is housekeeping: a failure to delete an old copy does not undo
                     // the backup just made.
-                    if let Err(error) = sqlite::prune_backups(database, to, *keep) {
-                        eprintln!("hubgrade agent: could not prune old backups: {error}");
+                    match sqlite::prune_backups(database, to, *keep) {
+                        // hubgrade's own earlier backups, which the ledger lists.
+                        Ok(deleted) => {
+                            record.pruned = deleted
+                                .iter()
+                                .filter(|p| sqlite::is_hubgrade_backup(p))
+                                .map(|p| p.display().to_string())
+                                .collect()
+                        }
+                        Err(error) => {
+                            eprintln!("hubgrade agent: could not prune old backups: {error}")
+                        }
                     }
                 }
                 backup(made)
@@ -337,6 +347,7 @@ mod tests {
             size_bytes: Some(81920),
             checksum: Some("sha256:00".into()),
             verified: true,
+            pruned: Vec::new(),
         };
         assert_eq!(report.backup.as_ref(), Some(&backup));
         assert_eq!(serde_json::to_string(&report).expect("json"), message);

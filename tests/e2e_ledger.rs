@@ -416,16 +416,56 @@ async fn plan_changes_nothing_and_predicts_the_downtime_from_the_ledger() {
         predicted, measured,
         "the prediction is not the one past downtime"
     );
+    // This one keeps only its own backup: the first one's is deleted, and the ledger says so.
     let second = hub
         .run_upgrade(
             "to-4-3-0",
-            json!({"hub": {"deployment": "hub"}, "targetImage": next_target}),
+            json!({"hub": {"deployment": "hub"}, "targetImage": next_target,
+                   "backup": {"retain": 1}}),
             LIMIT,
         )
         .await;
     assert_phase(&second, Phase::Succeeded);
-    println!(
-        "predicted downtime {predicted}s, measured {}s",
-        second.downtime_seconds.expect("measured")
+    let measured_now = second.downtime_seconds.expect("measured");
+    println!("predicted downtime {predicted}s, measured {measured_now}s");
+    let first_backup = first.progress.backup.expect("the first backup").reference;
+    assert_eq!(
+        second.progress.backup.expect("the second backup").pruned,
+        vec![first_backup.clone()]
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the ledger to hold the second upgrade, predicted and measured",
+        || async {
+            let history: Vec<UpgradeEntry> = read_ledger(&hub, "history");
+            history.iter().any(|u| {
+                u.name == "to-4-3-0"
+                    && u.downtime_seconds == Some(measured_now)
+                    && u.predicted_downtime_seconds == Some(measured)
+            })
+        },
+    )
+    .await;
+    let backups: Vec<BackupEntry> = read_ledger(&hub, "backups");
+    print_tables(&hub);
+    let pruned = backups
+        .iter()
+        .find(|b| b.location == first_backup)
+        .expect("the first backup in the ledger");
+    assert_eq!(pruned.state, "deleted", "{backups:#?}");
+    assert_eq!(
+        pruned.deleted_by.as_deref(),
+        Some("backup.retain 1 (upgrade to-4-3-0)")
+    );
+    assert!(
+        !hub.volume
+            .join("hubgrade-backups")
+            .join(
+                std::path::Path::new(&first_backup)
+                    .file_name()
+                    .expect("a file name")
+            )
+            .exists(),
+        "the first backup is still on the volume"
     );
 }

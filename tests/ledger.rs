@@ -27,6 +27,8 @@ fn entry(uid: &str, name: &str, phase: &str, steps: usize) -> UpgradeEntry {
         reason: String::new(),
         message: "the hub runs the target image".into(),
         downtime_seconds: Some(41),
+        predicted_downtime_seconds: None,
+        prediction_basis: None,
         finished_at: None,
         deleted_at: None,
         steps: (0..steps)
@@ -53,13 +55,31 @@ fn entry(uid: &str, name: &str, phase: &str, steps: usize) -> UpgradeEntry {
             deleted_at: None,
             deleted_by: None,
         }),
+        pruned_backups: Vec::new(),
+        retain: 0,
     }
+}
+
+/// The newest schema version this hubgrade knows.
+fn known() -> i64 {
+    hubgrade::ledger::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations")
+}
+
+/// The record as written, without what the ledger adds (its prediction).
+fn as_written(mut entry: UpgradeEntry) -> UpgradeEntry {
+    entry.predicted_downtime_seconds = None;
+    entry.prediction_basis = None;
+    entry
 }
 
 /// Everything a ledger must do, on any database.
 async fn a_ledger_records_and_keeps(url: &str, password: Option<&str>) {
     let ledger = Ledger::open(url, password).await.expect("an empty ledger");
-    assert_eq!(ledger.schema_version().await.unwrap(), Some(1));
+    assert_eq!(ledger.schema_version().await.unwrap(), Some(known()));
     let all = Filter::default();
     assert!(ledger.history(&all).await.unwrap().is_empty());
 
@@ -81,18 +101,58 @@ async fn a_ledger_records_and_keeps(url: &str, password: Option<&str>) {
         .write(&entry("u-2", "to-5", "RollingBack", 1))
         .await
         .unwrap();
+    // A third upgrade whose backup.retain deleted the first one's backup.
+    let mut third = entry("u-3", "to-6", "Succeeded", 4);
+    third.pruned_backups = vec!["/srv/jupyterhub/jupyterhub.sqlite.hubgrade-to-4".into()];
+    third.retain = 2;
+    ledger.write(&third).await.unwrap();
     ledger.close().await;
 
     // Opened again (an operator restart): the migrations change nothing, the rows are there.
     let again = Ledger::open(url, password).await.expect("the same ledger");
     let history = again.history(&all).await.unwrap();
-    assert_eq!(history.len(), 2, "{history:#?}");
+    assert_eq!(history.len(), 3, "{history:#?}");
     let first = history.iter().find(|u| u.uid == "u-1").expect("u-1");
-    assert_eq!(first, &done);
+    // (Its backup is compared below: a later upgrade's retention deleted it.)
+    let mut got = as_written(first.clone());
+    got.backup = done.backup.clone();
+    assert_eq!(got, done);
     assert_eq!(first.steps.len(), 4);
+    // The first had nothing to be predicted from; the later ones were predicted from it.
+    assert_eq!(first.predicted_downtime_seconds, None);
+    assert!(
+        first
+            .prediction_basis
+            .as_deref()
+            .unwrap()
+            .starts_with("no prediction")
+    );
+    let second = history.iter().find(|u| u.uid == "u-2").expect("u-2");
+    assert_eq!(second.predicted_downtime_seconds, Some(41));
+    assert!(
+        second
+            .prediction_basis
+            .as_deref()
+            .unwrap()
+            .contains("this hub")
+    );
     let backups = again.backups(&all).await.unwrap();
-    assert_eq!(backups.len(), 2);
-    assert_eq!(backups[0].upgrade, "to-4");
+    assert_eq!(backups.len(), 3);
+    let pruned = backups
+        .iter()
+        .find(|b| b.upgrade == "to-4")
+        .expect("to-4's backup");
+    assert_eq!(pruned.state, "deleted");
+    assert_eq!(
+        pruned.deleted_by.as_deref(),
+        Some("backup.retain 2 (upgrade to-6)")
+    );
+    assert!(
+        backups
+            .iter()
+            .filter(|b| b.upgrade != "to-4")
+            .all(|b| b.state == "retained")
+    );
     let other_hub = Filter {
         namespace: Some("jhub".into()),
         hub: Some("other".into()),
@@ -145,9 +205,12 @@ async fn a_ledger_from_a_newer_hubgrade_is_refused_and_left_as_it_is() {
         assert!(output.status.success(), "{}", support::stderr(&output));
         support::stdout(&output)
     };
-    sql("CREATE TABLE predictions (upgrade_uid TEXT); \
+    let newer = known() + 1;
+    sql(&format!(
+        "CREATE TABLE notifications (upgrade_uid TEXT); \
          INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, \
-         execution_time) VALUES (2, 'predictions', CURRENT_TIMESTAMP, 1, X'00', 1)");
+         execution_time) VALUES ({newer}, 'notifications', CURRENT_TIMESTAMP, 1, X'00', 1)"
+    ));
     let before = std::fs::read(&file).unwrap();
 
     for refused in [
@@ -156,8 +219,8 @@ async fn a_ledger_from_a_newer_hubgrade_is_refused_and_left_as_it_is() {
     ] {
         match refused {
             Some(LedgerError::Newer {
-                found: 2, known: 1, ..
-            }) => {}
+                found, known: k, ..
+            }) if found == newer && k == known() => {}
             other => panic!("a newer ledger was not refused as newer: {other:?}"),
         }
     }
@@ -167,7 +230,10 @@ async fn a_ledger_from_a_newer_hubgrade_is_refused_and_left_as_it_is() {
         "the ledger was changed"
     );
     let message = Ledger::open(&url, None).await.err().unwrap().to_string();
-    assert!(message.contains("schema version 2, newer"), "{message}");
+    assert!(
+        message.contains(&format!("schema version {newer}, newer")),
+        "{message}"
+    );
 
     // The operator does not start on it.
     let output = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
@@ -228,7 +294,10 @@ async fn history_and_backups_print_what_the_ledger_holds_and_change_nothing() {
 
     let json: Vec<UpgradeEntry> =
         serde_json::from_str(&run(&["history", "-o", "json", "--hub", "hub"])).unwrap();
-    assert_eq!(json, vec![done.clone()]);
+    assert_eq!(
+        json.into_iter().map(as_written).collect::<Vec<_>>(),
+        vec![done.clone()]
+    );
     let none: Vec<UpgradeEntry> =
         serde_json::from_str(&run(&["history", "-o", "json", "-n", "elsewhere"])).unwrap();
     assert!(none.is_empty());
@@ -245,5 +314,40 @@ async fn history_and_backups_print_what_the_ledger_holds_and_change_nothing() {
         std::fs::read(&file).unwrap(),
         before,
         "reading changed the ledger"
+    );
+
+    // The ledger backed up as the README says, and the copy read back.
+    let copies = dir.path().join("backups");
+    std::fs::create_dir(&copies).unwrap();
+    let backup = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+        .args([
+            "db",
+            "backup",
+            "--url",
+            &format!("sqlite:///{}", file.display()),
+        ])
+        .arg("--to")
+        .arg(&copies)
+        .output()
+        .unwrap();
+    assert!(backup.status.success(), "{}", support::stderr(&backup));
+    let reference: serde_json::Value = serde_json::from_str(&support::stdout(&backup)).unwrap();
+    let copy = reference["reference"].as_str().expect("the copy's path");
+    assert!(copy.starts_with(copies.to_str().unwrap()), "{copy}");
+    let output = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+        .args([
+            "history",
+            "-o",
+            "json",
+            "--ledger-url",
+            &format!("sqlite://{copy}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let copied: Vec<UpgradeEntry> = serde_json::from_str(&support::stdout(&output)).unwrap();
+    assert_eq!(
+        copied.into_iter().map(as_written).collect::<Vec<_>>(),
+        vec![done]
     );
 }

@@ -121,8 +121,14 @@ fn history_table(upgrades: &[UpgradeEntry]) -> String {
             },
             u.from_image.as_deref().map(tag).unwrap_or("-").to_string(),
             tag(&u.to_image).to_string(),
-            u.downtime_seconds
-                .map_or_else(|| "-".into(), |s| format!("{s}s")),
+            match (u.downtime_seconds, u.predicted_downtime_seconds) {
+                (Some(measured), Some(predicted)) => {
+                    format!("{measured}s (predicted {predicted}s)")
+                }
+                (Some(measured), None) => format!("{measured}s"),
+                (None, Some(predicted)) => format!("- (predicted {predicted}s)"),
+                (None, None) => "-".into(),
+            },
             u.created_at.clone(),
             u.deleted_at.clone().unwrap_or_else(|| "-".into()),
             u.created_by.clone(),

@@ -17,7 +17,8 @@ use crate::api::HubUpgrade;
 use crate::cluster::Target;
 use crate::cluster::observe::observe;
 use crate::hub::revision::{check_image_upgrade, release_of_image};
-use crate::ledger::{Filter, Ledger, UpgradeEntry};
+use crate::ledger::predict::{Prediction, Sample, predict};
+use crate::ledger::{Filter, Ledger};
 use crate::machine::{Action, LockState, Phase, Progress, decide};
 
 #[derive(Debug, Args)]
@@ -90,15 +91,6 @@ pub struct Versions {
     /// z2jh hub image (the migration runs and tells).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migration_needed: Option<bool>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Prediction {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seconds: Option<i64>,
-    /// How it was predicted, or why there is no prediction.
-    pub basis: String,
 }
 
 pub async fn run(args: PlanArgs) -> ExitCode {
@@ -299,7 +291,11 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
             }
         }
     };
-    let downtime = predict(&past, &hub_filter);
+    let samples = past
+        .as_ref()
+        .map(|upgrades| upgrades.iter().map(Sample::from).collect())
+        .map_err(Clone::clone);
+    let downtime = predict(&samples, &hub_filter);
     let last_backup = past.as_ref().ok().and_then(|upgrades| {
         upgrades
             .iter()
@@ -352,58 +348,6 @@ fn check(name: &str, passed: bool, detail: &str) -> Check {
         check: name.to_string(),
         passed,
         detail: detail.to_string(),
-    }
-}
-
-/// The mean downtime of the last (up to) five succeeded upgrades of this hub, else of other
-/// hubs in the ledger, else none, saying which.
-pub fn predict(past: &Result<Vec<UpgradeEntry>, String>, hub: &Filter) -> Prediction {
-    let upgrades = match past {
-        Ok(upgrades) => upgrades,
-        Err(why) => {
-            return Prediction {
-                seconds: None,
-                basis: format!("no prediction: {why}"),
-            };
-        }
-    };
-    let measured = |u: &&UpgradeEntry| u.phase == "Succeeded" && u.downtime_seconds.is_some();
-    let this_hub = |u: &&UpgradeEntry| {
-        Some(&u.namespace) == hub.namespace.as_ref() && Some(&u.hub) == hub.hub.as_ref()
-    };
-    let mine: Vec<&UpgradeEntry> = upgrades
-        .iter()
-        .filter(measured)
-        .filter(this_hub)
-        .take(5)
-        .collect();
-    let (sample, whose) = if mine.is_empty() {
-        let others: Vec<&UpgradeEntry> = upgrades.iter().filter(measured).take(5).collect();
-        (others, "other hubs")
-    } else {
-        (mine, "this hub")
-    };
-    if sample.is_empty() {
-        return Prediction {
-            seconds: None,
-            basis: "no prediction: the ledger has no finished upgrade yet (the rehearsal's \
-                    migration time, measured when the upgrade runs, is the first estimate)"
-                .into(),
-        };
-    }
-    let times: Vec<i64> = sample.iter().filter_map(|u| u.downtime_seconds).collect();
-    let mean = (times.iter().sum::<i64>() as f64 / times.len() as f64).round() as i64;
-    Prediction {
-        seconds: Some(mean),
-        basis: format!(
-            "the mean of the last {} measured upgrade(s) of {whose} in the ledger ({})",
-            times.len(),
-            times
-                .iter()
-                .map(|t| format!("{t}s"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
     }
 }
 
@@ -468,59 +412,4 @@ fn text(report: &Report) -> String {
     );
     out += &format!("Verdict\n  {}\n", report.verdict);
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn past(hub: &str, phase: &str, downtime: Option<i64>) -> UpgradeEntry {
-        UpgradeEntry {
-            uid: format!("{hub}-{downtime:?}"),
-            namespace: "jhub".into(),
-            name: "u".into(),
-            hub: hub.into(),
-            created_by: "kubectl".into(),
-            created_at: "2026-11-26T10:00:00Z".into(),
-            database_type: "SQLite".into(),
-            from_image: None,
-            to_image: "x".into(),
-            from_release: None,
-            to_release: None,
-            to_revision: None,
-            phase: phase.into(),
-            reason: String::new(),
-            message: String::new(),
-            downtime_seconds: downtime,
-            finished_at: None,
-            deleted_at: None,
-            steps: Vec::new(),
-            backup: None,
-        }
-    }
-
-    #[test]
-    fn the_downtime_is_predicted_from_this_hub_first_then_others_else_not_at_all() {
-        let hub = Filter {
-            namespace: Some("jhub".into()),
-            hub: Some("hub".into()),
-        };
-        let ledger = Ok(vec![
-            past("hub", "Succeeded", Some(40)),
-            past("hub", "RolledBack", Some(300)),
-            past("hub", "Succeeded", Some(50)),
-            past("other", "Succeeded", Some(9)),
-        ]);
-        let mine = predict(&ledger, &hub);
-        assert_eq!(mine.seconds, Some(45));
-        assert!(mine.basis.contains("this hub") && mine.basis.contains("40s, 50s"));
-        let others = predict(&Ok(vec![past("other", "Succeeded", Some(9))]), &hub);
-        assert_eq!(others.seconds, Some(9));
-        assert!(others.basis.contains("other hubs"));
-        let none = predict(&Ok(vec![past("hub", "Failed", None)]), &hub);
-        assert_eq!(none.seconds, None);
-        assert!(none.basis.starts_with("no prediction"));
-        let no_ledger = predict(&Err("no ledger given".into()), &hub);
-        assert_eq!(no_ledger.basis, "no prediction: no ledger given");
-    }
 }

@@ -171,6 +171,7 @@ pub async fn snapshot_claim(
         size_bytes: Some(size),
         checksum: None,
         verified: true,
+        pruned: Vec::new(),
     })
 }
 

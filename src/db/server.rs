@@ -160,6 +160,7 @@ pub(crate) async fn verified_clone(
         size_bytes: Some(size.max(0) as u64),
         checksum: None,
         verified: true,
+        pruned: Vec::new(),
     })
 }
 
@@ -224,5 +225,6 @@ pub(crate) fn finish_dump(partial: &Path, file: &Path) -> Result<BackupRecord> {
         size_bytes: Some(size_bytes),
         checksum: Some(checksum),
         verified: true,
+        pruned: Vec::new(),
     })
 }

@@ -37,6 +37,12 @@ pub struct UpgradeEntry {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_seconds: Option<i64>,
+    /// The downtime the ledger predicted when it first recorded the upgrade (read back from
+    /// the ledger; never part of what the operator writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_downtime_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_basis: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// When the HubUpgrade was deleted; the ledger keeps the record.
@@ -46,6 +52,12 @@ pub struct UpgradeEntry {
     pub steps: Vec<StepEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupEntry>,
+    /// Earlier backups of the hub that this upgrade's `backup.retain` deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned_backups: Vec<String>,
+    /// The spec's `backup.retain`: the rule that deleted them.
+    #[serde(default)]
+    pub retain: u32,
 }
 
 /// One phase of an upgrade's timeline.
@@ -151,6 +163,8 @@ impl UpgradeEntry {
             reason: progress.reason.clone(),
             message: progress.message.clone(),
             downtime_seconds: progress.downtime_seconds(),
+            predicted_downtime_seconds: None,
+            prediction_basis: None,
             finished_at,
             deleted_at: deleted_at.map(ledger_time),
             steps: progress
@@ -164,6 +178,12 @@ impl UpgradeEntry {
                     message: s.message.clone(),
                 })
                 .collect(),
+            pruned_backups: progress
+                .backup
+                .as_ref()
+                .map(|b| b.pruned.clone())
+                .unwrap_or_default(),
+            retain: upgrade.spec.backup.retain,
             backup,
             namespace,
             hub,

@@ -6,6 +6,7 @@
 //! is, and the ledger is rebuilt from it.
 
 pub mod entry;
+pub mod predict;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -169,12 +170,43 @@ impl Ledger {
     pub async fn write(&self, entry: &UpgradeEntry) -> Result<(), LedgerError> {
         let now = entry::ledger_time(jiff::Timestamp::now());
         let mut tx = self.pool.begin().await?;
+        let known = sqlx::query("SELECT 1 FROM upgrades WHERE uid = $1")
+            .bind(&entry.uid)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        // A new upgrade gets the downtime predicted from the ones before it, once.
+        let prediction = if known {
+            None
+        } else {
+            let rows = sqlx::query(
+                "SELECT namespace, hub, phase, downtime_seconds FROM upgrades \
+                 WHERE downtime_seconds IS NOT NULL ORDER BY created_at DESC, uid LIMIT 500",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut samples = Vec::with_capacity(rows.len());
+            for row in rows {
+                samples.push(predict::Sample {
+                    namespace: row.try_get("namespace")?,
+                    hub: row.try_get("hub")?,
+                    phase: row.try_get("phase")?,
+                    downtime_seconds: row.try_get("downtime_seconds")?,
+                });
+            }
+            let hub = Filter {
+                namespace: Some(entry.namespace.clone()),
+                hub: Some(entry.hub.clone()),
+            };
+            Some(predict::predict(&Ok(samples), &hub))
+        };
         sqlx::query(
             "INSERT INTO upgrades (uid, namespace, name, hub, created_by, created_at, \
              database_type, from_image, to_image, from_release, to_release, to_revision, \
-             phase, reason, message, downtime_seconds, finished_at, deleted_at, updated_at) \
+             phase, reason, message, downtime_seconds, finished_at, deleted_at, updated_at, \
+             predicted_downtime_seconds, prediction_basis) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19) \
+             $17, $18, $19, $20, $21) \
              ON CONFLICT (uid) DO UPDATE SET database_type = excluded.database_type, \
              from_image = excluded.from_image, to_image = excluded.to_image, \
              from_release = excluded.from_release, to_release = excluded.to_release, \
@@ -203,6 +235,8 @@ impl Ledger {
         .bind(&entry.finished_at)
         .bind(&entry.deleted_at)
         .bind(&now)
+        .bind(prediction.as_ref().and_then(|p| p.seconds))
+        .bind(prediction.map(|p| p.basis))
         .execute(&mut *tx)
         .await?;
         for (position, step) in entry.steps.iter().enumerate() {
@@ -244,6 +278,23 @@ impl Ledger {
             .execute(&mut *tx)
             .await?;
         }
+        // What this upgrade's retention deleted: earlier backups of the same hub.
+        let rule = format!("backup.retain {} (upgrade {})", entry.retain, entry.name);
+        for location in &entry.pruned_backups {
+            sqlx::query(
+                "UPDATE backups SET state = 'deleted', deleted_at = $1, deleted_by = $2 \
+                 WHERE namespace = $3 AND hub = $4 AND location = $5 AND state = 'retained' \
+                 AND upgrade_uid <> $6",
+            )
+            .bind(&now)
+            .bind(&rule)
+            .bind(&entry.namespace)
+            .bind(&entry.hub)
+            .bind(location)
+            .bind(&entry.uid)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -253,7 +304,8 @@ impl Ledger {
         let rows = sqlx::query(
             "SELECT uid, namespace, name, hub, created_by, created_at, database_type, \
              from_image, to_image, from_release, to_release, to_revision, phase, reason, \
-             message, downtime_seconds, finished_at, deleted_at FROM upgrades \
+             message, downtime_seconds, predicted_downtime_seconds, prediction_basis, \
+             finished_at, deleted_at FROM upgrades \
              WHERE ($1 IS NULL OR namespace = $1) AND ($2 IS NULL OR hub = $2) \
              ORDER BY created_at DESC, uid",
         )
@@ -280,10 +332,14 @@ impl Ledger {
                 reason: row.try_get("reason")?,
                 message: row.try_get("message")?,
                 downtime_seconds: row.try_get("downtime_seconds")?,
+                predicted_downtime_seconds: row.try_get("predicted_downtime_seconds")?,
+                prediction_basis: row.try_get("prediction_basis")?,
                 finished_at: row.try_get("finished_at")?,
                 deleted_at: row.try_get("deleted_at")?,
                 steps: Vec::new(),
                 backup: None,
+                pruned_backups: Vec::new(),
+                retain: 0,
             });
         }
         let mut steps = self.steps(filter).await?;

@@ -64,6 +64,10 @@ pub struct BackupRecord {
     /// The backup was read back and checked after it was made.
     // (File: checksum and integrity check; Clone: the copy is there; VolumeSnapshot: ready.)
     pub verified: bool,
+    /// Older backups of this hub that `backup.retain` deleted once this one was made (hubgrade's
+    /// earlier backups on the volume); the ledger marks them deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
 }
 
 #[cfg(test)]
@@ -92,6 +96,7 @@ mod tests {
             size_bytes: Some(4096),
             checksum: Some("sha256:00".into()),
             verified: true,
+            pruned: Vec::new(),
         };
         let json = serde_json::to_value(&record).expect("record");
         assert_eq!(json["method"], "Dump");

@@ -169,11 +169,15 @@ async fn play(pod: &Pod, volumes: &Path) -> (i32, String) {
             let mut report = agent.execute().await;
             // Report paths as the pod sees them, as the real agent would.
             if let Some(backup) = report.backup.as_mut() {
-                for (mounted, local) in &moved {
-                    if let Ok(rest) = Path::new(&backup.reference).strip_prefix(local) {
-                        backup.reference = mounted.join(rest).display().to_string();
+                let as_mounted = |path: &mut String| {
+                    for (mounted, local) in &moved {
+                        if let Ok(rest) = Path::new(path.as_str()).strip_prefix(local) {
+                            *path = mounted.join(rest).display().to_string();
+                        }
                     }
-                }
+                };
+                as_mounted(&mut backup.reference);
+                backup.pruned.iter_mut().for_each(as_mounted);
             }
             let code = if report.ok { 0 } else { 1 };
             (code, serde_json::to_string(&report).unwrap_or_default())

@@ -96,6 +96,7 @@ pub fn backup_report(verified: bool) -> BackupRecord {
         size_bytes: Some(81_920),
         checksum: Some("sha256:5d41402abc4b2a76b9719d911017c592".to_string()),
         verified,
+        pruned: Vec::new(),
     }
 }
 
@@ -108,6 +109,7 @@ pub fn verified_backup() -> BackupRecord {
         size_bytes: report.size_bytes,
         checksum: report.checksum,
         verified: true,
+        pruned: Vec::new(),
     }
 }
 

@@ -167,6 +167,7 @@ async fn the_restore_job_puts_back_the_recorded_backup() {
             size_bytes: Some(4096),
             checksum: Some("sha256:abc".into()),
             verified: true,
+            pruned: Vec::new(),
         }),
         ..Progress::default()
     };

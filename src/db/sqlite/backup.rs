@@ -72,6 +72,7 @@ pub async fn back_up_for(
         size_bytes: Some(size_bytes),
         checksum: Some(checksum),
         verified: true,
+        pruned: Vec::new(),
     })
 }
 

@@ -19,9 +19,8 @@ pub fn prune_backups(database: &Path, newest: &Path, keep: usize) -> Result<Vec<
     let mut backups = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with("hubgrade-") && name.ends_with("-db.sqlite") && path != newest {
+        if is_hubgrade_backup(&path) && path != newest {
             backups.push((modified(&path)?, path));
         }
     }
@@ -41,6 +40,13 @@ pub fn prune_backups(database: &Path, newest: &Path, keep: usize) -> Result<Vec<
         deleted.push(path);
     }
     Ok(deleted)
+}
+
+/// A database backup hubgrade made (`hubgrade-<upgrade>-db.sqlite`), by its name.
+pub fn is_hubgrade_backup(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| n.starts_with("hubgrade-") && n.ends_with("-db.sqlite"))
 }
 
 fn modified(path: &Path) -> Result<std::time::SystemTime> {

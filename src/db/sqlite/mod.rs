@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::db::file::size_and_checksum;
 pub use backup::{back_up, back_up_for, prepare, prepare_for, verify};
-pub use copies::prune_backups;
+pub use copies::{is_hubgrade_backup, prune_backups};
 pub use restore::{Restored, restore};
 pub use space::{SpaceNeed, SpacePlan};
 use space::{describe_shortfall, human};

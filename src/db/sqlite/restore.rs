@@ -58,6 +58,7 @@ pub async fn restore(backup: &Path, database: &Path, checksum: &str) -> Result<R
             size_bytes: Some(size_bytes),
             checksum: Some(checksum.to_string()),
             verified: true,
+            pruned: Vec::new(),
         },
         removed_to_make_room,
     })

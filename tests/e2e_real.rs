@@ -198,7 +198,48 @@ async fn a_real_hub_is_upgraded_from_jupyterhub_4_to_5_with_its_users_tokens_and
         "the new hub pod pulled the image during the downtime: {new_hub_pulls:?}"
     );
     eprintln!("scenario took {:?}", hub.started.elapsed());
+
+    // The ledger's prediction, checked on the real node: a second hub like the first, upgraded
+    // the same way with the same ledger, is predicted from the first's measured downtime.
+    let ledger = hub.ledger_url.clone();
+    let first = hub
+        .ledger_record("to-5")
+        .expect("the first upgrade in the ledger");
+    assert_eq!(first.downtime_seconds, status.downtime_seconds);
     hub.delete_namespace().await;
+    drop(hub);
+    let mut second = RealHub::new("real-predicted", None, Operator::HostProcess).await;
+    second.use_ledger(&ledger);
+    let population = second.populate(USERS);
+    second.apply_upgrade("to-5", NEW_IMAGE, json!({})).await;
+    let upgrade = second.wait_for("to-5", TERMINAL, UPGRADE_LIMIT).await;
+    let measured = upgrade
+        .status
+        .as_ref()
+        .and_then(|s| s.downtime_seconds)
+        .unwrap_or_else(|| {
+            panic!(
+                "no measured downtime; operator log:\n{}",
+                second.operator_log()
+            )
+        });
+    second.assert_population(&population);
+    let record = second
+        .ledger_record("to-5")
+        .expect("the second upgrade in the ledger");
+    let predicted = record
+        .predicted_downtime_seconds
+        .unwrap_or_else(|| panic!("no prediction: {:?}", record.prediction_basis));
+    assert_eq!(Some(predicted), first.downtime_seconds);
+    eprintln!(
+        "downtime predicted {predicted} s ({}), measured {measured} s",
+        record.prediction_basis.unwrap_or_default()
+    );
+    assert!(
+        (measured - predicted).abs() <= (predicted / 2).max(10),
+        "predicted {predicted} s, measured {measured} s"
+    );
+    second.delete_namespace().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -93,6 +93,11 @@ async fn a_ledger_records_and_keeps(url: &str, password: Option<&str>) {
     ledger.write(&done).await.unwrap();
     done.deleted_at = Some("2026-11-26T11:00:00Z".into());
     ledger.write(&done).await.unwrap();
+    // An older view written late (a replica that lost the lease) changes nothing.
+    ledger
+        .write(&entry("u-1", "to-4", "Migrating", 2))
+        .await
+        .unwrap();
     // A later record without the deletion (an old status seen late) does not undelete it.
     let mut late = done.clone();
     late.deleted_at = None;

@@ -170,11 +170,23 @@ impl Ledger {
     pub async fn write(&self, entry: &UpgradeEntry) -> Result<(), LedgerError> {
         let now = entry::ledger_time(jiff::Timestamp::now());
         let mut tx = self.pool.begin().await?;
-        let known = sqlx::query("SELECT 1 FROM upgrades WHERE uid = $1")
-            .bind(&entry.uid)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let stored = sqlx::query(
+            "SELECT u.phase, (SELECT COUNT(*) FROM steps s WHERE s.upgrade_uid = u.uid) AS steps \
+             FROM upgrades u WHERE u.uid = $1",
+        )
+        .bind(&entry.uid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let known = stored.is_some();
+        if let Some(row) = stored {
+            let phase: String = row.try_get("phase")?;
+            let steps: i64 = row.try_get("steps")?;
+            if is_stale(&phase, steps, entry) {
+                // An older view of the upgrade (a replica that lost the lease wrote late):
+                // the newer record stays.
+                return Ok(());
+            }
+        }
         // A new upgrade gets the downtime predicted from the ones before it, once.
         let prediction = if known {
             None
@@ -423,6 +435,14 @@ impl Ledger {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether `entry` is older than what the ledger holds (`phase` with `steps` steps): the
+/// timeline only grows, and an ended upgrade does not start again.
+fn is_stale(phase: &str, steps: i64, entry: &UpgradeEntry) -> bool {
+    let ended = |phase: &str| matches!(phase, "Succeeded" | "RolledBack" | "Failed");
+    let incoming = entry.steps.len() as i64;
+    incoming < steps || (incoming == steps && ended(phase) && !ended(&entry.phase))
 }
 
 /// `url` with `password` set (percent-encoded) when one is given; an SQLite file is made if

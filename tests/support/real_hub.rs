@@ -81,6 +81,9 @@ pub struct RealHub {
     operator: Option<Child>,
     operator_mode: Operator,
     operator_kubeconfig: PathBuf,
+    /// The host-process operator's `--ledger-url`: an SQLite file in `dir` unless a test says
+    /// ([`RealHub::use_ledger`]).
+    pub ledger_url: String,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -317,6 +320,7 @@ impl RealHub {
             Some(sub_path) => claim_folder.join(sub_path),
             None => claim_folder,
         };
+        let ledger_url = format!("sqlite://{}", dir.join("ledger.sqlite").display());
         let mut hub = RealHub {
             client,
             namespace,
@@ -329,6 +333,7 @@ impl RealHub {
             operator: None,
             operator_mode: operator,
             operator_kubeconfig: PathBuf::new(),
+            ledger_url,
             _serial: serial,
         };
         let limit = Duration::from_secs(60);
@@ -448,6 +453,7 @@ impl RealHub {
         assert_eq!(self.operator_mode, Operator::HostProcess);
         let operator = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
             .args(["run", "--namespace", self.ns(), "--lease-seconds", "3"])
+            .args(["--ledger-url", &self.ledger_url])
             .args([
                 "--metrics-address",
                 &format!("127.0.0.1:{}", super::free_port()),
@@ -460,6 +466,30 @@ impl RealHub {
             .spawn()
             .expect("starting hubgrade run");
         self.operator = Some(operator);
+    }
+
+    /// Restarts the host-process operator with another ledger (before any upgrade).
+    pub fn use_ledger(&mut self, url: &str) {
+        self.kill_operator();
+        self.ledger_url = url.to_string();
+        self.start_operator();
+    }
+
+    /// The ledger's record of the upgrade `name` of this hub (`hubgrade history -o json`).
+    pub fn ledger_record(&self, name: &str) -> Option<hubgrade::ledger::UpgradeEntry> {
+        let output = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+            .args(["history", "-o", "json", "-n", self.ns()])
+            .args(["--ledger-url", &self.ledger_url])
+            .output()
+            .expect("hubgrade history");
+        assert!(
+            output.status.success(),
+            "hubgrade history: {}",
+            stderr(&output)
+        );
+        let history: Vec<hubgrade::ledger::UpgradeEntry> =
+            serde_json::from_str(&stdout(&output)).expect("JSON");
+        history.into_iter().find(|u| u.name == name)
     }
 
     /// SIGKILL: no clean shutdown, no lease release.

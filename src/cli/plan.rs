@@ -18,7 +18,7 @@ use crate::cluster::Target;
 use crate::cluster::observe::observe;
 use crate::hub::revision::{check_image_upgrade, release_of_image};
 use crate::ledger::predict::{Prediction, Sample, predict};
-use crate::ledger::{Filter, Ledger};
+use crate::ledger::{Filter, Ledger, UpgradeEntry};
 use crate::machine::{Action, LockState, Phase, Progress, decide};
 
 #[derive(Debug, Args)]
@@ -197,15 +197,17 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
         .as_ref()
         .map(|p| p.problems.clone())
         .unwrap_or_default();
-    checks.push(check(
-        "the hub, its database and the target pass Preflight",
-        problems.is_empty(),
-        &if problems.is_empty() {
-            "the Deployment, the database's claim, the upgrade path and the backup method".into()
-        } else {
-            problems.join("; ")
-        },
-    ));
+    if problems.is_empty() {
+        checks.push(check(
+            "Preflight",
+            true,
+            "the Deployment and its layout, the database's claim (Bound), the upgrade path \
+             (no older schema or image) and the backup method",
+        ));
+    }
+    for problem in &problems {
+        checks.push(check("Preflight", false, problem));
+    }
     // Past the lock, as if this upgrade held it: where the machine would go next.
     world.lock = LockState::HeldBySelf;
     let start = Progress {
@@ -250,29 +252,6 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
         &verdict,
     ));
 
-    let layout = observation.snapshot.layout.clone().and_then(Result::ok);
-    let current_image = layout.as_ref().map(|l| l.image.clone());
-    let current = current_image.as_deref().and_then(release_of_image);
-    let wanted = release_of_image(&target.plan.target_image);
-    let versions = Versions {
-        current_release: current.map(|r| r.releases.to_string()),
-        current_revision: current.map(|r| r.head.to_string()),
-        target_release: wanted.map(|r| r.releases.to_string()),
-        target_revision: wanted.map(|r| r.head.to_string()),
-        migration_needed: current.zip(wanted).map(|(c, w)| c.head != w.head),
-        current_image,
-        target_image: target.plan.target_image.clone(),
-    };
-    if let Some(image) = &versions.current_image
-        && let Err(problem) = check_image_upgrade(image, &target.plan.target_image)
-    {
-        checks.push(check(
-            "the target is not older",
-            false,
-            &problem.to_string(),
-        ));
-    }
-
     let hub_filter = Filter {
         namespace: Some(namespace.clone()),
         hub: Some(target.hub.clone()),
@@ -296,13 +275,49 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
         .map(|upgrades| upgrades.iter().map(Sample::from).collect())
         .map_err(Clone::clone);
     let downtime = predict(&samples, &hub_filter);
-    let last_backup = past.as_ref().ok().and_then(|upgrades| {
-        upgrades
-            .iter()
-            .filter(|u| Some(&u.namespace) == hub_filter.namespace.as_ref())
-            .filter(|u| Some(&u.hub) == hub_filter.hub.as_ref())
-            .find_map(|u| u.backup.as_ref().and_then(|b| b.size_bytes))
-    });
+    let this_hub: Vec<&UpgradeEntry> = past
+        .as_ref()
+        .map(|upgrades| {
+            upgrades
+                .iter()
+                .filter(|u| Some(&u.namespace) == hub_filter.namespace.as_ref())
+                .filter(|u| Some(&u.hub) == hub_filter.hub.as_ref())
+                .collect()
+        })
+        .unwrap_or_default();
+    let last_backup = this_hub
+        .iter()
+        .find_map(|u| u.backup.as_ref().and_then(|b| b.size_bytes))
+        .and_then(|bytes| u64::try_from(bytes).ok());
+    // The database's revision as the last upgrade of this hub left it (read from the database
+    // after its migration), for a hub whose image the release table does not know.
+    let recorded_revision = this_hub
+        .iter()
+        .filter(|u| u.phase == "Succeeded")
+        .find_map(|u| u.to_revision.clone());
+    let layout = observation.snapshot.layout.clone().and_then(Result::ok);
+    let current_image = layout.as_ref().map(|l| l.image.clone());
+    let current = current_image.as_deref().and_then(release_of_image);
+    let wanted = release_of_image(&target.plan.target_image);
+    let versions = Versions {
+        current_release: current.map(|r| r.releases.to_string()),
+        current_revision: current.map(|r| r.head.to_string()).or(recorded_revision),
+        target_release: wanted.map(|r| r.releases.to_string()),
+        target_revision: wanted.map(|r| r.head.to_string()),
+        migration_needed: current.zip(wanted).map(|(c, w)| c.head != w.head),
+        current_image,
+        target_image: target.plan.target_image.clone(),
+    };
+    if let Some(image) = &versions.current_image
+        && let Err(problem) = check_image_upgrade(image, &target.plan.target_image)
+    {
+        checks.push(check(
+            "the target is not older",
+            false,
+            &problem.to_string(),
+        ));
+    }
+
     let backup = match &layout {
         None => "none: the hub's layout was not found".to_string(),
         Some(layout) => format!(
@@ -317,8 +332,20 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
             layout.volume_claim,
             target.backup_retain,
             match last_backup {
-                Some(bytes) => format!(" (the last backup of this hub was {bytes} bytes)"),
-                None => String::new(),
+                Some(bytes) => {
+                    let dir = std::path::Path::new(&layout.mount_path);
+                    let needed: u64 = crate::db::sqlite::SpacePlan::BackupBeforeMigration
+                        .needs(bytes, dir, dir)
+                        .iter()
+                        .map(|n| n.bytes)
+                        .sum();
+                    format!(
+                        ": about {} free for a database the size of this hub's last backup \
+                         ({bytes} bytes)",
+                        human_bytes(needed)
+                    )
+                }
+                None => " (no earlier backup of this hub in the ledger to size it by)".into(),
             }
         ),
     };
@@ -341,6 +368,15 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
         verdict,
         would_proceed,
     })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes as f64 >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
 }
 
 fn check(name: &str, passed: bool, detail: &str) -> Check {

@@ -416,6 +416,20 @@ async fn plan_changes_nothing_and_predicts_the_downtime_from_the_ledger() {
         predicted, measured,
         "the prediction is not the one past downtime"
     );
+    // The first HubUpgrade is pruned (as a GitOps tool would); its backup still counts.
+    hub.upgrades()
+        .delete("to-4-2-0", &DeleteParams::default())
+        .await
+        .expect("deleting");
+    wait_until(LIMIT, "the first HubUpgrade to be gone", || async {
+        hub.upgrades()
+            .get_opt("to-4-2-0")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await;
     // This one keeps only its own backup: the first one's is deleted, and the ledger says so.
     let second = hub
         .run_upgrade(

@@ -289,3 +289,120 @@ async fn the_stand_in_migration_changes_the_database_and_its_revision_is_recorde
     assert_eq!(to.image, TARGET);
     assert_eq!(to.revision.as_deref(), Some("4621fec11365"));
 }
+
+/// #15 point 2: in a namespace that enforces the `restricted` Pod Security Standard, every pod
+/// hubgrade makes is admitted: the rehearsal, backup, migration and restore of an upgrade that
+/// rolls back, then those of one that succeeds. A pod the admission refused would leave its Job
+/// without a pod and the upgrade would not end as it does.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_pod_hubgrade_makes_is_admitted_under_the_restricted_pod_security_standard() {
+    // The hub itself set up as z2jh's `hub.containerSecurityContext` allows, for `restricted`.
+    let hub = Hub::new("restricted", |yaml| {
+        yaml.replace(
+            "            allowPrivilegeEscalation: false\n",
+            "            allowPrivilegeEscalation: false\n            runAsNonRoot: true\n            \
+             capabilities: {drop: [ALL]}\n            seccompProfile: {type: RuntimeDefault}\n",
+        )
+    })
+    .await;
+    let labelled = support::kubectl(&[
+        "label",
+        "namespace",
+        hub.ns(),
+        "pod-security.kubernetes.io/enforce=restricted",
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(labelled.status.success(), "{}", support::stderr(&labelled));
+    let original = checksum(&hub.database());
+
+    let never_ready = "quay.io/jupyterhub/k8s-hub:4.2.0-never-ready";
+    let status = hub
+        .run_upgrade(
+            "to-never-ready",
+            json!({"hub": {"deployment": "hub"}, "targetImage": never_ready,
+                   "rollout": {"timeout": "8s"}}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(
+        status.progress.phase,
+        Phase::RolledBack,
+        "{:?}\n{}",
+        status.progress.failure,
+        hub.operator_log()
+    );
+    assert!(status.progress.database_restored, "the restore did not run");
+    assert_eq!(checksum(&hub.database()), original);
+    let status = hub
+        .run_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{:?}\n{}",
+        status.progress.failure,
+        hub.operator_log()
+    );
+    assert_eq!(hub.hub_image().await, TARGET);
+    let events = support::kubectl(&["get", "events", "-n", hub.ns(), "-o", "json"])
+        .output()
+        .expect("kubectl");
+    let events = support::stdout(&events);
+    assert!(
+        !events.contains("violates PodSecurity"),
+        "a pod was refused by the admission: {events}"
+    );
+}
+
+/// A Job whose pod cannot be created (a ResourceQuota here; Pod Security admission, a
+/// LimitRange or a missing ServiceAccount alike) fails its step within a minute, naming why,
+/// instead of waiting out the step's timeout: the rehearsal, so the hub is never touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_pod_is_refused_fails_its_step_within_a_minute_naming_why() {
+    let hub = Hub::new("refused", |yaml| yaml).await;
+    // The hub's own pod is the one pod the namespace may have.
+    let quota = support::kubectl(&[
+        "create",
+        "quota",
+        "one-pod",
+        "--hard=pods=1",
+        "-n",
+        hub.ns(),
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(quota.status.success(), "{}", support::stderr(&quota));
+    let original = checksum(&hub.database());
+    let start = Instant::now();
+    let status = hub
+        .run_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(
+        status.progress.phase,
+        Phase::Failed,
+        "{:?}",
+        status.progress
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(75),
+        "took {:?}",
+        start.elapsed()
+    );
+    let failure = status.progress.failure.clone().unwrap_or_default();
+    assert!(
+        failure.contains("cannot be created") && failure.contains("exceeded quota"),
+        "{failure}"
+    );
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert!(hub.hub_available().await, "the hub was touched");
+    assert_eq!(checksum(&hub.database()), original);
+}

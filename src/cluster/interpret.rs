@@ -33,6 +33,9 @@ pub struct Snapshot {
     pub jobs: BTreeMap<JobStep, (Job, Vec<Pod>)>,
     /// Warning Events about pods that are stuck while being created (attach, mount).
     pub pod_events: Vec<Event>,
+    /// Warning Events about this upgrade's Jobs that have no pod (FailedCreate: refused by
+    /// admission, a quota, a missing ServiceAccount).
+    pub job_events: Vec<Event>,
     pub config_backed_up: bool,
     pub deleting: bool,
     /// The abort annotation's value (see [`crate::api::ABORT_ANNOTATION`]).
@@ -204,6 +207,11 @@ impl Snapshot {
             };
             return StepState::Failed(why);
         }
+        if pods.is_empty()
+            && let Some(why) = podless_job(job, &self.job_events, now)
+        {
+            return StepState::Failed(format!("Job {name} cannot run: {why}"));
+        }
         match pods
             .iter()
             .find_map(|pod| stuck_pod(pod, &self.pod_events, now))
@@ -247,6 +255,26 @@ const STUCK_REASONS: [&str; 7] = [
     "CreateContainerError",
     "RunContainerError",
 ];
+
+/// Why a Job without a pod cannot make one, once it has tried for [`STUCK_AFTER`]: its latest
+/// `FailedCreate` Warning (a pod refused by Pod Security admission, a ResourceQuota, a
+/// LimitRange, a missing ServiceAccount). The Job controller retries, but none of these mends
+/// itself while the hub is down.
+pub fn podless_job(job: &Job, events: &[Event], now: Timestamp) -> Option<String> {
+    let created: Timestamp = job.metadata.creation_timestamp.as_ref()?.0;
+    if created.duration_until(now) < STUCK_AFTER {
+        return None;
+    }
+    let refused = events.iter().rev().find(|e| {
+        e.involved_object.uid.is_some()
+            && e.involved_object.uid == job.metadata.uid
+            && e.reason.as_deref() == Some("FailedCreate")
+    })?;
+    Some(format!(
+        "its pod cannot be created: {}",
+        refused.message.clone().unwrap_or_default()
+    ))
+}
 
 /// Why `pod` cannot start, once it has tried for [`STUCK_AFTER`]: an image that cannot be
 /// pulled, a configuration that cannot be made, no node to run on, a volume that cannot be

@@ -8,10 +8,11 @@ use jiff::SignedDuration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, LocalObjectReference, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, Container, EnvVar, LocalObjectReference, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::owned::{BACKUP_DIR, JobStep, Owner, ROLE_LABEL, labels, owned_metadata, owned_name};
@@ -67,17 +68,40 @@ fn restricted(hub: Option<&SecurityContext>, pod: Option<&PodSecurityContext>) -
     context
 }
 
-/// The pod security context for agent pods: the hub's (same user and fsGroup, so files on the
-/// volume keep their owner), else a non-root default.
-fn agent_pod_security(hub_pod: &PodSpec) -> PodSecurityContext {
+/// The pod security context for agent pods: the hub pod's own (same user, group and fsGroup,
+/// so files on the volume keep their owner). Nothing is forced on the volume: without an
+/// fsGroup of the hub's, none is set (an fsGroup makes the kubelet change the group of every
+/// file on the volume). Only the user falls back, when neither the hub pod nor its container
+/// names one, to 1000: the user z2jh's hub image runs as (the agent image's own, 65532, could
+/// not write the hub's files).
+fn agent_pod_security(hub_pod: &PodSpec, hub_container: Option<&Container>) -> PodSecurityContext {
     let mut context = hub_pod.security_context.clone().unwrap_or_default();
-    if context.run_as_user.is_none() {
-        context.run_as_user = Some(1000);
-    }
-    if context.fs_group.is_none() {
-        context.fs_group = Some(1000);
+    let container_user = hub_container
+        .and_then(|c| c.security_context.as_ref())
+        .and_then(|s| s.run_as_user);
+    if context.run_as_user.is_none() && container_user.is_none() {
+        context.run_as_user = Some(JUPYTERHUB_IMAGE_USER);
     }
     context
+}
+
+/// The user z2jh's hub image (`jovyan`) runs as.
+const JUPYTERHUB_IMAGE_USER: i64 = 1000;
+
+/// What an agent container asks for: it copies and checks an SQLite file page by page, so
+/// little memory; the limit keeps a runaway copy from hurting the hub's node.
+fn agent_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(
+            [
+                ("cpu".to_string(), Quantity("50m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
+            ]
+            .into(),
+        ),
+        limits: Some([("memory".to_string(), Quantity("512Mi".into()))].into()),
+        ..Default::default()
+    }
 }
 
 fn hub_pod(deployment: &Deployment) -> PodSpec {
@@ -140,10 +164,20 @@ fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -
             },
         ]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(restricted(
-            hub_container.and_then(|c| c.security_context.as_ref()),
-            pod.security_context.as_ref(),
-        )),
+        // SQLite's temporary files go to the Job's scratch folder: the root is read-only.
+        env: Some(vec![EnvVar {
+            name: "SQLITE_TMPDIR".into(),
+            value: Some(RUN_DIR.into()),
+            ..Default::default()
+        }]),
+        resources: Some(agent_resources()),
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            ..restricted(
+                hub_container.and_then(|c| c.security_context.as_ref()),
+                pod.security_context.as_ref(),
+            )
+        }),
         ..Default::default()
     }
 }
@@ -184,7 +218,12 @@ fn agent_job(
         }),
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
-            security_context: Some(agent_pod_security(&pod)),
+            security_context: Some(agent_pod_security(
+                &pod,
+                pod.containers
+                    .iter()
+                    .find(|c| c.name == inputs.layout.container),
+            )),
             node_selector: pod.node_selector.clone(),
             tolerations: pod.tolerations.clone(),
             affinity: pod.affinity.clone(),

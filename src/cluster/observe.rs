@@ -107,6 +107,24 @@ pub async fn observe(
         };
         jobs_found.insert(step, (job, job_pods));
     }
+    // A Job that has no pod yet may be unable to make one: only Events say why.
+    let podless = jobs_found.values().any(|(job, pods)| {
+        pods.is_empty()
+            && !job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True"
+                    })
+                })
+    });
+    if podless {
+        let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+        let warnings = ListParams::default().fields("type=Warning,involvedObject.kind=Job");
+        snapshot.job_events = events.list(&warnings).await?.items;
+    }
     snapshot.jobs = jobs_found;
     // Volume trouble shows only in Events: read them for pods that are still being created.
     let creating = snapshot

@@ -61,6 +61,33 @@ fn a_volume_that_cannot_be_attached_is_stuck() {
 }
 
 #[test]
+fn a_job_whose_pod_is_refused_is_stuck_after_the_grace() {
+    let job = |age: i64| -> Job {
+        let created = now() - SignedDuration::from_secs(age);
+        serde_json::from_value(json!({
+            "metadata": {"name": "j", "uid": "j1", "creationTimestamp": created.to_string()}
+        }))
+        .expect("job")
+    };
+    let refused: Event = serde_json::from_value(json!({
+        "metadata": {"name": "e"}, "involvedObject": {"kind": "Job", "name": "j", "uid": "j1"},
+        "reason": "FailedCreate", "type": "Warning",
+        "message": "pods \"j-x\" is forbidden: exceeded quota: pods, requested: pods=1"
+    }))
+    .expect("event");
+    assert_eq!(
+        podless_job(&job(5), std::slice::from_ref(&refused), now()),
+        None
+    );
+    let why = podless_job(&job(40), std::slice::from_ref(&refused), now()).expect("stuck");
+    assert!(why.contains("exceeded quota"), "{why}");
+    // Another Job's Events say nothing about this one.
+    let mut other = refused.clone();
+    other.involved_object.uid = Some("j2".into());
+    assert_eq!(podless_job(&job(40), &[other], now()), None);
+}
+
+#[test]
 fn evicted_and_completed_hub_pods_are_not_counted() {
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "hub", "generation": 2},

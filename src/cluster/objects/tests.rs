@@ -269,3 +269,112 @@ fn the_operators_image_pull_secrets_reach_every_job() {
     };
     assert_eq!(names(backup_job(&inputs)), Vec::<String>::new());
 }
+
+/// #15 point 2: every agent container runs under the restricted profile with a read-only root
+/// (SQLite's temporary files in the Job's scratch folder), with resources, as the hub's user.
+#[test]
+fn agent_containers_have_a_read_only_root_resources_and_the_hubs_user() {
+    let (target, deployment, layout) = (target(), hub(), layout());
+    let inputs = inputs(&target, &deployment, &layout);
+    let jobs = [
+        backup_job(&inputs),
+        restore_job(&inputs, "/srv/jupyterhub/b.sqlite", "sha256:00"),
+        migration_job(&inputs),
+        rehearsal_job(&inputs, Some("node-1")),
+    ];
+    let mut agents = 0;
+    for job in &jobs {
+        let pod = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .expect("pod");
+        let containers = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&pod.containers)
+            .filter(|c| c.image.as_deref() == Some("hubgrade:0.1.0"));
+        for container in containers {
+            agents += 1;
+            let security = container.security_context.as_ref().expect("security");
+            assert_eq!(
+                security.read_only_root_filesystem,
+                Some(true),
+                "{}",
+                container.name
+            );
+            assert_eq!(security.run_as_user, Some(1000), "{}", container.name);
+            assert_eq!(security.allow_privilege_escalation, Some(false));
+            let resources = container.resources.as_ref().expect("resources");
+            assert!(
+                resources
+                    .limits
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("memory"))
+            );
+            let tmp = container
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "SQLITE_TMPDIR")
+                .and_then(|e| e.value.clone());
+            assert_eq!(tmp.as_deref(), Some(RUN_DIR));
+            assert!(
+                container
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.mount_path == RUN_DIR && m.read_only != Some(true)),
+                "{} cannot write its scratch folder",
+                container.name
+            );
+        }
+    }
+    assert_eq!(agents, 7, "backup, restore, 2 × (pin, report), copy");
+}
+
+/// No fsGroup is forced onto the hub's volume: an agent pod has the hub pod's, or none.
+#[test]
+fn agent_pods_take_the_hubs_fs_group_or_none() {
+    let agent_pod = |deployment: &Deployment| {
+        let (target, layout) = (target(), target().layout(deployment).expect("layout"));
+        let job = backup_job(&inputs(&target, deployment, &layout));
+        job.spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.security_context)
+            .expect("a pod security context")
+    };
+    assert_eq!(agent_pod(&hub()).fs_group, Some(1000));
+    let mut bare = hub();
+    let pod = bare
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("pod");
+    pod.security_context = None;
+    pod.containers[0].security_context = None;
+    let security = agent_pod(&bare);
+    assert_eq!(
+        security.fs_group, None,
+        "an fsGroup was forced on the volume"
+    );
+    // No user anywhere: z2jh's image user, so the hub's files stay writable.
+    assert_eq!(security.run_as_user, Some(1000));
+    let mut own_user = bare.clone();
+    own_user
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("pod")
+        .containers[0]
+        .security_context = Some(SecurityContext {
+        run_as_user: Some(1234),
+        ..Default::default()
+    });
+    assert_eq!(
+        agent_pod(&own_user).run_as_user,
+        None,
+        "the container's user decides"
+    );
+}

@@ -138,6 +138,7 @@ fn lint_passes_with_default_namespaced_and_optional_values() {
             "log.format=json",
             "log.level=debug",
             "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
             "imagePullSecrets[0].name=registry",
             "replicas=2",
             "ledger.type=postgres",
@@ -695,4 +696,72 @@ fn the_ledger_is_a_kept_claim_by_default_and_a_server_for_several_replicas() {
     let deployment = object(&objects, "Deployment", "hubgrade");
     assert!(env(deployment, "HUBGRADE_LEDGER_URL").is_none());
     assert!(of_kind(&objects, "PersistentVolumeClaim").is_empty());
+}
+
+/// The optional PrometheusRule: rendered only when asked, and every metric its alerts name is
+/// one the operator exports.
+#[test]
+fn the_prometheus_rule_alerts_on_metrics_the_operator_exports() {
+    let objects = render("hubgrade", "ops", &[]);
+    assert!(of_kind(&objects, "PrometheusRule").is_empty());
+    let objects = render(
+        "hubgrade",
+        "ops",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.labels.release=prometheus",
+        ],
+    );
+    let rule = object(&objects, "PrometheusRule", "hubgrade");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+
+    // The operator's /metrics with a sample in every family.
+    use hubgrade::machine::{Phase, Progress};
+    let metrics = hubgrade::reconcile::Metrics::default();
+    let now = jiff::Timestamp::now();
+    let running = Progress {
+        phase: Phase::Migrating,
+        phase_started_at: Some(now),
+        ..Progress::default()
+    };
+    let ended = Progress {
+        phase: Phase::RolledBack,
+        ..running.clone()
+    };
+    metrics.stepped(&running, &ended, now);
+    metrics.track("u", &running, now);
+    metrics.set_leader(true);
+    metrics.set_ledger_waiting(0);
+    let exported = metrics.render();
+
+    let mut alerts = Vec::new();
+    for rule in rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+    {
+        alerts.push(rule["alert"].as_str().expect("an alert").to_string());
+        let expr = rule["expr"].as_str().expect("an expr");
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("hubgrade_"))
+            .collect();
+        assert!(!names.is_empty(), "{expr}");
+        for name in names {
+            assert!(
+                exported.contains(&format!("\n{name}")),
+                "the alert {} uses {name}, which the operator does not export:\n{exported}",
+                rule["alert"]
+            );
+        }
+    }
+    assert_eq!(
+        alerts,
+        [
+            "HubUpgradeStalled",
+            "HubUpgradeRolledBack",
+            "HubUpgradeFailedHoldingHub",
+            "HubgradeNoLeader",
+            "HubgradeLedgerBehind"
+        ]
+    );
 }

@@ -74,6 +74,23 @@ async fn an_upgrades_record_outlives_its_hub_upgrade_and_an_operator_restart() {
         .uid
         .expect("uid");
 
+    // What an admin alerts on, scraped from the operator.
+    let metrics = try_http_get(hub.metrics_port, "/metrics")
+        .await
+        .expect("metrics");
+    for line in [
+        "hubgrade_upgrades_total{outcome=\"Succeeded\",reason=\"\"} 1",
+        "hubgrade_phase_duration_seconds_count{phase=\"Migrating\"} 1",
+        "hubgrade_phase_duration_seconds_count{phase=\"BackingUp\"} 1",
+        "hubgrade_downtime_seconds_count 1",
+        "hubgrade_backup_size_bytes_count 1",
+        "hubgrade_upgrades_in_progress 0",
+        "hubgrade_upgrades_stalled 0",
+        "hubgrade_build_info{version=",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+
     // Pruned as a GitOps tool would, then the operator restarts.
     hub.upgrades()
         .delete("to-4-2-0", &DeleteParams::default())

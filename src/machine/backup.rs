@@ -48,7 +48,7 @@ impl fmt::Display for BackupMethod {
 }
 
 /// A database backup the upgrade can restore from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRecord {
     /// How it was made: File, VolumeSnapshot, Clone or Dump.

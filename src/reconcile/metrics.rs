@@ -20,10 +20,12 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::machine::{Action, Phase};
+use crate::machine::{Action, Phase, Progress};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -37,8 +39,37 @@ struct PhaseLabel {
     phase: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+    reason: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// An upgrade in progress is stalled when its phase has lasted this long (Scheduled, which
+/// waits for an approval or a window, never is).
+pub const STALLED_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_mins(15);
+
+/// What the gauges about upgrades are computed from: each upgrade's phase, since when, and
+/// whether it keeps the hub lock after failing.
+#[derive(Clone, Debug)]
+struct Tracked {
+    phase: Phase,
+    since: Option<jiff::Timestamp>,
+    keeps_lock: bool,
+}
+
 pub struct Metrics {
     registry: Registry,
+    upgrades: Mutex<std::collections::BTreeMap<String, Tracked>>,
+    outcomes: Family<OutcomeLabel, Counter>,
+    phase_seconds: HistogramFamily<PhaseLabel>,
+    downtime_seconds: Histogram,
+    backup_bytes: Histogram,
+    in_progress: Gauge,
+    stalled: Gauge,
+    holding: Gauge,
     reconciliations: Counter,
     failures: Counter,
     leader: Gauge,
@@ -59,6 +90,14 @@ impl Default for Metrics {
         let ledger_up = Gauge::default();
         let ledger_write_errors = Counter::default();
         let ledger_waiting = Gauge::default();
+        let outcomes = Family::default();
+        let phase_seconds: HistogramFamily<PhaseLabel> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 13)));
+        let downtime_seconds = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        // 64 KiB to 16 GiB.
+        let backup_bytes = Histogram::new(exponential_buckets(65_536.0, 4.0, 10));
+        let (in_progress, stalled, holding) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
         // Counters get their `_total` suffix from prometheus-client.
         let mut registry = Registry::with_prefix("hubgrade");
         registry.register(
@@ -93,8 +132,60 @@ impl Default for Metrics {
             "Upgrades whose newest record waits to be written to the ledger",
             ledger_waiting.clone(),
         );
+        registry.register(
+            "build",
+            "The operator's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
+            "upgrades",
+            "Upgrades that ended, by outcome (Succeeded, RolledBack, Failed) and reason",
+            outcomes.clone(),
+        );
+        registry.register_with_unit(
+            "phase_duration",
+            "How long each phase of an upgrade lasted",
+            prometheus_client::registry::Unit::Seconds,
+            phase_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "downtime",
+            "Downtime of each upgrade that stopped the hub: scaled down until Ready again",
+            prometheus_client::registry::Unit::Seconds,
+            downtime_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "backup_size",
+            "Size of each database backup made before a migration",
+            prometheus_client::registry::Unit::Bytes,
+            backup_bytes.clone(),
+        );
+        registry.register(
+            "upgrades_in_progress",
+            "Upgrades that have not ended",
+            in_progress.clone(),
+        );
+        registry.register(
+            "upgrades_stalled",
+            "Upgrades in progress whose phase has lasted over 15 minutes (Scheduled aside)",
+            stalled.clone(),
+        );
+        registry.register(
+            "upgrades_failed_holding_hub",
+            "Failed upgrades that touched the hub and keep its lock: the hub may be stopped and \
+             a person must look (deleting the HubUpgrade releases it)",
+            holding.clone(),
+        );
         Metrics {
             registry,
+            upgrades: Mutex::default(),
+            outcomes,
+            phase_seconds,
+            downtime_seconds,
+            backup_bytes,
+            in_progress,
+            stalled,
+            holding,
             reconciliations,
             failures,
             leader,
@@ -134,6 +225,72 @@ impl Metrics {
         self.ledger_waiting
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
+    /// An upgrade as it stands (each reconcile): the gauges of upgrades in progress, stalled,
+    /// and failed while holding their hub.
+    pub fn track(&self, uid: &str, progress: &Progress, now: jiff::Timestamp) {
+        let mut upgrades = self.upgrades.lock().expect("metrics lock");
+        upgrades.insert(
+            uid.to_string(),
+            Tracked {
+                phase: progress.phase,
+                since: progress.phase_started_at,
+                keeps_lock: progress.keeps_lock,
+            },
+        );
+        self.count(&upgrades, now);
+    }
+
+    /// An upgrade that is gone.
+    pub fn forget(&self, uid: &str, now: jiff::Timestamp) {
+        let mut upgrades = self.upgrades.lock().expect("metrics lock");
+        upgrades.remove(uid);
+        self.count(&upgrades, now);
+    }
+
+    fn count(&self, upgrades: &std::collections::BTreeMap<String, Tracked>, now: jiff::Timestamp) {
+        let running = || upgrades.values().filter(|t| !t.phase.is_terminal());
+        let stalled = running()
+            .filter(|t| t.phase != Phase::Scheduled)
+            .filter(|t| t.since.is_some_and(|since| since + STALLED_AFTER < now))
+            .count();
+        let holding = upgrades
+            .values()
+            .filter(|t| t.phase == Phase::Failed && t.keeps_lock)
+            .count();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.in_progress.set(gauge(running().count()));
+        self.stalled.set(gauge(stalled));
+        self.holding.set(gauge(holding));
+    }
+
+    /// A step this operator recorded: the phase it left, how it ended, the downtime, the backup.
+    pub fn stepped(&self, before: &Progress, after: &Progress, now: jiff::Timestamp) {
+        if after.phase != before.phase
+            && let Some(since) = before.phase_started_at
+        {
+            let phase = before.phase.as_str();
+            self.phase_seconds
+                .get_or_create(&PhaseLabel { phase })
+                .observe(since.duration_until(now).as_secs_f64().max(0.0));
+        }
+        if after.phase.is_terminal() && !before.phase.is_terminal() {
+            self.outcomes
+                .get_or_create(&OutcomeLabel {
+                    outcome: after.phase.as_str(),
+                    reason: after.reason.clone(),
+                })
+                .inc();
+            if let Some(downtime) = after.downtime_seconds() {
+                self.downtime_seconds.observe(downtime as f64);
+            }
+        }
+        if before.backup.is_none()
+            && let Some(size) = after.backup.as_ref().and_then(|b| b.size_bytes)
+        {
+            self.backup_bytes.observe(size as f64);
+        }
+    }
+
     pub fn entered(&self, phase: Phase) {
         let phase = phase.as_str();
         self.phases.get_or_create(&PhaseLabel { phase }).inc();
@@ -343,5 +500,68 @@ mod tests {
         .expect("response");
         assert!(response.contains(" 200 OK\r\n"), "{response}");
         assert!(response.ends_with("ok\n"), "{response}");
+    }
+
+    fn progress(phase: Phase, since: &str) -> Progress {
+        Progress {
+            phase,
+            phase_started_at: Some(since.parse().expect("time")),
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn what_an_admin_alerts_on_is_measured() {
+        let metrics = Metrics::default();
+        let now: jiff::Timestamp = "2026-11-26T10:30:00Z".parse().expect("time");
+        // A migration that took 90 s, then a roll back that ended the upgrade.
+        let migrating = progress(Phase::Migrating, "2026-11-26T10:00:00Z");
+        let mut rolling_back = progress(Phase::RollingBack, "2026-11-26T10:01:30Z");
+        rolling_back.backup = Some(crate::machine::BackupRecord {
+            size_bytes: Some(200_000),
+            ..Default::default()
+        });
+        metrics.stepped(
+            &migrating,
+            &rolling_back,
+            "2026-11-26T10:01:30Z".parse().unwrap(),
+        );
+        let mut rolled_back = progress(Phase::RolledBack, "2026-11-26T10:02:00Z");
+        rolled_back.reason = "MigrationFailed".into();
+        rolled_back.hub_scaled_down_at = Some("2026-11-26T10:00:00Z".parse().unwrap());
+        rolled_back.hub_stopped_at = Some("2026-11-26T10:00:02Z".parse().unwrap());
+        rolled_back.hub_ready_at = Some("2026-11-26T10:02:00Z".parse().unwrap());
+        metrics.stepped(&rolling_back, &rolled_back, now);
+        // One upgrade in a phase for 20 minutes, one waiting for its window, one that failed
+        // holding its hub.
+        metrics.track(
+            "a",
+            &progress(Phase::BackingUp, "2026-11-26T10:10:00Z"),
+            now,
+        );
+        metrics.track(
+            "b",
+            &progress(Phase::Scheduled, "2026-11-26T09:00:00Z"),
+            now,
+        );
+        let mut failed = progress(Phase::Failed, "2026-11-26T10:00:00Z");
+        failed.keeps_lock = true;
+        metrics.track("c", &failed, now);
+        let text = metrics.render();
+        for line in [
+            "hubgrade_build_info{version=\"0.1.0\"} 1",
+            "hubgrade_upgrades_total{outcome=\"RolledBack\",reason=\"MigrationFailed\"} 1",
+            "hubgrade_phase_duration_seconds_bucket{le=\"128.0\",phase=\"Migrating\"} 1",
+            "hubgrade_phase_duration_seconds_bucket{le=\"64.0\",phase=\"Migrating\"} 0",
+            "hubgrade_downtime_seconds_sum 120.0",
+            "hubgrade_backup_size_bytes_count 1",
+            "hubgrade_upgrades_in_progress 2",
+            "hubgrade_upgrades_stalled 1",
+            "hubgrade_upgrades_failed_holding_hub 1",
+        ] {
+            assert!(text.contains(line), "no {line} in\n{text}");
+        }
+        metrics.forget("a", now);
+        assert!(metrics.render().contains("hubgrade_upgrades_stalled 0"));
     }
 }

@@ -123,6 +123,12 @@ async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Re
         // Each status the controller sees goes to the ledger, deleted or not.
         ledger.submit(&upgrade, deleting);
     }
+    if let Some(uid) = upgrade.metadata.uid.as_deref() {
+        let progress = upgrade.status.clone().unwrap_or_default().progress;
+        context
+            .metrics
+            .track(uid, &progress, jiff::Timestamp::now());
+    }
     let api: Api<HubUpgrade> = Api::namespaced(
         context.client.clone(),
         &upgrade.namespace().unwrap_or_default(),
@@ -172,6 +178,9 @@ async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Re
     finalizers::remove(&api, &upgrade, FINALIZER)
         .await
         .map_err(finalizer_error)?;
+    if let Some(uid) = upgrade.metadata.uid.as_deref() {
+        context.metrics.forget(uid, jiff::Timestamp::now());
+    }
     info!(upgrade = %name, %phase, "deleted after the upgrade ended");
     Ok(Requeue::await_change())
 }
@@ -270,6 +279,9 @@ async fn record(
         )
         .await;
     }
+    context
+        .metrics
+        .stepped(progress, next, jiff::Timestamp::now());
     if next.phase != progress.phase {
         info!(upgrade = %name, from = %progress.phase, to = %next.phase, "phase changed");
         context.metrics.entered(next.phase);

@@ -14,6 +14,8 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
+    /// Started with TLS only (see [`PgServer::start_tls`]).
+    tls: bool,
 }
 
 fn postgres_bin() -> PathBuf {
@@ -36,6 +38,22 @@ fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
 
 impl PgServer {
     pub fn start() -> PgServer {
+        PgServer::start_with(false)
+    }
+
+    /// A server that accepts TCP connections over TLS only (`hostssl`; plain ones are
+    /// rejected), its certificate for 127.0.0.1 signed by a CA of its own: `ca.crt` in
+    /// [`PgServer::ca`].
+    pub fn start_tls() -> PgServer {
+        PgServer::start_with(true)
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> PgServer {
         let bin = postgres_bin();
         let dir = tempfile::Builder::new()
             .prefix("hubgrade-pg-")
@@ -71,10 +89,21 @@ impl PgServer {
             .output()
             .expect("initdb");
         assert!(init.status.success(), "initdb failed: {}", stderr(&init));
+        if tls {
+            make_certificates(dir.path());
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .expect("pg_hba.conf");
+        }
         let server = PgServer {
             dir,
             bin,
             port: super::free_port(),
+            tls,
         };
         server.resume();
         server
@@ -83,11 +112,17 @@ impl PgServer {
     /// Starts the server (again, after [`PgServer::stop`]) on the same port and data.
     pub fn resume(&self) {
         let data = self.dir.path().join("data");
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         let start = as_postgres(&self.bin, "pg_ctl")
             .args([
                 "-D",
@@ -160,6 +195,75 @@ impl PgServer {
             .expect("psql");
         assert!(output.status.success(), "{sql}: {}", stderr(&output));
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, in `dir`, readable by `postgres`.
+fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (tests/install-deps.sh installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            stderr(&output)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hubgrade test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let _ = Command::new("chown")
+        .args(["postgres:postgres", "server.key", "server.crt"])
+        .current_dir(dir)
+        .status();
+    let _ = Command::new("chmod")
+        .args(["600", "server.key"])
+        .current_dir(dir)
+        .status();
 }
 
 impl Drop for PgServer {

@@ -353,9 +353,17 @@ fn the_operator_knows_every_setting_the_chart_passes() {
             "ledger.type=postgres",
             "ledger.url=postgres://hubgrade@ledger-db:5432/hubgrade",
             "ledger.passwordSecret.name=ledger-db",
+            "imagePolicy.allowedRepositories[0]=ghcr.io/org/k8s-hub",
+            "imagePolicy.allowedRepositories[1]=registry.example.com/jupyter/",
         ],
     );
     let deployment = object(&objects, "Deployment", "hubgrade");
+    assert_eq!(
+        env(deployment, "HUBGRADE_ALLOWED_IMAGE_REPOSITORIES"),
+        Some(serde_json::json!(
+            "ghcr.io/org/k8s-hub,registry.example.com/jupyter/"
+        ))
+    );
     let help = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
         .args(["run", "--help"])
         .output()

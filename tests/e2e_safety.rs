@@ -406,3 +406,122 @@ async fn a_job_whose_pod_is_refused_fails_its_step_within_a_minute_naming_why() 
     assert!(hub.hub_available().await, "the hub was touched");
     assert_eq!(checksum(&hub.database()), original);
 }
+
+/// #15 point 1: a target from another repository than the hub's is refused in Preflight, before
+/// anything runs it (the rehearsal would run it with the hub's ServiceAccount, Secrets and
+/// volume); the operator's administrator, not the HubUpgrade, allows more.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_from_another_repository_runs_only_when_the_operator_allows_it() {
+    let mut hub = Hub::new("image-policy", |yaml| yaml).await;
+    let original = checksum(&hub.database());
+    let miner = "evil.example.com/miner:1.0";
+    let status = hub
+        .run_upgrade(
+            "to-miner",
+            json!({"hub": {"deployment": "hub"}, "targetImage": miner}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(status.progress.phase, Phase::Failed);
+    assert_eq!(status.progress.reason, "PreflightFailed");
+    let message = status.progress.message.clone();
+    assert!(
+        message.contains("evil.example.com/miner") && message.contains("--allow-image-repository"),
+        "{message}"
+    );
+    for step in ["rehearsal", "backup", "migration"] {
+        assert!(
+            hub.jobs_for(step).await.is_empty(),
+            "a {step} Job ran the image"
+        );
+    }
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert_eq!(checksum(&hub.database()), original);
+
+    hub.operator_args = vec![
+        "--allow-image-repository".into(),
+        "evil.example.com/miner".into(),
+    ];
+    hub.kill_operator();
+    hub.start_operator();
+    let status = hub
+        .run_upgrade(
+            "to-allowed",
+            json!({"hub": {"deployment": "hub"}, "targetImage": miner}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{:?}",
+        status.progress.failure
+    );
+    assert_eq!(hub.hub_image().await, miner);
+}
+
+/// #15 point 1: a Deployment without z2jh's `component: hub` label is not taken for a hub
+/// (nothing is done to it) until it is annotated `hubgrade.io/hub: "true"`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_that_is_no_hub_is_left_alone_unless_annotated() {
+    let hub = Hub::new("not-a-hub", |yaml| {
+        let at = yaml.find("kind: Deployment").expect("the Deployment");
+        let (before, after) = yaml.split_at(at);
+        format!(
+            "{before}{}",
+            after.replacen(
+                "labels: {app: jupyterhub, component: hub, release: jhub}",
+                "labels: {app: something-else}",
+                1
+            )
+        )
+    })
+    .await;
+    let status = hub
+        .run_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(status.progress.phase, Phase::Failed);
+    assert!(
+        status
+            .progress
+            .message
+            .contains("does not look like a JupyterHub hub"),
+        "{}",
+        status.progress.message
+    );
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert!(hub.jobs_for("rehearsal").await.is_empty());
+
+    let annotated = support::kubectl(&[
+        "annotate",
+        "deployment",
+        "hub",
+        "-n",
+        hub.ns(),
+        "hubgrade.io/hub=true",
+    ])
+    .output()
+    .expect("kubectl");
+    assert!(
+        annotated.status.success(),
+        "{}",
+        support::stderr(&annotated)
+    );
+    let status = hub
+        .run_upgrade(
+            "again",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{:?}",
+        status.progress.failure
+    );
+}

@@ -29,6 +29,14 @@ pub struct PlanArgs {
     /// Its namespace, when the file does not say (default: the kubeconfig context's).
     #[arg(short, long)]
     pub namespace: Option<String>,
+    /// Repositories the operator allows targets from besides the hub's own (its
+    /// `--allow-image-repository`).
+    #[arg(
+        long = "allow-image-repository",
+        env = "HUBGRADE_ALLOWED_IMAGE_REPOSITORIES",
+        value_delimiter = ','
+    )]
+    pub allowed_image_repositories: Vec<String>,
     /// The ledger to predict the downtime from (the operator's; see `hubgrade history`).
     #[arg(long, env = "HUBGRADE_LEDGER_URL")]
     pub ledger_url: Option<String>,
@@ -172,7 +180,10 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
     });
 
     // The operator's own Preflight, on the cluster as it is now.
-    let target = Target::resolve(&upgrade, "").map_err(|e| e.to_string())?;
+    let target = Target {
+        image_policy: crate::hub::image::ImagePolicy::new(&args.allowed_image_repositories),
+        ..Target::resolve(&upgrade, "").map_err(|e| e.to_string())?
+    };
     let observation = observe(&client, &target, Phase::Preflight)
         .await
         .map_err(|e| format!("reading the cluster: {e}"))?;

@@ -33,6 +33,16 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub agent_image_pull_secrets: Vec<String>,
+    /// A repository target images may come from besides the hub's own (repeatable, or
+    /// comma-separated in the variable): `ghcr.io/org/k8s-hub`, or a prefix ending in `/` for
+    /// every repository under it. Only the operator's administrator widens this, never a
+    /// HubUpgrade: its target runs with the hub's ServiceAccount, Secrets and volume.
+    #[arg(
+        long = "allow-image-repository",
+        env = "HUBGRADE_ALLOWED_IMAGE_REPOSITORIES",
+        value_delimiter = ','
+    )]
+    pub allowed_image_repositories: Vec<String>,
     /// The upgrade ledger: `sqlite:///<path>` (made if missing; the chart puts it on the
     /// operator's claim) or `postgres://<user>@<host>/<database>` for several replicas, its
     /// password in $HUBGRADE_LEDGER_PASSWORD (from a Secret). Without it nothing is recorded
@@ -149,6 +159,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         agent_image: args.agent_image.clone(),
         agent_pull_secrets: args.agent_image_pull_secrets.clone(),
         ledger,
+        image_policy: crate::hub::image::ImagePolicy::new(&args.allowed_image_repositories),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = run_controller(context, args.namespace.clone(), async move {

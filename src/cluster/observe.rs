@@ -15,6 +15,7 @@ use super::lock;
 use super::owned::{JobStep, owned_name};
 use super::target::Target;
 use crate::api::{BackupMethod, DatabaseType, HubUpgrade};
+use crate::hub::image::{HUB_ANNOTATION, looks_like_a_hub};
 use crate::hub::revision::check_image_upgrade;
 use crate::hub::{
     ChartDatabase, HubLayout, LayoutError, VALUES_KEY, chart_database, values_secret,
@@ -225,6 +226,14 @@ fn preflight(
 ) -> Preflight {
     let mut problems = Vec::new();
     let (namespace, hub) = (&target.owner.namespace, &target.hub);
+    if let Some(deployment) = deployment
+        && !looks_like_a_hub(deployment)
+    {
+        problems.push(format!(
+            "the Deployment {namespace}/{hub} does not look like a JupyterHub hub (no z2jh \
+             label component: hub); if it is one, annotate it {HUB_ANNOTATION}: \"true\""
+        ));
+    }
     match (deployment, layout) {
         (None, _) | (_, None) => problems.push(format!(
             "the hub Deployment {namespace}/{hub} does not exist; set spec.hub.deployment to the hub's Deployment"
@@ -252,6 +261,12 @@ fn preflight(
             }
             if let Err(problem) = check_image_upgrade(&layout.image, &target.plan.target_image) {
                 problems.push(problem.to_string());
+            }
+            if let Err(problem) = target
+                .image_policy
+                .check(&layout.image, &target.plan.target_image)
+            {
+                problems.push(problem);
             }
         }
     }

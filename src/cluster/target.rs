@@ -7,6 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{BackupMethod, HubUpgrade, SpecError};
+use crate::hub::image::ImagePolicy;
 use crate::hub::{ChartDatabase, HubLayout, LayoutError, LayoutHints, detect_layout};
 use crate::machine::Plan;
 
@@ -88,6 +89,8 @@ pub struct Target {
     /// Where to look for the hub container and its database (`spec.hub.container`,
     /// `spec.database`), read by [`Target::layout`].
     pub layout_hints: LayoutHints,
+    /// The repositories the operator's administrator allows targets from, besides the hub's own.
+    pub image_policy: ImagePolicy,
 }
 
 impl Target {
@@ -102,6 +105,7 @@ impl Target {
             backup_method: upgrade.spec.backup.method,
             backup_retain: upgrade.spec.backup.retain,
             layout_hints: LayoutHints::from(&upgrade.spec),
+            image_policy: ImagePolicy::default(),
         })
     }
 

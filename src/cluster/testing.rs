@@ -312,7 +312,8 @@ pub(crate) fn target() -> Target {
 pub(crate) fn hub() -> Deployment {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "hub", "namespace": NAMESPACE, "resourceVersion": "41", "generation": 3},
+        "metadata": {"name": "hub", "namespace": NAMESPACE, "resourceVersion": "41", "generation": 3,
+                     "labels": {"app": "jupyterhub", "component": "hub", "release": "jhub"}},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"component": "hub"}},

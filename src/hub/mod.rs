@@ -1,6 +1,7 @@
 //! JupyterHub knowledge: how a hub is laid out in its Deployment (z2jh conventions).
 
 mod config;
+pub mod image;
 mod layout;
 pub mod revision;
 mod values;

@@ -26,6 +26,7 @@ use crate::api::{HubUpgrade, SpecError};
 use crate::cluster::effects::{self, EffectError, EffectInputs};
 use crate::cluster::observe::observe;
 use crate::cluster::{Owner, Target};
+use crate::hub::image::ImagePolicy;
 use crate::ledger::writer::LedgerWriter;
 use crate::machine::{self, Action, Decision, EventKind, Progress, decide};
 
@@ -46,6 +47,8 @@ pub struct Context {
     pub agent_pull_secrets: Vec<String>,
     /// Records every upgrade in the ledger, when there is one.
     pub ledger: Option<LedgerWriter>,
+    /// The repositories targets may come from besides the hub's own (`--allow-image-repository`).
+    pub image_policy: ImagePolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +214,7 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
     let target = match Target::resolve(&upgrade, &context.agent_image) {
         Ok(target) => Target {
             agent_pull_secrets: context.agent_pull_secrets.clone(),
+            image_policy: context.image_policy.clone(),
             ..target
         },
         Err(_) if progress.phase.is_terminal() => return Ok(Requeue::await_change()),

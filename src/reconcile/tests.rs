@@ -16,6 +16,7 @@ fn context(client: Client) -> Context {
         agent_image: AGENT_IMAGE.into(),
         agent_pull_secrets: Vec::new(),
         ledger: None,
+        image_policy: Default::default(),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Hub {
     pub ledger_url: String,
     /// $HUBGRADE_LEDGER_PASSWORD for a server ledger.
     pub ledger_password: Option<String>,
+    /// More arguments for `hubgrade run` (the operator's own configuration).
+    pub operator_args: Vec<String>,
     operator: Option<Child>,
     standin: Child,
     operator_kubeconfig: PathBuf,
@@ -164,6 +166,7 @@ impl Hub {
             metrics_port: super::free_port(),
             ledger_url,
             ledger_password: None,
+            operator_args: Vec::new(),
             operator: None,
             standin,
             operator_kubeconfig,
@@ -189,6 +192,7 @@ impl Hub {
         command
             .args(["run", "--namespace", &self.namespace.name])
             .args(["--ledger-url", &self.ledger_url])
+            .args(&self.operator_args)
             .args(["--lease-seconds", &lease_seconds.to_string()])
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--agent-image", "ghcr.io/hubgrade/hubgrade:test"])

@@ -53,6 +53,10 @@ const IMAGES: &[&str] = &[
 
 /// One real hub at a time: two cores cannot run several hubs and migrations at once and still
 /// measure a downtime.
+/// The repository of the test-only hub images (tests/images/build.sh), which the operators of
+/// these tests allow besides the hub's own.
+pub const TEST_HUB_REPOSITORY: &str = "ghcr.io/hubgrade/test-k8s-hub";
+
 static ONE_HUB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How the operator runs.
@@ -454,6 +458,8 @@ impl RealHub {
         let operator = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
             .args(["run", "--namespace", self.ns(), "--lease-seconds", "3"])
             .args(["--ledger-url", &self.ledger_url])
+            // The test-only images that fail on purpose come from hubgrade's own repository.
+            .args(["--allow-image-repository", TEST_HUB_REPOSITORY])
             .args([
                 "--metrics-address",
                 &format!("127.0.0.1:{}", super::free_port()),
@@ -515,6 +521,10 @@ impl RealHub {
             .args(["--set", &format!("watchNamespace={ns}")])
             .args(["--set", &format!("image.repository={repository}")])
             .args(["--set", &format!("image.tag={tag}")])
+            .args([
+                "--set",
+                &format!("imagePolicy.allowedRepositories[0]={TEST_HUB_REPOSITORY}"),
+            ])
             .args(["--set", "nodeSelector.hubgrade\\.io/node=real"])
             .args(["--set", "tolerations[0].key=hubgrade.io/real-node"])
             .args(["--set", "tolerations[0].operator=Exists"])

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hubgrade::machine::Phase;
@@ -524,4 +525,130 @@ async fn a_deployment_that_is_no_hub_is_left_alone_unless_annotated() {
         "{:?}",
         status.progress.failure
     );
+}
+
+/// #15 point 1: someone who may create HubUpgrades (the chart's `<name>-edit` ClusterRole) but
+/// not pods gains nothing from it: an image of another repository never runs, a Deployment that
+/// is no hub is left alone. People with `view` may read HubUpgrades (the aggregated role).
+#[tokio::test(flavor = "multi_thread")]
+async fn creating_hub_upgrades_gives_no_right_to_run_pods() {
+    let hub = Hub::new("no-escalation", |yaml| yaml).await;
+    let ns = hub.ns().to_string();
+    // The chart's user roles, as a cluster-wide install renders them (named after the test).
+    let release = format!("hubgrade-{ns}");
+    let rendered = Command::new(support::cluster_bin().join("helm"))
+        .args(["template", &release])
+        .arg(support::repo().join("charts/hubgrade"))
+        .args(["--show-only", "templates/user-roles.yaml"])
+        .output()
+        .expect("helm template");
+    assert!(rendered.status.success(), "{}", support::stderr(&rendered));
+    let applied = support::kubectl_with_input(&["apply", "-f", "-"], &support::stdout(&rendered));
+    assert!(applied.status.success(), "{}", support::stderr(&applied));
+    let run = |args: &[&str]| {
+        let output = support::kubectl(args).output().expect("kubectl");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            support::stderr(&output)
+        );
+        support::stdout(&output)
+    };
+    run(&["create", "serviceaccount", "alice", "-n", &ns]);
+    run(&["create", "serviceaccount", "bob", "-n", &ns]);
+    run(&[
+        "create",
+        "rolebinding",
+        "alice-upgrades",
+        "-n",
+        &ns,
+        &format!("--clusterrole={release}-edit"),
+        &format!("--serviceaccount={ns}:alice"),
+    ]);
+    run(&[
+        "create",
+        "rolebinding",
+        "bob-views",
+        "-n",
+        &ns,
+        "--clusterrole=view",
+        &format!("--serviceaccount={ns}:bob"),
+    ]);
+    let alice = format!("system:serviceaccount:{ns}:alice");
+    let bob = format!("system:serviceaccount:{ns}:bob");
+    let can = |who: &str, verb: &str, what: &str| {
+        let output = support::kubectl(&["auth", "can-i", verb, what, "-n", &ns, "--as", who])
+            .output()
+            .expect("kubectl");
+        support::stdout(&output).trim() == "yes"
+    };
+    assert!(can(&alice, "create", "hubupgrades.hubgrade.io"));
+    assert!(!can(&alice, "create", "pods"));
+    assert!(!can(&alice, "create", "jobs.batch"));
+    support::wait_until(
+        Duration::from_secs(30),
+        "the view role to aggregate hubgrade's",
+        || async { can(&bob, "list", "hubupgrades.hubgrade.io") },
+    )
+    .await;
+    assert!(!can(&bob, "create", "hubupgrades.hubgrade.io"));
+
+    // Alice tries her image, and a Deployment that is no hub.
+    run(&[
+        "create",
+        "deployment",
+        "victim",
+        "-n",
+        &ns,
+        "--image=registry.example.com/app:1",
+    ]);
+    let miner = "evil.example.com/miner:1.0";
+    for (name, deployment) in [("mine", "hub"), ("take-over", "victim")] {
+        let manifest = format!(
+            "apiVersion: hubgrade.io/v1alpha1\nkind: HubUpgrade\nmetadata:\n  name: {name}\n\
+             spec:\n  hub:\n    deployment: {deployment}\n  targetImage: {miner}\n"
+        );
+        let created = support::kubectl_with_input(
+            &["create", "-n", &ns, "--as", &alice, "-f", "-"],
+            &manifest,
+        );
+        assert!(created.status.success(), "{}", support::stderr(&created));
+        let done = hub.wait_for(name, &TERMINAL, LIMIT).await;
+        let status = done.status.expect("status");
+        assert_eq!(
+            status.progress.phase,
+            Phase::Failed,
+            "{name}: {:?}",
+            status.progress
+        );
+        assert_eq!(status.progress.reason, "PreflightFailed");
+    }
+    let pods = run(&[
+        "get",
+        "pods",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={range .items[*]}{.spec.containers[*].image} {.spec.initContainers[*].image}{\"\\n\"}{end}",
+    ]);
+    assert!(!pods.contains("evil.example.com"), "the image ran: {pods}");
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    let victim = run(&[
+        "get",
+        "deployment",
+        "victim",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(victim, "registry.example.com/app:1");
+    // The cluster-wide roles go with the test.
+    let _ = support::kubectl(&[
+        "delete",
+        "clusterrole",
+        &format!("{release}-edit"),
+        &format!("{release}-view"),
+    ])
+    .output();
 }

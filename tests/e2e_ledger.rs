@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use hubgrade::ledger::{BackupEntry, UpgradeEntry};
 use hubgrade::machine::Phase;
-use kube::api::DeleteParams;
 use serde_json::json;
 use support::e2e::{Hub, assert_phase, with_template_annotations};
 use support::postgres::{PASSWORD, PgServer};
@@ -92,19 +91,7 @@ async fn an_upgrades_record_outlives_its_hub_upgrade_and_an_operator_restart() {
     }
 
     // Pruned as a GitOps tool would, then the operator restarts.
-    hub.upgrades()
-        .delete("to-4-2-0", &DeleteParams::default())
-        .await
-        .expect("deleting");
-    wait_until(LIMIT, "the HubUpgrade to be gone", || async {
-        hub.upgrades()
-            .get_opt("to-4-2-0")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-    })
-    .await;
+    hub.delete_upgrade("to-4-2-0").await;
     hub.kill_operator();
     hub.start_operator();
     wait_until(
@@ -434,19 +421,7 @@ async fn plan_changes_nothing_and_predicts_the_downtime_from_the_ledger() {
         "the prediction is not the one past downtime"
     );
     // The first HubUpgrade is pruned (as a GitOps tool would); its backup still counts.
-    hub.upgrades()
-        .delete("to-4-2-0", &DeleteParams::default())
-        .await
-        .expect("deleting");
-    wait_until(LIMIT, "the first HubUpgrade to be gone", || async {
-        hub.upgrades()
-            .get_opt("to-4-2-0")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-    })
-    .await;
+    hub.delete_upgrade("to-4-2-0").await;
     // This one keeps only its own backup: the first one's is deleted, and the ledger says so.
     let second = hub
         .run_upgrade(

@@ -14,7 +14,7 @@ use hubgrade::machine::Phase;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::json;
-use support::e2e::{Hub, ORIGINAL_IMAGE, checksum, with_template_annotations};
+use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, checksum, with_template_annotations};
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 const LIMIT: Duration = Duration::from_secs(120);
@@ -326,13 +326,7 @@ async fn every_pod_hubgrade_makes_is_admitted_under_the_restricted_pod_security_
             LIMIT,
         )
         .await;
-    assert_eq!(
-        status.progress.phase,
-        Phase::RolledBack,
-        "{:?}\n{}",
-        status.progress.failure,
-        hub.operator_log()
-    );
+    assert_phase(&status, Phase::RolledBack);
     assert!(status.progress.database_restored, "the restore did not run");
     assert_eq!(checksum(&hub.database()), original);
     let status = hub
@@ -342,13 +336,7 @@ async fn every_pod_hubgrade_makes_is_admitted_under_the_restricted_pod_security_
             LIMIT,
         )
         .await;
-    assert_eq!(
-        status.progress.phase,
-        Phase::Succeeded,
-        "{:?}\n{}",
-        status.progress.failure,
-        hub.operator_log()
-    );
+    assert_phase(&status, Phase::Succeeded);
     assert_eq!(hub.hub_image().await, TARGET);
     let events = support::kubectl(&["get", "events", "-n", hub.ns(), "-o", "json"])
         .output()
@@ -452,12 +440,7 @@ async fn an_image_from_another_repository_runs_only_when_the_operator_allows_it(
             LIMIT,
         )
         .await;
-    assert_eq!(
-        status.progress.phase,
-        Phase::Succeeded,
-        "{:?}",
-        status.progress.failure
-    );
+    assert_phase(&status, Phase::Succeeded);
     assert_eq!(hub.hub_image().await, miner);
 }
 
@@ -519,12 +502,7 @@ async fn a_deployment_that_is_no_hub_is_left_alone_unless_annotated() {
             LIMIT,
         )
         .await;
-    assert_eq!(
-        status.progress.phase,
-        Phase::Succeeded,
-        "{:?}",
-        status.progress.failure
-    );
+    assert_phase(&status, Phase::Succeeded);
 }
 
 /// #15 point 1: someone who may create HubUpgrades (the chart's `<name>-edit` ClusterRole) but

@@ -29,14 +29,9 @@ pub struct PlanArgs {
     /// Its namespace, when the file does not say (default: the kubeconfig context's).
     #[arg(short, long)]
     pub namespace: Option<String>,
-    /// Repositories the operator allows targets from besides the hub's own (its
-    /// `--allow-image-repository`).
-    #[arg(
-        long = "allow-image-repository",
-        env = "HUBGRADE_ALLOWED_IMAGE_REPOSITORIES",
-        value_delimiter = ','
-    )]
-    pub allowed_image_repositories: Vec<String>,
+    /// The operator's image policy (give the same as its `hubgrade run`).
+    #[command(flatten)]
+    pub image_policy: super::run::ImagePolicyArgs,
     /// The ledger to predict the downtime from (the operator's; see `hubgrade history`).
     #[arg(long, env = "HUBGRADE_LEDGER_URL")]
     pub ledger_url: Option<String>,
@@ -181,7 +176,7 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
 
     // The operator's own Preflight, on the cluster as it is now.
     let target = Target {
-        image_policy: crate::hub::image::ImagePolicy::new(&args.allowed_image_repositories),
+        image_policy: args.image_policy.policy(),
         ..Target::resolve(&upgrade, "").map_err(|e| e.to_string())?
     };
     let observation = observe(&client, &target, Phase::Preflight)

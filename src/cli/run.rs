@@ -33,16 +33,8 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub agent_image_pull_secrets: Vec<String>,
-    /// A repository target images may come from besides the hub's own (repeatable, or
-    /// comma-separated in the variable): `ghcr.io/org/k8s-hub`, or a prefix ending in `/` for
-    /// every repository under it. Only the operator's administrator widens this, never a
-    /// HubUpgrade: its target runs with the hub's ServiceAccount, Secrets and volume.
-    #[arg(
-        long = "allow-image-repository",
-        env = "HUBGRADE_ALLOWED_IMAGE_REPOSITORIES",
-        value_delimiter = ','
-    )]
-    pub allowed_image_repositories: Vec<String>,
+    #[command(flatten)]
+    pub image_policy: ImagePolicyArgs,
     /// The upgrade ledger: `sqlite:///<path>` (made if missing; the chart puts it on the
     /// operator's claim) or `postgres://<user>@<host>/<database>` for several replicas, its
     /// password in $HUBGRADE_LEDGER_PASSWORD (from a Secret). Without it nothing is recorded
@@ -67,6 +59,27 @@ pub struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+}
+
+/// The operator's image policy, shared by `hubgrade run` and `hubgrade plan`.
+#[derive(Debug, Clone, Args)]
+pub struct ImagePolicyArgs {
+    /// A repository target images may come from besides the hub's own (repeatable, or
+    /// comma-separated in the variable): `ghcr.io/org/k8s-hub`, or a prefix ending in `/` for
+    /// every repository under it. Only the operator's administrator widens this, never a
+    /// HubUpgrade: its target runs with the hub's ServiceAccount, Secrets and volume.
+    #[arg(
+        long = "allow-image-repository",
+        env = "HUBGRADE_ALLOWED_IMAGE_REPOSITORIES",
+        value_delimiter = ','
+    )]
+    pub allowed_image_repositories: Vec<String>,
+}
+
+impl ImagePolicyArgs {
+    pub fn policy(&self) -> crate::hub::image::ImagePolicy {
+        crate::hub::image::ImagePolicy::new(&self.allowed_image_repositories)
+    }
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
@@ -159,7 +172,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         agent_image: args.agent_image.clone(),
         agent_pull_secrets: args.agent_image_pull_secrets.clone(),
         ledger,
-        image_policy: crate::hub::image::ImagePolicy::new(&args.allowed_image_repositories),
+        image_policy: args.image_policy.policy(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = run_controller(context, args.namespace.clone(), async move {

@@ -268,6 +268,20 @@ impl Hub {
         done.status.expect("the status of an ended upgrade")
     }
 
+    /// Deletes the HubUpgrade `name` (as a GitOps tool prunes it) and waits until it is gone.
+    pub async fn delete_upgrade(&self, name: &str) {
+        self.upgrades()
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .expect("deleting the HubUpgrade");
+        wait_until(
+            Duration::from_secs(120),
+            "the HubUpgrade to be gone",
+            || async { self.upgrades().get_opt(name).await.ok().flatten().is_none() },
+        )
+        .await;
+    }
+
     pub async fn phase(&self, name: &str) -> Option<Phase> {
         let upgrade = self.upgrades().get_opt(name).await.ok().flatten()?;
         upgrade.status.map(|s| s.progress.phase)
@@ -459,5 +473,9 @@ pub fn checksum(path: &std::path::Path) -> String {
 
 /// Asserts that `status` is in `phase`, showing its message when it is not.
 pub fn assert_phase(status: &hubgrade::api::HubUpgradeStatus, phase: Phase) {
-    assert_eq!(status.progress.phase, phase, "{}", status.progress.message);
+    assert_eq!(
+        status.progress.phase, phase,
+        "{} ({:?})",
+        status.progress.message, status.progress.failure
+    );
 }

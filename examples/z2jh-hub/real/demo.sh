@@ -110,5 +110,13 @@ folder="$(kubectl get pv "$claim_pv" -o jsonpath='{.spec.local.path}{.spec.hostP
 reference="$(jq -r '.status.backup.reference' <<<"$status")"
 echo "backup file on this machine: $folder/${reference#/srv/jupyterhub/}"
 echo "hub now says: $(curl -s "http://$ip/hub/api")   users: $(api "http://$ip/hub/api/users?limit=200" | jq length) on the first page"
+say "the operator's ledger (kubectl exec deploy/hubgrade -- hubgrade history)"
+# Written a moment after the status: look until the finished upgrade is there.
+for _ in $(seq 1 50); do
+  history="$(kubectl exec -n "$ns" deploy/hubgrade -- hubgrade history -n "$ns" 2>/dev/null || true)"
+  grep -q Succeeded <<<"$history" && break
+  sleep 0.2
+done
+echo "$history"
 echo "demo took $((SECONDS - start)) s"
 [[ "$(jq -r .status.phase <<<"$status")" == "Succeeded" ]]

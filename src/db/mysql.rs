@@ -320,6 +320,22 @@ fn options_file(server: &ServerUrl) -> Result<tempfile::NamedTempFile> {
     if let Some(password) = server.password() {
         text.push_str(&format!("password={}\n", quoted("password", password)?));
     }
+    // TLS as sqlx reads the URL (`ssl-mode`, `ssl-ca`), for the MariaDB/MySQL command-line tools.
+    let mode = server
+        .param("ssl-mode")
+        .map(|m| m.to_ascii_uppercase().replace('-', "_"));
+    match mode.as_deref() {
+        Some("DISABLED") => text.push_str("skip-ssl\n"),
+        Some("REQUIRED" | "VERIFY_CA" | "VERIFY_IDENTITY") => text.push_str("ssl\n"),
+        _ => {}
+    }
+    if let Some(ca) = server.param("ssl-ca") {
+        text.push_str(&format!("ssl-ca={}\n", quoted("ssl-ca", ca)?));
+    }
+    // The tools check the CA and the host name together: a VERIFY_CA URL gets both.
+    if matches!(mode.as_deref(), Some("VERIFY_CA" | "VERIFY_IDENTITY")) {
+        text.push_str("ssl-verify-server-cert\n");
+    }
     let mut file = tempfile::NamedTempFile::new().map_err(|e| ServerBackupError::File {
         path: "a temporary file".into(),
         message: e.to_string(),
@@ -427,6 +443,23 @@ mod tests {
             );
             assert!(!error.to_string().contains("pw"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_tools_use_tls_as_the_url_says() {
+        let text = |url: &str| {
+            let file = options_file(&server(url)).expect("options");
+            std::fs::read_to_string(file.path()).expect("read")
+        };
+        let verified =
+            text("mysql://hub@db/jupyterhub?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ca.crt");
+        assert!(
+            verified.ends_with("ssl\nssl-ca=\"/etc/ca.crt\"\nssl-verify-server-cert\n"),
+            "{verified}"
+        );
+        assert!(text("mysql://hub@db/jupyterhub?ssl-mode=required").ends_with("\nssl\n"));
+        assert!(text("mysql://hub@db/jupyterhub?ssl-mode=DISABLED").ends_with("\nskip-ssl\n"));
+        assert!(!text("mysql://hub@db/jupyterhub").contains("ssl"));
     }
 
     #[test]

@@ -18,6 +18,21 @@ pub struct MariaDbServer {
 
 impl MariaDbServer {
     pub fn start() -> MariaDbServer {
+        MariaDbServer::start_with(false)
+    }
+
+    /// A server that accepts TCP connections over TLS only (`require_secure_transport`), its
+    /// certificate for 127.0.0.1 signed by a CA of its own: [`MariaDbServer::ca`].
+    pub fn start_tls() -> MariaDbServer {
+        MariaDbServer::start_with(true)
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> MariaDbServer {
         let dir = tempfile::Builder::new()
             .prefix("hubgrade-mariadb-")
             .tempdir()
@@ -57,6 +72,17 @@ impl MariaDbServer {
         );
         let port = super::free_port();
         let socket = dir.path().join("mysqld.sock");
+        let mut tls_args = Vec::new();
+        if tls {
+            super::make_certificates(dir.path(), "mysql");
+            let file = |name: &str| dir.path().join(name).display().to_string();
+            tls_args = vec![
+                format!("--ssl-cert={}", file("server.crt")),
+                format!("--ssl-key={}", file("server.key")),
+                format!("--ssl-ca={}", file("ca.crt")),
+                "--require-secure-transport=ON".to_string(),
+            ];
+        }
         let server = Command::new("mariadbd")
             .args([
                 "--no-defaults",
@@ -70,6 +96,7 @@ impl MariaDbServer {
             ])
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--tmpdir={}", tmp.display()))
+            .args(&tls_args)
             .arg(format!("--port={port}"))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!(

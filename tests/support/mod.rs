@@ -267,3 +267,74 @@ pub async fn try_http_get(port: u16, path: &str) -> Option<String> {
     stream.read_to_string(&mut response).await.ok()?;
     Some(response)
 }
+
+/// A CA (`ca.crt`) and a server certificate for 127.0.0.1 it signed (`server.crt`,
+/// `server.key`), in `dir`, owned by the database server's system user `owner`.
+pub fn make_certificates(dir: &Path, owner: &str) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (tests/install-deps.sh installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            stderr(&output)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hubgrade test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let _ = Command::new("chown")
+        .arg(format!("{owner}:{owner}"))
+        .args(["server.key", "server.crt"])
+        .current_dir(dir)
+        .status();
+    let _ = Command::new("chmod")
+        .args(["600", "server.key"])
+        .current_dir(dir)
+        .status();
+}

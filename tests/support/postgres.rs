@@ -90,7 +90,7 @@ impl PgServer {
             .expect("initdb");
         assert!(init.status.success(), "initdb failed: {}", stderr(&init));
         if tls {
-            make_certificates(dir.path());
+            super::make_certificates(dir.path(), "postgres");
             std::fs::write(
                 data.join("pg_hba.conf"),
                 "local all all trust\n\
@@ -195,75 +195,6 @@ impl PgServer {
             .expect("psql");
         assert!(output.status.success(), "{sql}: {}", stderr(&output));
     }
-}
-
-/// A CA and a server certificate for 127.0.0.1 it signed, in `dir`, readable by `postgres`.
-fn make_certificates(dir: &std::path::Path) {
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (tests/install-deps.sh installs it)");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            stderr(&output)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=hubgrade test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    let _ = Command::new("chown")
-        .args(["postgres:postgres", "server.key", "server.crt"])
-        .current_dir(dir)
-        .status();
-    let _ = Command::new("chmod")
-        .args(["600", "server.key"])
-        .current_dir(dir)
-        .status();
 }
 
 impl Drop for PgServer {

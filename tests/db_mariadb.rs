@@ -45,18 +45,7 @@ fn connections_use_tls_as_the_url_says() {
     let server = MariaDbServer::start_tls();
     server.create_hub_database();
     let dir = tempfile::tempdir().expect("temp dir");
-    let other_ca = dir.path().join("other-ca.crt");
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=another CA", "-keyout"])
-        .arg(dir.path().join("other.key"))
-        .arg("-out")
-        .arg(&other_ca)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "{}", support::stderr(&made));
+    let other_ca = support::another_ca(dir.path());
     let url = |params: &str| {
         format!(
             "mysql://hubgrade:{}@127.0.0.1:{}/jupyterhub?{params}",

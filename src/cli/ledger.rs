@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use super::kubectl::columns;
 use crate::ledger::{BackupEntry, Filter, Ledger, UpgradeEntry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -181,25 +182,6 @@ fn size(bytes: i64) -> String {
         1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
         _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
     }
-}
-
-/// Left-aligned columns, three spaces apart; the last one unpadded.
-fn columns(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
-    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    all.extend(rows);
-    let last = header.len() - 1;
-    let widths: Vec<usize> = (0..last)
-        .map(|c| all.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut text = String::new();
-    for row in all {
-        for (cell, width) in row.iter().zip(&widths) {
-            text.push_str(&format!("{cell:<width$}   "));
-        }
-        text.push_str(&row[last]);
-        text.push('\n');
-    }
-    text
 }
 
 #[cfg(test)]

@@ -119,20 +119,12 @@ impl LedgerWriter {
             if let Some(open) = &ledger {
                 match self.write_waiting(open).await {
                     Ok(()) => {
-                        if !self
-                            .shared
-                            .lock()
-                            .expect("ledger writer lock")
-                            .warned
-                            .is_empty()
-                        {
+                        let warned = std::mem::take(
+                            &mut self.shared.lock().expect("ledger writer lock").warned,
+                        );
+                        if !warned.is_empty() {
                             info!(ledger = %open.url(), "the ledger is back; the missing records are written");
                         }
-                        self.shared
-                            .lock()
-                            .expect("ledger writer lock")
-                            .warned
-                            .clear();
                         metrics.set_ledger_up(true);
                         retry = Duration::from_secs(1);
                     }

@@ -338,3 +338,21 @@ pub fn make_certificates(dir: &Path, owner: &str) {
         .current_dir(dir)
         .status();
 }
+
+/// A CA of its own (`other-ca.crt` in `dir`) that signed nothing a test server presents: a
+/// client that trusts only it must refuse the server.
+pub fn another_ca(dir: &Path) -> PathBuf {
+    let ca = dir.join("other-ca.crt");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.join("other.key"))
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", stderr(&made));
+    ca
+}

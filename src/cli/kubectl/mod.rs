@@ -21,6 +21,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::{Client, Config};
 
 pub use exit::{EXIT_CODES, Exit, PluginError};
+pub use output::columns;
 
 use crate::api::HubUpgrade;
 

@@ -64,6 +64,25 @@ pub fn age(since: jiff::Timestamp, now: jiff::Timestamp) -> String {
     }
 }
 
+/// Left-aligned columns, three spaces apart; the last one unpadded.
+pub fn columns(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    all.extend(rows);
+    let last = header.len() - 1;
+    let widths: Vec<usize> = (0..last)
+        .map(|c| all.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in all {
+        for (cell, width) in row.iter().zip(&widths) {
+            text.push_str(&format!("{cell:<width$}   "));
+        }
+        text.push_str(&row[last]);
+        text.push('\n');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Session;
 use super::exit::{EXIT_CODES, Exit, PluginError};
-use super::output::{ObjectFormat, age, seconds};
+use super::output::{ObjectFormat, age, columns, seconds};
 use super::wait::progress_of;
 use crate::api::HubUpgrade;
 use crate::machine::{Outcome, StepRecord};
@@ -99,10 +99,9 @@ async fn list(session: &Session) -> Result<Vec<HubUpgrade>, PluginError> {
 
 /// NAME, HUB, PHASE, TARGET, AGE, MESSAGE: `kubectl get`'s layout.
 pub fn table(upgrades: &[HubUpgrade], now: Timestamp) -> String {
-    let mut rows = vec![["NAME", "HUB", "PHASE", "TARGET", "AGE", "MESSAGE"].map(String::from)];
-    for upgrade in upgrades {
+    let rows = upgrades.iter().map(|upgrade| {
         let progress = progress_of(upgrade);
-        rows.push([
+        vec![
             upgrade.metadata.name.clone().unwrap_or_default(),
             upgrade.spec.hub.deployment.clone(),
             progress.phase.to_string(),
@@ -114,20 +113,9 @@ pub fn table(upgrades: &[HubUpgrade], now: Timestamp) -> String {
                 .map(|t| age(t.0, now))
                 .unwrap_or_default(),
             progress.message.clone(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..5)
-        .map(|column| rows.iter().map(|r| r[column].len()).max().unwrap_or(0))
-        .collect();
-    let mut text = String::new();
-    for row in rows {
-        for (cell, width) in row.iter().zip(&widths) {
-            text.push_str(&format!("{cell:<width$}   "));
-        }
-        text.push_str(&row[5]);
-        text.push('\n');
-    }
-    text
+        ]
+    });
+    columns(&["NAME", "HUB", "PHASE", "TARGET", "AGE", "MESSAGE"], rows)
 }
 
 /// One upgrade in words.

@@ -46,6 +46,29 @@ pub enum AgentCommand {
         #[arg(long)]
         database: PathBuf,
     },
+    /// Back up a stopped hub's PostgreSQL or MySQL database: a clone on the same server named
+    /// `<database>_<suffix>`, checked to hold the same revision and row counts.
+    ServerBackup {
+        #[command(flatten)]
+        database: ServerSource,
+        /// The clone is named after the database, then `_<suffix>`.
+        #[arg(long)]
+        suffix: String,
+    },
+    /// Put a clone back in place of the hub's PostgreSQL or MySQL database; the replaced
+    /// database is kept as `<database>_failed_<time>`.
+    ServerRestore {
+        #[command(flatten)]
+        database: ServerSource,
+        /// The clone to restore from.
+        #[arg(long)]
+        from: String,
+    },
+    /// Report the alembic revision of the hub's PostgreSQL or MySQL database.
+    ServerRevision {
+        #[command(flatten)]
+        database: ServerSource,
+    },
     /// Write a JupyterHub configuration file that loads the hub's own configuration and then
     /// sets the database `jupyterhub upgrade-db` acts on. A `db_url` in the hub's configuration
     /// wins over `--db`, so the database is pinned in a configuration file instead; the file
@@ -67,6 +90,57 @@ pub enum AgentCommand {
     },
 }
 
+/// Where an agent finds a server database's URL, password included. Never on the command
+/// line: in the hub's z2jh values (the hub Secret, mounted), else in the environment.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ServerSource {
+    /// The folder where the hub Secret is mounted (z2jh: `values.yaml` with `hub.db.url`, and
+    /// `hub.db.password`). Omitted: the URL is in the environment variable HUBGRADE_DB_URL.
+    #[arg(long)]
+    pub values: Option<PathBuf>,
+}
+
+/// The environment variable holding a database URL, password included (also `hubgrade db`'s).
+pub const DATABASE_URL_ENV: &str = "HUBGRADE_DB_URL";
+
+impl ServerSource {
+    fn moved(&self, moved: impl Fn(&PathBuf) -> PathBuf) -> ServerSource {
+        ServerSource {
+            values: self.values.as_ref().map(moved),
+        }
+    }
+
+    /// The database URL (holds the password: never print it).
+    pub fn url(&self) -> Result<crate::db::url::DatabaseUrl, String> {
+        use crate::db::url::DatabaseUrl;
+        let text = match &self.values {
+            Some(folder) => {
+                let values_file = folder.join(crate::hub::VALUES_KEY);
+                let values = std::fs::read_to_string(&values_file)
+                    .map_err(|e| format!("reading {}: {e}", values_file.display()))?;
+                let password = std::fs::read_to_string(folder.join("hub.db.password")).ok();
+                crate::hub::chart_database_url(&values, password.as_deref())?
+            }
+            None => std::env::var(DATABASE_URL_ENV)
+                .map_err(|_| format!("no database URL: {DATABASE_URL_ENV} is not set"))?,
+        };
+        match DatabaseUrl::parse(&text).map_err(|e| e.to_string())? {
+            DatabaseUrl::Sqlite { .. } => {
+                Err("the database URL names an SQLite file, not a database server".into())
+            }
+            server => Ok(server),
+        }
+    }
+}
+
+/// The name of a server clone: the database's, then `_<suffix>`, within the 63 characters
+/// PostgreSQL allows (MySQL allows 64).
+pub fn clone_name(database: &str, suffix: &str) -> String {
+    let room = 63usize.saturating_sub(suffix.len() + 1);
+    let head: String = database.chars().take(room).collect();
+    format!("{head}_{suffix}")
+}
+
 /// The JSON an agent command reports.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -79,6 +153,9 @@ pub struct AgentReport {
     pub revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a restore did, in words (a server restore: where the replaced database is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Files a restore removed to make room for itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_to_make_room: Vec<String>,
@@ -130,6 +207,26 @@ impl AgentCommand {
             AgentCommand::SqliteRevision { database } => {
                 flag("database", path(database));
                 "sqlite-revision"
+            }
+            AgentCommand::ServerBackup { database, suffix } => {
+                if let Some(values) = &database.values {
+                    flag("values", path(values));
+                }
+                flag("suffix", suffix.clone());
+                "server-backup"
+            }
+            AgentCommand::ServerRestore { database, from } => {
+                if let Some(values) = &database.values {
+                    flag("values", path(values));
+                }
+                flag("from", from.clone());
+                "server-restore"
+            }
+            AgentCommand::ServerRevision { database } => {
+                if let Some(values) = &database.values {
+                    flag("values", path(values));
+                }
+                "server-revision"
             }
             AgentCommand::PinDatabase {
                 hub_config,
@@ -214,6 +311,33 @@ impl AgentCommand {
                     Err(error) => AgentReport::failed(error),
                 }
             }
+            AgentCommand::ServerBackup { database, suffix } => {
+                match server_backup(database, suffix).await {
+                    Ok(record) => backup(Ok(record)),
+                    Err(error) => AgentReport::failed(error),
+                }
+            }
+            AgentCommand::ServerRestore { database, from } => {
+                match server_restore(database, from).await {
+                    Ok(message) => AgentReport {
+                        ok: true,
+                        message: Some(message),
+                        ..Default::default()
+                    },
+                    Err(error) => AgentReport::failed(error),
+                }
+            }
+            AgentCommand::ServerRevision { database } => match database.url() {
+                Err(error) => AgentReport::failed(error),
+                Ok(url) => match crate::db::revision::read_revision(&url).await {
+                    Ok(revision) => AgentReport {
+                        ok: true,
+                        revision,
+                        ..Default::default()
+                    },
+                    Err(error) => AgentReport::failed(error),
+                },
+            },
             AgentCommand::PinDatabase {
                 hub_config,
                 database_url,
@@ -275,6 +399,20 @@ impl AgentCommand {
             AgentCommand::SqliteRevision { database } => AgentCommand::SqliteRevision {
                 database: moved(database),
             },
+            AgentCommand::ServerBackup { database, suffix } => AgentCommand::ServerBackup {
+                database: database.moved(moved),
+                suffix: suffix.clone(),
+            },
+            AgentCommand::ServerRestore {
+                database,
+                from: source,
+            } => AgentCommand::ServerRestore {
+                database: database.moved(moved),
+                from: source.clone(),
+            },
+            AgentCommand::ServerRevision { database } => AgentCommand::ServerRevision {
+                database: database.moved(moved),
+            },
             AgentCommand::PinDatabase {
                 hub_config,
                 database_url,
@@ -288,6 +426,37 @@ impl AgentCommand {
             },
         }
     }
+}
+
+/// The clone backup of a server database (PostgreSQL refuses it while anything is connected).
+async fn server_backup(database: &ServerSource, suffix: &str) -> Result<BackupRecord, String> {
+    use crate::db::backend::{Backend, DatabaseBackend};
+    let url = database.url()?;
+    let name = match &url {
+        crate::db::url::DatabaseUrl::Postgres(s) | crate::db::url::DatabaseUrl::Mysql(s) => {
+            clone_name(&s.database, suffix)
+        }
+        crate::db::url::DatabaseUrl::Sqlite { .. } => unreachable!("ServerSource::url"),
+    };
+    let backend = Backend::new(&url, crate::machine::BackupMethod::Clone, &name)
+        .map_err(|e| e.to_string())?;
+    backend.back_up().await.map_err(|e| e.to_string())
+}
+
+/// Restores the clone `from` over the hub's server database; says where the replaced one is.
+async fn server_restore(database: &ServerSource, from: &str) -> Result<String, String> {
+    use crate::db::backend::{Backend, DatabaseBackend};
+    let url = database.url()?;
+    let backup = BackupRecord {
+        method: crate::machine::BackupMethod::Clone,
+        reference: from.to_string(),
+        size_bytes: None,
+        checksum: None,
+        verified: true,
+        pruned: Vec::new(),
+    };
+    let backend = Backend::for_reference(&url, &backup).map_err(|e| e.to_string())?;
+    backend.restore(&backup).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -321,6 +490,21 @@ mod tests {
             },
             AgentCommand::SqliteRevision {
                 database: "/a.sqlite".into(),
+            },
+            AgentCommand::ServerBackup {
+                database: ServerSource {
+                    values: Some("/usr/local/etc/jupyterhub/secret".into()),
+                },
+                suffix: "hubgrade_0123abcd".into(),
+            },
+            AgentCommand::ServerRestore {
+                database: ServerSource { values: None },
+                from: "jhub_hubgrade_0123abcd".into(),
+            },
+            AgentCommand::ServerRevision {
+                database: ServerSource {
+                    values: Some("/v".into()),
+                },
             },
             AgentCommand::PinDatabase {
                 hub_config: Some("/usr/local/etc/jupyterhub/jupyterhub_config.py".into()),

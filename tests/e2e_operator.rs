@@ -321,31 +321,6 @@ async fn a_hub_that_never_becomes_ready_is_rolled_back() {
     );
 }
 
-/// Kills the operator (SIGKILL) once in every phase the upgrade enters, restarting it each time.
-/// Returns the terminal phase and the phases a kill hit.
-async fn kill_in_every_phase(hub: &mut Hub, name: &str) -> (Phase, BTreeSet<String>) {
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let start = std::time::Instant::now();
-    loop {
-        let phase = hub.phase(name).await;
-        if let Some(phase) = phase {
-            if phase.is_terminal() {
-                return (phase, seen);
-            }
-            if seen.insert(phase.to_string()) {
-                hub.kill_operator();
-                hub.start_operator();
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "no end after kills in {seen:?}:\n{}",
-            hub.operator_log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_killed_in_every_phase_still_finishes_each_step_once() {
     // Each Job takes a second, so the kills surely land while the Jobs run.
@@ -359,7 +334,7 @@ async fn an_operator_killed_in_every_phase_still_finishes_each_step_once() {
         json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
     )
     .await;
-    let (end, killed_in) = kill_in_every_phase(&mut hub, "to-4-2-0").await;
+    let (end, killed_in) = hub.kill_in_every_phase("to-4-2-0").await;
     assert_eq!(end, Phase::Succeeded, "{}", hub.operator_log());
     for phase in ["Rehearsal", "BackingUp", "Migrating"] {
         assert!(
@@ -397,7 +372,7 @@ async fn an_operator_killed_in_every_phase_still_rolls_back_once() {
         json!({"hub": {"deployment": "hub"}, "targetImage": TARGET, "migration": {"rehearse": false}}),
     )
     .await;
-    let (end, killed_in) = kill_in_every_phase(&mut hub, "to-4-2-0").await;
+    let (end, killed_in) = hub.kill_in_every_phase("to-4-2-0").await;
     assert_eq!(end, Phase::RolledBack, "{}", hub.operator_log());
     for phase in ["BackingUp", "Migrating", "RollingBack"] {
         assert!(

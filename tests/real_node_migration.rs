@@ -175,7 +175,10 @@ async fn run_migration(
 
     let (upgrade, hub) = (upgrade(&ns), hub(&ns));
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
-    assert_eq!(layout.sub_path.as_deref(), Some("hub-db"));
+    assert_eq!(
+        layout.sqlite().and_then(|f| f.sub_path.as_deref()),
+        Some("hub-db")
+    );
     let mut target = Target::resolve(&upgrade, &agent_image).expect("target");
     target.plan.timeouts.migration = jiff::SignedDuration::from_secs(600);
     let inputs = JobInputs {

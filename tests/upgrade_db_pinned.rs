@@ -151,7 +151,8 @@ fn rehearsal_migrates_the_copy_not_the_live_database() {
     let layout = detect_layout(&hub, &upgrade.spec).expect("layout");
     let target = target(&upgrade);
     let inputs = inputs(&target, &hub, &layout);
-    let runs = volumes.pod.run(&rehearsal_job(&inputs, Some("node-a")));
+    let rehearsal = rehearsal_job(&inputs, Some("node-a")).expect("an SQLite hub rehearses");
+    let runs = volumes.pod.run(&rehearsal);
     assert!(
         runs.iter().all(|r| r.output.status.success()),
         "{}",

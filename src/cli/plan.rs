@@ -16,6 +16,7 @@ use super::ledger::Format;
 use crate::api::HubUpgrade;
 use crate::cluster::Target;
 use crate::cluster::observe::observe;
+use crate::hub::HubDatabase;
 use crate::hub::revision::{check_image_upgrade, release_of_image};
 use crate::ledger::predict::{Prediction, Sample, predict};
 use crate::ledger::{Filter, Ledger, UpgradeEntry};
@@ -62,7 +63,8 @@ pub struct Report {
 pub struct LayoutReport {
     pub container: String,
     pub database: String,
-    pub claim: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_path: Option<String>,
     pub config_maps: Vec<String>,
@@ -324,9 +326,17 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
         ));
     }
 
-    let backup = match &layout {
+    let backup = match layout.as_ref().map(|l| &l.database) {
         None => "none: the hub's layout was not found".to_string(),
-        Some(layout) => format!(
+        Some(HubDatabase::Server(server)) => format!(
+            "Clone of the {} database on its own server (`<database>_{}`), made once the hub \
+             is stopped and checked to hold the same revision and row counts; a roll back \
+             keeps the failed database as `<database>_failed_<time>`. No rehearsal: the \
+             server cannot copy the database while the hub is connected to it",
+            server.kind,
+            crate::cluster::objects::server_clone_suffix(&target.owner)
+        ),
+        Some(HubDatabase::Sqlite(file)) => format!(
             "{} copy of {} on the claim {}, next to the database (kept: the last {}); the \
              backup Job checks first that the claim has room for the backup, JupyterHub's own \
              copy and 10 % growth{}",
@@ -334,12 +344,12 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
                 crate::machine::BackupMethod::Auto => "File".to_string(),
                 method => method.to_string(),
             },
-            layout.sqlite_path,
-            layout.volume_claim,
+            file.path,
+            file.volume_claim,
             target.backup_retain,
             match last_backup {
                 Some(bytes) => {
-                    let dir = std::path::Path::new(&layout.mount_path);
+                    let dir = std::path::Path::new(&file.mount_path);
                     let needed: u64 = crate::db::sqlite::SpacePlan::BackupBeforeMigration
                         .needs(bytes, dir, dir)
                         .iter()
@@ -355,13 +365,23 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
             }
         ),
     };
-    let layout_report = layout.map(|l| LayoutReport {
-        container: l.container,
-        database: format!("SQLite {}", l.sqlite_path),
-        claim: l.volume_claim,
-        sub_path: l.sub_path,
-        config_maps: l.config_maps,
-        secrets: l.secrets,
+    let layout_report = layout.map(|l| {
+        let (database, claim, sub_path) = match l.database {
+            HubDatabase::Sqlite(file) => (
+                format!("SQLite {}", file.path),
+                Some(file.volume_claim),
+                file.sub_path,
+            ),
+            HubDatabase::Server(server) => (server.described(), None, None),
+        };
+        LayoutReport {
+            container: l.container,
+            database,
+            claim,
+            sub_path,
+            config_maps: l.config_maps,
+            secrets: l.secrets,
+        }
     });
     Ok(Report {
         upgrade: format!("{namespace}/{}", upgrade.name_any()),
@@ -403,7 +423,9 @@ fn text(report: &Report) -> String {
         out += "Layout\n";
         out += &format!("  container    {}\n", layout.container);
         out += &format!("  database     {}\n", layout.database);
-        out += &format!("  claim        {}\n", layout.claim);
+        if let Some(claim) = &layout.claim {
+            out += &format!("  claim        {claim}\n");
+        }
         if let Some(sub_path) = &layout.sub_path {
             out += &format!("  subPath      {sub_path}\n");
         }

@@ -157,7 +157,12 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         Action::BackUpConfig => back_up_config(inputs).await,
         Action::StartRehearsal => {
             let job_inputs = job_inputs(inputs, "start the rehearsal")?;
-            let job = objects::rehearsal_job(&job_inputs, inputs.snapshot.hub_node());
+            let job = objects::rehearsal_job(&job_inputs, inputs.snapshot.hub_node()).ok_or_else(
+                || EffectError::Impossible {
+                    action: "start the rehearsal",
+                    problem: "a server database is not copied while the hub uses it".into(),
+                },
+            )?;
             create_job(&client, namespace, job).await
         }
         Action::StartBackup => {
@@ -192,11 +197,16 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 "start the restore",
                 "no backup is recorded",
             )?;
-            let checksum = need(
-                backup.checksum.as_deref(),
-                "start the restore",
-                "the backup has no checksum",
-            )?;
+            // A file is checked against its checksum before it replaces anything; a server
+            // clone is checked against its original's row counts when it was made.
+            let checksum = match job_inputs.layout.sqlite() {
+                Some(_) => Some(need(
+                    backup.checksum.as_deref(),
+                    "start the restore",
+                    "the backup has no checksum",
+                )?),
+                None => None,
+            };
             let job = objects::restore_job(&job_inputs, &backup.reference, checksum);
             create_job(&client, namespace, job).await
         }

@@ -69,7 +69,11 @@ impl Snapshot {
         }
         let job = |step| self.job_state(step, now);
         world.rehearsal = job(JobStep::Rehearsal).map(drop);
-        world.restore = job(JobStep::Restore).map(drop);
+        let restore = job(JobStep::Restore);
+        if let StepState::Succeeded(Some(report)) = &restore {
+            world.restored = report.message.clone();
+        }
+        world.restore = restore.map(drop);
         let migration = job(JobStep::Migration);
         if let StepState::Succeeded(Some(report)) = &migration {
             world.migrated_revision = report.revision.clone();
@@ -122,8 +126,18 @@ impl Snapshot {
         }
     }
 
-    /// Why the rehearsal cannot mount the hub's claim while the hub runs.
+    /// Why the rehearsal cannot run while the hub does: a server database, or a claim the
+    /// running hub holds alone.
     fn rehearsal_blocked(&self) -> Option<String> {
+        if let Some(Ok(layout)) = &self.layout
+            && let Some(server) = layout.server()
+        {
+            return Some(format!(
+                "the hub's {} database is copied only once the hub is stopped (a copy on the \
+                 server needs the hub disconnected); that backup is what a roll back restores",
+                server.kind
+            ));
+        }
         let claim = self.claim.as_ref()?;
         let modes = claim
             .spec

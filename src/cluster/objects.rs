@@ -8,36 +8,38 @@ use jiff::SignedDuration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, LocalObjectReference, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EnvVar, EnvVarSource, LocalObjectReference,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::owned::{BACKUP_DIR, JobStep, Owner, ROLE_LABEL, labels, owned_metadata, owned_name};
 use super::target::Target;
-use crate::agent::AgentCommand;
-use crate::hub::HubLayout;
+use crate::agent::{AgentCommand, DATABASE_URL_ENV, ServerSource};
+use crate::hub::{HubDatabase, HubLayout, SqliteFile, UrlSource, VALUES_MOUNT};
 
 /// Where the SQLite backup of this upgrade goes, as the hub container sees the volume.
-pub fn sqlite_backup_path(owner: &Owner, layout: &HubLayout) -> String {
-    beside_database(owner, layout, "db")
+pub fn sqlite_backup_path(owner: &Owner, file: &SqliteFile) -> String {
+    beside_database(owner, file, "db")
 }
 
 /// Where the rehearsal's scratch copy goes.
-fn rehearsal_copy_path(owner: &Owner, layout: &HubLayout) -> String {
-    beside_database(owner, layout, "rehearsal")
+fn rehearsal_copy_path(owner: &Owner, file: &SqliteFile) -> String {
+    beside_database(owner, file, "rehearsal")
+}
+
+/// The suffix of this upgrade's clone of a server database (`<database>_hubgrade_<uid>_db`).
+pub fn server_clone_suffix(owner: &Owner) -> String {
+    owned_name(owner, "db").replace('-', "_")
 }
 
 /// `<database folder>/hubgrade-backups/hubgrade-<uid>-<what>.sqlite`: on the database's own
 /// volume, where the hub container and every Job see it at the same path.
-fn beside_database(owner: &Owner, layout: &HubLayout, what: &str) -> String {
-    let directory = layout
-        .sqlite_path
-        .rsplit_once('/')
-        .map(|(d, _)| d)
-        .unwrap_or("");
+fn beside_database(owner: &Owner, file: &SqliteFile, what: &str) -> String {
+    let directory = file.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     format!(
         "{directory}/{BACKUP_DIR}/{}.sqlite",
         owned_name(owner, what)
@@ -150,26 +152,43 @@ fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -
         .containers
         .iter()
         .find(|c| c.name == inputs.layout.container);
+    let mut mounts: Vec<VolumeMount> = database_mount(inputs.layout).into_iter().collect();
+    mounts.push(VolumeMount {
+        name: RUN_VOLUME.into(),
+        mount_path: RUN_DIR.into(),
+        ..Default::default()
+    });
+    // SQLite's temporary files go to the Job's scratch folder: the root is read-only.
+    let mut env = vec![EnvVar {
+        name: "SQLITE_TMPDIR".into(),
+        value: Some(RUN_DIR.into()),
+        ..Default::default()
+    }];
+    if let HubDatabase::Server(server) = &inputs.layout.database
+        && let UrlSource::Secret { name, key } = &server.url
+    {
+        // The URL, password included, from its Secret: never in the Job's spec.
+        env.push(EnvVar {
+            name: DATABASE_URL_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: name.clone(),
+                    key: key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     Container {
         name: name.into(),
         image: Some(inputs.target.agent_image.clone()),
         command: Some(vec!["hubgrade".into(), "agent".into()]),
         args: Some(command.to_args()),
-        volume_mounts: Some(vec![
-            database_mount(inputs.layout),
-            VolumeMount {
-                name: RUN_VOLUME.into(),
-                mount_path: RUN_DIR.into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        // SQLite's temporary files go to the Job's scratch folder: the root is read-only.
-        env: Some(vec![EnvVar {
-            name: "SQLITE_TMPDIR".into(),
-            value: Some(RUN_DIR.into()),
-            ..Default::default()
-        }]),
+        env: Some(env),
         resources: Some(agent_resources()),
         security_context: Some(SecurityContext {
             read_only_root_filesystem: Some(true),
@@ -182,14 +201,61 @@ fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -
     }
 }
 
-/// The hub container's mount of the database volume, exactly as the hub has it.
-fn database_mount(layout: &HubLayout) -> VolumeMount {
-    VolumeMount {
-        name: layout.volume_name.clone(),
-        mount_path: layout.mount_path.clone(),
-        sub_path: layout.sub_path.clone(),
-        ..Default::default()
+/// The hub container's mount of the database volume, exactly as the hub has it; for a
+/// server database whose URL is in the hub's chart values, the hub Secret, read-only, where
+/// z2jh mounts it.
+fn database_mount(layout: &HubLayout) -> Option<VolumeMount> {
+    match &layout.database {
+        HubDatabase::Sqlite(file) => Some(VolumeMount {
+            name: file.volume_name.clone(),
+            mount_path: file.mount_path.clone(),
+            sub_path: file.sub_path.clone(),
+            ..Default::default()
+        }),
+        HubDatabase::Server(server) => match &server.url {
+            UrlSource::ChartValues { volume, .. } => Some(VolumeMount {
+                name: volume.clone(),
+                mount_path: VALUES_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            }),
+            UrlSource::Secret { .. } => None,
+        },
     }
+}
+
+/// The pod volume behind [`database_mount`], for pods not built from the hub's template.
+fn database_volume(layout: &HubLayout) -> Option<Volume> {
+    match &layout.database {
+        HubDatabase::Sqlite(file) => Some(Volume {
+            name: file.volume_name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: file.volume_claim.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        }),
+        HubDatabase::Server(server) => match &server.url {
+            UrlSource::ChartValues { secret, volume } => Some(Volume {
+                name: volume.clone(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            UrlSource::Secret { .. } => None,
+        },
+    }
+}
+
+/// How the agent finds a server database's URL: where [`database_mount`] puts the values.
+fn server_source(layout: &HubLayout) -> ServerSource {
+    let values = match layout.server().map(|s| &s.url) {
+        Some(UrlSource::ChartValues { .. }) => Some(VALUES_MOUNT.into()),
+        _ => None,
+    };
+    ServerSource { values }
 }
 
 fn run_volume() -> Volume {
@@ -230,17 +296,12 @@ fn agent_job(
             image_pull_secrets: pull_secrets(&[], &inputs.target.agent_pull_secrets),
             automount_service_account_token: Some(false),
             containers: vec![agent_container("agent", inputs, command)],
-            volumes: Some(vec![
-                Volume {
-                    name: inputs.layout.volume_name.clone(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: inputs.layout.volume_claim.clone(),
-                        read_only: None,
-                    }),
-                    ..Default::default()
-                },
-                run_volume(),
-            ]),
+            volumes: Some(
+                database_volume(inputs.layout)
+                    .into_iter()
+                    .chain([run_volume()])
+                    .collect(),
+            ),
             ..Default::default()
         }),
     };
@@ -249,12 +310,19 @@ fn agent_job(
 
 /// Copies the stopped hub's SQLite file next to it, verified, with its size and checksum.
 /// It may take the plan's backup timeout.
+/// A server database is cloned on its server.
 pub fn backup_job(inputs: &JobInputs<'_>) -> Job {
     let target = inputs.target;
-    let command = AgentCommand::SqliteBackup {
-        database: inputs.layout.sqlite_path.clone().into(),
-        to: sqlite_backup_path(&target.owner, inputs.layout).into(),
-        retain: Some(target.backup_retain as usize),
+    let command = match &inputs.layout.database {
+        HubDatabase::Sqlite(file) => AgentCommand::SqliteBackup {
+            database: file.path.clone().into(),
+            to: sqlite_backup_path(&target.owner, file).into(),
+            retain: Some(target.backup_retain as usize),
+        },
+        HubDatabase::Server(_) => AgentCommand::ServerBackup {
+            database: server_source(inputs.layout),
+            suffix: server_clone_suffix(&target.owner),
+        },
     };
     agent_job(
         inputs,
@@ -266,11 +334,20 @@ pub fn backup_job(inputs: &JobInputs<'_>) -> Job {
 
 /// Puts the backup back in place of the database, checking the checksum before and after.
 /// Its deadline is the roll back's timeout: the restore never outlives the roll back.
-pub fn restore_job(inputs: &JobInputs<'_>, backup_path: &str, checksum: &str) -> Job {
-    let command = AgentCommand::SqliteRestore {
-        from: backup_path.into(),
-        to: inputs.layout.sqlite_path.clone().into(),
-        checksum: checksum.into(),
+/// A server database is made again from its clone; the failed one is kept.
+pub fn restore_job(inputs: &JobInputs<'_>, backup: &str, checksum: Option<&str>) -> Job {
+    let command = match (&inputs.layout.database, checksum) {
+        // Without a checksum (the effects refuse to start one) no file matches: the agent
+        // replaces nothing.
+        (HubDatabase::Sqlite(file), checksum) => AgentCommand::SqliteRestore {
+            from: backup.into(),
+            to: file.path.clone().into(),
+            checksum: checksum.unwrap_or_default().into(),
+        },
+        (HubDatabase::Server(_), _) => AgentCommand::ServerRestore {
+            database: server_source(inputs.layout),
+            from: backup.into(),
+        },
     };
     let deadline = inputs.target.plan.timeouts.rollback;
     agent_job(inputs, JobStep::Restore, &command, deadline)
@@ -281,10 +358,19 @@ pub fn restore_job(inputs: &JobInputs<'_>, backup_path: &str, checksum: &str) ->
 /// security context), on exactly the database that was backed up: the hub's configuration is
 /// loaded, checked to name that database, and the database pinned after it. Then the agent
 /// reports the revision the database reached. It may take the plan's migration timeout.
+///
+/// On a server database the hub's own configuration names the database (z2jh: `hub.db.url`,
+/// the password exported from the hub Secret), the same values the backup read.
 pub fn migration_job(inputs: &JobInputs<'_>) -> Job {
-    let database = inputs.layout.sqlite_path.clone();
+    let database = inputs.layout.sqlite().map(|file| file.path.clone());
     let deadline = inputs.target.plan.timeouts.migration;
-    hub_image_job(inputs, JobStep::Migration, &database, Vec::new(), deadline)
+    hub_image_job(
+        inputs,
+        JobStep::Migration,
+        database.as_deref(),
+        Vec::new(),
+        deadline,
+    )
 }
 
 /// The migration run against a scratch copy of the database, before the hub is stopped: the
@@ -292,17 +378,20 @@ pub fn migration_job(inputs: &JobInputs<'_>) -> Job {
 /// configuration cannot send it to the live file), then the agent reports the copy's revision.
 /// `node`: the node the hub pod runs on, where its ReadWriteOnce claim is attached. It may take
 /// the plan's rehearsal timeout.
-pub fn rehearsal_job(inputs: &JobInputs<'_>, node: Option<&str>) -> Job {
-    let copy = rehearsal_copy_path(&inputs.target.owner, inputs.layout);
+/// Only for SQLite hubs (a server database is not copied while the hub uses it: the machine
+/// skips the rehearsal, see `interpret`); `None` for the others.
+pub fn rehearsal_job(inputs: &JobInputs<'_>, node: Option<&str>) -> Option<Job> {
+    let file = inputs.layout.sqlite()?;
+    let copy = rehearsal_copy_path(&inputs.target.owner, file);
     let copy_database = AgentCommand::SqliteBackup {
-        database: inputs.layout.sqlite_path.clone().into(),
+        database: file.path.clone().into(),
         to: copy.clone().into(),
         retain: None,
     };
     let mut job = hub_image_job(
         inputs,
         JobStep::Rehearsal,
-        &copy,
+        Some(&copy),
         vec![agent_container("copy-database", inputs, &copy_database)],
         inputs.target.plan.timeouts.rehearsal,
     );
@@ -311,16 +400,17 @@ pub fn rehearsal_job(inputs: &JobInputs<'_>, node: Option<&str>) -> Job {
         // by several pods of one node, never by pods of two.
         pod.node_name = node.map(str::to_string);
     }
-    job
+    Some(job)
 }
 
 /// A pod of the hub's template that runs, in order: `first` (init containers), the pinning of
-/// `database`, `jupyterhub upgrade-db` in the target image, and the agent reporting the
-/// revision `database` reached.
+/// the SQLite file `database`, `jupyterhub upgrade-db` in the target image, and the agent
+/// reporting the revision the database reached. `None`: the hub's server database, as the
+/// hub's configuration names it.
 fn hub_image_job(
     inputs: &JobInputs<'_>,
     step: JobStep,
-    database: &str,
+    database: Option<&str>,
     first: Vec<Container>,
     deadline: SignedDuration,
 ) -> Job {
@@ -337,11 +427,20 @@ fn hub_image_job(
         .find(|c| c.name == inputs.layout.container)
         .cloned()
         .unwrap_or_default();
-    let pin = AgentCommand::PinDatabase {
-        hub_config: config_file_argument(&hub),
-        database_url: sqlite_url(database),
-        expect_url: sqlite_url(&inputs.layout.sqlite_path),
-        to: PINNED_CONFIG.into(),
+    let hub_config = config_file_argument(&hub);
+    // An SQLite file is pinned in a configuration file of its own, after the hub's.
+    let pin = match (database, inputs.layout.sqlite()) {
+        (Some(database), Some(file)) => Some(AgentCommand::PinDatabase {
+            hub_config: hub_config.clone(),
+            database_url: sqlite_url(database),
+            expect_url: sqlite_url(&file.path),
+            to: PINNED_CONFIG.into(),
+        }),
+        _ => None,
+    };
+    let config = match (&pin, &hub_config) {
+        (Some(_), _) => Some(PINNED_CONFIG.to_string()),
+        (None, config) => config.clone(),
     };
     let mut mounts = hub.volume_mounts.clone().unwrap_or_default();
     mounts.push(VolumeMount {
@@ -354,10 +453,11 @@ fn hub_image_job(
         name: "upgrade-db".into(),
         image: Some(inputs.target.plan.target_image.clone()),
         command: Some(vec!["jupyterhub".into()]),
-        args: Some(vec![
-            "upgrade-db".into(),
-            format!("--config={PINNED_CONFIG}"),
-        ]),
+        args: Some(
+            std::iter::once("upgrade-db".to_string())
+                .chain(config.map(|c| format!("--config={c}")))
+                .collect(),
+        ),
         env: hub.env.clone(),
         env_from: hub.env_from.clone(),
         volume_mounts: Some(mounts),
@@ -372,10 +472,17 @@ fn hub_image_job(
         ..Default::default()
     };
     let mut init_containers = first;
-    init_containers.push(agent_container("pin-database", inputs, &pin));
+    if let Some(pin) = &pin {
+        init_containers.push(agent_container("pin-database", inputs, pin));
+    }
     init_containers.push(upgrade_db);
-    let revision = AgentCommand::SqliteRevision {
-        database: database.into(),
+    let revision = match database {
+        Some(database) => AgentCommand::SqliteRevision {
+            database: database.into(),
+        },
+        None => AgentCommand::ServerRevision {
+            database: server_source(inputs.layout),
+        },
     };
     let mut volumes = pod.volumes.clone().unwrap_or_default();
     volumes.push(run_volume());

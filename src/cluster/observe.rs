@@ -18,7 +18,8 @@ use crate::api::{BackupMethod, DatabaseType, HubUpgrade};
 use crate::hub::image::{HUB_ANNOTATION, looks_like_a_hub};
 use crate::hub::revision::check_image_upgrade;
 use crate::hub::{
-    ChartDatabase, HubLayout, LayoutError, VALUES_KEY, chart_database, values_secret,
+    ChartDatabase, HubDatabase, HubLayout, LayoutError, UrlSource, VALUES_KEY, chart_database,
+    values_secret,
 };
 use crate::machine::{LockState, Phase, Preflight, World};
 
@@ -50,12 +51,8 @@ pub async fn observe(
     let layout = match &deployment {
         None => None,
         Some(d) => {
-            // Only Preflight needs them: what they tell ends a hub hubgrade cannot upgrade
-            // there, and for one it can, the layout is the same without them.
-            let chart = match phase {
-                Phase::Pending | Phase::Preflight => chart_values(client, target, d).await?,
-                _ => None,
-            };
+            // Read in every phase: they say whether the database is a file or on a server.
+            let chart = chart_values(client, target, d).await?;
             Some(target.layout_with_chart(d, chart))
         }
     };
@@ -71,9 +68,19 @@ pub async fn observe(
     }
     if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal)
         && let Some(Ok(layout)) = &layout
+        && let Some(file) = layout.sqlite()
     {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-        snapshot.claim = claims.get_opt(&layout.volume_claim).await?;
+        snapshot.claim = claims.get_opt(&file.volume_claim).await?;
+    }
+    // The Secret holding a server database's URL, when the spec names one.
+    let mut url_secret = None;
+    if matches!(phase, Phase::Pending | Phase::Preflight)
+        && let Some(Ok(layout)) = &layout
+        && let Some(UrlSource::Secret { name, .. }) = layout.server().map(|s| &s.url)
+    {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        url_secret = Some(secrets.get_opt(name).await?);
     }
     let preflight = matches!(phase, Phase::Pending | Phase::Preflight).then(|| {
         preflight(
@@ -81,6 +88,7 @@ pub async fn observe(
             deployment.as_ref(),
             layout.as_ref(),
             snapshot.claim.as_ref(),
+            url_secret.as_ref().map(Option::as_ref),
         )
     });
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
@@ -98,8 +106,9 @@ pub async fn observe(
                 c.iter()
                     .any(|c| c.type_ == "Complete" && c.status == "True")
             });
-        // A finished Job's pods are only read for a report (backup, migration) or a failure.
-        let job_pods = if finished_ok && matches!(step, JobStep::Rehearsal | JobStep::Restore) {
+        // A finished Job's pods are only read for a report (backup, migration, restore) or a
+        // failure.
+        let job_pods = if finished_ok && step == JobStep::Rehearsal {
             Vec::new()
         } else {
             pods.list(&ListParams::default().labels(&format!("job-name={name}")))
@@ -223,6 +232,7 @@ fn preflight(
     deployment: Option<&Deployment>,
     layout: Option<&Result<HubLayout, LayoutError>>,
     claim: Option<&PersistentVolumeClaim>,
+    url_secret: Option<Option<&Secret>>,
 ) -> Preflight {
     let mut problems = Vec::new();
     let (namespace, hub) = (&target.owner.namespace, &target.hub);
@@ -240,24 +250,29 @@ fn preflight(
         )),
         (Some(_), Some(Err(error))) => problems.push(error.to_string()),
         (Some(_), Some(Ok(layout))) => {
-            match claim {
-                None => problems.push(format!(
-                    "the hub's database volume claim {namespace}/{} does not exist",
-                    layout.volume_claim
-                )),
-                Some(claim) => {
-                    let phase = claim
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.phase.clone())
-                        .unwrap_or_default();
-                    if phase != "Bound" {
-                        problems.push(format!(
-                            "the hub's database volume claim {namespace}/{} is {phase}, not Bound",
-                            layout.volume_claim
-                        ));
+            match &layout.database {
+                HubDatabase::Sqlite(file) => {
+                    if let Some(problem) = claim_problem(namespace, file, claim) {
+                        problems.push(problem);
                     }
                 }
+                HubDatabase::Server(server) => {
+                    if let (UrlSource::Secret { name, key }, Some(secret)) = (&server.url, url_secret)
+                    {
+                        let has_key = secret.is_some_and(|s| {
+                            s.data.as_ref().is_some_and(|d| d.contains_key(key))
+                                || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
+                        });
+                        if !has_key {
+                            problems.push(format!(
+                                "spec.database.urlSecret: the Secret {namespace}/{name} has no key {key:?} (or does not exist)"
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(problem) = backup_method_problem(target.backup_method, &layout.database) {
+                problems.push(problem);
             }
             if let Err(problem) = check_image_upgrade(&layout.image, &target.plan.target_image) {
                 problems.push(problem.to_string());
@@ -270,15 +285,6 @@ fn preflight(
             }
         }
     }
-    if !matches!(
-        target.backup_method,
-        BackupMethod::Auto | BackupMethod::File
-    ) {
-        problems.push(format!(
-            "spec.backup.method {:?} is not run by the operator yet (the `hubgrade db` commands and the library have it); use File or Auto for an SQLite hub",
-            target.backup_method
-        ));
-    }
     // The plan drains exactly when the spec asks to.
     if target.plan.drain.is_some() {
         problems.push(
@@ -286,6 +292,46 @@ fn preflight(
         );
     }
     Preflight { problems }
+}
+
+/// What is wrong with the claim of an SQLite hub, if anything.
+fn claim_problem(
+    namespace: &str,
+    file: &crate::hub::SqliteFile,
+    claim: Option<&PersistentVolumeClaim>,
+) -> Option<String> {
+    let Some(claim) = claim else {
+        return Some(format!(
+            "the hub's database volume claim {namespace}/{} does not exist",
+            file.volume_claim
+        ));
+    };
+    let phase = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    (phase != "Bound").then(|| {
+        format!(
+            "the hub's database volume claim {namespace}/{} is {phase}, not Bound",
+            file.volume_claim
+        )
+    })
+}
+
+/// Whether the operator runs `method` for this database.
+fn backup_method_problem(method: BackupMethod, database: &HubDatabase) -> Option<String> {
+    match (database, method) {
+        (HubDatabase::Sqlite(_), BackupMethod::Auto | BackupMethod::File) => None,
+        (HubDatabase::Server(_), BackupMethod::Auto | BackupMethod::Clone) => None,
+        (HubDatabase::Sqlite(_), method) => Some(format!(
+            "spec.backup.method {method} is not run by the operator for an SQLite hub yet; use File or Auto"
+        )),
+        (HubDatabase::Server(server), method) => Some(format!(
+            "spec.backup.method {method} is not run by the operator for a {} hub yet (`hubgrade db backup --method dump` has it); use Clone or Auto",
+            server.kind
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -407,8 +453,10 @@ mod tests {
     #[tokio::test]
     async fn while_migrating_the_jobs_their_pods_and_warnings_about_pending_pods_are_read() {
         let mut exchanges = vec![
-            // Held by this upgrade: no holder to look up; past Rehearsal: no claim to read.
+            // Held by this upgrade: no holder to look up; past Rehearsal: no claim to read. The
+            // chart values are read in every phase: they say where the database is.
             Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+            hub_values(),
             hub_pods(),
         ];
         exchanges.extend(job_lookups(|name| {

@@ -165,7 +165,12 @@ mod tests {
             (BackupMethod::File, 5)
         );
         assert_eq!(
-            target.layout(&hub()).expect("layout").volume_claim,
+            target
+                .layout(&hub())
+                .expect("layout")
+                .sqlite()
+                .expect("SQLite")
+                .volume_claim,
             "hub-db-dir"
         );
     }

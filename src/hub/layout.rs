@@ -4,7 +4,8 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
-use super::{ChartDatabase, DEFAULT_CONTAINER, Z2JH_SQLITE_PATH};
+use super::values::values_volume;
+use super::{ChartDatabase, DEFAULT_CONTAINER, VALUES_MOUNT, Z2JH_SQLITE_PATH};
 use crate::api::{DatabaseSpec, DatabaseType, HubUpgradeSpec};
 
 /// What the user said about where to look (`spec.hub.container`, `spec.database`): the only
@@ -35,8 +36,43 @@ pub struct HubLayout {
     pub container: String,
     /// Its image.
     pub image: String,
-    /// Path of the SQLite database file in the hub container.
-    pub sqlite_path: String,
+    /// Where the hub keeps its database.
+    pub database: HubDatabase,
+    /// ConfigMaps and Secrets the hub mounts (its configuration), to be backed up.
+    pub config_maps: Vec<String>,
+    pub secrets: Vec<String>,
+}
+
+impl HubLayout {
+    /// The SQLite file, for a hub on one.
+    pub fn sqlite(&self) -> Option<&SqliteFile> {
+        match &self.database {
+            HubDatabase::Sqlite(file) => Some(file),
+            HubDatabase::Server(_) => None,
+        }
+    }
+
+    /// The database server, for a hub on PostgreSQL or MySQL.
+    pub fn server(&self) -> Option<&ServerDatabase> {
+        match &self.database {
+            HubDatabase::Server(server) => Some(server),
+            HubDatabase::Sqlite(_) => None,
+        }
+    }
+}
+
+/// The hub's database: an SQLite file on a claim, or a database on a server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubDatabase {
+    Sqlite(SqliteFile),
+    Server(ServerDatabase),
+}
+
+/// An SQLite database file on a PersistentVolumeClaim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteFile {
+    /// Path of the database file in the hub container.
+    pub path: String,
     /// The PersistentVolumeClaim holding the database file.
     pub volume_claim: String,
     /// Name of the pod volume of that claim, and where the hub container mounts it.
@@ -45,9 +81,48 @@ pub struct HubLayout {
     /// The mount's `subPath` (z2jh's `hub.db.pvc.subPath`): the folder of the claim that the
     /// hub sees at `mount_path`. Every pod hubgrade mounts the claim in uses the same.
     pub sub_path: Option<String>,
-    /// ConfigMaps and Secrets the hub mounts (its configuration), to be backed up.
-    pub config_maps: Vec<String>,
-    pub secrets: Vec<String>,
+}
+
+/// A PostgreSQL or MySQL/MariaDB database, and where its URL (password included) is found.
+/// The operator never reads the URL itself: the Jobs that need it get it from its Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerDatabase {
+    pub kind: ServerKind,
+    pub url: UrlSource,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
+pub enum ServerKind {
+    #[strum(to_string = "PostgreSQL")]
+    Postgres,
+    #[strum(to_string = "MySQL")]
+    Mysql,
+}
+
+/// Where a server database's URL is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UrlSource {
+    /// z2jh: the hub Secret's `values.yaml` (`hub.db.url`) and its key `hub.db.password`; the
+    /// hub pod mounts the Secret as its volume `volume`.
+    ChartValues { secret: String, volume: String },
+    /// `spec.database.urlSecret`: a Secret key holding the whole URL.
+    Secret { name: String, key: String },
+}
+
+impl ServerDatabase {
+    /// For messages: `PostgreSQL (URL from hub.db.url in the hub Secret hub)`.
+    pub fn described(&self) -> String {
+        match &self.url {
+            UrlSource::ChartValues { secret, .. } => format!(
+                "{} (URL from hub.db.url in the Secret {secret}'s {})",
+                self.kind,
+                super::VALUES_KEY
+            ),
+            UrlSource::Secret { name, key } => {
+                format!("{} (URL from the Secret {name}, key {key})", self.kind)
+            }
+        }
+    }
 }
 
 /// Why the layout could not be found; each says which spec field settles it.
@@ -66,16 +141,13 @@ pub enum LayoutError {
     #[error("the hub container has no image")]
     NoImage,
     #[error(
-        "database.type {0} is not supported by this version of hubgrade yet; only SQLite hubs can be upgraded"
+        "the hub's database is {0}, but the hub mounts no z2jh values Secret at {VALUES_MOUNT} to read its URL from; set spec.database.urlSecret to a Secret key holding the URL"
     )]
-    UnsupportedDatabase(&'static str),
+    NoServerUrl(ServerKind),
     #[error(
-        "the hub's database is {database} ({said}); this version of hubgrade upgrades SQLite hubs only: back it up (`hubgrade db backup`) and run `jupyterhub upgrade-db` by hand, or set spec.database.type if this is wrong"
+        "the hub's database is not one hubgrade knows ({said}); set spec.database.type (SQLite, PostgreSQL or MySQL) and where to find it"
     )]
-    DetectedUnsupported {
-        database: &'static str,
-        said: String,
-    },
+    DetectedUnsupported { said: String },
     #[error(
         "the hub keeps its database in memory ({0}): it starts empty on every restart, so there is nothing to back up or migrate; change the hub image with your chart (`helm upgrade`)"
     )]
@@ -114,29 +186,74 @@ pub fn detect_layout(
         .clone()
         .filter(|i| !i.is_empty())
         .ok_or(LayoutError::NoImage)?;
+    let database = find_database(pod, container, &spec)?;
+    let mut config_maps = Vec::new();
+    let mut secrets = Vec::new();
+    for volume in pod.volumes.iter().flatten() {
+        if let Some(map) = &volume.config_map {
+            config_maps.push(map.name.clone());
+        }
+        if let Some(secret) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            secrets.push(secret);
+        }
+    }
+    config_maps.sort();
+    config_maps.dedup();
+    secrets.sort();
+    secrets.dedup();
+    Ok(HubLayout {
+        container: container.name.clone(),
+        image,
+        database,
+        config_maps,
+        secrets,
+    })
+}
+
+/// The hub's database: what `spec.database` says, else what the hub's chart values say, else
+/// an SQLite file at z2jh's path.
+fn find_database(
+    pod: &PodSpec,
+    container: &Container,
+    spec: &LayoutHints,
+) -> Result<HubDatabase, LayoutError> {
+    // A server database's URL: the Secret the spec names, else the hub's chart values.
+    let server = |kind: ServerKind| -> Result<HubDatabase, LayoutError> {
+        let url = match &spec.database.url_secret {
+            Some(secret) => UrlSource::Secret {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+            },
+            None => match values_volume(pod, container) {
+                Some((secret, volume)) => UrlSource::ChartValues { secret, volume },
+                None => return Err(LayoutError::NoServerUrl(kind)),
+            },
+        };
+        Ok(HubDatabase::Server(ServerDatabase { kind, url }))
+    };
     match spec.database.kind {
         DatabaseType::Auto | DatabaseType::Sqlite => {}
-        DatabaseType::Postgresql => return Err(LayoutError::UnsupportedDatabase("PostgreSQL")),
-        DatabaseType::Mysql => return Err(LayoutError::UnsupportedDatabase("MySQL")),
+        DatabaseType::Postgresql => return server(ServerKind::Postgres),
+        DatabaseType::Mysql => return server(ServerKind::Mysql),
     }
     let sqlite_path = spec.database.sqlite_path.clone();
     if spec.database.kind == DatabaseType::Auto
         && let Some(chart) = &spec.chart
     {
-        let unsupported = |database| LayoutError::DetectedUnsupported {
-            database,
-            said: chart.described(),
-        };
         match chart {
             ChartDatabase::SqlitePvc => {}
             ChartDatabase::SqliteMemory => return Err(LayoutError::InMemory(chart.described())),
-            ChartDatabase::Postgres => return Err(unsupported("PostgreSQL")),
-            ChartDatabase::Mysql => return Err(unsupported("MySQL")),
+            ChartDatabase::Postgres => return server(ServerKind::Postgres),
+            ChartDatabase::Mysql => return server(ServerKind::Mysql),
             ChartDatabase::Other { scheme } => match scheme.as_deref().map(dialect) {
                 Some("sqlite") => {}
-                Some("postgresql" | "postgres") => return Err(unsupported("PostgreSQL")),
-                Some("mysql" | "mariadb") => return Err(unsupported("MySQL")),
-                _ => return Err(unsupported("not one hubgrade knows")),
+                Some("postgresql" | "postgres") => return server(ServerKind::Postgres),
+                Some("mysql" | "mariadb") => return server(ServerKind::Mysql),
+                _ => {
+                    return Err(LayoutError::DetectedUnsupported {
+                        said: chart.described(),
+                    });
+                }
             },
         }
         if matches!(chart, ChartDatabase::Other { .. }) && sqlite_path.is_none() {
@@ -211,32 +328,13 @@ pub fn detect_layout(
                 });
             }
         };
-
-    let mut config_maps = Vec::new();
-    let mut secrets = Vec::new();
-    for volume in pod.volumes.iter().flatten() {
-        if let Some(map) = &volume.config_map {
-            config_maps.push(map.name.clone());
-        }
-        if let Some(secret) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
-            secrets.push(secret);
-        }
-    }
-    config_maps.sort();
-    config_maps.dedup();
-    secrets.sort();
-    secrets.dedup();
-    Ok(HubLayout {
-        container: container.name.clone(),
-        image,
-        sqlite_path,
+    Ok(HubDatabase::Sqlite(SqliteFile {
+        path: sqlite_path,
         volume_claim,
         volume_name,
         mount_path,
         sub_path,
-        config_maps,
-        secrets,
-    })
+    }))
 }
 
 /// The dialect of an SQLAlchemy URL scheme: `postgresql+psycopg2` is `postgresql`.
@@ -348,9 +446,10 @@ mod tests {
         let layout = detect_layout(&z2jh_hub(), &spec(json!({}))).expect("layout");
         assert_eq!(layout.container, "hub");
         assert_eq!(layout.image, "quay.io/jupyterhub/k8s-hub:4.1.0");
-        assert_eq!(layout.sqlite_path, "/srv/jupyterhub/jupyterhub.sqlite");
-        assert_eq!(layout.volume_claim, "hub-db-dir");
-        assert_eq!(layout.mount_path, "/srv/jupyterhub");
+        let file = layout.sqlite().expect("SQLite");
+        assert_eq!(file.path, "/srv/jupyterhub/jupyterhub.sqlite");
+        assert_eq!(file.volume_claim, "hub-db-dir");
+        assert_eq!(file.mount_path, "/srv/jupyterhub");
         assert_eq!(layout.config_maps, ["hub"]);
         assert_eq!(layout.secrets, ["hub"]);
     }
@@ -401,8 +500,9 @@ mod tests {
         }
     }
 
-    /// A z2jh hub on PostgreSQL or MySQL mounts no claim: the refusal says which database the
-    /// values name, not that an SQLite file is missing.
+    /// A z2jh hub on PostgreSQL or MySQL mounts no claim: the values say which server database
+    /// it uses, and its URL is read from the hub Secret the hub mounts (z2jh's `secret`
+    /// volume at /usr/local/etc/jupyterhub/secret/).
     #[test]
     fn the_chart_values_name_the_database_a_hub_really_uses() {
         let mut hub = z2jh_hub();
@@ -411,37 +511,95 @@ mod tests {
             .as_mut()
             .expect("mounts")
             .retain(|m| m.name != "pvc");
-        for (chart, words) in [
-            (ChartDatabase::Postgres, "PostgreSQL (hub.db.type: postgres"),
-            (ChartDatabase::Mysql, "MySQL (hub.db.type: mysql"),
+        let from_values = |kind| {
+            HubDatabase::Server(ServerDatabase {
+                kind,
+                url: UrlSource::ChartValues {
+                    secret: "hub".into(),
+                    volume: "secret".into(),
+                },
+            })
+        };
+        for (chart, expected) in [
+            (ChartDatabase::Postgres, ServerKind::Postgres),
+            (ChartDatabase::Mysql, ServerKind::Mysql),
             (
                 ChartDatabase::Other {
                     scheme: Some("postgresql+psycopg2".into()),
                 },
-                "PostgreSQL (hub.db.type: other and hub.db.url postgresql+psycopg2://...",
+                ServerKind::Postgres,
             ),
             (
-                ChartDatabase::SqliteMemory,
-                "in memory (hub.db.type: sqlite-memory",
+                ChartDatabase::Other {
+                    scheme: Some("mysql+pymysql".into()),
+                },
+                ServerKind::Mysql,
             ),
         ] {
-            let error = detect_layout(&hub, with_chart(chart)).expect_err("refused");
-            let text = error.to_string();
-            assert!(text.contains(words), "{text}");
-            assert!(
-                !text.contains("SQLite database: no PersistentVolumeClaim"),
-                "{text}"
-            );
+            let layout = detect_layout(&hub, with_chart(chart)).expect("a server database");
+            assert_eq!(layout.database, from_values(expected));
         }
+        let memory = detect_layout(&hub, with_chart(ChartDatabase::SqliteMemory));
+        let text = memory.expect_err("in memory").to_string();
+        assert!(
+            text.contains("in memory (hub.db.type: sqlite-memory"),
+            "{text}"
+        );
+        let unknown = ChartDatabase::Other {
+            scheme: Some("oracle".into()),
+        };
+        let text = detect_layout(&hub, with_chart(unknown))
+            .expect_err("unknown")
+            .to_string();
+        assert!(text.contains("hub.db.url oracle://..."), "{text}");
+        assert!(text.contains("set spec.database.type"), "{text}");
         // sqlite-pvc: what the values say is what the pod shows.
         let layout = detect_layout(&z2jh_hub(), with_chart(ChartDatabase::SqlitePvc));
-        assert_eq!(layout.expect("layout").volume_claim, "hub-db-dir");
+        let layout = layout.expect("layout");
+        assert_eq!(layout.sqlite().expect("SQLite").volume_claim, "hub-db-dir");
         // An explicit database.type wins over the values.
         let explicit = LayoutHints {
             chart: Some(ChartDatabase::Postgres),
             ..LayoutHints::from(&spec(json!({"database": {"type": "SQLite"}})))
         };
         assert!(detect_layout(&z2jh_hub(), explicit).is_ok());
+    }
+
+    /// An explicit server type takes its URL from spec.database.urlSecret, else from the
+    /// hub's chart values; a hub with neither is refused naming the field to set.
+    #[test]
+    fn a_server_database_named_in_the_spec_finds_its_url() {
+        let secret = spec(json!({"database": {"type": "PostgreSQL",
+            "urlSecret": {"name": "hub-db-url", "key": "url"}}}));
+        let layout = detect_layout(&z2jh_hub(), &secret).expect("layout");
+        assert_eq!(
+            layout.server().map(|s| s.url.clone()),
+            Some(UrlSource::Secret {
+                name: "hub-db-url".into(),
+                key: "url".into()
+            })
+        );
+        let values = spec(json!({"database": {"type": "MySQL"}}));
+        let layout = detect_layout(&z2jh_hub(), &values).expect("layout");
+        assert_eq!(
+            layout.server().map(|s| (s.kind, s.url.clone())),
+            Some((
+                ServerKind::Mysql,
+                UrlSource::ChartValues {
+                    secret: "hub".into(),
+                    volume: "secret".into()
+                }
+            ))
+        );
+        let mut bare = z2jh_hub();
+        pod_of(&mut bare).containers[0]
+            .volume_mounts
+            .as_mut()
+            .expect("mounts")
+            .retain(|m| m.name != "secret");
+        let error = detect_layout(&bare, &values).expect_err("no URL");
+        assert_eq!(error, LayoutError::NoServerUrl(ServerKind::Mysql));
+        assert!(error.to_string().contains("set spec.database.urlSecret"));
     }
 
     #[test]

@@ -7,8 +7,11 @@ pub mod revision;
 mod values;
 
 pub use config::{WRONG_DATABASE_EXIT_CODE, pinned_database_config};
+pub use layout::{HubDatabase, ServerDatabase, ServerKind, SqliteFile, UrlSource};
 pub use layout::{HubLayout, LayoutError, LayoutHints, detect_layout, find_container};
-pub use values::{ChartDatabase, VALUES_KEY, VALUES_MOUNT, chart_database, values_secret};
+pub use values::{
+    ChartDatabase, VALUES_KEY, VALUES_MOUNT, chart_database, chart_database_url, values_secret,
+};
 
 /// Where z2jh keeps the hub's SQLite database.
 pub const Z2JH_SQLITE_PATH: &str = "/srv/jupyterhub/jupyterhub.sqlite";

@@ -5,6 +5,7 @@
 //! The values hold secrets: only the database's kind and URL scheme leave this module.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::find_container;
 
@@ -72,19 +73,67 @@ pub fn chart_database(values_yaml: &str) -> Option<ChartDatabase> {
 pub fn values_secret(deployment: &Deployment, container: Option<&str>) -> Option<String> {
     let pod = deployment.spec.as_ref()?.template.spec.as_ref()?;
     let hub = find_container(pod, container).ok()?;
+    values_volume(pod, hub).map(|(secret, _)| secret)
+}
+
+/// The Secret `hub` mounts at [`VALUES_MOUNT`], and the pod volume that mounts it.
+pub(super) fn values_volume(pod: &PodSpec, hub: &Container) -> Option<(String, String)> {
     let mount = hub
         .volume_mounts
         .iter()
         .flatten()
         .find(|m| m.mount_path.trim_end_matches('/') == VALUES_MOUNT && m.sub_path.is_none())?;
-    pod.volumes
+    let secret = pod
+        .volumes
         .iter()
         .flatten()
         .find(|v| v.name == mount.name)?
         .secret
         .as_ref()?
         .secret_name
-        .clone()
+        .clone()?;
+    Some((secret, mount.name.clone()))
+}
+
+/// The URL of the database a z2jh hub's configuration connects to, as its
+/// `jupyterhub_config.py` sets it: `hub.db.url` from `values.yaml`, with the password the
+/// configuration exports for `postgres` (`PGPASSWORD`) and `mysql` (`MYSQL_PWD`) from the
+/// Secret key `hub.db.password`, when the URL carries none. Read by the agent, in a Job that
+/// mounts the hub Secret; the result holds the password: never print it.
+pub fn chart_database_url(values_yaml: &str, password: Option<&str>) -> Result<String, String> {
+    let values: serde_json::Value = serde_saphyr::from_str(values_yaml)
+        .map_err(|_| format!("the hub Secret's {VALUES_KEY} is not YAML"))?;
+    let db = &values["hub"]["db"];
+    let kind = db["type"].as_str().unwrap_or("sqlite-pvc");
+    let url = db["url"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            format!("hub.db.type is {kind} but hub.db.url is not set in {VALUES_KEY}")
+        })?;
+    let password = password.map(str::trim_end).filter(|p| !p.is_empty());
+    match (kind, password) {
+        ("postgres" | "mysql", Some(password)) => Ok(with_password(url, password)),
+        _ => Ok(url.to_string()),
+    }
+}
+
+/// `url` with `password` in its credentials, unless it has one already (the driver would use
+/// the URL's own).
+fn with_password(url: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Some((user, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    if user.contains(':') {
+        return url.to_string();
+    }
+    let encoded =
+        percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
+    format!("{scheme}://{user}:{encoded}@{host}{path}")
 }
 
 #[cfg(test)]
@@ -136,5 +185,36 @@ mod tests {
         let text = db.described();
         assert!(text.contains("hub.db.url mysql://..."), "{text}");
         assert!(!text.contains("pw"), "{text}");
+    }
+
+    #[test]
+    fn the_url_is_the_one_the_hub_configuration_connects_to() {
+        let postgres = "hub:\n  db:\n    type: postgres\n    url: postgresql://hub@db:5432/jh\n";
+        assert_eq!(
+            chart_database_url(postgres, Some("p@ss w/rd\n")).as_deref(),
+            Ok("postgresql://hub:p%40ss%20w%2Frd@db:5432/jh")
+        );
+        assert_eq!(
+            chart_database_url(postgres, None).as_deref(),
+            Ok("postgresql://hub@db:5432/jh")
+        );
+        // The URL's own password wins, as it does for the driver.
+        let mysql = "hub:\n  db:\n    type: mysql\n    url: mysql+pymysql://hub:inurl@db/jh\n";
+        assert_eq!(
+            chart_database_url(mysql, Some("other")).as_deref(),
+            Ok("mysql+pymysql://hub:inurl@db/jh")
+        );
+        // z2jh ignores hub.db.password for type other.
+        let other = "hub:\n  db:\n    type: other\n    url: postgresql://hub@db/jh\n";
+        assert_eq!(
+            chart_database_url(other, Some("x")).as_deref(),
+            Ok("postgresql://hub@db/jh")
+        );
+        let missing = chart_database_url("hub:\n  db:\n    type: postgres\n", Some("x"));
+        assert!(
+            missing
+                .expect_err("no url")
+                .contains("hub.db.url is not set")
+        );
     }
 }

@@ -723,6 +723,10 @@ impl Step<'_> {
                         "database restored; setting the image back to {}",
                         from.image
                     );
+                    if let Some(said) = self.world.restored.clone() {
+                        // Where the failed database is kept (a server restore keeps it).
+                        self.notify(EventKind::Normal, "DatabaseRestored", &said);
+                    }
                     Action::Wait
                 }
             };

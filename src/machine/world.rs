@@ -23,6 +23,9 @@ pub struct World {
     /// The alembic revision the migrated database reached, as the migration Job reported it.
     pub migrated_revision: Option<String>,
     pub restore: StepState<()>,
+    /// What a finished restore said it did (a server database: the name the failed database is
+    /// kept under), for the Event that announces it.
+    pub restored: Option<String>,
     /// Why the rehearsal cannot run (say, the hub's claim is ReadWriteOncePod and in use);
     /// `None`: it can.
     pub rehearsal_blocked: Option<String>,

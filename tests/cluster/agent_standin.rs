@@ -7,7 +7,13 @@
 //!   `<volumes>/<namespace>/<claim>/<subPath>`; an emptyDir: a folder per pod);
 //! - `jupyterhub upgrade-db`: a stand-in migration of the database the pod pinned (its
 //!   `pin-database` container's `--database-url`), which really changes it, as JupyterHub does:
-//!   a timestamped copy next to it, a new column, the alembic revision of JupyterHub 5.
+//!   a timestamped copy next to it, a new column, the alembic revision of JupyterHub 5. A pod
+//!   that pins nothing migrates the server database its z2jh values name (the hub Secret
+//!   mounted at /usr/local/etc/jupyterhub/secret: `hub.db.url`, `hub.db.password`); with the
+//!   pod annotation `kwok.hubgrade.io/migration: fails-halfway` it adds the column, then fails,
+//!   as a migration that dies half-way.
+//!
+//! Secret volumes are written from the API into a folder per pod, as the kubelet would.
 //!
 //! It hands the last report and the exit code to KWOK through pod annotations
 //! (`kwok.hubgrade.io/result`, `kwok.hubgrade.io/exit-code`), which the `pod-agent-finish`
@@ -88,7 +94,21 @@ async fn finish(client: Client, pod: Pod, volumes: &Path) {
         Ok(Some(now)) if now.metadata.deletion_timestamp.is_none() && now.uid() == pod.uid() => {}
         _ => return,
     }
-    let (code, report) = play(&pod, volumes).await;
+    // The agent's server backups hold futures the compiler cannot prove Send (async closures
+    // over borrowed URLs): each pod is played on a runtime of its own thread, as `hubgrade
+    // agent` runs them in its own process.
+    let (code, report) = {
+        let (api, pod, volumes) = (api.clone(), pod.clone(), volumes.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|runtime| runtime.block_on(play(&api, &pod, &volumes)))
+                .unwrap_or_else(|e| (1, format!("a runtime for the pod: {e}")))
+        })
+        .await
+        .unwrap_or_else(|e| (1, format!("playing the pod panicked: {e}")))
+    };
     eprintln!(
         "kwok-agent-standin: {namespace}/{} exit {code}: {report}",
         pod.name_any()
@@ -110,7 +130,7 @@ async fn finish(client: Client, pod: Pod, volumes: &Path) {
 const MIGRATED_REVISION: &str = "4621fec11365";
 
 /// Runs the pod's containers on the local stand-ins of its volumes.
-async fn play(pod: &Pod, volumes: &Path) -> (i32, String) {
+async fn play(pods: &Api<Pod>, pod: &Pod, volumes: &Path) -> (i32, String) {
     let namespace = pod.namespace().unwrap_or_default();
     let Some(spec) = pod.spec.as_ref() else {
         return (1, "no pod spec".into());
@@ -129,10 +149,15 @@ async fn play(pod: &Pod, volumes: &Path) -> (i32, String) {
     for container in containers {
         // Where each mounted volume is on this machine.
         let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut secrets: Vec<(String, PathBuf, String)> = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
             let Some(volume) = spec.volumes.iter().flatten().find(|v| v.name == mount.name) else {
                 continue;
             };
+            if let Some(secret) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+                secrets.push((mount.mount_path.clone(), scratch.join(&mount.name), secret));
+                continue;
+            }
             let local = match (&volume.persistent_volume_claim, &volume.empty_dir) {
                 (Some(claim), _) => {
                     let root = volumes.join(&namespace).join(&claim.claim_name);
@@ -147,11 +172,26 @@ async fn play(pod: &Pod, volumes: &Path) -> (i32, String) {
             let _ = std::fs::create_dir_all(&local);
             moved.push((PathBuf::from(&mount.mount_path), local));
         }
+        for (mounted, local, secret) in secrets {
+            if let Err(error) = write_secret(pods, &namespace, &secret, &local).await {
+                return (1, error);
+            }
+            moved.push((PathBuf::from(mounted), local));
+        }
         let command = container.command.clone().unwrap_or_default();
         last = if command.first().map(String::as_str) == Some("jupyterhub") {
-            match &pinned {
-                Some(url) => standin_migration(url).await,
-                None => (1, "upgrade-db ran without a pinned database".into()),
+            let halfway = pod
+                .annotations()
+                .get("kwok.hubgrade.io/migration")
+                .is_some_and(|m| m == "fails-halfway");
+            let values = moved
+                .iter()
+                .find(|(mounted, _)| mounted == Path::new(hubgrade::hub::VALUES_MOUNT))
+                .map(|(_, local)| local.clone());
+            match (&pinned, values) {
+                (Some(url), _) => standin_migration(url).await,
+                (None, Some(values)) => standin_server_migration(values, halfway).await,
+                (None, None) => (1, "upgrade-db ran without a pinned database".into()),
             }
         } else {
             let words = std::iter::once("agent".to_string())
@@ -188,6 +228,87 @@ async fn play(pod: &Pod, volumes: &Path) -> (i32, String) {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     last
+}
+
+/// Writes the Secret `name`'s keys as files into `folder`, as the kubelet mounts a Secret.
+async fn write_secret(
+    pods: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    folder: &Path,
+) -> Result<(), String> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(pods.clone().into_client(), namespace);
+    let secret = secrets
+        .get(name)
+        .await
+        .map_err(|e| format!("reading the Secret {namespace}/{name}: {e}"))?;
+    std::fs::create_dir_all(folder).map_err(|e| e.to_string())?;
+    for (key, value) in secret.data.unwrap_or_default() {
+        std::fs::write(folder.join(&key), &value.0).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The stand-in migration of the server database the z2jh values in `values` name.
+async fn standin_server_migration(values: PathBuf, fails_halfway: bool) -> (i32, String) {
+    let source = hubgrade::agent::ServerSource {
+        values: Some(values),
+    };
+    let url = match source.url() {
+        Ok(url) => url,
+        Err(error) => return (1, error),
+    };
+    let result = async {
+        use hubgrade::db::url::DatabaseUrl;
+        let column = "ALTER TABLE users ADD COLUMN standin_migrated TEXT";
+        let stamp = format!("UPDATE alembic_version SET version_num = '{MIGRATED_REVISION}'");
+        match &url {
+            DatabaseUrl::Postgres(server) => {
+                let mut db = sqlx::PgConnection::connect_with(&server.pg_options()?).await?;
+                let (current,): (String,) =
+                    sqlx::query_as("SELECT version_num FROM alembic_version")
+                        .fetch_one(&mut db)
+                        .await?;
+                if current != MIGRATED_REVISION {
+                    sqlx::query(column).execute(&mut db).await?;
+                    if !fails_halfway {
+                        sqlx::query(sqlx::AssertSqlSafe(stamp.clone()))
+                            .execute(&mut db)
+                            .await?;
+                    }
+                }
+                db.close().await
+            }
+            DatabaseUrl::Mysql(server) => {
+                let mut db = sqlx::MySqlConnection::connect_with(&server.mysql_options()?).await?;
+                let (current,): (String,) =
+                    sqlx::query_as("SELECT version_num FROM alembic_version")
+                        .fetch_one(&mut db)
+                        .await?;
+                if current != MIGRATED_REVISION {
+                    sqlx::query(column).execute(&mut db).await?;
+                    if !fails_halfway {
+                        sqlx::query(sqlx::AssertSqlSafe(stamp.clone()))
+                            .execute(&mut db)
+                            .await?;
+                    }
+                }
+                db.close().await
+            }
+            DatabaseUrl::Sqlite { .. } => Ok(()),
+        }
+    }
+    .await;
+    match (result, fails_halfway) {
+        (Err(error), _) => (1, format!("stand-in migration: {error}")),
+        (Ok(()), true) => (
+            1,
+            "alembic: the migration failed half-way (kwok.hubgrade.io/migration: fails-halfway)"
+                .into(),
+        ),
+        (Ok(()), false) => (0, "upgrade-db done".into()),
+    }
 }
 
 /// What `jupyterhub upgrade-db` does to an SQLite hub database, in miniature: a timestamped

@@ -3,6 +3,7 @@
 //! the chart's RBAC, and the KWOK agent stand-in playing the agent Jobs on a local directory
 //! that stands for the hub's volume.
 
+use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -280,6 +281,31 @@ impl Hub {
             || async { self.upgrades().get_opt(name).await.ok().flatten().is_none() },
         )
         .await;
+    }
+
+    /// Kills the operator (SIGKILL) once in every phase upgrade `name` enters, restarting it
+    /// each time. Returns the terminal phase and the phases a kill hit.
+    pub async fn kill_in_every_phase(&mut self, name: &str) -> (Phase, BTreeSet<String>) {
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let start = std::time::Instant::now();
+        loop {
+            let phase = self.phase(name).await;
+            if let Some(phase) = phase {
+                if phase.is_terminal() {
+                    return (phase, seen);
+                }
+                if seen.insert(phase.to_string()) {
+                    self.kill_operator();
+                    self.start_operator();
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "no end after kills in {seen:?}:\n{}",
+                self.operator_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn phase(&self, name: &str) -> Option<Phase> {

@@ -63,7 +63,7 @@ fn names_derive_from_the_uid() {
     let owner = Owner::of(&upgrade());
     assert_eq!(owned_name(&owner, "backup"), "hubgrade-0f1e2d3c-backup");
     assert_eq!(
-        sqlite_backup_path(&owner, &layout()),
+        sqlite_backup_path(&owner, layout().sqlite().expect("SQLite")),
         "/srv/jupyterhub/hubgrade-backups/hubgrade-0f1e2d3c-db.sqlite"
     );
 }
@@ -249,7 +249,7 @@ fn the_operators_image_pull_secrets_reach_every_job() {
     };
     assert_eq!(names(backup_job(&inputs)), ["operator-registry"]);
     assert_eq!(
-        names(restore_job(&inputs, "/srv/b", "sha256:00")),
+        names(restore_job(&inputs, "/srv/b", Some("sha256:00"))),
         ["operator-registry"]
     );
     assert_eq!(
@@ -257,7 +257,7 @@ fn the_operators_image_pull_secrets_reach_every_job() {
         ["hub-registry", "operator-registry"]
     );
     assert_eq!(
-        names(rehearsal_job(&inputs, None)),
+        names(rehearsal_job(&inputs, None).expect("SQLite")),
         ["hub-registry", "operator-registry"]
     );
     // None configured: no empty list written.
@@ -278,9 +278,9 @@ fn agent_containers_have_a_read_only_root_resources_and_the_hubs_user() {
     let inputs = inputs(&target, &deployment, &layout);
     let jobs = [
         backup_job(&inputs),
-        restore_job(&inputs, "/srv/jupyterhub/b.sqlite", "sha256:00"),
+        restore_job(&inputs, "/srv/jupyterhub/b.sqlite", Some("sha256:00")),
         migration_job(&inputs),
-        rehearsal_job(&inputs, Some("node-1")),
+        rehearsal_job(&inputs, Some("node-1")).expect("SQLite"),
     ];
     let mut agents = 0;
     for job in &jobs {
@@ -376,5 +376,178 @@ fn agent_pods_take_the_hubs_fs_group_or_none() {
         agent_pod(&own_user).run_as_user,
         None,
         "the container's user decides"
+    );
+}
+
+/// A z2jh hub on PostgreSQL (hub.db.type: postgres): no claim; the hub Secret holds
+/// values.yaml and hub.db.password, mounted where z2jh mounts it.
+fn postgres_hub() -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "hub", "namespace": "jhub"},
+        "spec": {
+            "selector": {"matchLabels": {"component": "hub"}},
+            "template": {
+                "metadata": {"labels": {"component": "hub"}},
+                "spec": {
+                    "containers": [{
+                        "name": "hub",
+                        "image": "quay.io/jupyterhub/k8s-hub:4.1.0",
+                        "args": ["jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"],
+                        "volumeMounts": [
+                            {"name": "config", "mountPath": "/usr/local/etc/jupyterhub/jupyterhub_config.py", "subPath": "jupyterhub_config.py"},
+                            {"name": "secret", "mountPath": "/usr/local/etc/jupyterhub/secret/"}
+                        ]
+                    }],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": "hub"}},
+                        {"name": "secret", "secret": {"secretName": "hub"}}
+                    ]
+                }
+            }
+        }
+    }))
+    .expect("deployment")
+}
+
+fn server_layout(target: &Target, hub: &Deployment) -> HubLayout {
+    let hints = crate::hub::LayoutHints {
+        chart: Some(crate::hub::ChartDatabase::Postgres),
+        ..target.layout_hints.clone()
+    };
+    crate::hub::detect_layout(hub, hints).expect("layout")
+}
+
+fn agent_args(job: &Job, container: &str) -> Vec<String> {
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod");
+    pod.init_containers
+        .iter()
+        .flatten()
+        .chain(pod.containers.iter())
+        .find(|c| c.name == container)
+        .and_then(|c| c.args.clone())
+        .unwrap_or_else(|| panic!("no container {container}"))
+}
+
+/// #11: a PostgreSQL hub's Jobs mount the hub Secret read-only where z2jh does, and no claim;
+/// the agent reads the URL and the password there, never from its arguments. The migration
+/// runs the hub's own configuration, unpinned (it names the server database); no rehearsal.
+#[test]
+fn a_server_database_is_reached_through_the_hub_secret() {
+    let (target, hub) = (target(), postgres_hub());
+    let layout = server_layout(&target, &hub);
+    let inputs = inputs(&target, &hub, &layout);
+    let backup = backup_job(&inputs);
+    let pod = backup
+        .spec
+        .clone()
+        .and_then(|s| s.template.spec)
+        .expect("pod");
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    assert!(volumes.iter().all(|v| v.persistent_volume_claim.is_none()));
+    let secret = volumes.iter().find(|v| v.name == "secret").expect("secret");
+    assert_eq!(
+        secret
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("hub")
+    );
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "secret")
+        .expect("the Secret mounted");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/usr/local/etc/jupyterhub/secret", Some(true))
+    );
+    assert_eq!(
+        agent_args(&backup, "agent"),
+        [
+            "server-backup",
+            "--values",
+            "/usr/local/etc/jupyterhub/secret",
+            "--suffix",
+            "hubgrade_0f1e2d3c_db"
+        ]
+    );
+    let restore = restore_job(&inputs, "jhub_hubgrade_0f1e2d3c_db", None);
+    assert_eq!(
+        agent_args(&restore, "agent"),
+        [
+            "server-restore",
+            "--values",
+            "/usr/local/etc/jupyterhub/secret",
+            "--from",
+            "jhub_hubgrade_0f1e2d3c_db"
+        ]
+    );
+    let migration = migration_job(&inputs);
+    assert_eq!(
+        agent_args(&migration, "upgrade-db"),
+        [
+            "upgrade-db",
+            "--config=/usr/local/etc/jupyterhub/jupyterhub_config.py"
+        ]
+    );
+    assert_eq!(
+        agent_args(&migration, "report-revision"),
+        [
+            "server-revision",
+            "--values",
+            "/usr/local/etc/jupyterhub/secret"
+        ]
+    );
+    let init: Vec<String> = migration
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.init_containers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(init, ["upgrade-db"], "no SQLite file to pin");
+    assert!(rehearsal_job(&inputs, None).is_none());
+}
+
+/// With spec.database.urlSecret, the URL reaches the agent through the environment, from the
+/// Secret by reference: the Job's spec holds its name and key, never its value.
+#[test]
+fn a_url_secret_reaches_the_agent_by_reference() {
+    let mut upgrade = upgrade();
+    upgrade.spec.database = serde_json::from_value(json!({
+        "type": "PostgreSQL", "urlSecret": {"name": "hub-db-url", "key": "url"}
+    }))
+    .expect("database");
+    let target = Target::resolve(&upgrade, "hubgrade:0.1.0").expect("target");
+    let hub = postgres_hub();
+    let layout = target.layout(&hub).expect("layout");
+    let inputs = inputs(&target, &hub, &layout);
+    let backup = backup_job(&inputs);
+    assert_eq!(
+        agent_args(&backup, "agent"),
+        ["server-backup", "--suffix", "hubgrade_0f1e2d3c_db"]
+    );
+    let pod = backup.spec.and_then(|s| s.template.spec).expect("pod");
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    let url = env
+        .iter()
+        .find(|e| e.name == "HUBGRADE_DB_URL")
+        .expect("the URL variable");
+    assert_eq!(url.value, None);
+    let reference = url
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("a Secret reference");
+    assert_eq!(
+        (reference.name.as_str(), reference.key.as_str()),
+        ("hub-db-url", "url")
     );
 }

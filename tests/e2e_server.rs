@@ -1,0 +1,285 @@
+//! The operator on a z2jh hub whose database is PostgreSQL (`hub.db.type: postgres`), on the
+//! local cluster: the hub's objects as z2jh renders them for that type (no claim; the hub
+//! Secret holds `values.yaml` with `hub.db.url` and the key `hub.db.password`), a real
+//! PostgreSQL server with a database made by JupyterHub 4.1.6, and the KWOK stand-in playing
+//! the Jobs with hubgrade's own agent code (the migration a stand-in that really changes the
+//! database). Both ways, with the operator SIGKILLed once in every phase.
+
+mod support;
+
+use hubgrade::db::url::DatabaseUrl;
+use hubgrade::machine::{Outcome, Phase};
+use serde_json::json;
+use sqlx::Connection;
+use support::e2e::{Hub, ORIGINAL_IMAGE, with_template_annotations};
+use support::jupyterhub::{OLD, make_database};
+use support::postgres::{PASSWORD, PgServer};
+
+const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
+/// The revision the stand-in migration leaves (tests/cluster/agent_standin.rs).
+const MIGRATED_REVISION: &str = "4621fec11365";
+
+/// examples/z2jh-hub/hub.yaml as z2jh renders it for `hub.db.type: postgres`: the values name
+/// the server, the password is the Secret's key `hub.db.password`, no claim is mounted and
+/// the hub is not started with --upgrade-db.
+fn on_postgres(url: &str) -> impl FnOnce(String) -> String + '_ {
+    move |yaml: String| {
+        let edits = [
+            (
+                "    hub:\n      db:\n        type: sqlite-pvc\n",
+                format!(
+                    "    hub:\n      db:\n        type: postgres\n        url: {url}\n  hub.db.password: \"{PASSWORD}\"\n"
+                ),
+            ),
+            (
+                "        - name: pvc\n          persistentVolumeClaim: {claimName: hub-db-dir}\n",
+                String::new(),
+            ),
+            (
+                "            - {name: pvc, mountPath: /srv/jupyterhub}\n",
+                String::new(),
+            ),
+            (
+                "/usr/local/etc/jupyterhub/jupyterhub_config.py, --upgrade-db]",
+                "/usr/local/etc/jupyterhub/jupyterhub_config.py]".to_string(),
+            ),
+        ];
+        let mut yaml = yaml;
+        for (from, to) in edits {
+            assert!(yaml.contains(from), "hub.yaml has no {from:?}");
+            yaml = yaml.replace(from, &to);
+        }
+        yaml
+    }
+}
+
+/// A server with the hub's database `jupyterhub`, made by JupyterHub 4.1.6.
+fn server() -> PgServer {
+    let server = PgServer::start();
+    server.sql("CREATE DATABASE jupyterhub");
+    make_database(OLD, &server.url("jupyterhub"));
+    server
+}
+
+async fn connect(server: &PgServer, database: &str) -> sqlx::PgConnection {
+    let DatabaseUrl::Postgres(url) = DatabaseUrl::parse(&server.url(database)).expect("url") else {
+        panic!("not a PostgreSQL URL");
+    };
+    sqlx::PgConnection::connect_with(&url.pg_options().expect("options"))
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {database}: {e}"))
+}
+
+/// Every table's row count, the users table's columns and the revision: what a restore must
+/// give back and a migration changes. The connection is closed before returning (a clone
+/// needs the database to itself).
+async fn contents(server: &PgServer, database: &str) -> Vec<String> {
+    let mut db = connect(server, database).await;
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("tables");
+    let mut found = Vec::new();
+    for (table,) in tables {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{table}\""
+        )))
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+        found.push(format!("{table}: {count} rows"));
+    }
+    let columns: Vec<(String,)> = sqlx::query_as(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'users' ORDER BY column_name",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("columns");
+    found.push(format!(
+        "users columns: {:?}",
+        columns.into_iter().map(|(c,)| c).collect::<Vec<_>>()
+    ));
+    found.push(format!("revision {}", revision(&mut db).await));
+    db.close().await.expect("closing");
+    found
+}
+
+async fn revision(db: &mut sqlx::PgConnection) -> String {
+    let (revision,): (String,) = sqlx::query_as("SELECT version_num FROM alembic_version")
+        .fetch_one(db)
+        .await
+        .expect("revision");
+    revision
+}
+
+fn databases(server: &PgServer) -> Vec<String> {
+    let output = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "hubgrade",
+        ])
+        .args([
+            "-d",
+            "postgres",
+            "-Atc",
+            "SELECT datname FROM pg_database ORDER BY 1",
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .expect("psql");
+    assert!(
+        output.status.success(),
+        "psql: {}",
+        support::stderr(&output)
+    );
+    support::stdout(&output)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_hub_is_upgraded_through_kills_in_every_phase() {
+    let server = server();
+    let url = server.plain_url("jupyterhub");
+    let edit = |yaml: String| {
+        with_template_annotations("kwok.hubgrade.io/delay: 1s")(on_postgres(&url)(yaml))
+    };
+    let mut hub = Hub::new("e2e-pg", edit).await;
+    let before = contents(&server, "jupyterhub").await;
+    let upgrade = hub
+        .apply_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+        )
+        .await;
+    let (end, killed_in) = hub.kill_in_every_phase("to-4-2-0").await;
+    assert_eq!(end, Phase::Succeeded, "{}", hub.operator_log());
+    for phase in ["BackingUp", "Migrating"] {
+        assert!(
+            killed_in.contains(phase),
+            "no kill during {phase}: {killed_in:?}"
+        );
+    }
+    assert_eq!(hub.hub_image().await, TARGET);
+    let status = hub
+        .upgrades()
+        .get("to-4-2-0")
+        .await
+        .expect("upgrade")
+        .status
+        .expect("status");
+    // The backup: a verified clone on the server, named after the database and the upgrade.
+    let backup = status.progress.backup.clone().expect("a backup");
+    let uid: String = upgrade
+        .metadata
+        .uid
+        .expect("uid")
+        .chars()
+        .filter(|c| *c != '-')
+        .take(8)
+        .collect();
+    assert_eq!(backup.reference, format!("jupyterhub_hubgrade_{uid}_db"));
+    assert_eq!(backup.method.to_string(), "Clone");
+    assert!(backup.verified);
+    assert!(databases(&server).contains(&backup.reference));
+    assert_eq!(contents(&server, &backup.reference).await, before);
+    // The migration really ran on the hub's database.
+    let after = contents(&server, "jupyterhub").await;
+    assert_eq!(after.last(), Some(&format!("revision {MIGRATED_REVISION}")));
+    assert!(after.iter().any(|l| l.contains("standin_migrated")));
+    // No rehearsal, and the status says why.
+    let rehearsal = status
+        .progress
+        .steps
+        .iter()
+        .find(|s| s.name == Phase::Rehearsal)
+        .expect("the rehearsal step");
+    assert_eq!(rehearsal.outcome, Some(Outcome::Skipped));
+    assert!(
+        rehearsal
+            .message
+            .contains("PostgreSQL database is copied only once the hub is stopped"),
+        "{}",
+        rehearsal.message
+    );
+    assert!(hub.jobs_for("rehearsal").await.is_empty());
+    for step in ["backup", "migration"] {
+        assert_eq!(hub.jobs_for(step).await.len(), 1, "{step} Jobs");
+    }
+    // The password reached no Job spec, log, Event or status.
+    let jobs = serde_json::to_string(
+        &hub.jobs()
+            .list(&Default::default())
+            .await
+            .expect("jobs")
+            .items,
+    )
+    .expect("json");
+    let events = format!("{:?}", hub.event_reasons("to-4-2-0").await);
+    let status_text = serde_json::to_string(&status).expect("json");
+    for (what, text) in [
+        ("a Job", jobs),
+        ("an Event", events),
+        ("the status", status_text),
+        ("the operator's log", hub.operator_log()),
+    ] {
+        assert!(!text.contains(PASSWORD), "the password is in {what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_hub_whose_migration_fails_half_way_is_restored_through_kills() {
+    let server = server();
+    let url = server.plain_url("jupyterhub");
+    let edit = |yaml: String| {
+        with_template_annotations(
+            "kwok.hubgrade.io/delay: 1s, kwok.hubgrade.io/migration: fails-halfway",
+        )(on_postgres(&url)(yaml))
+    };
+    let mut hub = Hub::new("e2e-pgfail", edit).await;
+    let before = contents(&server, "jupyterhub").await;
+    hub.apply_upgrade(
+        "to-4-2-0",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    let (end, killed_in) = hub.kill_in_every_phase("to-4-2-0").await;
+    assert_eq!(end, Phase::RolledBack, "{}", hub.operator_log());
+    for phase in ["BackingUp", "Migrating", "RollingBack"] {
+        assert!(
+            killed_in.contains(phase),
+            "no kill during {phase}: {killed_in:?}"
+        );
+    }
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    // Identical row counts in every table, the old columns and revision.
+    assert_eq!(contents(&server, "jupyterhub").await, before);
+    // The half-migrated database is kept, named in an Event.
+    let kept: Vec<String> = databases(&server)
+        .into_iter()
+        .filter(|d| d.starts_with("jupyterhub_failed_"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let failed = contents(&server, &kept[0]).await;
+    assert!(
+        failed.iter().any(|l| l.contains("standin_migrated")),
+        "{failed:?}"
+    );
+    let events = hub.event_reasons("to-4-2-0").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note)| reason == "DatabaseRestored" && note.contains(&kept[0])),
+        "{events:?}"
+    );
+    for step in ["backup", "migration", "restore"] {
+        assert_eq!(hub.jobs_for(step).await.len(), 1, "{step} Jobs");
+    }
+}

@@ -15,9 +15,10 @@ use super::interpret::Snapshot;
 use super::lock::{LOCKED_BY, LOCKED_BY_UID};
 use super::objects;
 use super::owned::{self, JobStep, owned_metadata};
+use super::snapshot;
 use super::target::{Owner, Target};
 use crate::hub::HubLayout;
-use crate::machine::{Action, Progress};
+use crate::machine::{Action, BackupMethod, Progress};
 
 /// Why an action could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +168,24 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         }
         Action::StartBackup => {
             let job_inputs = job_inputs(inputs, "start the backup")?;
+            if let (BackupMethod::VolumeSnapshot, Some(file)) =
+                (target.backup_method, job_inputs.layout.sqlite())
+            {
+                let name = owned::owned_name(&target.owner, "db");
+                let class = target.volume_snapshot_class.as_deref();
+                return snapshot::create_snapshot(
+                    &client,
+                    namespace,
+                    &file.volume_claim,
+                    &name,
+                    class,
+                )
+                .await
+                .map_err(|e| EffectError::Impossible {
+                    action: "snapshot the hub's volume",
+                    problem: e.to_string(),
+                });
+            }
             create_job(&client, namespace, objects::backup_job(&job_inputs)).await
         }
         Action::StartMigration => {
@@ -197,6 +216,28 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 "start the restore",
                 "no backup is recorded",
             )?;
+            if let (BackupMethod::VolumeSnapshot, Some(file)) =
+                (backup.method, job_inputs.layout.sqlite())
+            {
+                // Every pod that mounts the claim holds it, finished or not (Kubernetes' PVC
+                // protection): this upgrade's Job pods go first (their Jobs, and what the
+                // status says of them, stay). The hub is stopped: the claim is then released
+                // within seconds.
+                delete_job_pods(&client, &target.owner).await?;
+                let release = std::time::Duration::from_secs(60);
+                return snapshot::restore_claim(
+                    &client,
+                    namespace,
+                    &file.volume_claim,
+                    &backup.reference,
+                    release,
+                )
+                .await
+                .map_err(|e| EffectError::Impossible {
+                    action: "restore the hub's volume from its snapshot",
+                    problem: e.to_string(),
+                });
+            }
             // A file is checked against its checksum before it replaces anything; a server
             // clone is checked against its original's row counts when it was made.
             let checksum = match job_inputs.layout.sqlite() {
@@ -286,6 +327,35 @@ pub async fn delete_unowned(client: &Client, owner: &Owner) -> Result<(), Effect
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(source) => return Err(kube_error(name)(source)),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the pods of `owner`'s Jobs (a finished Job makes no new ones).
+async fn delete_job_pods(client: &Client, owner: &Owner) -> Result<(), EffectError> {
+    let selector = format!("{}={}", owned::UPGRADE_UID_LABEL, owner.uid);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &owner.namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| EffectError::Kube {
+            action: "list the Job pods that hold the hub's claim",
+            object: selector.clone(),
+            source,
+        })?;
+    for pod in listed.items {
+        let name = pod.name_any();
+        match pods.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(EffectError::Kube {
+                    action: "delete a Job pod that holds the hub's claim",
+                    object: name,
+                    source,
+                });
+            }
         }
     }
     Ok(())

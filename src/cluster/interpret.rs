@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::MANAGER;
 use super::owned::JobStep;
+use super::snapshot::{restored_from, snapshot_state};
 use crate::agent::AgentReport;
 use crate::hub::{HubLayout, LayoutError};
 use crate::machine::{HubObservation, LockState, StepState, World};
@@ -37,6 +38,12 @@ pub struct Snapshot {
     /// admission, a quota, a missing ServiceAccount).
     pub job_events: Vec<Event>,
     pub config_backed_up: bool,
+    /// The name of this upgrade's VolumeSnapshot when the backup is one of the hub's claim
+    /// (`backup.method: VolumeSnapshot`): the backup's state is the snapshot's, a restore's is
+    /// the claim's.
+    pub snapshot_backup: Option<String>,
+    /// This upgrade's VolumeSnapshot, as read while backing up.
+    pub volume_snapshot: Option<kube::api::DynamicObject>,
     pub deleting: bool,
     /// The abort annotation's value (see [`crate::api::ABORT_ANNOTATION`]).
     pub abort: Option<String>,
@@ -79,6 +86,22 @@ impl Snapshot {
             world.migrated_revision = report.revision.clone();
         }
         world.migration = migration.map(drop);
+        if let Some(name) = &self.snapshot_backup {
+            world.backup = match self.volume_snapshot.as_ref().map(snapshot_state) {
+                None => StepState::NotStarted,
+                Some(Ok(None)) => StepState::Running,
+                Some(Ok(Some(record))) => StepState::Succeeded(record),
+                Some(Err(message)) => {
+                    StepState::Failed(format!("the VolumeSnapshot failed: {message}"))
+                }
+            };
+            // Restored: the hub's claim was made again from the snapshot.
+            world.restore = match self.claim.as_ref().and_then(restored_from) {
+                Some(source) if source == name => StepState::Succeeded(()),
+                _ => StepState::NotStarted,
+            };
+            return world;
+        }
         world.backup = match job(JobStep::Backup) {
             StepState::Succeeded(report) => match report.and_then(|r| r.backup) {
                 Some(backup) => StepState::Succeeded(backup),

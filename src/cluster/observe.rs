@@ -66,12 +66,28 @@ pub async fn observe(
         snapshot.hub_pods = hub_pods(&pods, deployment).await?;
         snapshot.lock = observe_lock(client, target, deployment).await?;
     }
-    if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal)
-        && let Some(Ok(layout)) = &layout
+    let snapshot_backup = target.backup_method == BackupMethod::VolumeSnapshot;
+    if let Some(Ok(layout)) = &layout
         && let Some(file) = layout.sqlite()
     {
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-        snapshot.claim = claims.get_opt(&file.volume_claim).await?;
+        let restoring = snapshot_backup && phase == Phase::RollingBack;
+        if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal) || restoring {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+            snapshot.claim = claims.get_opt(&file.volume_claim).await?;
+        }
+        if snapshot_backup {
+            let name = owned_name(&target.owner, "db");
+            if phase == Phase::BackingUp {
+                snapshot.volume_snapshot =
+                    super::snapshot::get_snapshot(client, namespace, &name).await?;
+            }
+            snapshot.snapshot_backup = Some(name);
+        }
+    }
+    // Whether the cluster serves VolumeSnapshots to this operator, when the spec asks for one.
+    let mut snapshot_api = None;
+    if snapshot_backup && matches!(phase, Phase::Pending | Phase::Preflight) {
+        snapshot_api = Some(super::snapshot::api_problem(client, namespace).await);
     }
     // The Secret holding a server database's URL, when the spec names one.
     let mut url_secret = None;
@@ -89,6 +105,7 @@ pub async fn observe(
             layout.as_ref(),
             snapshot.claim.as_ref(),
             url_secret.as_ref().map(Option::as_ref),
+            snapshot_api.flatten(),
         )
     });
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
@@ -233,6 +250,7 @@ fn preflight(
     layout: Option<&Result<HubLayout, LayoutError>>,
     claim: Option<&PersistentVolumeClaim>,
     url_secret: Option<Option<&Secret>>,
+    snapshot_api: Option<String>,
 ) -> Preflight {
     let mut problems = Vec::new();
     let (namespace, hub) = (&target.owner.namespace, &target.hub);
@@ -274,6 +292,7 @@ fn preflight(
             if let Some(problem) = backup_method_problem(target.backup_method, &layout.database) {
                 problems.push(problem);
             }
+            problems.extend(snapshot_api);
             if let Err(problem) = check_image_upgrade(&layout.image, &target.plan.target_image) {
                 problems.push(problem.to_string());
             }
@@ -322,7 +341,10 @@ fn claim_problem(
 /// Whether the operator runs `method` for this database.
 fn backup_method_problem(method: BackupMethod, database: &HubDatabase) -> Option<String> {
     match (database, method) {
-        (HubDatabase::Sqlite(_), BackupMethod::Auto | BackupMethod::File) => None,
+        (
+            HubDatabase::Sqlite(_),
+            BackupMethod::Auto | BackupMethod::File | BackupMethod::VolumeSnapshot,
+        ) => None,
         (HubDatabase::Server(_), BackupMethod::Auto | BackupMethod::Clone) => None,
         (HubDatabase::Sqlite(_), method) => Some(format!(
             "spec.backup.method {method} is not run by the operator for an SQLite hub yet; use File or Auto"

@@ -73,6 +73,11 @@ const BINDING_ANNOTATIONS: [&str; 5] = [
     "volume.kubernetes.io/selected-node",
 ];
 
+/// The annotation on a VolumeSnapshot made by hubgrade holding the claim it was taken of (its
+/// metadata and spec, as a restore makes it again), so that a restore interrupted after
+/// deleting the claim can still make it.
+pub const CLAIM_ANNOTATION: &str = "hubgrade.io/claim";
+
 /// Snapshots `claim` as `snapshot` (reusing one made by an earlier attempt) and waits until
 /// the snapshot is ready to use.
 pub async fn snapshot_claim(
@@ -83,49 +88,10 @@ pub async fn snapshot_claim(
     class: Option<&str>,
     timeout: Duration,
 ) -> Result<BackupRecord> {
-    let kube_error = |what, name: &str| kube_error(what, namespace, name);
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    if claims
-        .get_opt(claim)
-        .await
-        .map_err(kube_error("reading the claim", claim))?
-        .is_none()
-    {
-        return Err(SnapshotError::MissingClaim {
-            namespace: namespace.into(),
-            name: claim.into(),
-        });
-    }
     let api = snapshots(client, namespace);
-    let mut spec = json!({"source": {"persistentVolumeClaimName": claim}});
-    if let Some(class) = class {
-        spec["volumeSnapshotClassName"] = json!(class);
-    }
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {"name": snapshot, "labels": {"app.kubernetes.io/managed-by": "hubgrade"}},
-        "spec": spec,
-    }))
-    .map_err(|e| SnapshotError::Failed {
-        namespace: namespace.into(),
-        name: snapshot.into(),
-        message: e.to_string(),
-    })?;
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(source) => return Err(kube_error("creating the VolumeSnapshot", snapshot)(source)),
-    }
-    let error_message = |s: &DynamicObject| {
-        s.data
-            .pointer("/status/error/message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let ready = |s: &DynamicObject| s.data.pointer("/status/readyToUse") == Some(&json!(true));
+    create_snapshot(client, namespace, claim, snapshot, class).await?;
     let settled =
-        move |s: Option<&DynamicObject>| s.is_some_and(|s| error_message(s).is_some() || ready(s));
+        |s: Option<&DynamicObject>| s.is_some_and(|s| !matches!(snapshot_state(s), Ok(None)));
     let current = match tokio::time::timeout(timeout, await_condition(api, snapshot, settled)).await
     {
         Err(_) => {
@@ -145,34 +111,177 @@ pub async fn snapshot_claim(
         }
         Ok(Ok(current)) => current,
     };
-    // The condition holds only for an existing snapshot: None cannot come back.
-    let Some(current) = current else {
-        return Err(SnapshotError::NotReady {
-            namespace: namespace.into(),
-            name: snapshot.into(),
-        });
+    let not_ready = || SnapshotError::NotReady {
+        namespace: namespace.into(),
+        name: snapshot.into(),
     };
-    if let Some(message) = error_message(&current) {
-        return Err(SnapshotError::Failed {
+    // The condition holds only for an existing, settled snapshot.
+    match current.as_ref().map(snapshot_state) {
+        Some(Ok(Some(record))) => Ok(record),
+        Some(Err(message)) => Err(SnapshotError::Failed {
             namespace: namespace.into(),
             name: snapshot.into(),
             message,
-        });
+        }),
+        _ => Err(not_ready()),
     }
-    let size = current
+}
+
+/// Makes the VolumeSnapshot `snapshot` of `claim` (nothing if an earlier attempt made it),
+/// without waiting for it; the claim's replacement is kept in its [`CLAIM_ANNOTATION`].
+pub async fn create_snapshot(
+    client: &Client,
+    namespace: &str,
+    claim: &str,
+    snapshot: &str,
+    class: Option<&str>,
+) -> Result<()> {
+    let kube_error = |what, name: &str| kube_error(what, namespace, name);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let Some(old) = claims
+        .get_opt(claim)
+        .await
+        .map_err(kube_error("reading the claim", claim))?
+    else {
+        return Err(SnapshotError::MissingClaim {
+            namespace: namespace.into(),
+            name: claim.into(),
+        });
+    };
+    let replacement = replacement_claim(&old, namespace, claim, snapshot);
+    let api = snapshots(client, namespace);
+    let mut spec = json!({"source": {"persistentVolumeClaimName": claim}});
+    if let Some(class) = class {
+        spec["volumeSnapshotClassName"] = json!(class);
+    }
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": snapshot,
+            "labels": {"app.kubernetes.io/managed-by": "hubgrade"},
+            "annotations": {
+                CLAIM_ANNOTATION: serde_json::to_string(&replacement).unwrap_or_default()
+            },
+        },
+        "spec": spec,
+    }))
+    .map_err(|e| SnapshotError::Failed {
+        namespace: namespace.into(),
+        name: snapshot.into(),
+        message: e.to_string(),
+    })?;
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(kube_error("creating the VolumeSnapshot", snapshot)(source)),
+    }
+}
+
+/// Reads the VolumeSnapshot `snapshot`; `None` when it does not exist.
+pub async fn get_snapshot(
+    client: &Client,
+    namespace: &str,
+    snapshot: &str,
+) -> std::result::Result<Option<DynamicObject>, kube::Error> {
+    snapshots(client, namespace).get_opt(snapshot).await
+}
+
+/// Where a VolumeSnapshot is (pure): `Err(message)` once it failed, `Ok(None)` while it is
+/// not ready, `Ok(Some(record))` once it is ready to use.
+pub fn snapshot_state(
+    snapshot: &DynamicObject,
+) -> std::result::Result<Option<BackupRecord>, String> {
+    if let Some(message) = snapshot
+        .data
+        .pointer("/status/error/message")
+        .and_then(Value::as_str)
+    {
+        return Err(message.to_string());
+    }
+    if snapshot.data.pointer("/status/readyToUse") != Some(&json!(true)) {
+        return Ok(None);
+    }
+    let size = snapshot
         .data
         .pointer("/status/restoreSize")
         .and_then(Value::as_str)
         .map(quantity_bytes)
         .unwrap_or(0);
-    Ok(BackupRecord {
+    Ok(Some(BackupRecord {
         method: BackupMethod::VolumeSnapshot,
-        reference: snapshot.to_string(),
+        reference: snapshot.name_any(),
         size_bytes: Some(size),
         checksum: None,
         verified: true,
         pruned: Vec::new(),
-    })
+    }))
+}
+
+/// The claim made from `snapshot` in place of `old`: same name, labels, annotations (but the
+/// binding ones) and owners; the snapshot as its data source.
+fn replacement_claim(
+    old: &PersistentVolumeClaim,
+    namespace: &str,
+    claim: &str,
+    snapshot: &str,
+) -> PersistentVolumeClaim {
+    let mut annotations: BTreeMap<String, String> = old.annotations().clone();
+    for key in BINDING_ANNOTATIONS {
+        annotations.remove(key);
+    }
+    let spec = old.spec.clone().unwrap_or_default();
+    PersistentVolumeClaim {
+        metadata: kube::api::ObjectMeta {
+            name: Some(claim.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: old.metadata.labels.clone(),
+            annotations: Some(annotations),
+            owner_references: old.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: spec.access_modes,
+            resources: spec.resources,
+            storage_class_name: spec.storage_class_name,
+            volume_mode: spec.volume_mode,
+            selector: None,
+            volume_name: None,
+            data_source: Some(TypedLocalObjectReference {
+                api_group: Some("snapshot.storage.k8s.io".into()),
+                kind: "VolumeSnapshot".into(),
+                name: snapshot.to_string(),
+            }),
+            data_source_ref: None,
+            volume_attributes_class_name: spec.volume_attributes_class_name,
+        }),
+        status: None,
+    }
+}
+
+/// Why VolumeSnapshots cannot be made in `namespace`, if they cannot: the cluster does not
+/// serve the API (no external-snapshotter CRDs) or the operator may not use it.
+pub async fn api_problem(client: &Client, namespace: &str) -> Option<String> {
+    let listed = snapshots(client, namespace)
+        .list(&kube::api::ListParams::default().limit(1))
+        .await;
+    match listed {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) if s.code == 404 => Some(
+            "backup.method VolumeSnapshot: this cluster does not serve snapshot.storage.k8s.io/v1 \
+             VolumeSnapshots (install the external-snapshotter's CRDs and controller and a CSI \
+             driver that takes snapshots), or use backup.method File"
+                .into(),
+        ),
+        Err(kube::Error::Api(s)) if s.code == 403 => Some(format!(
+            "backup.method VolumeSnapshot: the operator may not list VolumeSnapshots in {namespace} \
+             ({}); the chart grants it with volumeSnapshots.enabled=true",
+            s.message
+        )),
+        Err(error) => Some(format!(
+            "backup.method VolumeSnapshot: could not check the VolumeSnapshot API: {error}"
+        )),
+    }
 }
 
 /// Checks the snapshot exists and is ready to use.
@@ -200,7 +309,9 @@ pub async fn verify(client: &Client, namespace: &str, snapshot: &str) -> Result<
 }
 
 /// Replaces `claim` by a claim of the same name, labels and annotations made from `snapshot`.
-/// The hub must be stopped: a claim in use is not released by Kubernetes.
+/// The hub must be stopped: a claim in use is not released by Kubernetes. When the claim is
+/// already gone (a restore interrupted after deleting it), the replacement kept on the
+/// snapshot ([`CLAIM_ANNOTATION`]) is made.
 pub async fn restore_claim(
     client: &Client,
     namespace: &str,
@@ -215,49 +326,12 @@ pub async fn restore_claim(
         .get_opt(claim)
         .await
         .map_err(kube_error("reading the claim"))?;
-    let Some(old) = old else {
-        return Err(SnapshotError::MissingClaim {
-            namespace: namespace.into(),
-            name: claim.into(),
-        });
+    let replacement = match &old {
+        Some(old) if restored_from(old) == Some(snapshot) => return Ok(()),
+        Some(old) => replacement_claim(old, namespace, claim, snapshot),
+        None => kept_claim(client, namespace, claim, snapshot).await?,
     };
-    let already_restored = old
-        .spec
-        .as_ref()
-        .and_then(|s| s.data_source.as_ref())
-        .is_some_and(|d| d.name == snapshot);
-    if !already_restored {
-        let mut annotations: BTreeMap<String, String> = old.annotations().clone();
-        for key in BINDING_ANNOTATIONS {
-            annotations.remove(key);
-        }
-        let spec = old.spec.clone().unwrap_or_default();
-        let replacement = PersistentVolumeClaim {
-            metadata: kube::api::ObjectMeta {
-                name: Some(claim.to_string()),
-                namespace: Some(namespace.to_string()),
-                labels: old.metadata.labels.clone(),
-                annotations: Some(annotations),
-                owner_references: old.metadata.owner_references.clone(),
-                ..Default::default()
-            },
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: spec.access_modes,
-                resources: spec.resources,
-                storage_class_name: spec.storage_class_name,
-                volume_mode: spec.volume_mode,
-                selector: None,
-                volume_name: None,
-                data_source: Some(TypedLocalObjectReference {
-                    api_group: Some("snapshot.storage.k8s.io".into()),
-                    kind: "VolumeSnapshot".into(),
-                    name: snapshot.to_string(),
-                }),
-                data_source_ref: None,
-                volume_attributes_class_name: spec.volume_attributes_class_name,
-            }),
-            status: None,
-        };
+    if let Some(old) = old {
         claims
             .delete(claim, &DeleteParams::default())
             .await
@@ -286,12 +360,50 @@ pub async fn restore_claim(
             }
             Ok(Ok(_)) => {}
         }
-        claims
-            .create(&PostParams::default(), &replacement)
-            .await
-            .map_err(kube_error("creating the restored claim"))?;
     }
+    claims
+        .create(&PostParams::default(), &replacement)
+        .await
+        .map_err(kube_error("creating the restored claim"))?;
     Ok(())
+}
+
+/// The VolumeSnapshot a claim was made from, if any.
+pub fn restored_from(claim: &PersistentVolumeClaim) -> Option<&str> {
+    claim
+        .spec
+        .as_ref()?
+        .data_source
+        .as_ref()
+        .filter(|d| d.kind == "VolumeSnapshot")
+        .map(|d| d.name.as_str())
+}
+
+/// The replacement claim kept on the snapshot when it was made.
+async fn kept_claim(
+    client: &Client,
+    namespace: &str,
+    claim: &str,
+    snapshot: &str,
+) -> Result<PersistentVolumeClaim> {
+    let missing = || SnapshotError::MissingClaim {
+        namespace: namespace.into(),
+        name: claim.into(),
+    };
+    let found = snapshots(client, namespace)
+        .get_opt(snapshot)
+        .await
+        .map_err(kube_error(
+            "reading the VolumeSnapshot",
+            namespace,
+            snapshot,
+        ))?
+        .ok_or_else(missing)?;
+    found
+        .annotations()
+        .get(CLAIM_ANNOTATION)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(missing)
 }
 
 /// Bytes in a Kubernetes quantity such as `1Gi`, `500M` or `1048576`.

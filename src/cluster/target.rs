@@ -86,6 +86,8 @@ pub struct Target {
     pub backup_method: BackupMethod,
     /// How many SQLite backups the backup Job keeps next to the database.
     pub backup_retain: u32,
+    /// `backup.volumeSnapshotClass`: the class of the VolumeSnapshot (`VolumeSnapshot` backups).
+    pub volume_snapshot_class: Option<String>,
     /// Where to look for the hub container and its database (`spec.hub.container`,
     /// `spec.database`), read by [`Target::layout`].
     pub layout_hints: LayoutHints,
@@ -104,6 +106,7 @@ impl Target {
             agent_pull_secrets: Vec::new(),
             backup_method: upgrade.spec.backup.method,
             backup_retain: upgrade.spec.backup.retain,
+            volume_snapshot_class: upgrade.spec.backup.volume_snapshot_class.clone(),
             layout_hints: LayoutHints::from(&upgrade.spec),
             image_policy: ImagePolicy::default(),
         })

@@ -10,8 +10,8 @@
 //!   a timestamped copy next to it, a new column, the alembic revision of JupyterHub 5. A pod
 //!   that pins nothing migrates the server database its z2jh values name (the hub Secret
 //!   mounted at /usr/local/etc/jupyterhub/secret: `hub.db.url`, `hub.db.password`); with the
-//!   pod annotation `kwok.hubgrade.io/migration: fails-halfway` it adds the column, then fails,
-//!   as a migration that dies half-way.
+//!   pod annotation `kwok.hubgrade.io/migration: fails-halfway` either migration adds the
+//!   column, then fails, as a migration that dies half-way.
 //!
 //! Secret volumes are written from the API into a folder per pod, as the kubelet would.
 //!
@@ -189,7 +189,7 @@ async fn play(pods: &Api<Pod>, pod: &Pod, volumes: &Path) -> (i32, String) {
                 .find(|(mounted, _)| mounted == Path::new(hubgrade::hub::VALUES_MOUNT))
                 .map(|(_, local)| local.clone());
             match (&pinned, values) {
-                (Some(url), _) => standin_migration(url).await,
+                (Some(url), _) => standin_migration(url, halfway).await,
                 (None, Some(values)) => standin_server_migration(values, halfway).await,
                 (None, None) => (1, "upgrade-db ran without a pinned database".into()),
             }
@@ -313,7 +313,7 @@ async fn standin_server_migration(values: PathBuf, fails_halfway: bool) -> (i32,
 
 /// What `jupyterhub upgrade-db` does to an SQLite hub database, in miniature: a timestamped
 /// copy next to it, then a schema change and the new alembic revision.
-async fn standin_migration(url: &str) -> (i32, String) {
+async fn standin_migration(url: &str, fails_halfway: bool) -> (i32, String) {
     let Some(path) = url.strip_prefix("sqlite:///") else {
         return (
             1,
@@ -339,14 +339,21 @@ async fn standin_migration(url: &str) -> (i32, String) {
         sqlx::query("ALTER TABLE users ADD COLUMN standin_migrated TEXT")
             .execute(&mut db)
             .await?;
-        sqlx::query("UPDATE alembic_version SET version_num = ?")
-            .bind(MIGRATED_REVISION)
-            .execute(&mut db)
-            .await?;
+        if !fails_halfway {
+            sqlx::query("UPDATE alembic_version SET version_num = ?")
+                .bind(MIGRATED_REVISION)
+                .execute(&mut db)
+                .await?;
+        }
         sqlx::Connection::close(db).await
     }
     .await;
     match result {
+        Ok(()) if fails_halfway => (
+            1,
+            "alembic: the migration failed half-way (kwok.hubgrade.io/migration: fails-halfway)"
+                .into(),
+        ),
         Ok(()) => (0, "upgrade-db done".into()),
         Err(error) => (
             1,

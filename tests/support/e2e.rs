@@ -53,6 +53,8 @@ pub struct Hub {
     pub operator_args: Vec<String>,
     operator: Option<Child>,
     standin: Child,
+    /// kwok-snapshot-standin, once [`Hub::start_snapshot_standin`] started it.
+    snapshot_standin: Option<Child>,
     operator_kubeconfig: PathBuf,
 }
 
@@ -64,6 +66,10 @@ impl Drop for Hub {
         }
         let _ = self.standin.kill();
         let _ = self.standin.wait();
+        if let Some(mut standin) = self.snapshot_standin.take() {
+            let _ = standin.kill();
+            let _ = standin.wait();
+        }
     }
 }
 
@@ -170,6 +176,7 @@ impl Hub {
             operator_args: Vec::new(),
             operator: None,
             standin,
+            snapshot_standin: None,
             operator_kubeconfig,
         };
         hub.start_operator();
@@ -178,6 +185,25 @@ impl Hub {
 
     pub fn ns(&self) -> &str {
         &self.namespace.name
+    }
+
+    /// Starts kwok-snapshot-standin for the hub's namespace, on the folders standing for its
+    /// volumes: VolumeSnapshots of the hub's claim become ready, and a claim made from one is
+    /// filled from it.
+    pub fn start_snapshot_standin(&mut self) {
+        let standin = Command::new(super::standin("kwok-snapshot-standin"))
+            .args([
+                "--namespace",
+                self.ns(),
+                "--volumes",
+                repo().join("target/e2e/volumes").to_str().expect("path"),
+            ])
+            .env("KUBECONFIG", super::kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir, "snapshot-standin.log"))
+            .spawn()
+            .expect("starting kwok-snapshot-standin");
+        self.snapshot_standin = Some(standin);
     }
 
     pub fn start_operator(&mut self) {

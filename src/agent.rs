@@ -40,6 +40,16 @@ pub enum AgentCommand {
         #[arg(long)]
         checksum: String,
     },
+    /// Move a (failed) SQLite database and its journal files aside, so that JupyterHub makes a
+    /// new one at its path. Nothing is deleted.
+    SqliteMoveAside {
+        /// The database file.
+        #[arg(long)]
+        database: PathBuf,
+        /// Where it goes.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Report the alembic revision of an SQLite database.
     SqliteRevision {
         /// The database file.
@@ -208,6 +218,11 @@ impl AgentCommand {
                 flag("database", path(database));
                 "sqlite-revision"
             }
+            AgentCommand::SqliteMoveAside { database, to } => {
+                flag("database", path(database));
+                flag("to", path(to));
+                "sqlite-move-aside"
+            }
             AgentCommand::ServerBackup { database, suffix } => {
                 if let Some(values) = &database.values {
                     flag("values", path(values));
@@ -298,6 +313,14 @@ impl AgentCommand {
                     Err(error) => AgentReport::failed(error),
                 }
             }
+            AgentCommand::SqliteMoveAside { database, to } => match move_aside(database, to) {
+                Ok(message) => AgentReport {
+                    ok: true,
+                    message: Some(message),
+                    ..Default::default()
+                },
+                Err(error) => AgentReport::failed(error),
+            },
             AgentCommand::SqliteRevision { database } => {
                 let url = crate::db::url::DatabaseUrl::Sqlite {
                     path: database.clone(),
@@ -399,6 +422,10 @@ impl AgentCommand {
             AgentCommand::SqliteRevision { database } => AgentCommand::SqliteRevision {
                 database: moved(database),
             },
+            AgentCommand::SqliteMoveAside { database, to: dest } => AgentCommand::SqliteMoveAside {
+                database: moved(database),
+                to: moved(dest),
+            },
             AgentCommand::ServerBackup { database, suffix } => AgentCommand::ServerBackup {
                 database: database.moved(moved),
                 suffix: suffix.clone(),
@@ -426,6 +453,34 @@ impl AgentCommand {
             },
         }
     }
+}
+
+/// Moves `database` (and its `-journal`, `-wal`, `-shm` files) to `to`. Done already (the
+/// database gone, `to` there) counts as done: a Job may run twice.
+fn move_aside(database: &Path, to: &Path) -> Result<String, String> {
+    let said = format!(
+        "the failed database {} was moved to {}",
+        database.display(),
+        to.display()
+    );
+    if !database.exists() {
+        return match to.exists() {
+            true => Ok(said),
+            false => Err(format!("{} does not exist", database.display())),
+        };
+    }
+    if let Some(folder) = to.parent() {
+        std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    }
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", database.display()));
+        if side.exists() {
+            let dest = PathBuf::from(format!("{}{suffix}", to.display()));
+            std::fs::rename(&side, &dest).map_err(|e| format!("moving {}: {e}", side.display()))?;
+        }
+    }
+    std::fs::rename(database, to).map_err(|e| format!("moving {}: {e}", database.display()))?;
+    Ok(said)
 }
 
 /// The clone backup of a server database (PostgreSQL refuses it while anything is connected).
@@ -490,6 +545,10 @@ mod tests {
             },
             AgentCommand::SqliteRevision {
                 database: "/a.sqlite".into(),
+            },
+            AgentCommand::SqliteMoveAside {
+                database: "/a.sqlite".into(),
+                to: "/backups/a-failed.sqlite".into(),
             },
             AgentCommand::ServerBackup {
                 database: ServerSource {

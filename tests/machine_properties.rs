@@ -12,8 +12,8 @@ mod machine_support;
 
 use hubgrade::machine::{
     Action, BackupRecord, Decision, DrainPlan, HubObservation, ImageManagement, LockState,
-    Original, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState, Timeouts, Window, World,
-    decide,
+    MigrationFailure, Original, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState,
+    Timeouts, Window, World, decide,
 };
 use jiff::{SignedDuration, Timestamp};
 use machine_support::{ORIGINAL_IMAGE, OTHER_UPGRADE, TARGET_IMAGE, backup_report, start};
@@ -393,6 +393,9 @@ impl Shell {
                     hub.rolled_out = false;
                 }
             }
+            Action::StartFreshDatabase => {
+                panic!("the model's plans roll a failed migration back, never to a fresh database")
+            }
             Action::StartRestore => {
                 if cluster.restore == Job::NotStarted {
                     cluster.restore = Job::Running;
@@ -621,6 +624,8 @@ fn plan() -> impl Strategy<Value = Plan> {
                 image_management,
                 accept_image_drift: false,
                 rollback,
+                // FreshDatabase is covered by tests/machine_transitions.rs.
+                on_migration_failure: MigrationFailure::RollBack,
                 timeouts,
                 window: Window::default(),
                 approval_required: false,
@@ -1092,6 +1097,7 @@ fn every_plan_shape() -> Vec<Plan> {
                         image_management,
                         accept_image_drift: false,
                         rollback,
+                        on_migration_failure: MigrationFailure::RollBack,
                         timeouts: Timeouts::default(),
                         window: Window::default(),
                         approval_required: false,

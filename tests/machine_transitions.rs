@@ -5,8 +5,8 @@
 mod machine_support;
 
 use hubgrade::machine::{
-    Action, Decision, DrainPlan, EventKind, ImageManagement, LockState, Original, Outcome, Phase,
-    Plan, Preflight, Progress, RollbackPolicy, StepState, Window, World, decide,
+    Action, Decision, DrainPlan, EventKind, ImageManagement, LockState, MigrationFailure, Original,
+    Outcome, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState, Window, World, decide,
 };
 use jiff::SignedDuration;
 use machine_support::*;
@@ -2530,4 +2530,99 @@ fn a_hub_deployment_deleted_mid_upgrade_fails_instead_of_retaking_the_lock() {
     assert_eq!(decision.action, Action::Wait);
     assert_eq!(decision.progress.phase, Phase::Failed);
     assert!(decision.progress.message.contains("disappeared"));
+}
+
+fn fresh_plan() -> Plan {
+    Plan {
+        on_migration_failure: MigrationFailure::FreshDatabase,
+        ..plan()
+    }
+}
+
+/// `migration.onFailure: FreshDatabase`: a failed migration moves the database aside first.
+#[test]
+fn a_failed_migration_with_fresh_database_moves_the_database_aside() {
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let decision = decide(
+        &fresh_plan(),
+        &progress,
+        &world_with_migration(StepState::Failed("exit code 1".into())),
+        after(60),
+    );
+    assert_eq!(decision.action, Action::StartFreshDatabase);
+    assert_eq!(decision.progress.phase, Phase::Migrating);
+}
+
+/// Moved aside: the hub rolls out on the target image; the status and a Warning Event say
+/// why, where the old database is and which backup is kept; the migration step failed.
+#[test]
+fn once_moved_aside_the_hub_rolls_out_on_a_fresh_database() {
+    let progress = progress_after_migration_started(Phase::Migrating);
+    let world = World {
+        fresh_database: StepState::Succeeded(()),
+        moved_aside: Some("the failed database /srv/a.sqlite was moved to /srv/b.sqlite".into()),
+        ..world_with_migration(StepState::Failed("exit code 1".into()))
+    };
+    let decision = decide(&fresh_plan(), &progress, &world, after(60));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::RollingOut);
+    let said = decision.progress.fresh_database.clone().expect("recorded");
+    for words in [
+        "exit code 1",
+        "moved to /srv/b.sqlite",
+        "new, empty database",
+    ] {
+        assert!(said.contains(words), "{said}");
+    }
+    let backup = progress.backup.as_ref().expect("backup").reference.clone();
+    assert!(said.contains(&backup), "{said}");
+    let notice = decision.notice.expect("an Event");
+    assert_eq!(
+        (notice.kind, notice.reason.as_str()),
+        (EventKind::Warning, "FreshDatabase")
+    );
+    let migrating = decision
+        .progress
+        .steps
+        .iter()
+        .find(|s| s.name == Phase::Migrating)
+        .expect("the migration step");
+    assert_eq!(migrating.outcome, Some(Outcome::Failed));
+    assert_eq!(
+        decision.progress.to.as_ref().map(|t| t.image.as_str()),
+        Some(TARGET_IMAGE)
+    );
+}
+
+/// Moving aside failed: the upgrade rolls back as it would have without FreshDatabase.
+#[test]
+fn a_database_that_cannot_be_moved_aside_is_rolled_back() {
+    let world = World {
+        fresh_database: StepState::Failed("permission denied".into()),
+        ..world_with_migration(StepState::Failed("exit code 1".into()))
+    };
+    let decision = decide(
+        &fresh_plan(),
+        &progress_after_migration_started(Phase::Migrating),
+        &world,
+        after(60),
+    );
+    assert_rolling_back(
+        &decision,
+        Phase::Migrating,
+        "moving the database aside for a fresh one failed too: permission denied",
+    );
+}
+
+/// The default, RollBack, never moves the database aside.
+#[test]
+fn the_default_rolls_a_failed_migration_back() {
+    let decision = decide(
+        &plan(),
+        &progress_after_migration_started(Phase::Migrating),
+        &world_with_migration(StepState::Failed("exit code 1".into())),
+        after(60),
+    );
+    assert_ne!(decision.action, Action::StartFreshDatabase);
+    assert_eq!(decision.progress.fresh_database, None);
 }

@@ -75,6 +75,7 @@ impl HubUpgradeSpec {
                 ImageManagementMode::External => Some(ImageManagement::External),
             },
             rollback: self.rollback.policy,
+            on_migration_failure: self.migration.on_failure,
             window,
             approval_required: self.approval == Approval::Manual,
             timeouts,

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::HubUpgradeStatus;
-use crate::machine::{BackupMethod, RollbackPolicy};
+use crate::machine::{BackupMethod, MigrationFailure, RollbackPolicy};
 
 /// Upgrades one JupyterHub deployment to a new hub image: checks first, rehearses the database migration on a copy, stops the hub, backs up its database, runs `jupyterhub upgrade-db`, brings the hub back on the new image and verifies it, and rolls back when anything fails. A HubUpgrade acts once; a new upgrade is a new HubUpgrade.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,9 @@ use crate::machine::{BackupMethod, RollbackPolicy};
 #[x_kube(validation = Rule::new(
     "!(self.backup.method in ['Clone', 'Dump']) || self.database.type != 'SQLite'"
 ).message("backup.method Clone and Dump are for PostgreSQL and MySQL; use File or VolumeSnapshot for SQLite"))]
+#[x_kube(validation = Rule::new(
+    "self.migration.onFailure != 'FreshDatabase' || self.database.type in ['Auto', 'SQLite']"
+).message("migration.onFailure FreshDatabase is for SQLite databases: a PostgreSQL or MySQL hub is rolled back"))]
 pub struct HubUpgradeSpec {
     /// The hub to upgrade: its Deployment in this namespace.
     pub hub: HubRef,
@@ -236,6 +239,9 @@ pub struct MigrationSpec {
     /// Run the migration on a copy of the database before the hub is stopped, to prove it works and measure it without downtime.
     #[serde(default = "default_true")]
     pub rehearse: bool,
+    /// RollBack (default): a failed migration restores the backup and the original image. FreshDatabase (SQLite only): keep the verified backup, move the failed database aside and let the new hub start on a new, empty database (users and tokens are lost; said in the status and a Warning Event), as JupyterHub's upgrade notes allow when upgrade-db cannot migrate an SQLite file.
+    #[serde(default)]
+    pub on_failure: MigrationFailure,
 }
 
 impl Default for MigrationSpec {
@@ -243,6 +249,7 @@ impl Default for MigrationSpec {
         MigrationSpec {
             timeout: default_migration_timeout(),
             rehearse: true,
+            on_failure: MigrationFailure::RollBack,
         }
     }
 }

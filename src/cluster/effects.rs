@@ -251,6 +251,16 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             let job = objects::restore_job(&job_inputs, &backup.reference, checksum);
             create_job(&client, namespace, job).await
         }
+        Action::StartFreshDatabase => {
+            let job_inputs = job_inputs(inputs, "move the failed database aside")?;
+            let job = objects::fresh_database_job(&job_inputs).ok_or_else(|| {
+                EffectError::Impossible {
+                    action: "move the failed database aside",
+                    problem: "migration.onFailure FreshDatabase is for SQLite databases".into(),
+                }
+            })?;
+            create_job(&client, namespace, job).await
+        }
         Action::StopServers => Err(EffectError::Impossible {
             action: "stop users' servers",
             problem: "stopping servers through the hub's API is not supported by this version"

@@ -76,6 +76,11 @@ impl Snapshot {
         }
         let job = |step| self.job_state(step, now);
         world.rehearsal = job(JobStep::Rehearsal).map(drop);
+        let fresh = job(JobStep::FreshDatabase);
+        if let StepState::Succeeded(Some(report)) = &fresh {
+            world.moved_aside = report.message.clone();
+        }
+        world.fresh_database = fresh.map(drop);
         let restore = job(JobStep::Restore);
         if let StepState::Succeeded(Some(report)) = &restore {
             world.restored = report.message.clone();

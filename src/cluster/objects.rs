@@ -332,6 +332,23 @@ pub fn backup_job(inputs: &JobInputs<'_>) -> Job {
     )
 }
 
+/// Moves the failed SQLite database aside, next to the backups, for `migration.onFailure:
+/// FreshDatabase`; `None` for a server database (refused in Preflight).
+pub fn fresh_database_job(inputs: &JobInputs<'_>) -> Option<Job> {
+    let file = inputs.layout.sqlite()?;
+    let command = AgentCommand::SqliteMoveAside {
+        database: file.path.clone().into(),
+        to: beside_database(&inputs.target.owner, file, "failed").into(),
+    };
+    let deadline = inputs.target.plan.timeouts.rollback;
+    Some(agent_job(
+        inputs,
+        JobStep::FreshDatabase,
+        &command,
+        deadline,
+    ))
+}
+
 /// Puts the backup back in place of the database, checking the checksum before and after.
 /// Its deadline is the roll back's timeout: the restore never outlives the roll back.
 /// A server database is made again from its clone; the failed one is kept.

@@ -21,7 +21,7 @@ use crate::hub::{
     ChartDatabase, HubDatabase, HubLayout, LayoutError, UrlSource, VALUES_KEY, chart_database,
     values_secret,
 };
-use crate::machine::{LockState, Phase, Preflight, World};
+use crate::machine::{LockState, MigrationFailure, Phase, Preflight, World};
 
 /// What one reconcile saw: the snapshot, and the Preflight checks while in Preflight.
 pub struct Observation {
@@ -293,6 +293,14 @@ fn preflight(
                 problems.push(problem);
             }
             problems.extend(snapshot_api);
+            if let (Some(server), MigrationFailure::FreshDatabase) =
+                (layout.server(), target.plan.on_migration_failure)
+            {
+                problems.push(format!(
+                    "migration.onFailure FreshDatabase is for SQLite hubs; this hub's database is {}: use RollBack",
+                    server.kind
+                ));
+            }
             if let Err(problem) = check_image_upgrade(&layout.image, &target.plan.target_image) {
                 problems.push(problem.to_string());
             }

@@ -25,11 +25,13 @@ pub const BACKUP_DIR: &str = "hubgrade-backups";
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::IntoStaticStr, strum::VariantArray,
 )]
-#[strum(serialize_all = "lowercase")]
+#[strum(serialize_all = "kebab-case")]
 pub enum JobStep {
     Rehearsal,
     Backup,
     Migration,
+    /// `migration.onFailure: FreshDatabase`: the failed SQLite file moved aside.
+    FreshDatabase,
     Restore,
 }
 

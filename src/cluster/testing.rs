@@ -281,7 +281,7 @@ pub(crate) const CONFIG_BACKUP_PATH: &str =
 /// How `observe` looks up the upgrade's four Jobs by name: `found` answers for those that
 /// exist (the Job, then whatever else is read about it), the others are not found.
 pub(crate) fn job_lookups(mut found: impl FnMut(&str) -> Option<Vec<Exchange>>) -> Vec<Exchange> {
-    ["rehearsal", "backup", "migration", "restore"]
+    ["rehearsal", "backup", "migration", "fresh-database", "restore"]
         .into_iter()
         .flat_map(|step| {
             let name = format!("hubgrade-0f1e2d3c-{step}");

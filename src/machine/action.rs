@@ -37,6 +37,9 @@ pub enum Action {
     SetHubImage { image: String },
     /// Restore the database from the recorded backup.
     StartRestore,
+    /// Move the failed SQLite database aside, so that the new hub starts on a new one
+    /// (`migration.onFailure: FreshDatabase`).
+    StartFreshDatabase,
 }
 
 impl Action {
@@ -51,6 +54,7 @@ impl Action {
                 | Action::CancelMigration
                 | Action::SetHubImage { .. }
                 | Action::StartRestore
+                | Action::StartFreshDatabase
         )
     }
 }

@@ -6,8 +6,9 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    Action, Decision, EventKind, HubObservation, ImageManagement, LockState, Notice, Original,
-    Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState, Target, Window, World,
+    Action, Decision, EventKind, HubObservation, ImageManagement, LockState, MigrationFailure,
+    Notice, Original, Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState,
+    Target, Window, World,
 };
 
 /// How soon to look again while waiting on something that is not watched (pods, the hub API).
@@ -576,6 +577,12 @@ impl Step<'_> {
             }
             StepState::NotStarted => Action::StartMigration,
             StepState::Running => Action::Wait,
+            StepState::Failed(why)
+                if self.plan.on_migration_failure == MigrationFailure::FreshDatabase =>
+            {
+                let why = why.clone();
+                self.fresh_database(why)
+            }
             StepState::Failed(why) => self.roll_back(format!("the migration failed: {why}")),
             StepState::Succeeded(()) => {
                 self.progress.migration_succeeded = true;
@@ -594,6 +601,58 @@ impl Step<'_> {
                     ),
                 };
                 self.enter(Phase::RollingOut, message);
+                Action::Wait
+            }
+        }
+    }
+
+    /// `migration.onFailure: FreshDatabase`: the failed database is moved aside (the verified
+    /// backup stays), then the hub rolls out on the target image and makes a new database.
+    fn fresh_database(&mut self, why: String) -> Action {
+        match &self.world.fresh_database {
+            StepState::NotStarted => Action::StartFreshDatabase,
+            StepState::Running => {
+                self.progress.message = format!(
+                    "the migration failed ({why}); moving the failed database aside for a fresh one"
+                );
+                Action::Wait
+            }
+            StepState::Failed(error) => self.roll_back(format!(
+                "the migration failed: {why}; moving the database aside for a fresh one failed too: {error}"
+            )),
+            StepState::Succeeded(()) => {
+                let backup = self
+                    .progress
+                    .backup
+                    .as_ref()
+                    .map(|b| b.reference.clone())
+                    .unwrap_or_default();
+                let moved = self
+                    .world
+                    .moved_aside
+                    .clone()
+                    .unwrap_or_else(|| "the failed database was moved aside".into());
+                let message = format!(
+                    "the migration failed ({why}); as migration.onFailure FreshDatabase asks, the \
+                     hub starts on a new, empty database: {moved}; the verified backup {backup} \
+                     is kept"
+                );
+                self.progress.fresh_database = Some(message.clone());
+                self.progress.to = Some(Target {
+                    image: self.plan.target_image.clone(),
+                    revision: None,
+                });
+                // The migration step failed; the upgrade goes on without it.
+                self.finish_current(Outcome::Failed, &message);
+                self.enter(
+                    Phase::RollingOut,
+                    format!(
+                        "setting the hub image to {} on a fresh database",
+                        self.plan.target_image
+                    ),
+                );
+                // Said instead of the phase's own Event.
+                self.notify(EventKind::Warning, "FreshDatabase", &message);
                 Action::Wait
             }
         }
@@ -653,7 +712,14 @@ impl Step<'_> {
         let wanted = self.progress.from.as_ref().map(|f| f.replicas);
         if hub.image == self.plan.target_image && Some(hub.replicas) == wanted && hub.rolled_out {
             self.progress.hub_ready_at = Some(self.now);
-            let message = format!("the hub runs {}", self.plan.target_image);
+            let message = match &self.progress.fresh_database {
+                None => format!("the hub runs {}", self.plan.target_image),
+                Some(_) => format!(
+                    "the hub runs {} on a fresh database (migration.onFailure FreshDatabase; \
+                     the old database and its backup are kept)",
+                    self.plan.target_image
+                ),
+            };
             self.finish(
                 Phase::Succeeded,
                 Outcome::Succeeded,

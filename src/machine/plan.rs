@@ -17,6 +17,8 @@ pub struct Plan {
     /// (`rollout.acceptImageDrift`).
     pub accept_image_drift: bool,
     pub rollback: RollbackPolicy,
+    /// What a failed migration of an SQLite database leads to.
+    pub on_migration_failure: MigrationFailure,
     pub timeouts: Timeouts,
     /// When the hub may be stopped.
     pub window: Window,
@@ -51,6 +53,21 @@ pub enum ImageManagement {
     Operator,
     /// A GitOps tool or Helm sets it; the operator waits for it.
     External,
+}
+
+/// What a failed `jupyterhub upgrade-db` leads to; the spec's `migration.onFailure`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display,
+)]
+pub enum MigrationFailure {
+    /// Roll back: the database restored from the backup, the original image.
+    #[default]
+    RollBack,
+    /// SQLite only, as JupyterHub's upgrade notes allow when upgrade-db cannot migrate an
+    /// SQLite file: keep the verified backup, move the failed database aside, and let the new
+    /// hub start on a new, empty database (users log in again; tokens and server state are
+    /// lost). Said in the status and a Warning Event.
+    FreshDatabase,
 }
 
 /// What a failure after the hub was stopped leads to; also the spec's `rollback.policy`.

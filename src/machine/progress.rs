@@ -46,6 +46,10 @@ pub struct Progress {
     /// The migration finished successfully.
     #[serde(default, skip_serializing_if = "is_false")]
     pub migration_succeeded: bool,
+    /// `migration.onFailure: FreshDatabase` was applied: why, and where the failed database is.
+    /// The hub then starts on a new, empty database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_database: Option<String>,
     /// The database was restored from the backup during a roll back.
     #[serde(default, skip_serializing_if = "is_false")]
     pub database_restored: bool,

@@ -26,6 +26,10 @@ pub struct World {
     /// What a finished restore said it did (a server database: the name the failed database is
     /// kept under), for the Event that announces it.
     pub restored: Option<String>,
+    /// Moving the failed database aside (`migration.onFailure: FreshDatabase`).
+    pub fresh_database: StepState<()>,
+    /// What the move said it did (where the failed database now is).
+    pub moved_aside: Option<String>,
     /// Why the rehearsal cannot run (say, the hub's claim is ReadWriteOncePod and in use);
     /// `None`: it can.
     pub rehearsal_blocked: Option<String>,

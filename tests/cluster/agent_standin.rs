@@ -219,6 +219,14 @@ async fn play(pods: &Api<Pod>, pod: &Pod, volumes: &Path) -> (i32, String) {
                 as_mounted(&mut backup.reference);
                 backup.pruned.iter_mut().for_each(as_mounted);
             }
+            if let Some(message) = report.message.as_mut() {
+                for (mounted, local) in &moved {
+                    *message = message.replace(
+                        &local.display().to_string(),
+                        &mounted.display().to_string(),
+                    );
+                }
+            }
             let code = if report.ok { 0 } else { 1 };
             (code, serde_json::to_string(&report).unwrap_or_default())
         };

@@ -4,8 +4,8 @@
 //! `mod machine_support;` line of each user.
 
 use hubgrade::machine::{
-    BackupMethod, BackupRecord, HubObservation, ImageManagement, LockState, Original, Phase, Plan,
-    Progress, RollbackPolicy, StepRecord, Timeouts, Window, World,
+    BackupMethod, BackupRecord, HubObservation, ImageManagement, LockState, MigrationFailure,
+    Original, Phase, Plan, Progress, RollbackPolicy, StepRecord, Timeouts, Window, World,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -37,6 +37,7 @@ pub fn plan() -> Plan {
         image_management: Some(ImageManagement::Operator),
         accept_image_drift: false,
         rollback: RollbackPolicy::Automatic,
+        on_migration_failure: MigrationFailure::RollBack,
         timeouts: Timeouts::default(),
         window: Window::default(),
         approval_required: false,

@@ -38,12 +38,14 @@ async fn every_example_is_accepted_by_the_server() {
     let client = client().await;
     install_crd(&client).await;
     let mut files = yaml_files("examples");
-    // The example hub's HubUpgrades too (hub.yaml beside them is the hub itself).
-    files.extend(
-        yaml_files("examples/z2jh-hub")
-            .into_iter()
-            .filter(|f| support::read(f).contains("kind: HubUpgrade")),
-    );
+    // The example hubs' HubUpgrades too (hub.yaml beside them is the hub itself).
+    for folder in ["examples/z2jh-hub", "examples/server-hub"] {
+        files.extend(
+            yaml_files(folder)
+                .into_iter()
+                .filter(|f| support::read(f).contains("kind: HubUpgrade")),
+        );
+    }
     for file in files {
         let text = support::read(&file);
         let manifest: serde_json::Value = serde_saphyr::from_str(&text).expect("example is YAML");

@@ -221,10 +221,8 @@ async fn play(pods: &Api<Pod>, pod: &Pod, volumes: &Path) -> (i32, String) {
             }
             if let Some(message) = report.message.as_mut() {
                 for (mounted, local) in &moved {
-                    *message = message.replace(
-                        &local.display().to_string(),
-                        &mounted.display().to_string(),
-                    );
+                    *message = message
+                        .replace(&local.display().to_string(), &mounted.display().to_string());
                 }
             }
             let code = if report.ok { 0 } else { 1 };

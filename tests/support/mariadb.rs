@@ -1,10 +1,13 @@
 //! A private MariaDB server for one test: Debian's mariadb-server binaries, a temporary data
 //! directory owned by the `mysql` system user, a free port on 127.0.0.1, password login.
+//! [`MariaDbServer::start_for_pods`] also listens on the real node's bridge address, for pods
+//! (MariaDB 10.11 takes a list of addresses in `bind-address`; never 0.0.0.0: nothing guards
+//! the machine's other interfaces).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::stderr;
+use super::{NodeNetwork, stderr};
 
 /// A password that needs URL encoding, as real ones do.
 pub const PASSWORD: &str = "my s3cr@t";
@@ -14,17 +17,27 @@ pub struct MariaDbServer {
     dir: tempfile::TempDir,
     server: Child,
     pub port: u16,
+    /// Started for the real node's pods (see [`MariaDbServer::start_for_pods`]).
+    pods: Option<NodeNetwork>,
 }
 
 impl MariaDbServer {
     pub fn start() -> MariaDbServer {
-        MariaDbServer::start_with(false)
+        MariaDbServer::start_with(false, None)
+    }
+
+    /// A server the real node's pods reach: it listens on 127.0.0.1 and on the node bridge's
+    /// address (`NODE_IP`) only, without reverse DNS lookups of its clients; the user
+    /// `hubgrade` logs in with its password from anywhere it can connect from. Fails when the
+    /// bridge is missing (no real node running).
+    pub fn start_for_pods() -> MariaDbServer {
+        MariaDbServer::start_with(false, Some(NodeNetwork::require()))
     }
 
     /// A server that accepts TCP connections over TLS only (`require_secure_transport`), its
     /// certificate for 127.0.0.1 signed by a CA of its own: [`MariaDbServer::ca`].
     pub fn start_tls() -> MariaDbServer {
-        MariaDbServer::start_with(true)
+        MariaDbServer::start_with(true, None)
     }
 
     /// The CA that signed a TLS server's certificate.
@@ -32,7 +45,7 @@ impl MariaDbServer {
         self.dir.path().join("ca.crt")
     }
 
-    fn start_with(tls: bool) -> MariaDbServer {
+    fn start_with(tls: bool, pods: Option<NodeNetwork>) -> MariaDbServer {
         let dir = tempfile::Builder::new()
             .prefix("hubgrade-mariadb-")
             .tempdir()
@@ -70,7 +83,19 @@ impl MariaDbServer {
             "mariadb-install-db failed: {}",
             stderr(&install)
         );
-        let port = super::free_port();
+        let (port, bind) = match &pods {
+            Some(pods) => (
+                super::free_port_on(&["127.0.0.1", &pods.ip]),
+                vec![
+                    format!("--bind-address=127.0.0.1,{}", pods.ip),
+                    "--skip-name-resolve".to_string(),
+                ],
+            ),
+            None => (
+                super::free_port(),
+                vec!["--bind-address=127.0.0.1".to_string()],
+            ),
+        };
         let socket = dir.path().join("mysqld.sock");
         let mut tls_args = Vec::new();
         if tls {
@@ -84,12 +109,9 @@ impl MariaDbServer {
             ];
         }
         let server = Command::new("mariadbd")
-            .args([
-                "--no-defaults",
-                "--user=mysql",
-                "--bind-address=127.0.0.1",
-                "--skip-log-bin",
-            ])
+            .args(["--no-defaults", "--user=mysql"])
+            .args(&bind)
+            .arg("--skip-log-bin")
             .args([
                 "--innodb-flush-log-at-trx-commit=0",
                 "--innodb-buffer-pool-size=64M",
@@ -111,7 +133,12 @@ impl MariaDbServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("mariadbd");
-        let mut me = MariaDbServer { dir, server, port };
+        let mut me = MariaDbServer {
+            dir,
+            server,
+            port,
+            pods,
+        };
         let start = Instant::now();
         while me
             .root(&["-e", "SELECT 1"])
@@ -154,6 +181,28 @@ impl MariaDbServer {
     pub fn url(&self, database: &str) -> String {
         format!(
             "mysql+pymysql://hubgrade:{PASSWORD_IN_URL}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// The (SQLAlchemy) URL of `database` for a hub in a pod: the node bridge's address, the
+    /// password in the URL (PyMySQL ignores `MYSQL_PWD`, so z2jh's MySQL users write it there).
+    /// Only for a server started by [`MariaDbServer::start_for_pods`].
+    pub fn pod_url(&self, database: &str) -> String {
+        let pods = self
+            .pods
+            .as_ref()
+            .expect("a server started by MariaDbServer::start_for_pods");
+        format!(
+            "mysql+pymysql://hubgrade:{PASSWORD_IN_URL}@{}:{}/{database}",
+            pods.ip, self.port
+        )
+    }
+
+    /// An sqlx URL of `database` on 127.0.0.1, with the password.
+    pub fn sqlx_url(&self, database: &str) -> String {
+        format!(
+            "mysql://hubgrade:{PASSWORD_IN_URL}@127.0.0.1:{}/{database}",
             self.port
         )
     }

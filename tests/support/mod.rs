@@ -172,6 +172,65 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A TCP port that nothing listens on right now on any of `addresses`.
+pub fn free_port_on(addresses: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind((addresses[0], 0))
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("no free port on {}: {e}", addresses[0]));
+        let port = first.port();
+        if addresses[1..]
+            .iter()
+            .all(|a| std::net::TcpListener::bind((*a, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {addresses:?}");
+}
+
+/// A setting of the real node, as tests/cluster/node.sh reads it: the environment's value, else
+/// the default of tests/cluster/node.env (`: "${NAME:=default}"`).
+pub fn node_setting(name: &str) -> String {
+    if let Some(value) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        return value;
+    }
+    let text = read(&repo().join("tests/cluster/node.env"));
+    let start = format!("${{{name}:=");
+    text.lines()
+        .find_map(|line| {
+            let rest = &line[line.find(&start)? + start.len()..];
+            Some(rest[..rest.find('}')?].to_string())
+        })
+        .unwrap_or_else(|| panic!("{name} has no default in tests/cluster/node.env"))
+}
+
+/// Where pods of the real node reach this machine: the node bridge's address (`NODE_IP`) and
+/// the pods' addresses (`NODE_POD_CIDR`).
+#[derive(Clone, Debug)]
+pub struct NodeNetwork {
+    pub ip: String,
+    pub pod_cidr: String,
+}
+
+impl NodeNetwork {
+    /// The real node's network; fails when the bridge's address is not on this machine (the
+    /// bridge exists only while the real node runs).
+    pub fn require() -> NodeNetwork {
+        let ip = node_setting("NODE_IP");
+        let pod_cidr = node_setting("NODE_POD_CIDR");
+        if let Err(e) = std::net::TcpListener::bind((ip.as_str(), 0)) {
+            panic!(
+                "cannot listen on the real node's bridge address {ip} (NODE_IP): {e}; the bridge \
+                 {} exists only while the real node runs: start the cluster with `make cluster-up` \
+                 (without HUBGRADE_REAL_NODE=0)",
+                node_setting("NODE_BRIDGE")
+            );
+        }
+        NodeNetwork { ip, pod_cidr }
+    }
+}
+
 /// Polls `check` until it holds; panics naming `what` after `limit`.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

@@ -1,10 +1,11 @@
 //! A private PostgreSQL server for one test: Debian's PostgreSQL binaries, a temporary data
 //! directory owned by the `postgres` system user, a free port on 127.0.0.1, password login.
+//! [`PgServer::start_for_pods`] also listens on the real node's bridge address, for pods.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::stderr;
+use super::{NodeNetwork, stderr};
 
 /// A password that needs URL encoding, as real ones do.
 pub const PASSWORD: &str = "s3cr@t pw";
@@ -16,6 +17,8 @@ pub struct PgServer {
     pub port: u16,
     /// Started with TLS only (see [`PgServer::start_tls`]).
     tls: bool,
+    /// Started for the real node's pods (see [`PgServer::start_for_pods`]).
+    pods: Option<NodeNetwork>,
 }
 
 fn postgres_bin() -> PathBuf {
@@ -38,14 +41,21 @@ fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
 
 impl PgServer {
     pub fn start() -> PgServer {
-        PgServer::start_with(false)
+        PgServer::start_with(false, None)
+    }
+
+    /// A server the real node's pods reach: it listens on 127.0.0.1 and on the node bridge's
+    /// address (`NODE_IP`), and takes password (scram-sha-256) logins from the pods' addresses
+    /// (`NODE_POD_CIDR`) too. Fails when the bridge is missing (no real node running).
+    pub fn start_for_pods() -> PgServer {
+        PgServer::start_with(false, Some(NodeNetwork::require()))
     }
 
     /// A server that accepts TCP connections over TLS only (`hostssl`; plain ones are
     /// rejected), its certificate for 127.0.0.1 signed by a CA of its own: `ca.crt` in
     /// [`PgServer::ca`].
     pub fn start_tls() -> PgServer {
-        PgServer::start_with(true)
+        PgServer::start_with(true, None)
     }
 
     /// The CA that signed a TLS server's certificate.
@@ -53,7 +63,7 @@ impl PgServer {
         self.dir.path().join("ca.crt")
     }
 
-    fn start_with(tls: bool) -> PgServer {
+    fn start_with(tls: bool, pods: Option<NodeNetwork>) -> PgServer {
         let bin = postgres_bin();
         let dir = tempfile::Builder::new()
             .prefix("hubgrade-pg-")
@@ -99,11 +109,25 @@ impl PgServer {
             )
             .expect("pg_hba.conf");
         }
+        let port = match &pods {
+            Some(pods) => {
+                let hba = data.join("pg_hba.conf");
+                let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+                rules.push_str(&format!(
+                    "# the real node's pods\nhost all all {} scram-sha-256\n",
+                    pods.pod_cidr
+                ));
+                std::fs::write(&hba, rules).expect("pg_hba.conf");
+                super::free_port_on(&["127.0.0.1", &pods.ip])
+            }
+            None => super::free_port(),
+        };
         let server = PgServer {
             dir,
             bin,
-            port: super::free_port(),
+            port,
             tls,
+            pods,
         };
         server.resume();
         server
@@ -112,8 +136,12 @@ impl PgServer {
     /// Starts the server (again, after [`PgServer::stop`]) on the same port and data.
     pub fn resume(&self) {
         let data = self.dir.path().join("data");
+        let listen = match &self.pods {
+            Some(pods) => format!("127.0.0.1,{}", pods.ip),
+            None => "127.0.0.1".to_string(),
+        };
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            "-p {} -k {} -c listen_addresses={listen} -c fsync=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
@@ -172,6 +200,25 @@ impl PgServer {
     pub fn url(&self, database: &str) -> String {
         format!(
             "postgresql+psycopg2://hubgrade:{PASSWORD_IN_URL}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// The (SQLAlchemy) URL of `database` for a hub in a pod, as z2jh users write `hub.db.url`:
+    /// the node bridge's address, no password (z2jh hands `hub.db.password` to psycopg2 through
+    /// `PGPASSWORD`). Only for a server started by [`PgServer::start_for_pods`].
+    pub fn pod_url(&self, database: &str) -> String {
+        let pods = self
+            .pods
+            .as_ref()
+            .expect("a server started by PgServer::start_for_pods");
+        format!("postgresql://hubgrade@{}:{}/{database}", pods.ip, self.port)
+    }
+
+    /// An sqlx URL of `database` on 127.0.0.1, with the password.
+    pub fn sqlx_url(&self, database: &str) -> String {
+        format!(
+            "postgres://hubgrade:{PASSWORD_IN_URL}@127.0.0.1:{}/{database}",
             self.port
         )
     }

@@ -4,7 +4,12 @@
 //! as a host process with the chart's RBAC token (as tests/support/e2e.rs runs it) or installed
 //! in the cluster by `helm install` from its image. No stand-in plays anything here: a missing
 //! real node, registry or image fails the test with a message naming it.
+//!
+//! The hub's database is SQLite on its claim (z2jh's `hub.db.type: sqlite-pvc`, the default), or
+//! a database of its own on a PostgreSQL or MariaDB server this machine runs for the node's pods
+//! ([`RealHub::new_on_server`], `hub.db.type: postgres` / `mysql`).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -21,8 +26,11 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection};
 
 use super::e2e::{log_file, write_token_kubeconfig};
+use super::mariadb::MariaDbServer;
+use super::postgres::PgServer;
 use super::{
     TestNamespace, client, cluster_bin, install_crd, kubectl, kubectl_with_input, repo, stderr,
     stdout, wait_until,
@@ -73,7 +81,8 @@ pub struct RealHub {
     pub namespace: TestNamespace,
     /// Logs and the operator's kubeconfig.
     pub dir: PathBuf,
-    /// The folder the hub sees as /srv/jupyterhub (the claim's folder, or its `subPath`).
+    /// The folder the hub sees as /srv/jupyterhub (the claim's folder, or its `subPath`); empty
+    /// for a hub whose database is on a server (it has no claim).
     pub volume: PathBuf,
     /// proxy-public's ClusterIP, reachable from this machine.
     pub proxy_ip: String,
@@ -88,7 +97,210 @@ pub struct RealHub {
     /// The host-process operator's `--ledger-url`: an SQLite file in `dir` unless a test says
     /// ([`RealHub::use_ledger`]).
     pub ledger_url: String,
+    /// The hub's database on a server ([`RealHub::new_on_server`]); None: SQLite on its claim.
+    server_database: Option<ServerDatabase>,
     _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// A database server this machine runs for the real node's pods, started by
+/// [`PgServer::start_for_pods`] or [`MariaDbServer::start_for_pods`].
+pub enum ServerDb {
+    Postgres(PgServer),
+    MariaDb(MariaDbServer),
+}
+
+impl ServerDb {
+    /// A fresh PostgreSQL server for the node's pods.
+    pub fn postgres() -> ServerDb {
+        ServerDb::Postgres(PgServer::start_for_pods())
+    }
+
+    /// A fresh MariaDB server for the node's pods.
+    pub fn mariadb() -> ServerDb {
+        ServerDb::MariaDb(MariaDbServer::start_for_pods())
+    }
+
+    /// z2jh's `hub.db.type` for a database on this server.
+    pub fn hub_db_type(&self) -> &'static str {
+        match self {
+            ServerDb::Postgres(_) => "postgres",
+            ServerDb::MariaDb(_) => "mysql",
+        }
+    }
+}
+
+/// A hub's database on a [`ServerDb`] (the server lives as long as the hub). Every query opens
+/// its own connection and closes it before returning: nothing of the test stays connected while
+/// the operator clones the database (PostgreSQL refuses `CREATE DATABASE ... TEMPLATE` of a
+/// database in use).
+pub struct ServerDatabase {
+    server: ServerDb,
+    name: String,
+}
+
+/// A database name of the hub of namespace `ns`, unique per namespace, short enough for the
+/// `_failed_<YYYYmmddHHMMSS>` and backup names the operator derives from it (PostgreSQL keeps 63
+/// bytes of a name, MySQL 64).
+fn server_database_name(ns: &str) -> String {
+    let name: Vec<char> = ns
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // The end of a test namespace's name is what makes it unique.
+    let tail: String = name[name.len().saturating_sub(24)..].iter().collect();
+    format!("hub_{tail}")
+}
+
+impl ServerDatabase {
+    /// Creates the hub's empty database.
+    fn create(&self) {
+        match &self.server {
+            ServerDb::Postgres(server) => server.sql(&format!("CREATE DATABASE {}", self.name)),
+            ServerDb::MariaDb(server) => server.sql(&format!(
+                "CREATE DATABASE {} CHARACTER SET utf8mb4",
+                self.name
+            )),
+        }
+    }
+
+    /// The hub's database (a PostgreSQL database, a MySQL schema).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn server(&self) -> &ServerDb {
+        &self.server
+    }
+
+    /// z2jh's `hub.db.type`: `postgres` or `mysql`.
+    pub fn hub_db_type(&self) -> &'static str {
+        self.server.hub_db_type()
+    }
+
+    /// An sqlx URL (`postgres://` or `mysql://`, on 127.0.0.1, with the password) of `database`
+    /// on the server: connect, query and close.
+    pub fn sqlx_url(&self, database: &str) -> String {
+        match &self.server {
+            ServerDb::Postgres(server) => server.sqlx_url(database),
+            ServerDb::MariaDb(server) => server.sqlx_url(database),
+        }
+    }
+
+    /// The first column of `sql`'s rows, as text, run in `database`.
+    pub async fn strings_in(&self, database: &str, sql: &str) -> Vec<String> {
+        let url = self.sqlx_url(database);
+        let rows = match &self.server {
+            ServerDb::Postgres(_) => {
+                let mut db = sqlx::PgConnection::connect(&url)
+                    .await
+                    .unwrap_or_else(|e| panic!("connecting to {database}: {e}"));
+                let rows = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+                    .fetch_all(&mut db)
+                    .await;
+                db.close().await.expect("closing");
+                rows
+            }
+            ServerDb::MariaDb(_) => {
+                let mut db = sqlx::MySqlConnection::connect(&url)
+                    .await
+                    .unwrap_or_else(|e| panic!("connecting to {database}: {e}"));
+                let rows = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+                    .fetch_all(&mut db)
+                    .await;
+                db.close().await.expect("closing");
+                rows
+            }
+        };
+        rows.unwrap_or_else(|e| panic!("{sql} in {database}: {e}"))
+    }
+
+    /// The first column of `sql`'s rows, as text, run in the hub's database.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        self.strings_in(&self.name, sql).await
+    }
+
+    /// Every database (PostgreSQL) or schema (MySQL) on the server, sorted.
+    pub async fn databases(&self) -> Vec<String> {
+        let (database, sql) = match &self.server {
+            ServerDb::Postgres(_) => ("postgres", "SELECT datname::text FROM pg_database"),
+            ServerDb::MariaDb(_) => (
+                "mysql",
+                "SELECT schema_name FROM information_schema.schemata",
+            ),
+        };
+        let mut names = self.strings_in(database, sql).await;
+        names.sort();
+        names
+    }
+
+    /// The hub's tables (PostgreSQL's schema `public`, the MySQL schema), sorted.
+    pub async fn tables(&self) -> Vec<String> {
+        let sql = match &self.server {
+            ServerDb::Postgres(_) => {
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            }
+            ServerDb::MariaDb(_) => {
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY 1"
+            }
+        };
+        self.strings(sql).await
+    }
+
+    /// The number of rows of every table of the hub's database.
+    pub async fn row_counts(&self) -> BTreeMap<String, i64> {
+        let tables = self.tables().await;
+        let quoted = |table: &str| match &self.server {
+            ServerDb::Postgres(_) => format!("\"{}\"", table.replace('"', "\"\"")),
+            ServerDb::MariaDb(_) => format!("`{}`", table.replace('`', "``")),
+        };
+        let union: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "SELECT CONCAT('{}', ' ', count(*)) FROM {}",
+                    t.replace('\'', "''"),
+                    quoted(t)
+                )
+            })
+            .collect();
+        if union.is_empty() {
+            return BTreeMap::new();
+        }
+        // One statement: the counts of one moment.
+        let counts = self.strings(&union.join(" UNION ALL ")).await;
+        let counts: BTreeMap<String, i64> = counts
+            .iter()
+            .map(|row| {
+                let (table, count) = row.rsplit_once(' ').expect("table count");
+                (table.to_string(), count.parse().expect("a count"))
+            })
+            .collect();
+        assert_eq!(counts.len(), tables.len(), "a count per table: {counts:?}");
+        counts
+    }
+
+    /// The hub database's alembic revision (`alembic_version.version_num`).
+    pub async fn revision(&self) -> String {
+        let revisions = self
+            .strings("SELECT version_num FROM alembic_version")
+            .await;
+        assert_eq!(revisions.len(), 1, "one alembic revision: {revisions:?}");
+        revisions.into_iter().next().unwrap_or_default()
+    }
+
+    /// The user names in the hub database's `users` table, sorted.
+    pub async fn user_names(&self) -> Vec<String> {
+        let mut names = self.strings("SELECT name FROM users").await;
+        names.sort();
+        names
+    }
 }
 
 impl Drop for RealHub {
@@ -165,6 +377,68 @@ fn manifest(api_token: &str, sub_path: Option<&str>) -> String {
             )
             .replace("pvc: {}", &format!("pvc: {{subPath: {sub_path}}}"));
     }
+    text
+}
+
+/// `text` (the manifest of [`manifest`]) as z2jh renders it for a hub whose database is `db`
+/// on a server: `hub.db.type` and `hub.db.url` in values.yaml; the Secret key `hub.db.password`
+/// for PostgreSQL (z2jh's jupyterhub_config.py exports it as `PGPASSWORD`; MySQL users put the
+/// password in the URL, PyMySQL ignores `MYSQL_PWD`); no claim `hub-db-dir`, no volume `pvc`
+/// and no mount of it (z2jh has them for `sqlite-pvc` only).
+fn server_manifest(text: &str, db: &ServerDatabase) -> String {
+    fn replace_once(text: &str, from: &str, to: &str) -> String {
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{MANIFEST} should have the text {from:?} once"
+        );
+        text.replace(from, to)
+    }
+    let (url, password) = match &db.server {
+        ServerDb::Postgres(server) => (server.pod_url(&db.name), Some(super::postgres::PASSWORD)),
+        ServerDb::MariaDb(server) => (server.pod_url(&db.name), None),
+    };
+    let mut text = replace_once(
+        text,
+        "        type: sqlite-pvc\n        pvc: {}\n",
+        &format!("        type: {}\n        url: {url}\n", db.hub_db_type()),
+    );
+    if let Some(password) = password {
+        // A JSON string is a YAML double-quoted scalar.
+        let key = format!("stringData:\n  hub.db.password: {}\n", json!(password));
+        text = replace_once(&text, "stringData:\n", &key);
+    }
+    text = replace_once(
+        &text,
+        "        - name: pvc\n          persistentVolumeClaim: {claimName: hub-db-dir}\n",
+        "",
+    );
+    text = replace_once(
+        &text,
+        "            - {name: pvc, mountPath: /srv/jupyterhub}\n",
+        "",
+    );
+    let documents: Vec<&str> = text.split("\n---\n").collect();
+    let kept: Vec<&str> = documents
+        .iter()
+        .copied()
+        .filter(|d| !d.lines().any(|l| l == "kind: PersistentVolumeClaim"))
+        .collect();
+    assert_eq!(
+        kept.len() + 1,
+        documents.len(),
+        "{MANIFEST} should have one PersistentVolumeClaim"
+    );
+    let text = kept.join("\n---\n");
+    let named: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| l.contains("hub-db-dir") || l.contains("name: pvc"))
+        .collect();
+    assert!(
+        named.is_empty(),
+        "{MANIFEST} still names the claim for a database on a server: {named:?}"
+    );
     text
 }
 
@@ -250,7 +524,19 @@ impl RealHub {
     /// A running real hub (4.1.6) with ≥ 200 users, a group and user tokens made through its
     /// API, and a running operator.
     pub async fn new(prefix: &str, sub_path: Option<&str>, operator: Operator) -> RealHub {
-        RealHub::start(prefix, sub_path, operator, None).await
+        RealHub::start(prefix, sub_path, operator, None, None).await
+    }
+
+    /// The same hub (4.1.6, its proxy, a running operator) whose database is a fresh one on
+    /// `server`, made for this namespace ([`ServerDatabase::name`]): z2jh's `hub.db.type:
+    /// postgres` with `hub.db.url: postgresql://hubgrade@NODE_IP:PORT/<db>` and the Secret key
+    /// `hub.db.password`, or `hub.db.type: mysql` with `hub.db.url:
+    /// mysql+pymysql://hubgrade:<password>@NODE_IP:PORT/<db>`; no claim. JupyterHub makes its
+    /// schema in the empty database as it starts. Query the database with
+    /// [`RealHub::server_database`]; [`RealHub::volume`] is empty and [`RealHub::database`]
+    /// fails for such a hub.
+    pub async fn new_on_server(prefix: &str, server: ServerDb, operator: Operator) -> RealHub {
+        RealHub::start(prefix, None, operator, None, Some(server)).await
     }
 
     /// The same hub, installed by `helm install RELEASE` of an umbrella chart as z2jh admins
@@ -259,7 +545,7 @@ impl RealHub {
     /// examples/helm/umbrella/templates/hubgrade-hooks.yaml as the README tells users to copy it.
     /// The chart is in [`RealHub::umbrella`]; its values are [`RealHub::helm_values`].
     pub async fn new_helm_release(prefix: &str, release: &str, operator: Operator) -> RealHub {
-        RealHub::start(prefix, None, operator, Some(release)).await
+        RealHub::start(prefix, None, operator, Some(release), None).await
     }
 
     async fn start(
@@ -267,6 +553,7 @@ impl RealHub {
         sub_path: Option<&str>,
         operator: Operator,
         helm_release: Option<&str>,
+        server: Option<ServerDb>,
     ) -> RealHub {
         let serial = ONE_HUB_AT_A_TIME.lock().await;
         let turn = Instant::now();
@@ -279,14 +566,24 @@ impl RealHub {
         let dir = repo().join("target/e2e-real").join(&ns);
         std::fs::create_dir_all(&dir).expect("log directory");
 
+        let server_database = server.map(|server| {
+            let database = ServerDatabase {
+                name: server_database_name(&ns),
+                server,
+            };
+            database.create();
+            database
+        });
+
         let started = Instant::now();
         let api_token = random_hex();
         match helm_release {
             None => {
-                let applied = kubectl_with_input(
-                    &["apply", "-n", &ns, "-f", "-"],
-                    &manifest(&api_token, sub_path),
-                );
+                let mut text = manifest(&api_token, sub_path);
+                if let Some(database) = &server_database {
+                    text = server_manifest(&text, database);
+                }
+                let applied = kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &text);
                 assert!(
                     applied.status.success(),
                     "applying {MANIFEST}: {}",
@@ -319,10 +616,12 @@ impl RealHub {
             .spec
             .and_then(|s| s.cluster_ip)
             .expect("proxy-public's ClusterIP");
-        let claim_folder = claim_folder(&client, &ns, "hub-db-dir").await;
-        let volume = match sub_path {
-            Some(sub_path) => claim_folder.join(sub_path),
-            None => claim_folder,
+        let volume = match (&server_database, sub_path) {
+            (Some(_), _) => PathBuf::new(),
+            (None, Some(sub_path)) => claim_folder(&client, &ns, "hub-db-dir")
+                .await
+                .join(sub_path),
+            (None, None) => claim_folder(&client, &ns, "hub-db-dir").await,
         };
         let ledger_url = format!("sqlite://{}", dir.join("ledger.sqlite").display());
         let mut hub = RealHub {
@@ -338,6 +637,7 @@ impl RealHub {
             operator_mode: operator,
             operator_kubeconfig: PathBuf::new(),
             ledger_url,
+            server_database,
             _serial: serial,
         };
         let limit = Duration::from_secs(60);
@@ -351,11 +651,21 @@ impl RealHub {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         eprintln!("real hub {ns} Ready in {:?}", started.elapsed());
-        assert!(
-            hub.database().exists(),
-            "the hub made no database at {}",
-            hub.database().display()
-        );
+        match &hub.server_database {
+            None => assert!(
+                hub.database().exists(),
+                "the hub made no database at {}",
+                hub.database().display()
+            ),
+            Some(database) => {
+                let revision = database.revision().await;
+                assert!(
+                    revision.starts_with(OLD_HEAD),
+                    "the hub made its schema in {} at revision {revision}, not {OLD_HEAD}",
+                    database.name()
+                );
+            }
+        }
         match operator {
             Operator::HostProcess => {
                 hub.operator_kubeconfig = hub.install_chart_rbac();
@@ -405,8 +715,20 @@ impl RealHub {
             .await;
     }
 
+    /// The hub's SQLite file (on its claim); fails for a hub whose database is on a server.
     pub fn database(&self) -> PathBuf {
+        assert!(
+            self.server_database.is_none(),
+            "this hub's database is on a server: use RealHub::server_database"
+        );
         self.volume.join("jupyterhub.sqlite")
+    }
+
+    /// The hub's database on a server; fails for a hub on SQLite.
+    pub fn server_database(&self) -> &ServerDatabase {
+        self.server_database
+            .as_ref()
+            .expect("this hub's database is SQLite on its claim: use RealHub::database")
     }
 
     /// `kubectl describe` of the namespace's pods, for failure messages.

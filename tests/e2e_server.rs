@@ -283,3 +283,98 @@ async fn a_postgres_hub_whose_migration_fails_half_way_is_restored_through_kills
         assert_eq!(hub.jobs_for(step).await.len(), 1, "{step} Jobs");
     }
 }
+
+/// Preflight asks the server: another client connected to the hub's database (the clone
+/// backup would be refused once the hub is stopped) is named, and the hub is never touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_client_of_the_hubs_database_is_named_in_preflight() {
+    let server = server();
+    let url = server.plain_url("jupyterhub");
+    let hub = Hub::new("e2e-pgbusy", on_postgres(&url)).await;
+    // Through the socket: on KWOK the hub's node address is 127.0.0.1, whose clients count as
+    // the hub's.
+    let mut session = server.socket_session("jupyterhub", "nightly-report");
+    support::wait_until(
+        std::time::Duration::from_secs(10),
+        "the other client to connect",
+        || async {
+            let mut db = connect(&server, "postgres").await;
+            let (count,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nightly-report'",
+            )
+            .fetch_one(&mut db)
+            .await
+            .expect("count");
+            db.close().await.expect("close");
+            count == 1
+        },
+    )
+    .await;
+    let status = hub
+        .run_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    let _ = session.kill();
+    let _ = session.wait();
+    support::e2e::assert_phase(&status, Phase::Failed);
+    assert!(
+        status
+            .progress
+            .message
+            .contains("besides the hub, 1 client is connected")
+            && status
+                .progress
+                .message
+                .contains("a local socket (nightly-report)"),
+        "{}",
+        status.progress.message
+    );
+    assert!(!status.progress.message.contains(PASSWORD));
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert!(hub.hub_available().await, "the hub was touched");
+    assert!(
+        hub.jobs()
+            .list(&Default::default())
+            .await
+            .expect("jobs")
+            .items
+            .is_empty()
+    );
+}
+
+/// A server that does not answer fails Preflight, saying so, with nothing touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_does_not_answer_fails_preflight() {
+    let server = server();
+    let url = server.plain_url("jupyterhub");
+    let hub = Hub::new("e2e-pgdown", on_postgres(&url)).await;
+    server.stop();
+    let status = hub
+        .run_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    support::e2e::assert_phase(&status, Phase::Failed);
+    assert!(
+        status
+            .progress
+            .message
+            .contains("PostgreSQL database does not answer"),
+        "{}",
+        status.progress.message
+    );
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert!(
+        hub.jobs()
+            .list(&Default::default())
+            .await
+            .expect("jobs")
+            .items
+            .is_empty()
+    );
+}

@@ -15,11 +15,12 @@ use super::lock;
 use super::owned::{JobStep, owned_name};
 use super::target::Target;
 use crate::api::{BackupMethod, DatabaseType, HubUpgrade};
+use crate::db::url::DatabaseUrl;
 use crate::hub::image::{HUB_ANNOTATION, looks_like_a_hub};
 use crate::hub::revision::check_image_upgrade;
 use crate::hub::{
-    ChartDatabase, HubDatabase, HubLayout, LayoutError, UrlSource, VALUES_KEY, chart_database,
-    values_secret,
+    ChartDatabase, HubDatabase, HubLayout, LayoutError, ServerDatabase, UrlSource, VALUES_KEY,
+    chart_database, chart_database_url, values_secret,
 };
 use crate::machine::{LockState, MigrationFailure, Phase, Preflight, World};
 
@@ -98,15 +99,32 @@ pub async fn observe(
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         url_secret = Some(secrets.get_opt(name).await?);
     }
+    // A server database is asked, in Preflight, whether it answers and who is connected.
+    let mut server_problem = None;
+    if phase == Phase::Preflight
+        && let Some(Ok(layout)) = &layout
+        && let Some(server) = layout.server()
+    {
+        server_problem = check_server(
+            client,
+            namespace,
+            server,
+            url_secret.as_ref().and_then(Option::as_ref),
+            &snapshot.hub_pods,
+        )
+        .await?;
+    }
     let preflight = matches!(phase, Phase::Pending | Phase::Preflight).then(|| {
-        preflight(
+        let mut checked = preflight(
             target,
             deployment.as_ref(),
             layout.as_ref(),
             snapshot.claim.as_ref(),
             url_secret.as_ref().map(Option::as_ref),
             snapshot_api.flatten(),
-        )
+        );
+        checked.problems.extend(server_problem);
+        checked
     });
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
@@ -319,6 +337,111 @@ fn preflight(
         );
     }
     Preflight { problems }
+}
+
+/// How long the Preflight waits for a database server to answer.
+const SERVER_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the hub's server database answers, and who besides the hub is connected to it (the
+/// clone backup, once the hub is stopped, needs the database to itself). The URL is read from
+/// the hub Secret (or the spec's Secret) and used only to connect: the messages show it
+/// without its password. Clients are the hub's when they connect from its pods' addresses or
+/// their nodes' (a server outside the cluster may see the node's address).
+async fn check_server(
+    client: &Client,
+    namespace: &str,
+    server: &ServerDatabase,
+    url_secret: Option<&Secret>,
+    hub_pods: &[Pod],
+) -> Result<Option<String>, kube::Error> {
+    let text = match &server.url {
+        UrlSource::Secret { key, .. } => url_secret
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok()),
+        UrlSource::ChartValues { secret, .. } => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let data = secrets
+                .get_opt(secret)
+                .await?
+                .and_then(|s| s.data)
+                .unwrap_or_default();
+            let key = |k: &str| {
+                data.get(k)
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            };
+            match key(VALUES_KEY) {
+                None => None,
+                Some(values) => {
+                    match chart_database_url(&values, key("hub.db.password").as_deref()) {
+                        Ok(url) => Some(url),
+                        Err(problem) => return Ok(Some(format!("the hub's database: {problem}"))),
+                    }
+                }
+            }
+        }
+    };
+    // A missing Secret or key is reported by the checks on what was read.
+    let Some(text) = text else { return Ok(None) };
+    let url = match DatabaseUrl::parse(text.trim()) {
+        Ok(url) => url,
+        Err(problem) => return Ok(Some(format!("the hub's database URL: {problem}"))),
+    };
+    let kind = server.kind;
+    let clients = match tokio::time::timeout(SERVER_CHECK_TIMEOUT, server_clients(&url)).await {
+        Err(_) => {
+            return Ok(Some(format!(
+                "the hub's {kind} database {url} did not answer within {}s",
+                SERVER_CHECK_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(problem)) => {
+            return Ok(Some(format!(
+                "the hub's {kind} database does not answer: {problem}"
+            )));
+        }
+        Ok(Ok(clients)) => clients,
+    };
+    let hub_addresses: Vec<&str> = hub_pods
+        .iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| [s.pod_ip.as_deref(), s.host_ip.as_deref()])
+        .flatten()
+        .collect();
+    let others: Vec<String> = clients
+        .iter()
+        .filter(|c| {
+            c.address
+                .as_deref()
+                .is_none_or(|a| !hub_addresses.contains(&a))
+        })
+        .map(|c| {
+            let address = c.address.as_deref().unwrap_or("a local socket");
+            match c.application.is_empty() {
+                true => address.to_string(),
+                false => format!("{address} ({})", c.application),
+            }
+        })
+        .collect();
+    if others.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "besides the hub, {} connected to the hub's {kind} database {url}: {}; the backup (a \
+         clone once the hub is stopped) needs the database to itself: stop them first",
+        match others.len() {
+            1 => "1 client is".to_string(),
+            n => format!("{n} clients are"),
+        },
+        others.join(", ")
+    )))
+}
+
+/// The clients of the database `url` names; errors in words, without the password.
+async fn server_clients(url: &DatabaseUrl) -> Result<Vec<crate::db::server::Client>, String> {
+    crate::db::server::clients(url)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What is wrong with the claim of an SQLite hub, if anything.

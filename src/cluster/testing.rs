@@ -281,14 +281,20 @@ pub(crate) const CONFIG_BACKUP_PATH: &str =
 /// How `observe` looks up the upgrade's four Jobs by name: `found` answers for those that
 /// exist (the Job, then whatever else is read about it), the others are not found.
 pub(crate) fn job_lookups(mut found: impl FnMut(&str) -> Option<Vec<Exchange>>) -> Vec<Exchange> {
-    ["rehearsal", "backup", "migration", "fresh-database", "restore"]
-        .into_iter()
-        .flat_map(|step| {
-            let name = format!("hubgrade-0f1e2d3c-{step}");
-            found(&name)
-                .unwrap_or_else(|| vec![Exchange::get(&format!("{JOBS_PATH}/{name}")).not_found()])
-        })
-        .collect()
+    [
+        "rehearsal",
+        "backup",
+        "migration",
+        "fresh-database",
+        "restore",
+    ]
+    .into_iter()
+    .flat_map(|step| {
+        let name = format!("hubgrade-0f1e2d3c-{step}");
+        found(&name)
+            .unwrap_or_else(|| vec![Exchange::get(&format!("{JOBS_PATH}/{name}")).not_found()])
+    })
+    .collect()
 }
 
 pub(crate) fn upgrade() -> HubUpgrade {

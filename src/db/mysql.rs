@@ -14,8 +14,8 @@ use std::process::Stdio;
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 
 use super::server::{
-    Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same, finish_dump,
-    revision, verified_clone,
+    Client, Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same,
+    finish_dump, revision, verified_clone,
 };
 use super::url::{DatabaseUrl, ServerUrl};
 use crate::machine::BackupRecord;
@@ -181,6 +181,34 @@ pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
         check_room(file, 2 * size.max(0) as u64)?;
     }
     Ok(())
+}
+
+/// The clients connected to the hub's database (this connection aside): each one's address
+/// (`None`: a local socket) and program (MySQL does not know it: empty).
+pub async fn clients(server: &ServerUrl) -> Result<Vec<Client>> {
+    let mut db = connect(server).await?;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT CAST(host AS CHAR) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+    )
+    .bind(&server.database)
+    .fetch_all(&mut db)
+    .await
+    .map_err(database_error("listing the connected clients", server))?;
+    let _ = db.close().await;
+    Ok(rows
+        .into_iter()
+        .map(|(host,)| {
+            // `address:port`, or `localhost` for a socket.
+            let address = match host.rsplit_once(':') {
+                Some((address, _)) => address.to_string(),
+                None => host,
+            };
+            Client {
+                address: (address != "localhost").then_some(address),
+                application: String::new(),
+            }
+        })
+        .collect())
 }
 
 /// Checks a clone is still there and readable as a hub database.

@@ -14,8 +14,8 @@ use std::process::Stdio;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::server::{
-    Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same, finish_dump,
-    revision, verified_clone,
+    Client, Fingerprint, ServerBackupError, check_dump_checksum, check_room, check_same,
+    finish_dump, revision, verified_clone,
 };
 use super::url::{DatabaseUrl, ServerUrl};
 use crate::machine::BackupRecord;
@@ -86,6 +86,27 @@ pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
         check_room(file, size.max(0) as u64)?;
     }
     Ok(())
+}
+
+/// The clients connected to the hub's database (this connection aside): each one's address
+/// (`None`: a local socket) and application name.
+pub async fn clients(server: &ServerUrl) -> Result<Vec<Client>> {
+    let mut db = maintenance(server).await?;
+    let rows: Vec<(Option<String>, String)> = sqlx::query_as(
+        "SELECT host(client_addr), coalesce(application_name, '') FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .bind(&server.database)
+    .fetch_all(&mut db)
+    .await
+    .map_err(database_error("listing the connected clients", server))?;
+    let _ = db.close().await;
+    Ok(rows
+        .into_iter()
+        .map(|(address, application)| Client {
+            address,
+            application,
+        })
+        .collect())
 }
 
 /// Checks a clone is still there and readable as a hub database.

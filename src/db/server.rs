@@ -13,6 +13,24 @@ use crate::machine::{BackupMethod, BackupRecord};
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
 
+/// A client connected to a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// Its IP address; `None`: a local socket.
+    pub address: Option<String>,
+    /// The name it gave (PostgreSQL's `application_name`), if any.
+    pub application: String,
+}
+
+/// The clients connected to the database `url` names (this connection aside).
+pub async fn clients(url: &DatabaseUrl) -> Result<Vec<Client>> {
+    match url {
+        DatabaseUrl::Postgres(server) => super::postgres::clients(server).await,
+        DatabaseUrl::Mysql(server) => super::mysql::clients(server).await,
+        DatabaseUrl::Sqlite { .. } => Ok(Vec::new()),
+    }
+}
+
 /// Why a backup or restore on a database server failed. Messages never hold a password.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerBackupError {

@@ -223,6 +223,28 @@ impl PgServer {
         )
     }
 
+    /// A client of `database` through the server's Unix socket (no address), naming itself
+    /// `application`, idle for 60 seconds: someone else's program on the hub's database.
+    pub fn socket_session(&self, database: &str, application: &str) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "hubgrade",
+                "-d",
+                database,
+            ])
+            .args(["-c", "SELECT pg_sleep(60)"])
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGAPPNAME", application)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("psql")
+    }
+
     /// Runs SQL in the maintenance database, as the server's superuser.
     pub fn sql(&self, sql: &str) {
         let output = Command::new(self.bin.join("psql"))

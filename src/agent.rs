@@ -57,22 +57,30 @@ pub enum AgentCommand {
         database: PathBuf,
     },
     /// Back up a stopped hub's PostgreSQL or MySQL database: a clone on the same server named
-    /// `<database>_<suffix>`, checked to hold the same revision and row counts.
+    /// `<database>_<suffix>`, checked to hold the same revision and row counts; or, with
+    /// `--dump-to`, a dump file (pg_dump / mysqldump) with its checksum.
     ServerBackup {
         #[command(flatten)]
         database: ServerSource,
         /// The clone is named after the database, then `_<suffix>`.
         #[arg(long)]
         suffix: String,
+        /// Dump to this file instead of cloning.
+        #[arg(long)]
+        dump_to: Option<PathBuf>,
     },
-    /// Put a clone back in place of the hub's PostgreSQL or MySQL database; the replaced
-    /// database is kept as `<database>_failed_<time>`.
+    /// Put a clone or a dump back in place of the hub's PostgreSQL or MySQL database; the
+    /// replaced database is kept as `<database>_failed_<time>`.
     ServerRestore {
         #[command(flatten)]
         database: ServerSource,
-        /// The clone to restore from.
+        /// The clone (a database name) or the dump file to restore from.
         #[arg(long)]
         from: String,
+        /// A dump's recorded checksum (`sha256:<hex>`); given: `from` is a dump file, checked
+        /// before anything is replaced.
+        #[arg(long)]
+        checksum: Option<String>,
     },
     /// Report the alembic revision of the hub's PostgreSQL or MySQL database.
     ServerRevision {
@@ -223,18 +231,32 @@ impl AgentCommand {
                 flag("to", path(to));
                 "sqlite-move-aside"
             }
-            AgentCommand::ServerBackup { database, suffix } => {
+            AgentCommand::ServerBackup {
+                database,
+                suffix,
+                dump_to,
+            } => {
                 if let Some(values) = &database.values {
                     flag("values", path(values));
                 }
                 flag("suffix", suffix.clone());
+                if let Some(file) = dump_to {
+                    flag("dump-to", path(file));
+                }
                 "server-backup"
             }
-            AgentCommand::ServerRestore { database, from } => {
+            AgentCommand::ServerRestore {
+                database,
+                from,
+                checksum,
+            } => {
                 if let Some(values) = &database.values {
                     flag("values", path(values));
                 }
                 flag("from", from.clone());
+                if let Some(checksum) = checksum {
+                    flag("checksum", checksum.clone());
+                }
                 "server-restore"
             }
             AgentCommand::ServerRevision { database } => {
@@ -334,22 +356,26 @@ impl AgentCommand {
                     Err(error) => AgentReport::failed(error),
                 }
             }
-            AgentCommand::ServerBackup { database, suffix } => {
-                match server_backup(database, suffix).await {
-                    Ok(record) => backup(Ok(record)),
-                    Err(error) => AgentReport::failed(error),
-                }
-            }
-            AgentCommand::ServerRestore { database, from } => {
-                match server_restore(database, from).await {
-                    Ok(message) => AgentReport {
-                        ok: true,
-                        message: Some(message),
-                        ..Default::default()
-                    },
-                    Err(error) => AgentReport::failed(error),
-                }
-            }
+            AgentCommand::ServerBackup {
+                database,
+                suffix,
+                dump_to,
+            } => match server_backup(database, suffix, dump_to.as_deref()).await {
+                Ok(record) => backup(Ok(record)),
+                Err(error) => AgentReport::failed(error),
+            },
+            AgentCommand::ServerRestore {
+                database,
+                from,
+                checksum,
+            } => match server_restore(database, from, checksum.as_deref()).await {
+                Ok(message) => AgentReport {
+                    ok: true,
+                    message: Some(message),
+                    ..Default::default()
+                },
+                Err(error) => AgentReport::failed(error),
+            },
             AgentCommand::ServerRevision { database } => match database.url() {
                 Err(error) => AgentReport::failed(error),
                 Ok(url) => match crate::db::revision::read_revision(&url).await {
@@ -426,16 +452,27 @@ impl AgentCommand {
                 database: moved(database),
                 to: moved(dest),
             },
-            AgentCommand::ServerBackup { database, suffix } => AgentCommand::ServerBackup {
+            AgentCommand::ServerBackup {
+                database,
+                suffix,
+                dump_to,
+            } => AgentCommand::ServerBackup {
                 database: database.moved(moved),
                 suffix: suffix.clone(),
+                dump_to: dump_to.as_ref().map(moved),
             },
             AgentCommand::ServerRestore {
                 database,
                 from: source,
+                checksum,
             } => AgentCommand::ServerRestore {
                 database: database.moved(moved),
-                from: source.clone(),
+                // A dump is a file on a mounted volume; a clone's name stays as it is.
+                from: match checksum {
+                    Some(_) => moved(&PathBuf::from(source)).display().to_string(),
+                    None => source.clone(),
+                },
+                checksum: checksum.clone(),
             },
             AgentCommand::ServerRevision { database } => AgentCommand::ServerRevision {
                 database: database.moved(moved),
@@ -483,30 +520,46 @@ fn move_aside(database: &Path, to: &Path) -> Result<String, String> {
     Ok(said)
 }
 
-/// The clone backup of a server database (PostgreSQL refuses it while anything is connected).
-async fn server_backup(database: &ServerSource, suffix: &str) -> Result<BackupRecord, String> {
+/// The clone backup of a server database (PostgreSQL refuses it while anything is connected),
+/// or its dump to `dump_to`.
+async fn server_backup(
+    database: &ServerSource,
+    suffix: &str,
+    dump_to: Option<&Path>,
+) -> Result<BackupRecord, String> {
     use crate::db::backend::{Backend, DatabaseBackend};
+    use crate::machine::BackupMethod;
     let url = database.url()?;
-    let name = match &url {
-        crate::db::url::DatabaseUrl::Postgres(s) | crate::db::url::DatabaseUrl::Mysql(s) => {
-            clone_name(&s.database, suffix)
-        }
-        crate::db::url::DatabaseUrl::Sqlite { .. } => unreachable!("ServerSource::url"),
+    let (method, destination) = match (&url, dump_to) {
+        (_, Some(file)) => (BackupMethod::Dump, file.display().to_string()),
+        (
+            crate::db::url::DatabaseUrl::Postgres(s) | crate::db::url::DatabaseUrl::Mysql(s),
+            None,
+        ) => (BackupMethod::Clone, clone_name(&s.database, suffix)),
+        (crate::db::url::DatabaseUrl::Sqlite { .. }, None) => unreachable!("ServerSource::url"),
     };
-    let backend = Backend::new(&url, crate::machine::BackupMethod::Clone, &name)
-        .map_err(|e| e.to_string())?;
+    let backend = Backend::new(&url, method, &destination).map_err(|e| e.to_string())?;
     backend.back_up().await.map_err(|e| e.to_string())
 }
 
-/// Restores the clone `from` over the hub's server database; says where the replaced one is.
-async fn server_restore(database: &ServerSource, from: &str) -> Result<String, String> {
+/// Restores the clone or dump `from` over the hub's server database; says where the replaced
+/// one is.
+async fn server_restore(
+    database: &ServerSource,
+    from: &str,
+    checksum: Option<&str>,
+) -> Result<String, String> {
     use crate::db::backend::{Backend, DatabaseBackend};
+    use crate::machine::BackupMethod;
     let url = database.url()?;
     let backup = BackupRecord {
-        method: crate::machine::BackupMethod::Clone,
+        method: match checksum {
+            Some(_) => BackupMethod::Dump,
+            None => BackupMethod::Clone,
+        },
         reference: from.to_string(),
         size_bytes: None,
-        checksum: None,
+        checksum: checksum.map(str::to_string),
         verified: true,
         pruned: Vec::new(),
     };
@@ -555,10 +608,22 @@ mod tests {
                     values: Some("/usr/local/etc/jupyterhub/secret".into()),
                 },
                 suffix: "hubgrade_0123abcd".into(),
+                dump_to: None,
+            },
+            AgentCommand::ServerBackup {
+                database: ServerSource { values: None },
+                suffix: "hubgrade_0123abcd".into(),
+                dump_to: Some("/hubgrade-dump/hubgrade-0123abcd-db.dump".into()),
             },
             AgentCommand::ServerRestore {
                 database: ServerSource { values: None },
                 from: "jhub_hubgrade_0123abcd".into(),
+                checksum: None,
+            },
+            AgentCommand::ServerRestore {
+                database: ServerSource { values: None },
+                from: "/hubgrade-dump/hubgrade-0123abcd-db.dump".into(),
+                checksum: Some("sha256:00".into()),
             },
             AgentCommand::ServerRevision {
                 database: ServerSource {

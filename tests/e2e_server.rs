@@ -378,3 +378,60 @@ async fn a_server_that_does_not_answer_fails_preflight() {
             .is_empty()
     );
 }
+
+/// `backup.method: Dump` to a claim the spec names: pg_dump's file on the claim, with its
+/// checksum; a migration that fails half-way is rolled back from it (pg_restore into a new
+/// database), the failed database kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_on_a_named_claim_restores_a_failed_migration() {
+    let server = server();
+    let url = server.plain_url("jupyterhub");
+    let edit = |yaml: String| {
+        with_template_annotations("kwok.hubgrade.io/migration: fails-halfway")(on_postgres(&url)(
+            yaml,
+        ))
+    };
+    let hub = Hub::new("e2e-pgdump", edit).await;
+    // The claim for dumps: on KWOK, a static volume whose folder the stand-in uses.
+    let ns = hub.ns().to_string();
+    let folder = support::repo()
+        .join("target/e2e/volumes")
+        .join(&ns)
+        .join("dumps");
+    std::fs::create_dir_all(&folder).expect("dumps folder");
+    let claim = format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {ns}-dumps}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  hostPath: {{path: {}}}\n  claimRef: {{namespace: {ns}, name: dumps}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: dumps, namespace: {ns}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  volumeName: {ns}-dumps\n  resources: {{requests: {{storage: 1Gi}}}}\n",
+        folder.display()
+    );
+    let applied = support::kubectl_with_input(&["apply", "-f", "-"], &claim);
+    assert!(applied.status.success(), "{}", support::stderr(&applied));
+    let before = contents(&server, "jupyterhub").await;
+    let status = hub
+        .run_upgrade(
+            "to-4-2-0",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET,
+                   "backup": {"method": "Dump", "dumpClaim": "dumps"}}),
+            std::time::Duration::from_secs(120),
+        )
+        .await;
+    support::e2e::assert_phase(&status, Phase::RolledBack);
+    let backup = status.progress.backup.clone().expect("a backup");
+    assert_eq!(backup.method.to_string(), "Dump");
+    let file = backup
+        .reference
+        .strip_prefix("/hubgrade-dump/")
+        .map(|name| folder.join(name))
+        .unwrap_or_else(|| panic!("the dump is not on its claim: {}", backup.reference));
+    let (size, checksum) = hubgrade::db::file::size_and_checksum(&file).expect("the dump");
+    assert_eq!(
+        (Some(size), Some(checksum)),
+        (backup.size_bytes, backup.checksum)
+    );
+    assert_eq!(contents(&server, "jupyterhub").await, before);
+    let kept = databases(&server)
+        .into_iter()
+        .filter(|d| d.starts_with("jupyterhub_failed_"))
+        .count();
+    assert_eq!(kept, 1);
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+}

@@ -197,6 +197,9 @@ pub struct SecretKeyRef {
 #[x_kube(validation = Rule::new(
     "!has(self.volumeSnapshotClass) || self.method == 'VolumeSnapshot'"
 ).message("backup.volumeSnapshotClass applies only to backup.method VolumeSnapshot"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.dumpClaim) || self.method == 'Dump'"
+).message("backup.dumpClaim applies only to backup.method Dump"))]
 pub struct BackupSpec {
     /// Auto (default), File, VolumeSnapshot, Clone or Dump.
     #[serde(default)]
@@ -209,6 +212,10 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub volume_snapshot_class: Option<String>,
+    /// Dump: the PersistentVolumeClaim in this namespace the dump file is written to. Omitted: the operator makes one, hubgrade-<uid>-dump, twice the database's size (at least 1Gi) in the default StorageClass, owned by this HubUpgrade (deleted with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub dump_claim: Option<String>,
     /// How long making and verifying the backup may take.
     #[serde(default = "default_backup_timeout")]
     #[schemars(length(min = 2, max = 32))]
@@ -222,6 +229,7 @@ impl Default for BackupSpec {
             method: BackupMethod::Auto,
             retain: default_retain(),
             volume_snapshot_class: None,
+            dump_claim: None,
             timeout: default_backup_timeout(),
         }
     }

@@ -186,6 +186,13 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                     problem: e.to_string(),
                 });
             }
+            if let (BackupMethod::Dump, Some(server), None) = (
+                target.backup_method,
+                job_inputs.layout.server(),
+                target.dump_claim.as_ref(),
+            ) {
+                make_dump_claim(&client, target, server).await?;
+            }
             create_job(&client, namespace, objects::backup_job(&job_inputs)).await
         }
         Action::StartMigration => {
@@ -240,13 +247,13 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             }
             // A file is checked against its checksum before it replaces anything; a server
             // clone is checked against its original's row counts when it was made.
-            let checksum = match job_inputs.layout.sqlite() {
-                Some(_) => Some(need(
+            let checksum = match (job_inputs.layout.sqlite(), backup.method) {
+                (Some(_), _) | (None, BackupMethod::Dump) => Some(need(
                     backup.checksum.as_deref(),
                     "start the restore",
                     "the backup has no checksum",
                 )?),
-                None => None,
+                (None, _) => None,
             };
             let job = objects::restore_job(&job_inputs, &backup.reference, checksum);
             create_job(&client, namespace, job).await
@@ -340,6 +347,59 @@ pub async fn delete_unowned(client: &Client, owner: &Owner) -> Result<(), Effect
         }
     }
     Ok(())
+}
+
+/// Makes the claim a dump goes to (`hubgrade-<uid>-dump`), owned by the upgrade: twice the
+/// database's size (read from the server now; the hub is stopped), at least 1Gi, in the
+/// default StorageClass. Already made (a repeated action): nothing changes.
+async fn make_dump_claim(
+    client: &Client,
+    target: &Target,
+    server: &crate::hub::ServerDatabase,
+) -> Result<(), EffectError> {
+    const ACTION: &str = "make the claim for the dump";
+    let namespace = target.owner.namespace.as_str();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), namespace);
+    let name = target.dump_claim();
+    let kube_error = |source| EffectError::Kube {
+        action: ACTION,
+        object: name.clone(),
+        source,
+    };
+    if claims.get_opt(&name).await.map_err(kube_error)?.is_some() {
+        return Ok(());
+    }
+    let impossible = |problem: String| EffectError::Impossible {
+        action: ACTION,
+        problem,
+    };
+    let url = match super::observe::server_url(client, namespace, server)
+        .await
+        .map_err(kube_error)?
+    {
+        None => return Err(impossible("the database URL's Secret is gone".into())),
+        Some(Err(problem)) => return Err(impossible(problem)),
+        Some(Ok(url)) => url,
+    };
+    let size = crate::db::server::size(&url)
+        .await
+        .map_err(|e| impossible(e.to_string()))?;
+    const GIB: u64 = 1 << 30;
+    let bytes = (2 * size).max(GIB);
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": owned_metadata(&target.owner, "dump"),
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": format!("{}Mi", bytes.div_ceil(1 << 20))}},
+        }
+    }))
+    .map_err(|e| impossible(e.to_string()))?;
+    match claims.create(&created(), &claim).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(kube_error(source)),
+    }
 }
 
 /// Deletes the pods of `owner`'s Jobs (a finished Job makes no new ones).

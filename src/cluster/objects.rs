@@ -20,6 +20,7 @@ use super::owned::{BACKUP_DIR, JobStep, Owner, ROLE_LABEL, labels, owned_metadat
 use super::target::Target;
 use crate::agent::{AgentCommand, DATABASE_URL_ENV, ServerSource};
 use crate::hub::{HubDatabase, HubLayout, SqliteFile, UrlSource, VALUES_MOUNT};
+use crate::machine::BackupMethod;
 
 /// Where the SQLite backup of this upgrade goes, as the hub container sees the volume.
 pub fn sqlite_backup_path(owner: &Owner, file: &SqliteFile) -> String {
@@ -29,6 +30,40 @@ pub fn sqlite_backup_path(owner: &Owner, file: &SqliteFile) -> String {
 /// Where the rehearsal's scratch copy goes.
 fn rehearsal_copy_path(owner: &Owner, file: &SqliteFile) -> String {
     beside_database(owner, file, "rehearsal")
+}
+
+/// Where a dump's claim is mounted in the backup and restore Jobs.
+const DUMP_DIR: &str = "/hubgrade-dump";
+const DUMP_VOLUME: &str = "hubgrade-dump";
+
+/// This upgrade's dump file, as the Jobs see it.
+fn dump_path(owner: &Owner) -> String {
+    format!("{DUMP_DIR}/{}.dump", owned_name(owner, "db"))
+}
+
+/// `job` with the dump claim mounted at [`DUMP_DIR`] in its agent container.
+fn with_dump_claim(mut job: Job, claim: &str) -> Job {
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: DUMP_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_string(),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+        for container in &mut pod.containers {
+            container
+                .volume_mounts
+                .get_or_insert_with(Vec::new)
+                .push(VolumeMount {
+                    name: DUMP_VOLUME.into(),
+                    mount_path: DUMP_DIR.into(),
+                    ..Default::default()
+                });
+        }
+    }
+    job
 }
 
 /// The suffix of this upgrade's clone of a server database (`<database>_hubgrade_<uid>_db`).
@@ -322,14 +357,27 @@ pub fn backup_job(inputs: &JobInputs<'_>) -> Job {
         HubDatabase::Server(_) => AgentCommand::ServerBackup {
             database: server_source(inputs.layout),
             suffix: server_clone_suffix(&target.owner),
+            dump_to: (target.backup_method == BackupMethod::Dump)
+                .then(|| dump_path(&target.owner).into()),
         },
     };
-    agent_job(
+    let dump = matches!(
+        command,
+        AgentCommand::ServerBackup {
+            dump_to: Some(_),
+            ..
+        }
+    );
+    let job = agent_job(
         inputs,
         JobStep::Backup,
         &command,
         target.plan.timeouts.backup,
-    )
+    );
+    match dump {
+        true => with_dump_claim(job, &target.dump_claim()),
+        false => job,
+    }
 }
 
 /// Moves the failed SQLite database aside, next to the backups, for `migration.onFailure:
@@ -361,13 +409,26 @@ pub fn restore_job(inputs: &JobInputs<'_>, backup: &str, checksum: Option<&str>)
             to: file.path.clone().into(),
             checksum: checksum.unwrap_or_default().into(),
         },
-        (HubDatabase::Server(_), _) => AgentCommand::ServerRestore {
+        (HubDatabase::Server(_), checksum) => AgentCommand::ServerRestore {
             database: server_source(inputs.layout),
             from: backup.into(),
+            checksum: checksum.map(str::to_string),
         },
     };
+    // A server backup with a checksum is a dump, on its claim.
+    let dump = matches!(
+        command,
+        AgentCommand::ServerRestore {
+            checksum: Some(_),
+            ..
+        }
+    );
     let deadline = inputs.target.plan.timeouts.rollback;
-    agent_job(inputs, JobStep::Restore, &command, deadline)
+    let job = agent_job(inputs, JobStep::Restore, &command, deadline);
+    match dump {
+        true => with_dump_claim(job, &inputs.target.dump_claim()),
+        false => job,
+    }
 }
 
 /// `jupyterhub upgrade-db` in the target image, in a pod built from the hub's own template

@@ -105,14 +105,21 @@ pub async fn observe(
         && let Some(Ok(layout)) = &layout
         && let Some(server) = layout.server()
     {
-        server_problem = check_server(
-            client,
-            namespace,
-            server,
-            url_secret.as_ref().and_then(Option::as_ref),
-            &snapshot.hub_pods,
-        )
-        .await?;
+        server_problem = check_server(client, namespace, server, &snapshot.hub_pods).await?;
+        if target.backup_method == BackupMethod::Dump
+            && let Some(claim) = &target.dump_claim
+        {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+            if claims.get_opt(claim).await?.is_none() {
+                let missing = format!(
+                    "spec.backup.dumpClaim: the claim {namespace}/{claim} does not exist (omit it and the operator makes one)"
+                );
+                server_problem = Some(match server_problem {
+                    Some(other) => format!("{other}; {missing}"),
+                    None => missing,
+                });
+            }
+        }
     }
     let preflight = matches!(phase, Phase::Pending | Phase::Preflight).then(|| {
         let mut checked = preflight(
@@ -351,41 +358,13 @@ async fn check_server(
     client: &Client,
     namespace: &str,
     server: &ServerDatabase,
-    url_secret: Option<&Secret>,
     hub_pods: &[Pod],
 ) -> Result<Option<String>, kube::Error> {
-    let text = match &server.url {
-        UrlSource::Secret { key, .. } => url_secret
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get(key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok()),
-        UrlSource::ChartValues { secret, .. } => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-            let data = secrets
-                .get_opt(secret)
-                .await?
-                .and_then(|s| s.data)
-                .unwrap_or_default();
-            let key = |k: &str| {
-                data.get(k)
-                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            };
-            match key(VALUES_KEY) {
-                None => None,
-                Some(values) => {
-                    match chart_database_url(&values, key("hub.db.password").as_deref()) {
-                        Ok(url) => Some(url),
-                        Err(problem) => return Ok(Some(format!("the hub's database: {problem}"))),
-                    }
-                }
-            }
-        }
-    };
-    // A missing Secret or key is reported by the checks on what was read.
-    let Some(text) = text else { return Ok(None) };
-    let url = match DatabaseUrl::parse(text.trim()) {
-        Ok(url) => url,
-        Err(problem) => return Ok(Some(format!("the hub's database URL: {problem}"))),
+    let url = match server_url(client, namespace, server).await? {
+        // A missing Secret or key is reported by the checks on what was read.
+        None => return Ok(None),
+        Some(Err(problem)) => return Ok(Some(problem)),
+        Some(Ok(url)) => url,
     };
     let kind = server.kind;
     let clients = match tokio::time::timeout(SERVER_CHECK_TIMEOUT, server_clients(&url)).await {
@@ -437,6 +416,41 @@ async fn check_server(
     )))
 }
 
+/// The URL (password included: never print it) of a hub's server database, read from the hub
+/// Secret's values (as z2jh's configuration reads them) or the spec's Secret. `None`: the
+/// Secret or its key is missing; `Some(Err)`: what is wrong with what it holds.
+pub(super) async fn server_url(
+    client: &Client,
+    namespace: &str,
+    server: &ServerDatabase,
+) -> Result<Option<Result<DatabaseUrl, String>>, kube::Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let (name, key) = match &server.url {
+        UrlSource::Secret { name, key } => (name, Some(key)),
+        UrlSource::ChartValues { secret, .. } => (secret, None),
+    };
+    let data = secrets
+        .get_opt(name)
+        .await?
+        .and_then(|s| s.data)
+        .unwrap_or_default();
+    let read = |k: &str| {
+        data.get(k)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let text = match key {
+        Some(key) => read(key).map(Ok),
+        None => read(VALUES_KEY).map(|values| {
+            chart_database_url(&values, read("hub.db.password").as_deref())
+                .map_err(|problem| format!("the hub's database: {problem}"))
+        }),
+    };
+    Ok(text.map(|text| {
+        DatabaseUrl::parse(text?.trim())
+            .map_err(|problem| format!("the hub's database URL: {problem}"))
+    }))
+}
+
 /// The clients of the database `url` names; errors in words, without the password.
 async fn server_clients(url: &DatabaseUrl) -> Result<Vec<crate::db::server::Client>, String> {
     crate::db::server::clients(url)
@@ -476,12 +490,14 @@ fn backup_method_problem(method: BackupMethod, database: &HubDatabase) -> Option
             HubDatabase::Sqlite(_),
             BackupMethod::Auto | BackupMethod::File | BackupMethod::VolumeSnapshot,
         ) => None,
-        (HubDatabase::Server(_), BackupMethod::Auto | BackupMethod::Clone) => None,
+        (HubDatabase::Server(_), BackupMethod::Auto | BackupMethod::Clone | BackupMethod::Dump) => {
+            None
+        }
         (HubDatabase::Sqlite(_), method) => Some(format!(
             "spec.backup.method {method} is not run by the operator for an SQLite hub yet; use File or Auto"
         )),
         (HubDatabase::Server(server), method) => Some(format!(
-            "spec.backup.method {method} is not run by the operator for a {} hub yet (`hubgrade db backup --method dump` has it); use Clone or Auto",
+            "spec.backup.method {method} is for SQLite hubs; this hub's database is {}: use Clone, Dump or Auto",
             server.kind
         )),
     }

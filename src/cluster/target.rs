@@ -88,6 +88,8 @@ pub struct Target {
     pub backup_retain: u32,
     /// `backup.volumeSnapshotClass`: the class of the VolumeSnapshot (`VolumeSnapshot` backups).
     pub volume_snapshot_class: Option<String>,
+    /// `backup.dumpClaim`: the claim a dump is written to (`Dump` backups).
+    pub dump_claim: Option<String>,
     /// Where to look for the hub container and its database (`spec.hub.container`,
     /// `spec.database`), read by [`Target::layout`].
     pub layout_hints: LayoutHints,
@@ -107,9 +109,17 @@ impl Target {
             backup_method: upgrade.spec.backup.method,
             backup_retain: upgrade.spec.backup.retain,
             volume_snapshot_class: upgrade.spec.backup.volume_snapshot_class.clone(),
+            dump_claim: upgrade.spec.backup.dump_claim.clone(),
             layout_hints: LayoutHints::from(&upgrade.spec),
             image_policy: ImagePolicy::default(),
         })
+    }
+
+    /// The claim a dump goes to: the spec's, else the one the operator makes for this upgrade.
+    pub fn dump_claim(&self) -> String {
+        self.dump_claim
+            .clone()
+            .unwrap_or_else(|| super::owned::owned_name(&self.owner, "dump"))
     }
 
     /// The hub Deployment an upgrade names, known even when its spec cannot be planned (to

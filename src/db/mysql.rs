@@ -183,6 +183,20 @@ pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The hub database's size in bytes (its tables' data and indexes).
+pub async fn size(server: &ServerUrl) -> Result<u64> {
+    let mut db = connect(server).await?;
+    let (size,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.tables WHERE table_schema = ?",
+    )
+    .bind(&server.database)
+    .fetch_one(&mut db)
+    .await
+    .map_err(database_error("measuring the database", server))?;
+    let _ = db.close().await;
+    Ok(size.max(0) as u64)
+}
+
 /// The clients connected to the hub's database (this connection aside): each one's address
 /// (`None`: a local socket) and program (MySQL does not know it: empty).
 pub async fn clients(server: &ServerUrl) -> Result<Vec<Client>> {

@@ -88,6 +88,18 @@ pub async fn prepare(server: &ServerUrl, dump_to: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The hub database's size in bytes.
+pub async fn size(server: &ServerUrl) -> Result<u64> {
+    let mut db = maintenance(server).await?;
+    let (size,): (i64,) = sqlx::query_as("SELECT pg_database_size($1)")
+        .bind(&server.database)
+        .fetch_one(&mut db)
+        .await
+        .map_err(database_error("measuring the database", server))?;
+    let _ = db.close().await;
+    Ok(size.max(0) as u64)
+}
+
 /// The clients connected to the hub's database (this connection aside): each one's address
 /// (`None`: a local socket) and application name.
 pub async fn clients(server: &ServerUrl) -> Result<Vec<Client>> {

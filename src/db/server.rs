@@ -22,6 +22,15 @@ pub struct Client {
     pub application: String,
 }
 
+/// The size in bytes of the database `url` names.
+pub async fn size(url: &DatabaseUrl) -> Result<u64> {
+    match url {
+        DatabaseUrl::Postgres(server) => super::postgres::size(server).await,
+        DatabaseUrl::Mysql(server) => super::mysql::size(server).await,
+        DatabaseUrl::Sqlite { path } => Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)),
+    }
+}
+
 /// The clients connected to the database `url` names (this connection aside).
 pub async fn clients(url: &DatabaseUrl) -> Result<Vec<Client>> {
     match url {

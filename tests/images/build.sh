@@ -280,15 +280,25 @@ step_busybox_image() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# hubgrade: the binary at /usr/local/bin/hubgrade, the shared libraries it needs (ldd), CA
-# certificates (Debian's ca-certificates), user nonroot 65532, ENTRYPOINT ["hubgrade"]; no shell,
-# no package manager.
+# hubgrade: the binary at /usr/local/bin/hubgrade, the database clients its Dump backups run
+# (Debian's pg_dump and pg_restore, mariadb-dump and mariadb as mysqldump and mysql), the shared
+# libraries they need (ldd), CA certificates (Debian's ca-certificates), user nonroot 65532,
+# ENTRYPOINT ["hubgrade"]; no shell, no package manager.
+dump_tools() {
+  local pg
+  pg=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  printf '%s\n' "$pg/pg_dump:pg_dump" "$pg/pg_restore:pg_restore" \
+    "$(command -v mariadb-dump):mysqldump" "$(command -v mariadb):mysql"
+}
 step_hubgrade_image() {
-  local out=$1 bin=$2 tag=$3 r lib
+  local out=$1 bin=$2 tag=$3 r lib tool
   r=$(mktemp -d)/rootfs
   mkdir -p "$r"/{usr/local/bin,etc/ssl/certs,tmp,home/nonroot}
   install -m 0755 "$bin" "$r/usr/local/bin/hubgrade"
-  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+  for tool in $(dump_tools); do
+    install -m 0755 "${tool%%:*}" "$r/usr/local/bin/${tool##*:}"
+  done
+  for lib in $( (ldd "$bin"; for tool in $(dump_tools); do ldd "${tool%%:*}"; done) | grep -o '/[^ ]*' | sort -u); do
     cp --parents -L "$lib" "$r/"
   done
   # Debian's Mozilla CA set only: the build host's own bundle may hold local CAs (a proxy's).
@@ -308,6 +318,9 @@ step_hubgrade_image() {
     --config.entrypoint hubgrade
   umoci gc --layout "$out"
   chroot --userspec=65532:65532 "$r" /usr/local/bin/hubgrade version >&2
+  for tool in pg_dump pg_restore mysqldump mysql; do
+    chroot --userspec=65532:65532 "$r" "/usr/local/bin/$tool" --version >&2
+  done
   rm -rf "$(dirname "$r")"
 }
 
@@ -389,8 +402,9 @@ for name in "${names[@]}"; do
     hubgrade)
       [[ -x $HUBGRADE_BIN ]] ||
         die "no hubgrade binary at $HUBGRADE_BIN: cargo build --release, or set HUBGRADE_BIN"
-      k=$(key "$(declare -f step_hubgrade_image write_hosts new_layout)" "$(sha256sum <"$HUBGRADE_BIN")" \
-        "$(cat /usr/share/ca-certificates/mozilla/*.crt | sha256sum)")
+      k=$(key "$(declare -f step_hubgrade_image dump_tools write_hosts new_layout)" "$(sha256sum <"$HUBGRADE_BIN")" \
+        "$(cat /usr/share/ca-certificates/mozilla/*.crt | sha256sum)" \
+        "$(for t in $(dump_tools); do sha256sum <"${t%%:*}"; done)")
       out=$CACHE/hubgrade-$tag-$k
       stage "$out" step_hubgrade_image "$HUBGRADE_BIN" "$tag"
       ;;

@@ -7,7 +7,8 @@
 //!
 //! The hub's database is SQLite on its claim (z2jh's `hub.db.type: sqlite-pvc`, the default), or
 //! a database of its own on a PostgreSQL or MariaDB server this machine runs for the node's pods
-//! ([`RealHub::new_on_server`], `hub.db.type: postgres` / `mysql`).
+//! ([`RealHub::new_on_server`], `hub.db.type: postgres` / `mysql`). [`RealHub::new_prefixed`]
+//! lays the same hub out with z2jh's release-prefixed names and a sidecar container.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -47,6 +48,10 @@ pub const NEVER_READY_IMAGE: &str = "ghcr.io/hubgrade/test-k8s-hub:4.4.0-never-r
 /// The alembic heads of JupyterHub 4.1.6 and 5.5.0.
 pub const OLD_HEAD: &str = "0eee8c825d24";
 pub const NEW_HEAD: &str = "4621fec11365";
+/// The sidecar container of a hub made by [`RealHub::new_prefixed`] (z2jh's
+/// `hub.extraContainers`), and its image: the busybox the real node's registry has.
+pub const SIDECAR: &str = "sidecar";
+pub const SIDECAR_IMAGE: &str = "docker.io/library/busybox:1.36";
 
 const NODE: &str = "real-node-0";
 const MANIFEST: &str = "examples/z2jh-hub/real/hub.yaml";
@@ -99,7 +104,51 @@ pub struct RealHub {
     pub ledger_url: String,
     /// The hub's database on a server ([`RealHub::new_on_server`]); None: SQLite on its claim.
     server_database: Option<ServerDatabase>,
+    /// The names of the hub's Deployment and claim: `hub` and `hub-db-dir` but for
+    /// [`RealHub::new_prefixed`].
+    pub names: HubNames,
     _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// The names z2jh gives a hub's objects. Its prefix (`jupyterhub.fullname`, see z2jh's
+/// templates/_helpers-names.tpl) is `fullnameOverride` when that is a string; with
+/// `fullnameOverride: null` it is the release name if that contains the chart's name
+/// (`jupyterhub`), else `<release>-jupyterhub`. The hub Deployment, its ServiceAccount, Role,
+/// RoleBinding, ConfigMap and Secret are all `<prefix>-hub`, its claim `<prefix>-hub-db-dir`.
+/// The default is examples/z2jh-hub/real/hub.yaml's (`fullnameOverride: ""`, z2jh's default):
+/// `hub` and `hub-db-dir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubNames {
+    /// The hub Deployment (and its ServiceAccount, Role, RoleBinding, ConfigMap and Secret).
+    pub deployment: String,
+    /// The hub's PersistentVolumeClaim (`hub.db.type: sqlite-pvc`).
+    pub claim: String,
+}
+
+impl Default for HubNames {
+    fn default() -> HubNames {
+        HubNames {
+            deployment: "hub".into(),
+            claim: "hub-db-dir".into(),
+        }
+    }
+}
+
+impl HubNames {
+    /// The names z2jh renders for `release` with `fullnameOverride: null`: release `prod`
+    /// gives `prod-jupyterhub-hub` and `prod-jupyterhub-hub-db-dir`; release `jupyterhub-prod`
+    /// gives `jupyterhub-prod-hub`.
+    pub fn for_release(release: &str) -> HubNames {
+        let prefix = if release.contains("jupyterhub") {
+            release.to_string()
+        } else {
+            format!("{release}-jupyterhub")
+        };
+        HubNames {
+            deployment: format!("{prefix}-hub"),
+            claim: format!("{prefix}-hub-db-dir"),
+        }
+    }
 }
 
 /// A database server this machine runs for the real node's pods, started by
@@ -442,6 +491,157 @@ fn server_manifest(text: &str, db: &ServerDatabase) -> String {
     text
 }
 
+/// `text` (the manifest of [`manifest`]) as z2jh renders it for release `release` with
+/// `fullnameOverride: null` (`names`, [`HubNames::for_release`]) and one container in
+/// `hub.extraContainers`:
+/// - the hub Deployment, its ServiceAccount, Role, RoleBinding, ConfigMap and Secret are
+///   `names.deployment`, its claim `names.claim`, and so is every reference to them (the pod's
+///   `serviceAccountName`, its volumes `config`, `secret` and `pvc`, the RoleBinding's subject
+///   and role, the `secretKeyRef`s of the hub's and the proxy's environment);
+/// - the `release` labels and selectors, KubeSpawner's `common_labels` and `HELM_RELEASE_NAME`
+///   name `release`;
+/// - the container [`SIDECAR`] ([`SIDECAR_IMAGE`], a shell sleeping in a loop, the hub's
+///   restricted securityContext) comes after the container `hub`, where z2jh 4 puts
+///   `hub.extraContainers` (z2jh 3 put them before it: jupyterhub/zero-to-jupyterhub-k8s#3546).
+///
+/// The Services keep their names (`hub`, `proxy-api`, `proxy-public`): z2jh would prefix them
+/// too, but the operator never reads a Service, and the hub and the proxy find one another
+/// through the variables the kubelet derives from those names (`$HUB_SERVICE_HOST`,
+/// `$PROXY_API_SERVICE_HOST`, `$PROXY_PUBLIC_SERVICE_HOST`; the local cluster has no DNS),
+/// which the ConfigMap's jupyterhub_config.py and the proxy's command use as they are.
+fn prefixed_manifest(text: &str, release: &str, names: &HubNames) -> String {
+    fn replace_n(text: &str, from: &str, to: &str, times: usize) -> String {
+        assert_eq!(
+            text.matches(from).count(),
+            times,
+            "{MANIFEST} should have the text {from:?} {times} time(s)"
+        );
+        text.replace(from, to)
+    }
+    let (hub, claim) = (names.deployment.as_str(), names.claim.as_str());
+    // The objects named `hub` but the Service.
+    let kind = |document: &str| -> String {
+        document
+            .lines()
+            .find_map(|l| l.strip_prefix("kind: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut renamed = 0;
+    let documents: Vec<String> = text
+        .split("\n---\n")
+        .map(|document| {
+            let metadata = "metadata:\n  name: hub\n";
+            if kind(document) != "Service" && document.contains(metadata) {
+                renamed += 1;
+                document.replacen(metadata, &format!("metadata:\n  name: {hub}\n"), 1)
+            } else {
+                document.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(
+        renamed, 6,
+        "{MANIFEST} should have six objects named hub besides the Service (ServiceAccount, Role, \
+         RoleBinding, ConfigMap, Secret, Deployment)"
+    );
+    let mut text = documents.join("\n---\n");
+    for (from, to, times) in [
+        (
+            "metadata:\n  name: hub-db-dir\n".to_string(),
+            format!("metadata:\n  name: {claim}\n"),
+            1,
+        ),
+        (
+            "{kind: ServiceAccount, name: hub}".into(),
+            format!("{{kind: ServiceAccount, name: {hub}}}"),
+            1,
+        ),
+        (
+            "{apiGroup: rbac.authorization.k8s.io, kind: Role, name: hub}".into(),
+            format!("{{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {hub}}}"),
+            1,
+        ),
+        (
+            "serviceAccountName: hub\n".into(),
+            format!("serviceAccountName: {hub}\n"),
+            1,
+        ),
+        (
+            "configMap: {name: hub}".into(),
+            format!("configMap: {{name: {hub}}}"),
+            1,
+        ),
+        (
+            "secret: {secretName: hub}".into(),
+            format!("secret: {{secretName: {hub}}}"),
+            1,
+        ),
+        (
+            "persistentVolumeClaim: {claimName: hub-db-dir}".into(),
+            format!("persistentVolumeClaim: {{claimName: {claim}}}"),
+            1,
+        ),
+        // Three in the hub's environment, one in the proxy's.
+        (
+            "secretKeyRef: {name: hub, ".into(),
+            format!("secretKeyRef: {{name: {hub}, "),
+            4,
+        ),
+        (
+            "\"release\": \"jhub\"".into(),
+            format!("\"release\": \"{release}\""),
+            1,
+        ),
+        (
+            "{name: HELM_RELEASE_NAME, value: jhub}".into(),
+            format!("{{name: HELM_RELEASE_NAME, value: {release}}}"),
+            1,
+        ),
+    ] {
+        text = replace_n(&text, &from, &to, times);
+    }
+    assert!(
+        text.contains("release: jhub"),
+        "{MANIFEST} has no label release: jhub"
+    );
+    text = text.replace("release: jhub", &format!("release: {release}"));
+    // hub.extraContainers, after the hub container (its last line is its probe's).
+    let last = "            failureThreshold: 1000\n";
+    let sidecar: String = [
+        last,
+        &format!("        - name: {SIDECAR}\n"),
+        &format!("          image: {SIDECAR_IMAGE}\n"),
+        "          command: [sh, -c, \"while true; do sleep 5; done\"]\n",
+        "          securityContext:\n",
+        "            runAsUser: 1000\n",
+        "            runAsGroup: 1000\n",
+        "            allowPrivilegeEscalation: false\n",
+    ]
+    .concat();
+    text = replace_n(&text, last, &sidecar, 1);
+    // Nothing but the Service `hub`, its port and the container `hub` is still named `hub`.
+    let stale: Vec<String> = text
+        .split("\n---\n")
+        .filter(|document| kind(document) != "Service")
+        .flat_map(|document| document.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| !l.trim_start().starts_with('#') && l.trim() != "- name: hub")
+        .filter(|l| {
+            let l = l.replace("component: hub", "");
+            l.contains("jhub")
+                || l.contains(": hub,")
+                || l.contains(": hub}")
+                || l.ends_with(": hub")
+                || l.replace(claim, "").contains("hub-db-dir")
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{MANIFEST} still names the hub's objects by z2jh's unprefixed names: {stale:?}"
+    );
+    text
+}
+
 /// The hub image line of examples/z2jh-hub/real/hub.yaml, which the umbrella chart templates.
 const HUB_IMAGE_LINE: &str = "image: quay.io/jupyterhub/k8s-hub:3.3.8";
 
@@ -524,7 +724,7 @@ impl RealHub {
     /// A running real hub (4.1.6) with ≥ 200 users, a group and user tokens made through its
     /// API, and a running operator.
     pub async fn new(prefix: &str, sub_path: Option<&str>, operator: Operator) -> RealHub {
-        RealHub::start(prefix, sub_path, operator, None, None).await
+        RealHub::start(prefix, sub_path, operator, None, None, None).await
     }
 
     /// The same hub (4.1.6, its proxy, a running operator) whose database is a fresh one on
@@ -536,7 +736,7 @@ impl RealHub {
     /// [`RealHub::server_database`]; [`RealHub::volume`] is empty and [`RealHub::database`]
     /// fails for such a hub.
     pub async fn new_on_server(prefix: &str, server: ServerDb, operator: Operator) -> RealHub {
-        RealHub::start(prefix, None, operator, None, Some(server)).await
+        RealHub::start(prefix, None, operator, None, Some(server), None).await
     }
 
     /// The same hub, installed by `helm install RELEASE` of an umbrella chart as z2jh admins
@@ -545,16 +745,32 @@ impl RealHub {
     /// examples/helm/umbrella/templates/hubgrade-hooks.yaml as the README tells users to copy it.
     /// The chart is in [`RealHub::umbrella`]; its values are [`RealHub::helm_values`].
     pub async fn new_helm_release(prefix: &str, release: &str, operator: Operator) -> RealHub {
-        RealHub::start(prefix, None, operator, Some(release), None).await
+        RealHub::start(prefix, None, operator, Some(release), None, None).await
     }
 
+    /// The same hub (4.1.6 on SQLite on its claim, its proxy, a running operator) laid out as
+    /// z2jh renders it for the Helm release `release` with `fullnameOverride: null`: its
+    /// Deployment, ServiceAccount, Role, RoleBinding, ConfigMap and Secret named
+    /// `<release>-jupyterhub-hub` (`<release>-hub` when the release's name contains
+    /// `jupyterhub`), its claim `<that>-db-dir` ([`HubNames::for_release`], in
+    /// [`RealHub::names`]), and a sidecar in `hub.extraContainers`: the container [`SIDECAR`]
+    /// after the container `hub`. The Services keep their unprefixed names (see
+    /// `prefixed_manifest`). [`RealHub::apply_upgrade`], [`RealHub::hub_image`] and
+    /// [`RealHub::wait_for_hub`] act on the prefixed Deployment.
+    pub async fn new_prefixed(prefix: &str, release: &str, operator: Operator) -> RealHub {
+        RealHub::start(prefix, None, operator, None, None, Some(release)).await
+    }
+
+    /// `prefixed`: the release of [`RealHub::new_prefixed`].
     async fn start(
         prefix: &str,
         sub_path: Option<&str>,
         operator: Operator,
         helm_release: Option<&str>,
         server: Option<ServerDb>,
+        prefixed: Option<&str>,
     ) -> RealHub {
+        let names = prefixed.map_or_else(HubNames::default, HubNames::for_release);
         let serial = ONE_HUB_AT_A_TIME.lock().await;
         let turn = Instant::now();
         let client = client().await;
@@ -583,6 +799,9 @@ impl RealHub {
                 if let Some(database) = &server_database {
                     text = server_manifest(&text, database);
                 }
+                if let Some(release) = prefixed {
+                    text = prefixed_manifest(&text, release, &names);
+                }
                 let applied = kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &text);
                 assert!(
                     applied.status.success(),
@@ -605,7 +824,7 @@ impl RealHub {
             }
         }
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        for name in ["hub", "proxy"] {
+        for name in [names.deployment.as_str(), "proxy"] {
             wait_for_available(&deployments, &ns, name, Duration::from_secs(240)).await;
         }
         let services: Api<Service> = Api::namespaced(client.clone(), &ns);
@@ -618,10 +837,10 @@ impl RealHub {
             .expect("proxy-public's ClusterIP");
         let volume = match (&server_database, sub_path) {
             (Some(_), _) => PathBuf::new(),
-            (None, Some(sub_path)) => claim_folder(&client, &ns, "hub-db-dir")
+            (None, Some(sub_path)) => claim_folder(&client, &ns, &names.claim)
                 .await
                 .join(sub_path),
-            (None, None) => claim_folder(&client, &ns, "hub-db-dir").await,
+            (None, None) => claim_folder(&client, &ns, &names.claim).await,
         };
         let ledger_url = format!("sqlite://{}", dir.join("ledger.sqlite").display());
         let mut hub = RealHub {
@@ -638,6 +857,7 @@ impl RealHub {
             operator_kubeconfig: PathBuf::new(),
             ledger_url,
             server_database,
+            names,
             _serial: serial,
         };
         let limit = Duration::from_secs(60);
@@ -1060,9 +1280,11 @@ impl RealHub {
         Api::namespaced(self.client.clone(), self.ns())
     }
 
-    /// Creates HubUpgrade `name` of the hub Deployment to `target`, with `extra` spec fields.
+    /// Creates HubUpgrade `name` of the hub Deployment ([`HubNames::deployment`]) to `target`,
+    /// with `extra` spec fields.
     pub async fn apply_upgrade(&self, name: &str, target: &str, extra: Value) -> HubUpgrade {
-        let mut spec = json!({"hub": {"deployment": "hub"}, "targetImage": target});
+        let deployment = &self.names.deployment;
+        let mut spec = json!({"hub": {"deployment": deployment}, "targetImage": target});
         if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
             spec.extend(extra.clone());
         }
@@ -1115,19 +1337,33 @@ impl RealHub {
         }
     }
 
-    pub async fn hub_image(&self) -> String {
+    /// The hub Deployment ([`HubNames::deployment`]).
+    pub async fn hub_deployment(&self) -> Deployment {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns());
-        let hub = deployments.get("hub").await.expect("the hub Deployment");
+        deployments
+            .get(&self.names.deployment)
+            .await
+            .unwrap_or_else(|e| panic!("the hub Deployment {}: {e}", self.names.deployment))
+    }
+
+    /// The image of the hub Deployment's container `hub` (its first container when none is
+    /// named so).
+    pub async fn hub_image(&self) -> String {
+        let hub = self.hub_deployment().await;
         hub.spec
             .and_then(|s| s.template.spec)
-            .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+            .and_then(|p| {
+                let hub = p.containers.iter().find(|c| c.name == "hub");
+                hub.or(p.containers.first()).and_then(|c| c.image.clone())
+            })
             .unwrap_or_default()
     }
 
-    /// Waits until the hub Deployment is available and /hub/health answers 200 again.
+    /// Waits until the hub Deployment ([`HubNames::deployment`]) is available and /hub/health
+    /// answers 200 again.
     pub async fn wait_for_hub(&self, limit: Duration) {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns());
-        wait_for_available(&deployments, self.ns(), "hub", limit).await;
+        wait_for_available(&deployments, self.ns(), &self.names.deployment, limit).await;
         wait_until(limit, "/hub/health to answer 200", || async {
             self.health() == Some(200)
         })

@@ -53,6 +53,12 @@ impl ChartDatabase {
 /// is then `sqlite-pvc`) or is not YAML.
 pub fn chart_database(values_yaml: &str) -> Option<ChartDatabase> {
     let values: serde_json::Value = serde_saphyr::from_str(values_yaml).ok()?;
+    // z2jh's configuration applies `hub.config` after `hub.db`: a db_url there wins.
+    if let Some(url) = config_db_url(&values) {
+        return Some(ChartDatabase::Other {
+            scheme: url.split_once("://").map(|(scheme, _)| scheme.to_string()),
+        });
+    }
     let db = &values["hub"]["db"];
     let kind = db["type"].as_str().unwrap_or("sqlite-pvc");
     Some(match kind {
@@ -105,9 +111,8 @@ pub fn chart_database_url(values_yaml: &str, password: Option<&str>) -> Result<S
         .map_err(|_| format!("the hub Secret's {VALUES_KEY} is not YAML"))?;
     let db = &values["hub"]["db"];
     let kind = db["type"].as_str().unwrap_or("sqlite-pvc");
-    let url = db["url"]
-        .as_str()
-        .filter(|u| !u.is_empty())
+    let url = config_db_url(&values)
+        .or(db["url"].as_str().filter(|u| !u.is_empty()))
         .ok_or_else(|| {
             format!("hub.db.type is {kind} but hub.db.url is not set in {VALUES_KEY}")
         })?;
@@ -116,6 +121,14 @@ pub fn chart_database_url(values_yaml: &str, password: Option<&str>) -> Result<S
         ("postgres" | "mysql", Some(password)) => Ok(with_password(url, password)),
         _ => Ok(url.to_string()),
     }
+}
+
+/// `hub.config.JupyterHub.db_url`: z2jh's configuration applies `hub.config` last, so a URL
+/// there is the one the hub connects to, whatever `hub.db` says.
+fn config_db_url(values: &serde_json::Value) -> Option<&str> {
+    values["hub"]["config"]["JupyterHub"]["db_url"]
+        .as_str()
+        .filter(|u| !u.is_empty())
 }
 
 /// `url` with `password` in its credentials, unless it has one already (the driver would use

@@ -110,21 +110,35 @@ pub enum AgentCommand {
 
 /// Where an agent finds a server database's URL, password included. Never on the command
 /// line: in the hub's z2jh values (the hub Secret, mounted), else in the environment.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ServerSource {
     /// The folder where the hub Secret is mounted (z2jh: `values.yaml` with `hub.db.url`, and
     /// `hub.db.password`). Omitted: the URL is in the environment variable HUBGRADE_DB_URL.
     #[arg(long)]
     pub values: Option<PathBuf>,
+    /// The folder where the user's `hub.existingSecret` is mounted: its `values.yaml` is merged
+    /// over the hub Secret's, and its keys are read first, as z2jh's configuration does.
+    #[arg(long, requires = "values")]
+    pub existing: Option<PathBuf>,
 }
 
 /// The environment variable holding a database URL, password included (also `hubgrade db`'s).
 pub const DATABASE_URL_ENV: &str = "HUBGRADE_DB_URL";
 
 impl ServerSource {
+    fn flags(&self, flag: &mut impl FnMut(&str, String)) {
+        if let Some(values) = &self.values {
+            flag("values", values.display().to_string());
+        }
+        if let Some(existing) = &self.existing {
+            flag("existing", existing.display().to_string());
+        }
+    }
+
     fn moved(&self, moved: impl Fn(&PathBuf) -> PathBuf) -> ServerSource {
         ServerSource {
-            values: self.values.as_ref().map(moved),
+            values: self.values.as_ref().map(&moved),
+            existing: self.existing.as_ref().map(&moved),
         }
     }
 
@@ -136,8 +150,23 @@ impl ServerSource {
                 let values_file = folder.join(crate::hub::VALUES_KEY);
                 let values = std::fs::read_to_string(&values_file)
                     .map_err(|e| format!("reading {}: {e}", values_file.display()))?;
-                let password = std::fs::read_to_string(folder.join("hub.db.password")).ok();
-                crate::hub::chart_database_url(&values, password.as_deref())?
+                // The user's Secret first, then the hub's (z2jh's get_secret_value).
+                let folders: Vec<&PathBuf> = self.existing.iter().chain([folder]).collect();
+                let read = |key: &str| {
+                    folders
+                        .iter()
+                        .find_map(|f| std::fs::read_to_string(f.join(key)).ok())
+                };
+                let over = self
+                    .existing
+                    .as_ref()
+                    .and_then(|f| std::fs::read_to_string(f.join(crate::hub::VALUES_KEY)).ok());
+                let merged = crate::hub::merge_values(
+                    &std::iter::once(values.as_str())
+                        .chain(over.as_deref())
+                        .collect::<Vec<_>>(),
+                );
+                crate::hub::chart_database_url(&merged, read("hub.db.password").as_deref())?
             }
             None => std::env::var(DATABASE_URL_ENV)
                 .map_err(|_| format!("no database URL: {DATABASE_URL_ENV} is not set"))?,
@@ -236,9 +265,7 @@ impl AgentCommand {
                 suffix,
                 dump_to,
             } => {
-                if let Some(values) = &database.values {
-                    flag("values", path(values));
-                }
+                database.flags(&mut flag);
                 flag("suffix", suffix.clone());
                 if let Some(file) = dump_to {
                     flag("dump-to", path(file));
@@ -250,9 +277,7 @@ impl AgentCommand {
                 from,
                 checksum,
             } => {
-                if let Some(values) = &database.values {
-                    flag("values", path(values));
-                }
+                database.flags(&mut flag);
                 flag("from", from.clone());
                 if let Some(checksum) = checksum {
                     flag("checksum", checksum.clone());
@@ -260,9 +285,7 @@ impl AgentCommand {
                 "server-restore"
             }
             AgentCommand::ServerRevision { database } => {
-                if let Some(values) = &database.values {
-                    flag("values", path(values));
-                }
+                database.flags(&mut flag);
                 "server-revision"
             }
             AgentCommand::PinDatabase {
@@ -606,28 +629,30 @@ mod tests {
             AgentCommand::ServerBackup {
                 database: ServerSource {
                     values: Some("/usr/local/etc/jupyterhub/secret".into()),
+                    existing: Some("/usr/local/etc/jupyterhub/existing-secret".into()),
                 },
                 suffix: "hubgrade_0123abcd".into(),
                 dump_to: None,
             },
             AgentCommand::ServerBackup {
-                database: ServerSource { values: None },
+                database: ServerSource::default(),
                 suffix: "hubgrade_0123abcd".into(),
                 dump_to: Some("/hubgrade-dump/hubgrade-0123abcd-db.dump".into()),
             },
             AgentCommand::ServerRestore {
-                database: ServerSource { values: None },
+                database: ServerSource::default(),
                 from: "jhub_hubgrade_0123abcd".into(),
                 checksum: None,
             },
             AgentCommand::ServerRestore {
-                database: ServerSource { values: None },
+                database: ServerSource::default(),
                 from: "/hubgrade-dump/hubgrade-0123abcd-db.dump".into(),
                 checksum: Some("sha256:00".into()),
             },
             AgentCommand::ServerRevision {
                 database: ServerSource {
                     values: Some("/v".into()),
+                    existing: None,
                 },
             },
             AgentCommand::PinDatabase {

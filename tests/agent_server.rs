@@ -188,3 +188,50 @@ fn a_secret_without_a_server_url_is_refused_clearly() {
         "{said:?}"
     );
 }
+
+/// z2jh's `hub.existingSecret`: its keys are read before the hub Secret's and its
+/// `values.yaml` merged over the hub Secret's, as z2jh's `z2jh.py` does.
+#[test]
+fn the_existing_secret_is_read_first() {
+    let server = PgServer::start();
+    server.create_hub_database();
+    let url = server.url("jupyterhub");
+    make_database(OLD, &url);
+    let (chart, existing) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    // The chart's Secret: another database, and a stale password.
+    hub_secret(
+        chart.path(),
+        "postgres",
+        &without_password(&server.url("elsewhere")),
+        Some("stale"),
+    );
+    // The user's Secret: the hub's database and its password.
+    std::fs::write(
+        existing.path().join("values.yaml"),
+        format!("hub:\n  db:\n    url: {}\n", without_password(&url)),
+    )
+    .expect("values.yaml");
+    std::fs::write(
+        existing.path().join("hub.db.password"),
+        <PgServer as TestServer>::PASSWORD,
+    )
+    .expect("hub.db.password");
+    let said = report(
+        &agent(
+            &[
+                "server-revision",
+                "--values",
+                chart.path().to_str().expect("path"),
+                "--existing",
+                existing.path().to_str().expect("path"),
+            ],
+            None,
+        ),
+        <PgServer as TestServer>::PASSWORD,
+    );
+    assert!(said.ok, "{said:?}");
+    assert!(said.revision.is_some_and(|r| !r.is_empty()));
+}

@@ -13,8 +13,7 @@
 //! /usr/local/etc/jupyterhub/secret (`values_secret`), its `values.yaml` (`chart_database`),
 //! then `detect_layout` with those chart hints, and checks the Jobs hubgrade would build.
 //!
-//! Tests marked `#[ignore = "KNOWN BUG ..."]` assert what a z2jh hub really does where hubgrade
-//! gets it wrong today; run them with `cargo test --test z2jh_layouts -- --ignored`.
+//! Two of these found detection bugs (hub.existingSecret, hub.config's db_url), fixed since.
 
 use std::collections::BTreeMap;
 
@@ -306,6 +305,7 @@ fn from_chart_values(kind: ServerKind, secret: &str) -> HubDatabase {
         url: UrlSource::ChartValues {
             secret: secret.into(),
             volume: "secret".into(),
+            existing: None,
         },
     })
 }
@@ -893,7 +893,7 @@ fn other_with_an_sqlite_file_on_a_users_claim_needs_the_path_said() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// z2jh layouts hubgrade gets wrong today
+// z2jh layouts hubgrade once got wrong
 
 /// hub.existingSecret with a PostgreSQL hub: what hubgrade gets right today.
 #[test]
@@ -902,7 +902,14 @@ fn existing_secret_postgres_is_detected_as_postgres() {
     let layout = detect(&r).expect("a layout");
     assert_eq!(
         layout.database,
-        from_chart_values(ServerKind::Postgres, "hub")
+        HubDatabase::Server(ServerDatabase {
+            kind: ServerKind::Postgres,
+            url: UrlSource::ChartValues {
+                secret: "hub".into(),
+                volume: "secret".into(),
+                existing: Some(("hub-db-credentials".into(), "existing-secret".into())),
+            },
+        })
     );
     assert_eq!(layout.secrets, ["hub", "hub-db-credentials"]);
     // The password is only in the user's Secret, which the hub mounts at existing-secret/.
@@ -917,16 +924,13 @@ fn existing_secret_postgres_is_detected_as_postgres() {
     }));
 }
 
-/// KNOWN BUG (hubgrade, not z2jh): with hub.existingSecret, z2jh's z2jh.py reads
-/// `hub.db.password` from /usr/local/etc/jupyterhub/existing-secret/ first and merges that
-/// Secret's values.yaml over the chart's (jupyterhub/files/hub/z2jh.py: get_secret_value,
-/// _load_config), so the hub connects with the user's Secret's password. hubgrade's
-/// `UrlSource::ChartValues` names only the chart's Secret, and the server Jobs mount only it:
-/// the agent builds the URL without the password the hub uses (or, were hub.db.url overridden
-/// in the user's values.yaml, another database's URL). z2jh-faithful: the Jobs that read the URL
-/// also see the user's Secret where the hub does.
+/// With hub.existingSecret, z2jh's z2jh.py reads `hub.db.password` from
+/// /usr/local/etc/jupyterhub/existing-secret/ first and merges that Secret's values.yaml over
+/// the chart's (jupyterhub/files/hub/z2jh.py: get_secret_value, _load_config), so the hub
+/// connects with the user's Secret's password: the Jobs that read the URL see the user's Secret
+/// where the hub does, and the agent reads it first. (Found by this test: the Jobs mounted only
+/// the chart's Secret.)
 #[test]
-#[ignore = "KNOWN BUG: hub.existingSecret is not mounted in the server Jobs; see the doc comment"]
 fn existing_secret_is_read_where_the_hub_reads_it() {
     let r = rendered("existing-secret-postgres");
     let layout = detect(&r).expect("a layout");

@@ -19,7 +19,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::owned::{BACKUP_DIR, JobStep, Owner, ROLE_LABEL, labels, owned_metadata, owned_name};
 use super::target::Target;
 use crate::agent::{AgentCommand, DATABASE_URL_ENV, ServerSource};
-use crate::hub::{HubDatabase, HubLayout, SqliteFile, UrlSource, VALUES_MOUNT};
+use crate::hub::{
+    EXISTING_SECRET_MOUNT, HubDatabase, HubLayout, SqliteFile, UrlSource, VALUES_MOUNT,
+};
 use crate::machine::BackupMethod;
 
 /// Where the SQLite backup of this upgrade goes, as the hub container sees the volume.
@@ -187,7 +189,7 @@ fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -
         .containers
         .iter()
         .find(|c| c.name == inputs.layout.container);
-    let mut mounts: Vec<VolumeMount> = database_mount(inputs.layout).into_iter().collect();
+    let mut mounts: Vec<VolumeMount> = database_mounts(inputs.layout);
     mounts.push(VolumeMount {
         name: RUN_VOLUME.into(),
         mount_path: RUN_DIR.into(),
@@ -237,60 +239,78 @@ fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -
 }
 
 /// The hub container's mount of the database volume, exactly as the hub has it; for a
-/// server database whose URL is in the hub's chart values, the hub Secret, read-only, where
-/// z2jh mounts it.
-fn database_mount(layout: &HubLayout) -> Option<VolumeMount> {
+/// server database whose URL is in the hub's chart values, the hub Secret (and the user's
+/// `hub.existingSecret`), read-only, where z2jh mounts them.
+fn database_mounts(layout: &HubLayout) -> Vec<VolumeMount> {
+    let secret = |volume: &String, path: &str| VolumeMount {
+        name: volume.clone(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
     match &layout.database {
-        HubDatabase::Sqlite(file) => Some(VolumeMount {
+        HubDatabase::Sqlite(file) => vec![VolumeMount {
             name: file.volume_name.clone(),
             mount_path: file.mount_path.clone(),
             sub_path: file.sub_path.clone(),
             ..Default::default()
-        }),
+        }],
         HubDatabase::Server(server) => match &server.url {
-            UrlSource::ChartValues { volume, .. } => Some(VolumeMount {
-                name: volume.clone(),
-                mount_path: VALUES_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            }),
-            UrlSource::Secret { .. } => None,
+            UrlSource::ChartValues {
+                volume, existing, ..
+            } => std::iter::once(secret(volume, VALUES_MOUNT))
+                .chain(
+                    existing
+                        .iter()
+                        .map(|(_, volume)| secret(volume, EXISTING_SECRET_MOUNT)),
+                )
+                .collect(),
+            UrlSource::Secret { .. } => Vec::new(),
         },
     }
 }
 
-/// The pod volume behind [`database_mount`], for pods not built from the hub's template.
-fn database_volume(layout: &HubLayout) -> Option<Volume> {
+/// The pod volumes behind [`database_mounts`], for pods not built from the hub's template.
+fn database_volumes(layout: &HubLayout) -> Vec<Volume> {
+    let secret = |name: &String, volume: &String| Volume {
+        name: volume.clone(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     match &layout.database {
-        HubDatabase::Sqlite(file) => Some(Volume {
+        HubDatabase::Sqlite(file) => vec![Volume {
             name: file.volume_name.clone(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: file.volume_claim.clone(),
                 read_only: None,
             }),
             ..Default::default()
-        }),
+        }],
         HubDatabase::Server(server) => match &server.url {
-            UrlSource::ChartValues { secret, volume } => Some(Volume {
-                name: volume.clone(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            UrlSource::Secret { .. } => None,
+            UrlSource::ChartValues {
+                secret: name,
+                volume,
+                existing,
+            } => std::iter::once(secret(name, volume))
+                .chain(existing.iter().map(|(name, volume)| secret(name, volume)))
+                .collect(),
+            UrlSource::Secret { .. } => Vec::new(),
         },
     }
 }
 
-/// How the agent finds a server database's URL: where [`database_mount`] puts the values.
+/// How the agent finds a server database's URL: where [`database_mounts`] puts the values.
 fn server_source(layout: &HubLayout) -> ServerSource {
-    let values = match layout.server().map(|s| &s.url) {
-        Some(UrlSource::ChartValues { .. }) => Some(VALUES_MOUNT.into()),
-        _ => None,
-    };
-    ServerSource { values }
+    match layout.server().map(|s| &s.url) {
+        Some(UrlSource::ChartValues { existing, .. }) => ServerSource {
+            values: Some(VALUES_MOUNT.into()),
+            existing: existing.as_ref().map(|_| EXISTING_SECRET_MOUNT.into()),
+        },
+        _ => ServerSource::default(),
+    }
 }
 
 fn run_volume() -> Volume {
@@ -332,7 +352,7 @@ fn agent_job(
             automount_service_account_token: Some(false),
             containers: vec![agent_container("agent", inputs, command)],
             volumes: Some(
-                database_volume(inputs.layout)
+                database_volumes(inputs.layout)
                     .into_iter()
                     .chain([run_volume()])
                     .collect(),

@@ -20,7 +20,7 @@ use crate::hub::image::{HUB_ANNOTATION, looks_like_a_hub};
 use crate::hub::revision::check_image_upgrade;
 use crate::hub::{
     ChartDatabase, HubDatabase, HubLayout, LayoutError, ServerDatabase, UrlSource, VALUES_KEY,
-    chart_database, chart_database_url, values_secret,
+    chart_database, chart_database_url, merge_values, values_secrets,
 };
 use crate::machine::{LockState, MigrationFailure, Phase, Preflight, World};
 
@@ -213,17 +213,24 @@ async fn chart_values(
     if target.layout_hints.database.kind != DatabaseType::Auto {
         return Ok(None);
     }
-    let Some(name) = values_secret(deployment, target.layout_hints.container.as_deref()) else {
-        return Ok(None);
-    };
+    // The hub Secret's values, and `hub.existingSecret`'s merged over them, as z2jh does.
+    let names = values_secrets(deployment, target.layout_hints.container.as_deref());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &target.owner.namespace);
-    let values = secrets
-        .get_opt(&name)
-        .await?
-        .and_then(|s| s.data)
-        .and_then(|mut data| data.remove(VALUES_KEY))
-        .and_then(|bytes| String::from_utf8(bytes.0).ok());
-    Ok(values.as_deref().and_then(chart_database))
+    let mut texts = Vec::new();
+    for name in &names {
+        let values = secrets
+            .get_opt(name)
+            .await?
+            .and_then(|s| s.data)
+            .and_then(|mut data| data.remove(VALUES_KEY))
+            .and_then(|bytes| String::from_utf8(bytes.0).ok());
+        texts.extend(values);
+    }
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    Ok(chart_database(&merge_values(&texts)))
 }
 
 /// The pods the hub Deployment's selector selects.
@@ -425,23 +432,41 @@ pub(super) async fn server_url(
     server: &ServerDatabase,
 ) -> Result<Option<Result<DatabaseUrl, String>>, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let (name, key) = match &server.url {
-        UrlSource::Secret { name, key } => (name, Some(key)),
-        UrlSource::ChartValues { secret, .. } => (secret, None),
+    // The Secrets to read, the one whose keys win first (z2jh: `hub.existingSecret`).
+    let (names, key) = match &server.url {
+        UrlSource::Secret { name, key } => (vec![name], Some(key)),
+        UrlSource::ChartValues {
+            secret, existing, ..
+        } => (
+            existing
+                .iter()
+                .map(|(name, _)| name)
+                .chain([secret])
+                .collect(),
+            None,
+        ),
     };
-    let data = secrets
-        .get_opt(name)
-        .await?
-        .and_then(|s| s.data)
-        .unwrap_or_default();
-    let read = |k: &str| {
+    let mut found = Vec::new();
+    for name in names {
+        let data = secrets.get_opt(name).await?.and_then(|s| s.data);
+        found.push(data.unwrap_or_default());
+    }
+    let read_in = |data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>, k: &str| {
         data.get(k)
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
+    let read = |k: &str| found.iter().find_map(|data| read_in(data, k));
     let text = match key {
         Some(key) => read(key).map(Ok),
-        None => read(VALUES_KEY).map(|values| {
-            chart_database_url(&values, read("hub.db.password").as_deref())
+        // The hub Secret's values, the user's merged over them.
+        None => found.last().and_then(|d| read_in(d, VALUES_KEY)).map(|_| {
+            let texts: Vec<String> = found
+                .iter()
+                .rev()
+                .filter_map(|d| read_in(d, VALUES_KEY))
+                .collect();
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            chart_database_url(&merge_values(&texts), read("hub.db.password").as_deref())
                 .map_err(|problem| format!("the hub's database: {problem}"))
         }),
     };

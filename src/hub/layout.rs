@@ -4,8 +4,10 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
-use super::values::values_volume;
-use super::{ChartDatabase, DEFAULT_CONTAINER, VALUES_MOUNT, Z2JH_SQLITE_PATH};
+use super::values::{secret_volume_at, values_volume};
+use super::{
+    ChartDatabase, DEFAULT_CONTAINER, EXISTING_SECRET_MOUNT, VALUES_MOUNT, Z2JH_SQLITE_PATH,
+};
 use crate::api::{DatabaseSpec, DatabaseType, HubUpgradeSpec};
 
 /// What the user said about where to look (`spec.hub.container`, `spec.database`): the only
@@ -103,8 +105,13 @@ pub enum ServerKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UrlSource {
     /// z2jh: the hub Secret's `values.yaml` (`hub.db.url`) and its key `hub.db.password`; the
-    /// hub pod mounts the Secret as its volume `volume`.
-    ChartValues { secret: String, volume: String },
+    /// hub pod mounts the Secret as its volume `volume`. With `hub.existingSecret`, the user's
+    /// Secret (and its pod volume) too, read first as z2jh's `z2jh.py` reads it.
+    ChartValues {
+        secret: String,
+        volume: String,
+        existing: Option<(String, String)>,
+    },
     /// `spec.database.urlSecret`: a Secret key holding the whole URL.
     Secret { name: String, key: String },
 }
@@ -225,7 +232,11 @@ fn find_database(
                 key: secret.key.clone(),
             },
             None => match values_volume(pod, container) {
-                Some((secret, volume)) => UrlSource::ChartValues { secret, volume },
+                Some((secret, volume)) => UrlSource::ChartValues {
+                    secret,
+                    volume,
+                    existing: secret_volume_at(pod, container, EXISTING_SECRET_MOUNT),
+                },
                 None => return Err(LayoutError::NoServerUrl(kind)),
             },
         };
@@ -517,6 +528,7 @@ mod tests {
                 url: UrlSource::ChartValues {
                     secret: "hub".into(),
                     volume: "secret".into(),
+                    existing: None,
                 },
             })
         };
@@ -587,7 +599,8 @@ mod tests {
                 ServerKind::Mysql,
                 UrlSource::ChartValues {
                     secret: "hub".into(),
-                    volume: "secret".into()
+                    volume: "secret".into(),
+                    existing: None,
                 }
             ))
         );

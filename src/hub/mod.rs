@@ -10,7 +10,8 @@ pub use config::{WRONG_DATABASE_EXIT_CODE, pinned_database_config};
 pub use layout::{HubDatabase, ServerDatabase, ServerKind, SqliteFile, UrlSource};
 pub use layout::{HubLayout, LayoutError, LayoutHints, detect_layout, find_container};
 pub use values::{
-    ChartDatabase, VALUES_KEY, VALUES_MOUNT, chart_database, chart_database_url, values_secret,
+    ChartDatabase, EXISTING_SECRET_MOUNT, VALUES_KEY, VALUES_MOUNT, chart_database,
+    chart_database_url, merge_values, values_secret, values_secrets,
 };
 
 /// Where z2jh keeps the hub's SQLite database.

@@ -13,6 +13,8 @@ use super::find_container;
 pub const VALUES_MOUNT: &str = "/usr/local/etc/jupyterhub/secret";
 /// The key of the chart values in the hub Secret.
 pub const VALUES_KEY: &str = "values.yaml";
+/// Where z2jh mounts the user's own Secret (`hub.existingSecret`), read before the hub Secret.
+pub const EXISTING_SECRET_MOUNT: &str = "/usr/local/etc/jupyterhub/existing-secret";
 
 /// The hub's database as its chart values describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,13 +84,41 @@ pub fn values_secret(deployment: &Deployment, container: Option<&str>) -> Option
     values_volume(pod, hub).map(|(secret, _)| secret)
 }
 
+/// The Secrets the hub container mounts at [`VALUES_MOUNT`] and [`EXISTING_SECRET_MOUNT`]
+/// (`hub.existingSecret`), whose values z2jh's configuration reads.
+pub fn values_secrets(deployment: &Deployment, container: Option<&str>) -> Vec<String> {
+    let Some(pod) = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+    else {
+        return Vec::new();
+    };
+    let Ok(hub) = find_container(pod, container) else {
+        return Vec::new();
+    };
+    [VALUES_MOUNT, EXISTING_SECRET_MOUNT]
+        .into_iter()
+        .filter_map(|path| secret_volume_at(pod, hub, path).map(|(secret, _)| secret))
+        .collect()
+}
+
 /// The Secret `hub` mounts at [`VALUES_MOUNT`], and the pod volume that mounts it.
 pub(super) fn values_volume(pod: &PodSpec, hub: &Container) -> Option<(String, String)> {
+    secret_volume_at(pod, hub, VALUES_MOUNT)
+}
+
+/// The Secret `hub` mounts at `path` (whole, not a subPath), and the pod volume that mounts it.
+pub(super) fn secret_volume_at(
+    pod: &PodSpec,
+    hub: &Container,
+    path: &str,
+) -> Option<(String, String)> {
     let mount = hub
         .volume_mounts
         .iter()
         .flatten()
-        .find(|m| m.mount_path.trim_end_matches('/') == VALUES_MOUNT && m.sub_path.is_none())?;
+        .find(|m| m.mount_path.trim_end_matches('/') == path && m.sub_path.is_none())?;
     let secret = pod
         .volumes
         .iter()
@@ -99,6 +129,29 @@ pub(super) fn values_volume(pod: &PodSpec, hub: &Container) -> Option<(String, S
         .secret_name
         .clone()?;
     Some((secret, mount.name.clone()))
+}
+
+/// z2jh's chart values from several `values.yaml` texts, later ones merged over earlier ones
+/// (maps key by key, as z2jh's `z2jh.py` merges the hub Secret's and `hub.existingSecret`'s),
+/// as YAML (JSON) text. Texts that are not YAML are skipped.
+pub fn merge_values(texts: &[&str]) -> String {
+    fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+        match (base, over) {
+            (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+                for (key, value) in over {
+                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (base, over) => *base = over,
+        }
+    }
+    let mut merged = serde_json::Value::Object(Default::default());
+    for text in texts {
+        if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text) {
+            merge(&mut merged, value);
+        }
+    }
+    merged.to_string()
 }
 
 /// The URL of the database a z2jh hub's configuration connects to, as its

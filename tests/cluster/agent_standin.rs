@@ -260,6 +260,7 @@ async fn write_secret(
 async fn standin_server_migration(values: PathBuf, fails_halfway: bool) -> (i32, String) {
     let source = hubgrade::agent::ServerSource {
         values: Some(values),
+        ..Default::default()
     };
     let url = match source.url() {
         Ok(url) => url,

@@ -101,9 +101,11 @@ async fn a_hub_on_a_server_is_rolled_back_then_upgraded(prefix: &str, server: Se
         "no database {failed}<time> kept from the failed migration: {databases:?}"
     );
 
-    // c) The real upgrade to 5.5.0, on the restored database.
+    // c) The real upgrade to 5.5.0, on the restored database, backed up this time by a dump
+    // (pg_dump / mysqldump in hubgrade's image) on a claim the operator makes.
     let upgrading = Instant::now();
-    hub.apply_upgrade("to-5", NEW_IMAGE, json!({})).await;
+    hub.apply_upgrade("to-5", NEW_IMAGE, json!({"backup": {"method": "Dump"}}))
+        .await;
     let upgrade = hub.wait_for("to-5", TERMINAL, UPGRADE_LIMIT).await;
     let status = upgrade.status.clone().expect("status");
     eprintln!(
@@ -128,6 +130,27 @@ async fn a_hub_on_a_server_is_rolled_back_then_upgraded(prefix: &str, server: Se
         "revision {revision} after the upgrade"
     );
     hub.assert_population(&population);
+    // The dump: on the claim the operator made for it, owned by the upgrade, with the
+    // recorded checksum.
+    let backup = status.progress.backup.clone().expect("the dump");
+    assert_eq!(backup.method.to_string(), "Dump");
+    assert!(backup.verified && backup.checksum.is_some(), "{backup:?}");
+    let uid = upgrade.metadata.uid.clone().expect("uid");
+    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    let name = format!("hubgrade-{short}-dump");
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(hub.client.clone(), hub.ns());
+    let claim = claims.get(&name).await.expect("the dump's claim");
+    let owners = claim.metadata.owner_references.unwrap_or_default();
+    assert!(owners.iter().any(|o| o.uid == uid), "{owners:?}");
+    let folder = support::real_hub::claim_folder(&hub.client, hub.ns(), &name).await;
+    let file = folder.join(backup.reference.trim_start_matches("/hubgrade-dump/"));
+    let (size, checksum) = hubgrade::db::file::size_and_checksum(&file)
+        .unwrap_or_else(|e| panic!("the dump {}: {e}", file.display()));
+    assert_eq!(
+        (Some(size), Some(checksum)),
+        (backup.size_bytes, backup.checksum)
+    );
     eprintln!("{kind}: scenario took {:?}", hub.started.elapsed());
     hub.delete_namespace().await;
 }

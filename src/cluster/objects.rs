@@ -195,12 +195,16 @@ fn agent_container(name: &str, inputs: &JobInputs<'_>, command: &AgentCommand) -
         mount_path: RUN_DIR.into(),
         ..Default::default()
     });
-    // SQLite's temporary files go to the Job's scratch folder: the root is read-only.
-    let mut env = vec![EnvVar {
-        name: "SQLITE_TMPDIR".into(),
-        value: Some(RUN_DIR.into()),
-        ..Default::default()
-    }];
+    // Temporary files (SQLite's, the MySQL client's options file) go to the Job's scratch
+    // folder: the root is read-only.
+    let mut env: Vec<EnvVar> = ["SQLITE_TMPDIR", "TMPDIR"]
+        .into_iter()
+        .map(|name| EnvVar {
+            name: name.into(),
+            value: Some(RUN_DIR.into()),
+            ..Default::default()
+        })
+        .collect();
     if let HubDatabase::Server(server) = &inputs.layout.database
         && let UrlSource::Secret { name, key } = &server.url
     {

@@ -1615,7 +1615,7 @@ async fn wait_for_available(deployments: &Api<Deployment>, ns: &str, name: &str,
 
 /// The folder on this machine behind claim `name` (the default StorageClass's hostPath or
 /// local volume), once bound.
-async fn claim_folder(client: &Client, ns: &str, name: &str) -> PathBuf {
+pub async fn claim_folder(client: &Client, ns: &str, name: &str) -> PathBuf {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     wait_until(
         Duration::from_secs(60),

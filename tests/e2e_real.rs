@@ -412,3 +412,71 @@ async fn a_hub_on_a_sub_path_claim_is_rolled_back_then_upgraded_by_the_helm_inst
     eprintln!("scenario took {:?}", hub.started.elapsed());
     hub.delete_namespace().await;
 }
+
+/// `migration.onFailure: FreshDatabase` on the real node: the migration really fails, the
+/// failed file is moved aside next to the verified backup, and the new hub (k8s-hub 4.4.0 with
+/// the failing migration) really starts on a new, empty database: it answers as 5.5.0 and knows
+/// none of the old users, while the backup still holds them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_migration_with_fresh_database_starts_the_new_hub_on_a_new_database() {
+    let hub = RealHub::new("real-fresh", None, Operator::HostProcess).await;
+    let population = hub.populate(20);
+    hub.apply_upgrade(
+        "to-broken",
+        BROKEN_MIGRATION_IMAGE,
+        json!({"migration": {"rehearse": false, "onFailure": "FreshDatabase"}}),
+    )
+    .await;
+    let upgrade = hub.wait_for("to-broken", TERMINAL, UPGRADE_LIMIT).await;
+    let status = upgrade.status.clone().expect("status");
+    assert_eq!(
+        status.progress.phase,
+        Phase::Succeeded,
+        "{:?}; operator log:\n{}",
+        status.progress.failure,
+        hub.operator_log()
+    );
+    let said = status
+        .progress
+        .fresh_database
+        .clone()
+        .expect("said in the status");
+    assert_eq!(hub.hub_image().await, BROKEN_MIGRATION_IMAGE);
+    hub.wait_for_hub(Duration::from_secs(180)).await;
+    assert_eq!(hub.hub_version(), "5.5.0");
+    let users = hub.user_names();
+    assert!(
+        population.users.iter().all(|u| !users.contains(u)),
+        "the new hub knows old users: {users:?}"
+    );
+    // The verified backup, as 4.1.6 left it, with every user.
+    let backup = assert_verified_backup(&hub, &upgrade);
+    let rows = contents(&backup).await;
+    for user in &population.users {
+        assert!(
+            rows.iter().any(|r| r.ends_with(&format!(" {user}"))),
+            "{user} not in the backup"
+        );
+    }
+    // The half-migrated database, kept where the status says.
+    let moved = said
+        .split_whitespace()
+        .find(|w| w.ends_with("-failed.sqlite") || w.ends_with("-failed.sqlite;"))
+        .map(|w| w.trim_end_matches(';'))
+        .unwrap_or_else(|| panic!("no moved file in {said:?}"));
+    assert!(
+        on_volume(&hub.volume, moved).is_file(),
+        "{moved} is not on the volume"
+    );
+    // The new database is a new file, not the old one.
+    assert_ne!(
+        hubgrade::db::file::size_and_checksum(&hub.database())
+            .expect("the new database")
+            .1,
+        hubgrade::db::file::size_and_checksum(&backup)
+            .expect("the backup")
+            .1
+    );
+    eprintln!("scenario took {:?}", hub.started.elapsed());
+    hub.delete_namespace().await;
+}

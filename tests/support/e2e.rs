@@ -64,6 +64,8 @@ impl Drop for Hub {
             let _ = operator.kill();
             let _ = operator.wait();
         }
+        let ledger_password = self.ledger_password.clone().unwrap_or_default();
+        super::assert_clean_operator_log(&self.operator_log(), &[&ledger_password]);
         let _ = self.standin.kill();
         let _ = self.standin.wait();
         if let Some(mut standin) = self.snapshot_standin.take() {

@@ -415,3 +415,26 @@ pub fn another_ca(dir: &Path) -> PathBuf {
     assert!(made.status.success(), "{}", stderr(&made));
     ca
 }
+
+/// After an end-to-end test (called when a harness is dropped, unless the test already failed):
+/// the operator's log holds no panic and none of `secrets` (the test servers' passwords, as
+/// written and as in a URL, and whatever the test adds).
+pub fn assert_clean_operator_log(log: &str, secrets: &[&str]) {
+    if std::thread::panicking() {
+        return;
+    }
+    if let Some(line) = log.lines().find(|l| l.contains("panicked at")) {
+        panic!("the operator panicked: {line}");
+    }
+    let known = [
+        postgres::PASSWORD,
+        postgres::PASSWORD_IN_URL,
+        mariadb::PASSWORD,
+        mariadb::PASSWORD_IN_URL,
+    ];
+    for secret in known.iter().chain(secrets).filter(|s| !s.is_empty()) {
+        if let Some(line) = log.lines().find(|l| l.contains(secret)) {
+            panic!("a secret is in the operator's log: {line}");
+        }
+    }
+}

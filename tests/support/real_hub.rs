@@ -355,6 +355,9 @@ impl ServerDatabase {
 impl Drop for RealHub {
     fn drop(&mut self) {
         self.kill_operator();
+        if self.operator_mode == Operator::HostProcess {
+            super::assert_clean_operator_log(&self.operator_log(), &[&self.api_token]);
+        }
     }
 }
 

@@ -319,32 +319,8 @@ fn versions_in(namespace: &str) -> Vec<String> {
     lines
 }
 
-/// `hubgrade plan -f` on a HubUpgrade manifest: the JSON report and the exit code.
 fn plan(hub: &Hub, name: &str, target: &str) -> (serde_json::Value, i32) {
-    let file = hub.dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            "apiVersion: hubgrade.io/v1alpha1\nkind: HubUpgrade\nmetadata:\n  name: {name}\n\
-             spec:\n  hub:\n    deployment: hub\n  targetImage: {target}\n"
-        ),
-    )
-    .expect("writing the manifest");
-    let output = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
-        .args(["plan", "-o", "json", "-n", hub.ns(), "-f"])
-        .arg(&file)
-        .args(["--ledger-url", &hub.ledger_url])
-        .env("KUBECONFIG", support::kubeconfig())
-        .output()
-        .expect("hubgrade plan");
-    let report = serde_json::from_str(&support::stdout(&output)).unwrap_or_else(|e| {
-        panic!(
-            "hubgrade plan printed no report ({e}): {}{}",
-            support::stdout(&output),
-            support::stderr(&output)
-        )
-    });
-    (report, output.status.code().unwrap_or(-1))
+    hub.plan(name, target)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -153,6 +153,22 @@ async fn a_postgres_hub_is_upgraded_through_kills_in_every_phase() {
     };
     let mut hub = Hub::new("e2e-pg", edit).await;
     let before = contents(&server, "jupyterhub").await;
+    // `hubgrade plan` says what will happen, without connecting to the server.
+    let (report, code) = hub.plan("to-4-2-0", TARGET);
+    assert_eq!(code, 0, "{report}");
+    let database = report["layout"]["database"].as_str().unwrap_or_default();
+    assert!(
+        database.starts_with("PostgreSQL (URL from hub.db.url"),
+        "{report}"
+    );
+    assert!(report["layout"]["claim"].is_null(), "{report}");
+    assert!(
+        report["backup"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Clone of the PostgreSQL"),
+        "{report}"
+    );
     let upgrade = hub
         .apply_upgrade(
             "to-4-2-0",

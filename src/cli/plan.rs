@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::ledger::Format;
 use crate::api::HubUpgrade;
 use crate::cluster::Target;
-use crate::cluster::observe::observe;
+use crate::cluster::observe::observe_with;
 use crate::hub::HubDatabase;
 use crate::hub::revision::{check_image_upgrade, release_of_image};
 use crate::ledger::predict::{Prediction, Sample, predict};
@@ -181,7 +181,8 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
         image_policy: args.image_policy.policy(),
         ..Target::resolve(&upgrade, "").map_err(|e| e.to_string())?
     };
-    let observation = observe(&client, &target, Phase::Preflight)
+    // The database server is not asked from here (it may be reachable only in the cluster).
+    let observation = observe_with(&client, &target, Phase::Preflight, false)
         .await
         .map_err(|e| format!("reading the cluster: {e}"))?;
     let now = jiff::Timestamp::now();
@@ -215,6 +216,20 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
     }
     for problem in &problems {
         checks.push(check("Preflight", false, problem));
+    }
+    if let Some(Ok(layout)) = &observation.snapshot.layout
+        && let Some(server) = layout.server()
+    {
+        checks.push(check(
+            "the database server (asked by the operator)",
+            true,
+            &format!(
+                "the operator's Preflight connects to the {} database (the URL from the hub's \
+                 Secret) and refuses if it does not answer or clients other than the hub are \
+                 connected; plan does not connect to it from here",
+                server.kind
+            ),
+        ));
     }
     // Past the lock, as if this upgrade held it: where the machine would go next.
     world.lock = LockState::HeldBySelf;
@@ -328,14 +343,29 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
 
     let backup = match layout.as_ref().map(|l| &l.database) {
         None => "none: the hub's layout was not found".to_string(),
-        Some(HubDatabase::Server(server)) => format!(
-            "Clone of the {} database on its own server (`<database>_{}`), made once the hub \
-             is stopped and checked to hold the same revision and row counts; a roll back \
-             keeps the failed database as `<database>_failed_<time>`. No rehearsal: the \
-             server cannot copy the database while the hub is connected to it",
-            server.kind,
-            crate::cluster::objects::server_clone_suffix(&target.owner)
-        ),
+        Some(HubDatabase::Server(server)) => {
+            let made = match target.backup_method {
+                crate::machine::BackupMethod::Dump => format!(
+                    "Dump of the {} database (pg_dump/mysqldump) to the claim {}{}",
+                    server.kind,
+                    target.dump_claim(),
+                    match &target.dump_claim {
+                        Some(_) => ", whose room is checked first",
+                        None => ", made for it at twice the database's size",
+                    }
+                ),
+                _ => format!(
+                    "Clone of the {} database on its own server (`<database>_{}`)",
+                    server.kind,
+                    crate::cluster::objects::server_clone_suffix(&target.owner)
+                ),
+            };
+            format!(
+                "{made}, made once the hub is stopped and checked; a roll back keeps the failed \
+                 database as `<database>_failed_<time>`. No rehearsal: the server cannot copy \
+                 the database while the hub is connected to it"
+            )
+        }
         Some(HubDatabase::Sqlite(file)) => format!(
             "{} copy of {} on the claim {}, next to the database (kept: the last {}); the \
              backup Job checks first that the claim has room for the backup, JupyterHub's own \

@@ -45,6 +45,17 @@ pub async fn observe(
     target: &Target,
     phase: Phase,
 ) -> Result<Observation, kube::Error> {
+    observe_with(client, target, phase, true).await
+}
+
+/// [`observe`]; `ask_server`: in Preflight, connect to a hub's database server (the operator
+/// does; `hubgrade plan`, which may run where the server cannot be reached, does not).
+pub async fn observe_with(
+    client: &Client,
+    target: &Target,
+    phase: Phase,
+    ask_server: bool,
+) -> Result<Observation, kube::Error> {
     let namespace = target.owner.namespace.as_str();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -102,6 +113,7 @@ pub async fn observe(
     // A server database is asked, in Preflight, whether it answers and who is connected.
     let mut server_problem = None;
     if phase == Phase::Preflight
+        && ask_server
         && let Some(Ok(layout)) = &layout
         && let Some(server) = layout.server()
     {

@@ -336,6 +336,34 @@ impl Hub {
         }
     }
 
+    /// `hubgrade plan -f` on a HubUpgrade `name` to `target`: the JSON report and the exit code.
+    pub fn plan(&self, name: &str, target: &str) -> (serde_json::Value, i32) {
+        let file = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: hubgrade.io/v1alpha1\nkind: HubUpgrade\nmetadata:\n  name: {name}\n\
+                 spec:\n  hub:\n    deployment: hub\n  targetImage: {target}\n"
+            ),
+        )
+        .expect("writing the manifest");
+        let output = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+            .args(["plan", "-o", "json", "-n", self.ns(), "-f"])
+            .arg(&file)
+            .args(["--ledger-url", &self.ledger_url])
+            .env("KUBECONFIG", super::kubeconfig())
+            .output()
+            .expect("hubgrade plan");
+        let report = serde_json::from_str(&stdout(&output)).unwrap_or_else(|e| {
+            panic!(
+                "hubgrade plan printed no report ({e}): {}{}",
+                stdout(&output),
+                stderr(&output)
+            )
+        });
+        (report, output.status.code().unwrap_or(-1))
+    }
+
     pub async fn phase(&self, name: &str) -> Option<Phase> {
         let upgrade = self.upgrades().get_opt(name).await.ok().flatten()?;
         upgrade.status.map(|s| s.progress.phase)

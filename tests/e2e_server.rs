@@ -175,14 +175,8 @@ async fn a_postgres_hub_is_upgraded_through_kills_in_every_phase() {
             json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
         )
         .await;
-    let (end, killed_in) = hub.kill_in_every_phase("to-4-2-0").await;
-    assert_eq!(end, Phase::Succeeded, "{}", hub.operator_log());
-    for phase in ["BackingUp", "Migrating"] {
-        assert!(
-            killed_in.contains(phase),
-            "no kill during {phase}: {killed_in:?}"
-        );
-    }
+    hub.ends_through_kills("to-4-2-0", Phase::Succeeded, &["BackingUp", "Migrating"])
+        .await;
     assert_eq!(hub.hub_image().await, TARGET);
     let status = hub
         .upgrades()
@@ -266,14 +260,12 @@ async fn a_postgres_hub_whose_migration_fails_half_way_is_restored_through_kills
         json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
     )
     .await;
-    let (end, killed_in) = hub.kill_in_every_phase("to-4-2-0").await;
-    assert_eq!(end, Phase::RolledBack, "{}", hub.operator_log());
-    for phase in ["BackingUp", "Migrating", "RollingBack"] {
-        assert!(
-            killed_in.contains(phase),
-            "no kill during {phase}: {killed_in:?}"
-        );
-    }
+    hub.ends_through_kills(
+        "to-4-2-0",
+        Phase::RolledBack,
+        &["BackingUp", "Migrating", "RollingBack"],
+    )
+    .await;
     assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
     // Identical row counts in every table, the old columns and revision.
     assert_eq!(contents(&server, "jupyterhub").await, before);

@@ -270,39 +270,28 @@ async fn standin_server_migration(values: PathBuf, fails_halfway: bool) -> (i32,
         use hubgrade::db::url::DatabaseUrl;
         let column = "ALTER TABLE users ADD COLUMN standin_migrated TEXT";
         let stamp = format!("UPDATE alembic_version SET version_num = '{MIGRATED_REVISION}'");
+        // The same statements on either server, through its own connection type.
+        macro_rules! migrate {
+            ($connection:ty, $options:expr) => {{
+                let mut db = <$connection>::connect_with(&$options?).await?;
+                let (current,): (String,) =
+                    sqlx::query_as("SELECT version_num FROM alembic_version")
+                        .fetch_one(&mut db)
+                        .await?;
+                if current != MIGRATED_REVISION {
+                    sqlx::query(column).execute(&mut db).await?;
+                    if !fails_halfway {
+                        sqlx::query(sqlx::AssertSqlSafe(stamp.clone()))
+                            .execute(&mut db)
+                            .await?;
+                    }
+                }
+                db.close().await
+            }};
+        }
         match &url {
-            DatabaseUrl::Postgres(server) => {
-                let mut db = sqlx::PgConnection::connect_with(&server.pg_options()?).await?;
-                let (current,): (String,) =
-                    sqlx::query_as("SELECT version_num FROM alembic_version")
-                        .fetch_one(&mut db)
-                        .await?;
-                if current != MIGRATED_REVISION {
-                    sqlx::query(column).execute(&mut db).await?;
-                    if !fails_halfway {
-                        sqlx::query(sqlx::AssertSqlSafe(stamp.clone()))
-                            .execute(&mut db)
-                            .await?;
-                    }
-                }
-                db.close().await
-            }
-            DatabaseUrl::Mysql(server) => {
-                let mut db = sqlx::MySqlConnection::connect_with(&server.mysql_options()?).await?;
-                let (current,): (String,) =
-                    sqlx::query_as("SELECT version_num FROM alembic_version")
-                        .fetch_one(&mut db)
-                        .await?;
-                if current != MIGRATED_REVISION {
-                    sqlx::query(column).execute(&mut db).await?;
-                    if !fails_halfway {
-                        sqlx::query(sqlx::AssertSqlSafe(stamp.clone()))
-                            .execute(&mut db)
-                            .await?;
-                    }
-                }
-                db.close().await
-            }
+            DatabaseUrl::Postgres(server) => migrate!(sqlx::PgConnection, server.pg_options()),
+            DatabaseUrl::Mysql(server) => migrate!(sqlx::MySqlConnection, server.mysql_options()),
             DatabaseUrl::Sqlite { .. } => Ok(()),
         }
     }

@@ -364,6 +364,19 @@ impl Hub {
         (report, output.status.code().unwrap_or(-1))
     }
 
+    /// [`Hub::kill_in_every_phase`], asserting that upgrade `name` ends in `end` and that a kill
+    /// hit each of `phases`.
+    pub async fn ends_through_kills(&mut self, name: &str, end: Phase, phases: &[&str]) {
+        let (ended, killed_in) = self.kill_in_every_phase(name).await;
+        assert_eq!(ended, end, "{}", self.operator_log());
+        for phase in phases {
+            assert!(
+                killed_in.contains(*phase),
+                "no kill during {phase}: {killed_in:?}"
+            );
+        }
+    }
+
     pub async fn phase(&self, name: &str) -> Option<Phase> {
         let upgrade = self.upgrades().get_opt(name).await.ok().flatten()?;
         upgrade.status.map(|s| s.progress.phase)

@@ -26,24 +26,9 @@ const USERS: usize = 210;
 const UPGRADE_LIMIT: Duration = Duration::from_secs(900);
 const TERMINAL: &[Phase] = &[Phase::Succeeded, Phase::RolledBack, Phase::Failed];
 
-/// The verified backup the upgrade recorded: its file on the volume exists, has the recorded
-/// checksum and holds the database as 4.1.6 left it.
+/// The verified backup the upgrade recorded (see [`RealHub::assert_verified_backup`]).
 fn assert_verified_backup(hub: &RealHub, upgrade: &HubUpgrade) -> std::path::PathBuf {
-    let status = upgrade.status.clone().expect("status");
-    let backup = status.progress.backup.expect("a backup in status");
-    assert!(backup.verified, "the backup is not verified: {backup:?}");
-    let file = on_volume(&hub.volume, &backup.reference);
-    assert!(
-        file.is_file(),
-        "the backup {} is not on the volume at {}",
-        backup.reference,
-        file.display()
-    );
-    let (size, checksum) = hubgrade::db::file::size_and_checksum(&file).expect("checksum");
-    assert_eq!(Some(checksum), backup.checksum, "{}", file.display());
-    assert_eq!(Some(size), backup.size_bytes);
-    assert!(revision_of_file(&file).starts_with(OLD_HEAD));
-    file
+    hub.assert_verified_backup(upgrade)
 }
 
 /// The schema and the rows of users, groups, memberships and tokens, as text.

@@ -19,7 +19,7 @@ use kube::api::{Api, ListParams};
 use serde_json::json;
 use support::jupyterhub::revision_of_file;
 use support::real_hub::{
-    NEW_HEAD, NEW_IMAGE, OLD_HEAD, OLD_IMAGE, Operator, RealHub, SIDECAR, SIDECAR_IMAGE, on_volume,
+    NEW_HEAD, NEW_IMAGE, OLD_IMAGE, Operator, RealHub, SIDECAR, SIDECAR_IMAGE,
 };
 
 const USERS: usize = 50;
@@ -180,18 +180,8 @@ async fn a_release_prefixed_hub_with_a_sidecar_is_upgraded_to_5_and_keeps_its_si
     // A verified File backup on the prefixed claim, with the recorded checksum.
     let backup = status.progress.backup.clone().expect("a backup in status");
     assert_eq!(backup.method, BackupMethod::File, "{backup:?}");
-    assert!(backup.verified, "the backup is not verified: {backup:?}");
-    let file = on_volume(&hub.volume, &backup.reference);
-    assert!(
-        file.is_file(),
-        "the backup {} is not on the claim {CLAIM} at {}",
-        backup.reference,
-        file.display()
-    );
-    let (size, checksum) = hubgrade::db::file::size_and_checksum(&file).expect("checksum");
-    assert_eq!(Some(checksum), backup.checksum, "{}", file.display());
-    assert_eq!(Some(size), backup.size_bytes);
-    assert!(revision_of_file(&file).starts_with(OLD_HEAD));
+    assert_eq!(hub.names.claim, CLAIM);
+    hub.assert_verified_backup(&upgrade);
 
     // The configuration backup holds the prefixed ConfigMap and Secret (key names only).
     let secrets: Api<Secret> = Api::namespaced(hub.client.clone(), hub.ns());

@@ -1086,6 +1086,31 @@ impl RealHub {
     }
 
     /// The operator's log: the host process's file, or the Helm-installed pod's.
+    /// The verified backup `upgrade` recorded: its file on the hub's volume exists, has the
+    /// recorded size and checksum and holds the database as 4.1.6 left it. Returns the file.
+    pub fn assert_verified_backup(&self, upgrade: &HubUpgrade) -> PathBuf {
+        let status = upgrade.status.clone().expect("status");
+        let backup = status.progress.backup.expect("a backup in status");
+        assert!(backup.verified, "the backup is not verified: {backup:?}");
+        let file = on_volume(&self.volume, &backup.reference);
+        assert!(
+            file.is_file(),
+            "the backup {} is not on the claim {} at {}",
+            backup.reference,
+            self.names.claim,
+            file.display()
+        );
+        let (size, checksum) = hubgrade::db::file::size_and_checksum(&file).expect("checksum");
+        assert_eq!(Some(checksum), backup.checksum, "{}", file.display());
+        assert_eq!(Some(size), backup.size_bytes);
+        let revision = super::jupyterhub::revision_of_file(&file);
+        assert!(
+            revision.starts_with(OLD_HEAD),
+            "the backup is at {revision}"
+        );
+        file
+    }
+
     pub fn operator_log(&self) -> String {
         match self.operator_mode {
             Operator::HostProcess => {

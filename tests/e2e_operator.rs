@@ -626,14 +626,14 @@ async fn http_get(port: u16, path: &str) -> String {
 }
 
 /// A z2jh hub on PostgreSQL (`hub.db.type: postgres` in the hub Secret's values.yaml, as z2jh
-/// renders it) is refused in Preflight naming PostgreSQL and where that was read, not with a
-/// message about a missing SQLite file; nothing is touched.
+/// renders it) whose server does not answer is refused in Preflight naming PostgreSQL, not with
+/// a message about a missing SQLite file; nothing is touched. (Nothing listens on port 1.)
 #[tokio::test(flavor = "multi_thread")]
-async fn a_postgres_hub_is_refused_naming_its_database() {
+async fn a_postgres_hub_whose_server_does_not_answer_is_refused_naming_its_database() {
     let hub = Hub::new("e2e-postgres", |yaml| {
         yaml.replace(
             "        type: sqlite-pvc",
-            "        type: postgres\n        url: postgresql://hub@db.example.org/jupyterhub",
+            "        type: postgres\n        url: postgresql://hub@127.0.0.1:1/jupyterhub",
         )
     })
     .await;
@@ -643,7 +643,7 @@ async fn a_postgres_hub_is_refused_naming_its_database() {
     assert_phase(&status, Phase::Failed);
     let message = &status.progress.message;
     assert!(
-        message.contains("PostgreSQL (hub.db.type: postgres in the hub Secret's values.yaml)"),
+        message.contains("the hub's PostgreSQL database does not answer"),
         "{message}"
     );
     assert!(!message.contains("SQLite database"), "{message}");

@@ -147,26 +147,21 @@ impl ServerSource {
         use crate::db::url::DatabaseUrl;
         let text = match &self.values {
             Some(folder) => {
-                let values_file = folder.join(crate::hub::VALUES_KEY);
-                let values = std::fs::read_to_string(&values_file)
-                    .map_err(|e| format!("reading {}: {e}", values_file.display()))?;
-                // The user's Secret first, then the hub's (z2jh's get_secret_value).
-                let folders: Vec<&PathBuf> = self.existing.iter().chain([folder]).collect();
-                let read = |key: &str| {
-                    folders
-                        .iter()
-                        .find_map(|f| std::fs::read_to_string(f.join(key)).ok())
-                };
-                let over = self
+                // The user's Secret first, then the hub's.
+                let readers: Vec<_> = self
                     .existing
-                    .as_ref()
-                    .and_then(|f| std::fs::read_to_string(f.join(crate::hub::VALUES_KEY)).ok());
-                let merged = crate::hub::merge_values(
-                    &std::iter::once(values.as_str())
-                        .chain(over.as_deref())
-                        .collect::<Vec<_>>(),
-                );
-                crate::hub::chart_database_url(&merged, read("hub.db.password").as_deref())?
+                    .iter()
+                    .chain([folder])
+                    .map(|dir| move |key: &str| std::fs::read_to_string(dir.join(key)).ok())
+                    .collect();
+                let readers: Vec<crate::hub::SecretKeys<'_>> = readers
+                    .iter()
+                    .map(|r| r as crate::hub::SecretKeys<'_>)
+                    .collect();
+                crate::hub::chart_url_from_secrets(&readers).ok_or_else(|| {
+                    let file = folder.join(crate::hub::VALUES_KEY);
+                    format!("reading {}: no such file", file.display())
+                })??
             }
             None => std::env::var(DATABASE_URL_ENV)
                 .map_err(|_| format!("no database URL: {DATABASE_URL_ENV} is not set"))?,

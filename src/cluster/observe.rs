@@ -19,8 +19,8 @@ use crate::db::url::DatabaseUrl;
 use crate::hub::image::{HUB_ANNOTATION, looks_like_a_hub};
 use crate::hub::revision::check_image_upgrade;
 use crate::hub::{
-    ChartDatabase, HubDatabase, HubLayout, LayoutError, ServerDatabase, UrlSource, VALUES_KEY,
-    chart_database, chart_database_url, merge_values, values_secrets,
+    ChartDatabase, HubDatabase, HubLayout, LayoutError, SecretKeys, ServerDatabase, UrlSource,
+    VALUES_KEY, chart_database, chart_url_from_secrets, merge_values, values_secrets,
 };
 use crate::machine::{LockState, MigrationFailure, Phase, Preflight, World};
 
@@ -111,25 +111,21 @@ pub async fn observe_with(
         url_secret = Some(secrets.get_opt(name).await?);
     }
     // A server database is asked, in Preflight, whether it answers and who is connected.
-    let mut server_problem = None;
+    let mut server_problems = Vec::new();
     if phase == Phase::Preflight
         && ask_server
         && let Some(Ok(layout)) = &layout
         && let Some(server) = layout.server()
     {
-        server_problem = check_server(client, namespace, server, &snapshot.hub_pods).await?;
+        server_problems.extend(check_server(client, namespace, server, &snapshot.hub_pods).await?);
         if target.backup_method == BackupMethod::Dump
             && let Some(claim) = &target.dump_claim
         {
             let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
             if claims.get_opt(claim).await?.is_none() {
-                let missing = format!(
+                server_problems.push(format!(
                     "spec.backup.dumpClaim: the claim {namespace}/{claim} does not exist (omit it and the operator makes one)"
-                );
-                server_problem = Some(match server_problem {
-                    Some(other) => format!("{other}; {missing}"),
-                    None => missing,
-                });
+                ));
             }
         }
     }
@@ -142,7 +138,7 @@ pub async fn observe_with(
             url_secret.as_ref().map(Option::as_ref),
             snapshot_api.flatten(),
         );
-        checked.problems.extend(server_problem);
+        checked.problems.extend(server_problems);
         checked
     });
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
@@ -463,24 +459,20 @@ pub(super) async fn server_url(
         let data = secrets.get_opt(name).await?.and_then(|s| s.data);
         found.push(data.unwrap_or_default());
     }
-    let read_in = |data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>, k: &str| {
-        data.get(k)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    let read = |k: &str| found.iter().find_map(|data| read_in(data, k));
+    let readers: Vec<_> = found
+        .iter()
+        .map(|data| {
+            move |key: &str| {
+                data.get(key)
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            }
+        })
+        .collect();
+    let readers: Vec<SecretKeys<'_>> = readers.iter().map(|r| r as SecretKeys<'_>).collect();
     let text = match key {
-        Some(key) => read(key).map(Ok),
-        // The hub Secret's values, the user's merged over them.
-        None => found.last().and_then(|d| read_in(d, VALUES_KEY)).map(|_| {
-            let texts: Vec<String> = found
-                .iter()
-                .rev()
-                .filter_map(|d| read_in(d, VALUES_KEY))
-                .collect();
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            chart_database_url(&merge_values(&texts), read("hub.db.password").as_deref())
-                .map_err(|problem| format!("the hub's database: {problem}"))
-        }),
+        Some(key) => readers[0](key).map(Ok),
+        None => chart_url_from_secrets(&readers)
+            .map(|url| url.map_err(|problem| format!("the hub's database: {problem}"))),
     };
     Ok(text.map(|text| {
         DatabaseUrl::parse(text?.trim())

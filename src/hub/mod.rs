@@ -10,8 +10,8 @@ pub use config::{WRONG_DATABASE_EXIT_CODE, pinned_database_config};
 pub use layout::{HubDatabase, ServerDatabase, ServerKind, SqliteFile, UrlSource};
 pub use layout::{HubLayout, LayoutError, LayoutHints, detect_layout, find_container};
 pub use values::{
-    ChartDatabase, EXISTING_SECRET_MOUNT, VALUES_KEY, VALUES_MOUNT, chart_database,
-    chart_database_url, merge_values, values_secret, values_secrets,
+    ChartDatabase, EXISTING_SECRET_MOUNT, SecretKeys, VALUES_KEY, VALUES_MOUNT, chart_database,
+    chart_database_url, chart_url_from_secrets, merge_values, values_secret, values_secrets,
 };
 
 /// Where z2jh keeps the hub's SQLite database.

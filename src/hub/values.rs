@@ -154,6 +154,29 @@ pub fn merge_values(texts: &[&str]) -> String {
     merged.to_string()
 }
 
+/// A reader of one Secret's keys (a mounted folder's files, or a Secret's data).
+pub type SecretKeys<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The URL a z2jh hub's configuration connects to, read from its Secrets as z2jh's `z2jh.py`
+/// reads them: `secrets` in order of precedence, `hub.existingSecret`'s first and the hub
+/// Secret's last; keys from the first that has them, `values.yaml` merged from the last to the
+/// first. `None`: the hub Secret has no `values.yaml`. Holds the password: never print it.
+pub fn chart_url_from_secrets(secrets: &[SecretKeys<'_>]) -> Option<Result<String, String>> {
+    let (hub, _) = secrets.split_last()?;
+    hub(VALUES_KEY)?;
+    let texts: Vec<String> = secrets
+        .iter()
+        .rev()
+        .filter_map(|read| read(VALUES_KEY))
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let password = secrets.iter().find_map(|read| read("hub.db.password"));
+    Some(chart_database_url(
+        &merge_values(&texts),
+        password.as_deref(),
+    ))
+}
+
 /// The URL of the database a z2jh hub's configuration connects to, as its
 /// `jupyterhub_config.py` sets it: `hub.db.url` from `values.yaml`, with the password the
 /// configuration exports for `postgres` (`PGPASSWORD`) and `mysql` (`MYSQL_PWD`) from the

@@ -133,7 +133,7 @@ fn any_spec_is_planned_or_refused() {
                 "migration": {"rehearse": rehearse, "timeout": timeout},
                 "rollout": {"imageManagement": images},
                 "rollback": {"timeout": rollback},
-                "drain": {"timeout": drain, "notBefore": not_before, "maxActiveServers": servers},
+                "drain": {"timeout": drain, "tokenSecret": {"name": "hub", "key": not_before}, "maxActiveServers": servers},
             });
             if let Ok(spec) = serde_json::from_value::<HubUpgradeSpec>(json) {
                 let _ = spec.plan();

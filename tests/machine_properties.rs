@@ -12,8 +12,8 @@ mod machine_support;
 
 use hubgrade::machine::{
     Action, BackupRecord, Decision, DrainPlan, HubObservation, ImageManagement, LockState,
-    MigrationFailure, Original, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState,
-    Timeouts, Window, World, decide,
+    MigrationFailure, OnDrainTimeout, Original, Phase, Plan, Preflight, Progress, RollbackPolicy,
+    StepState, Timeouts, Window, World, decide,
 };
 use jiff::{SignedDuration, Timestamp};
 use machine_support::{ORIGINAL_IMAGE, OTHER_UPGRADE, TARGET_IMAGE, backup_report, start};
@@ -298,7 +298,9 @@ impl Shell {
                 .then(|| Preflight {
                     problems: self.scenario.preflight_problems.clone(),
                 }),
-            active_servers: self.active_servers,
+            active_servers: self
+                .active_servers
+                .map(|n| (0..n).map(|i| format!("user{i}")).collect()),
             approved: self.approved.then(|| "alice".to_string()),
             rehearsal: self.rehearsal.observed(),
             config_backed_up: self.config_copied,
@@ -347,7 +349,7 @@ impl Shell {
                     self.rehearsal = Job::Running;
                 }
             }
-            Action::StopServers => self.servers_asked_to_stop = true,
+            Action::StopServers { .. } => self.servers_asked_to_stop = true,
             Action::ScaleHub { replicas } => {
                 if let Some(hub) = &mut cluster.hub
                     && hub.replicas != *replicas
@@ -589,14 +591,16 @@ fn timeouts() -> impl Strategy<Value = Timeouts> {
 fn drain_plan() -> impl Strategy<Value = Option<DrainPlan>> {
     proptest::option::of(
         (
-            proptest::option::of(seconds(0..=1200)),
             0u32..3,
-            any::<bool>(),
+            prop_oneof![
+                Just(OnDrainTimeout::Proceed),
+                Just(OnDrainTimeout::Abort),
+                Just(OnDrainTimeout::StopServers)
+            ],
         )
-            .prop_map(|(not_before, max_active_servers, stop_servers)| DrainPlan {
-                not_before: not_before.map(|offset| start() + offset),
+            .prop_map(|(max_active_servers, on_timeout)| DrainPlan {
                 max_active_servers,
-                stop_servers,
+                on_timeout,
             }),
     )
 }
@@ -628,6 +632,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                 on_migration_failure: MigrationFailure::RollBack,
                 timeouts,
                 window: Window::default(),
+                verify_hub_api: false,
                 approval_required: false,
             },
         )
@@ -1079,9 +1084,8 @@ fn every_plan_shape() -> Vec<Plan> {
         for drain in [
             None,
             Some(DrainPlan {
-                not_before: Some(start() + SignedDuration::from_mins(2)),
                 max_active_servers: 0,
-                stop_servers: true,
+                on_timeout: OnDrainTimeout::StopServers,
             }),
         ] {
             for image_management in [
@@ -1098,6 +1102,7 @@ fn every_plan_shape() -> Vec<Plan> {
                         accept_image_drift: false,
                         rollback,
                         on_migration_failure: MigrationFailure::RollBack,
+                        verify_hub_api: false,
                         timeouts: Timeouts::default(),
                         window: Window::default(),
                         approval_required: false,

@@ -5,8 +5,9 @@
 mod machine_support;
 
 use hubgrade::machine::{
-    Action, Decision, DrainPlan, EventKind, ImageManagement, LockState, MigrationFailure, Original,
-    Outcome, Phase, Plan, Preflight, Progress, RollbackPolicy, StepState, Window, World, decide,
+    Action, Decision, DrainPlan, EventKind, HubApiAnswers, ImageManagement, LockState,
+    MigrationFailure, OnDrainTimeout, Original, Outcome, Phase, Plan, Preflight, Progress, Release,
+    RollbackPolicy, StepState, Target, Window, World, decide,
 };
 use jiff::SignedDuration;
 use machine_support::*;
@@ -44,12 +45,11 @@ fn notice_of(decision: &Decision) -> (EventKind, &str) {
     (notice.kind, notice.reason.as_str())
 }
 
-fn drain_plan(not_before_secs: Option<i64>, max_active_servers: u32, stop_servers: bool) -> Plan {
+fn drain_plan(max_active_servers: u32, on_timeout: OnDrainTimeout) -> Plan {
     Plan {
         drain: Some(DrainPlan {
-            not_before: not_before_secs.map(after),
             max_active_servers,
-            stop_servers,
+            on_timeout,
         }),
         ..plan()
     }
@@ -802,7 +802,7 @@ fn preflight_with_free_lock_acquires_it_and_stays_in_preflight() {
 fn preflight_with_own_lock_and_rehearsal_enters_rehearsal() {
     let plan = Plan {
         rehearse: true,
-        ..drain_plan(None, 0, false)
+        ..drain_plan(0, OnDrainTimeout::Proceed)
     };
     let progress = Progress {
         waiting_for: Some(OTHER_UPGRADE.to_string()),
@@ -833,7 +833,7 @@ fn preflight_with_own_lock_and_rehearsal_enters_rehearsal() {
 #[test]
 fn preflight_without_rehearsal_but_with_drain_records_rehearsal_skipped_and_enters_draining() {
     let decision = decide(
-        &drain_plan(None, 0, false),
+        &drain_plan(0, OnDrainTimeout::Proceed),
         &progress_in(Phase::Preflight),
         &checked_world(LockState::HeldBySelf),
         after(1),
@@ -977,7 +977,7 @@ fn rehearsal_timeout_fails_untouched_and_releases_the_lock() {
 fn rehearsal_success_with_drain_enters_draining() {
     let plan = Plan {
         rehearse: true,
-        ..drain_plan(None, 0, false)
+        ..drain_plan(0, OnDrainTimeout::Proceed)
     };
     let world = World {
         rehearsal: StepState::Succeeded(()),
@@ -1152,10 +1152,10 @@ fn a_window_that_closes_before_the_hub_is_stopped_ends_the_upgrade_untouched() {
     // Draining past the window's end: the same.
     let draining = Plan {
         window,
-        ..drain_plan(None, 0, false)
+        ..drain_plan(0, OnDrainTimeout::Proceed)
     };
     let world = World {
-        active_servers: Some(0),
+        active_servers: Some(Vec::new()),
         ..world()
     };
     let late = decide(&draining, &progress_in(Phase::Draining), &world, after(601));
@@ -1167,19 +1167,21 @@ fn a_window_that_closes_before_the_hub_is_stopped_ends_the_upgrade_untouched() {
 // Draining
 // ---------------------------------------------------------------------------------------------
 
-fn world_with_active_servers(active: Option<u32>) -> World {
+fn world_with_active_servers(active: Option<&[&str]>) -> World {
     World {
-        active_servers: active,
+        active_servers: active.map(|names| names.iter().map(|n| n.to_string()).collect()),
         ..world()
     }
 }
+
+const THREE: Option<&[&str]> = Some(&["alice", "bob", "carol/gpu"]);
 
 #[test]
 fn draining_without_a_drain_plan_moves_on_to_scaling_down() {
     let decision = decide(
         &plan(),
         &progress_in(Phase::Draining),
-        &world_with_active_servers(Some(12)),
+        &world_with_active_servers(THREE),
         after(1),
     );
     assert_eq!(decision.action, Action::Wait);
@@ -1196,107 +1198,113 @@ fn draining_without_a_drain_plan_moves_on_to_scaling_down() {
 #[test]
 fn draining_with_few_enough_servers_moves_on_to_scaling_down() {
     let decision = decide(
-        &drain_plan(None, 2, true),
+        &drain_plan(3, OnDrainTimeout::StopServers),
         &progress_in(Phase::Draining),
-        &world_with_active_servers(Some(2)),
+        &world_with_active_servers(THREE),
         after(1),
     );
     assert_eq!(decision.action, Action::Wait);
     assert_eq!(decision.progress.phase, Phase::ScalingDown);
     assert_eq!(decision.progress.phase_started_at, Some(after(1)));
     assert_eq!(notice_of(&decision), (EventKind::Normal, "ScalingDown"));
+    assert_eq!(decision.progress.active_servers, Some(3));
+    let drained = &decision.progress.steps[decision.progress.steps.len() - 2];
+    assert_eq!(drained.message, "3 user servers active, at most 3 allowed");
 }
 
 #[test]
-fn draining_with_few_enough_servers_after_not_before_moves_on() {
-    let decision = decide(
-        &drain_plan(Some(600), 0, false),
-        &progress_in(Phase::Draining),
-        &world_with_active_servers(Some(0)),
-        after(600),
-    );
-    assert_eq!(decision.progress.phase, Phase::ScalingDown);
-}
-
-#[test]
-fn draining_before_not_before_waits_even_without_servers_and_does_not_stop_any() {
-    for active in [Some(0), Some(5)] {
-        let progress = progress_in(Phase::Draining);
+fn draining_with_too_many_servers_waits_and_says_who_whatever_the_timeout_policy() {
+    for on_timeout in [
+        OnDrainTimeout::Proceed,
+        OnDrainTimeout::Abort,
+        OnDrainTimeout::StopServers,
+    ] {
         let decision = decide(
-            &drain_plan(Some(600), 0, true),
-            &progress,
-            &world_with_active_servers(active),
-            after(599),
+            &drain_plan(1, on_timeout),
+            &progress_in(Phase::Draining),
+            &world_with_active_servers(THREE),
+            after(1),
         );
-        assert_eq!(decision.action, Action::Wait, "{active:?}");
-        assert_eq!(decision.progress.phase, Phase::Draining, "{active:?}");
-        assert_eq!(decision.notice, None, "{active:?}");
+        assert_eq!(decision.action, Action::Wait, "{on_timeout}");
+        assert_eq!(decision.progress.phase, Phase::Draining);
+        assert_eq!(decision.progress.active_servers, Some(3));
+        assert_eq!(
+            decision.progress.message,
+            format!(
+                "waiting for users' servers to stop: 3 user servers (alice, bob, carol/gpu), \
+                 at most 1 allowed; after 15m: {on_timeout}"
+            )
+        );
+        assert!(decision.progress.stopped_servers.is_empty());
     }
 }
 
 #[test]
-fn draining_with_too_many_servers_and_stop_servers_asks_the_hub_to_stop_them() {
+fn draining_while_the_hub_api_is_silent_waits_and_says_why() {
+    let world = World {
+        hub_api_problem: Some("/hub/api/users answered 403".into()),
+        ..world_with_active_servers(None)
+    };
     let decision = decide(
-        &drain_plan(None, 1, true),
+        &drain_plan(5, OnDrainTimeout::StopServers),
         &progress_in(Phase::Draining),
-        &world_with_active_servers(Some(3)),
-        after(1),
-    );
-    assert_eq!(decision.action, Action::StopServers);
-    assert_eq!(decision.progress.phase, Phase::Draining);
-    assert_eq!(
-        decision.progress.message,
-        "waiting for users' servers to stop: 3 active, at most 1 allowed"
-    );
-}
-
-#[test]
-fn draining_with_too_many_servers_without_stop_servers_only_waits() {
-    let decision = decide(
-        &drain_plan(None, 1, false),
-        &progress_in(Phase::Draining),
-        &world_with_active_servers(Some(3)),
-        after(1),
-    );
-    assert_eq!(decision.action, Action::Wait);
-    assert_eq!(decision.progress.phase, Phase::Draining);
-    assert!(decision.progress.message.contains("3 active"));
-}
-
-#[test]
-fn draining_while_the_hub_api_is_silent_waits_and_stops_nothing() {
-    let decision = decide(
-        &drain_plan(None, 5, true),
-        &progress_in(Phase::Draining),
-        &world_with_active_servers(None),
+        &world,
         after(1),
     );
     assert_eq!(decision.action, Action::Wait);
     assert_eq!(decision.progress.phase, Phase::Draining);
     assert_eq!(
         decision.progress.message,
-        "waiting for the hub's API to report its active servers"
+        "waiting for the hub's API to report its active servers: /hub/api/users answered 403"
     );
 }
 
 #[test]
-fn draining_timeout_fails_untouched_and_releases_the_lock() {
-    let plan = drain_plan(None, 0, true);
+fn a_drain_that_times_out_with_proceed_stops_the_hub_and_leaves_the_servers_running() {
+    let plan = drain_plan(0, OnDrainTimeout::Proceed);
     let decision = decide(
         &plan,
         &progress_in(Phase::Draining),
-        &world_with_active_servers(Some(4)),
+        &world_with_active_servers(THREE),
         past(plan.timeouts.drain),
     );
-    assert_records_then_releases_the_lock(&plan, &decision, &world_with_active_servers(Some(4)));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+    assert!(decision.progress.stopped_servers.is_empty());
+    let drained = &decision.progress.steps[decision.progress.steps.len() - 2];
+    assert_eq!(drained.outcome, Some(Outcome::Succeeded));
+    assert!(
+        drained
+            .message
+            .contains("3 user servers still active (alice, bob, carol/gpu)"),
+        "{}",
+        drained.message
+    );
+    assert!(
+        drained.message.contains("proceeding"),
+        "{}",
+        drained.message
+    );
+    assert_eq!(notice_of(&decision), (EventKind::Normal, "DrainProceeding"));
+}
+
+#[test]
+fn a_drain_that_times_out_with_abort_ends_untouched_and_releases_the_lock() {
+    let plan = drain_plan(0, OnDrainTimeout::Abort);
+    let decision = decide(
+        &plan,
+        &progress_in(Phase::Draining),
+        &world_with_active_servers(THREE),
+        past(plan.timeouts.drain),
+    );
+    assert_records_then_releases_the_lock(&plan, &decision, &world_with_active_servers(THREE));
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::Failed);
+    assert_eq!(progress.reason, "DrainTimedOut");
     let failure = progress.failure.as_deref().unwrap();
     assert!(failure.contains("within 15m"), "{failure}");
-    assert!(
-        failure.contains("4 user servers were still active"),
-        "{failure}"
-    );
+    assert!(failure.contains("3 user servers still active"), "{failure}");
+    assert!(failure.contains("the hub was not touched"), "{failure}");
     assert_eq!(progress.from, None);
     assert_eq!(
         timeline(progress),
@@ -1309,20 +1317,76 @@ fn draining_timeout_fails_untouched_and_releases_the_lock() {
 }
 
 #[test]
-fn draining_timeout_with_a_silent_hub_api_says_so() {
-    let plan = drain_plan(None, 0, false);
-    let decision = decide(
+fn a_drain_that_times_out_with_stop_servers_stops_them_waits_for_them_then_stops_the_hub() {
+    let plan = drain_plan(0, OnDrainTimeout::StopServers);
+    let limit = plan.timeouts.drain;
+    let stop = decide(
         &plan,
         &progress_in(Phase::Draining),
-        &world_with_active_servers(None),
-        past(plan.timeouts.drain),
+        &world_with_active_servers(THREE),
+        past(limit),
     );
-    assert_eq!(decision.progress.phase, Phase::Failed);
-    let failure = decision.progress.failure.as_deref().unwrap();
+    let names: Vec<String> = ["alice", "bob", "carol/gpu"].map(String::from).to_vec();
+    assert_eq!(
+        stop.action,
+        Action::StopServers {
+            servers: names.clone()
+        }
+    );
+    assert_eq!(stop.progress.phase, Phase::Draining);
+    assert_eq!(stop.progress.stopped_servers, names);
+    assert_eq!(notice_of(&stop), (EventKind::Normal, "StoppingServers"));
+    // Asked once: then waited for.
+    let stopping = decide(
+        &plan,
+        &stop.progress,
+        &world_with_active_servers(Some(&["bob"])),
+        past(limit),
+    );
+    assert_eq!(stopping.action, Action::Wait);
     assert!(
-        failure.contains("the hub's API did not report its active servers"),
-        "{failure}"
+        stopping
+            .progress
+            .message
+            .contains("1 user server still active (bob)"),
+        "{}",
+        stopping.progress.message
     );
+    let stopped = decide(
+        &plan,
+        &stopping.progress,
+        &world_with_active_servers(Some(&[])),
+        past(limit),
+    );
+    assert_eq!(stopped.progress.phase, Phase::ScalingDown);
+    // Servers that do not stop in time: the upgrade ends, the hub untouched.
+    let stuck = decide(
+        &plan,
+        &stopping.progress,
+        &world_with_active_servers(Some(&["bob"])),
+        past(limit + plan.timeouts.scale_down),
+    );
+    assert_eq!(stuck.progress.phase, Phase::Failed);
+    assert_eq!(stuck.progress.reason, "DrainTimedOut");
+}
+
+#[test]
+fn a_drain_that_times_out_with_a_silent_hub_api_cannot_stop_anything_and_says_so() {
+    for on_timeout in [OnDrainTimeout::StopServers, OnDrainTimeout::Abort] {
+        let plan = drain_plan(0, on_timeout);
+        let decision = decide(
+            &plan,
+            &progress_in(Phase::Draining),
+            &world_with_active_servers(None),
+            past(plan.timeouts.drain),
+        );
+        assert_eq!(decision.progress.phase, Phase::Failed, "{on_timeout}");
+        let failure = decision.progress.failure.as_deref().unwrap();
+        assert!(
+            failure.contains("the hub's API did not report its active servers"),
+            "{failure}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2057,6 +2121,133 @@ fn verifying_a_ready_hub_succeeds_and_releases_the_lock() {
     assert_eq!(decision.requeue_after, None);
 }
 
+const HEAD_5: &str = "4621fec11365";
+
+fn api_plan() -> Plan {
+    Plan {
+        verify_hub_api: true,
+        ..plan()
+    }
+}
+
+fn release(releases: &str, head: &str) -> Release {
+    Release {
+        releases: releases.into(),
+        head: head.into(),
+    }
+}
+
+/// The Ready target hub, whose API answers `health` and `version` (JupyterHub 5 or 4).
+fn answering(health: Result<(), String>, version: &str) -> World {
+    let five = release("5.0 – 5.5", HEAD_5);
+    let version_release = match version.split('.').next() {
+        Some("5") => Some(five.clone()),
+        Some("4") => Some(release("4.x", "0eee8c825d24")),
+        _ => None,
+    };
+    World {
+        hub_api: Some(HubApiAnswers {
+            health,
+            version: Ok(version.to_string()),
+            version_release,
+            image_release: Some(five),
+        }),
+        ..world_with_hub(hub(TARGET_IMAGE, ORIGINAL_REPLICAS, 2, true))
+    }
+}
+
+fn migrated_to(revision: &str) -> Progress {
+    Progress {
+        to: Some(Target {
+            image: TARGET_IMAGE.into(),
+            revision: Some(revision.into()),
+        }),
+        ..verifying_progress()
+    }
+}
+
+#[test]
+fn verifying_through_the_api_records_health_version_and_revision() {
+    let decision = decide(
+        &api_plan(),
+        &migrated_to(HEAD_5),
+        &answering(Ok(()), "5.5.0"),
+        after(90),
+    );
+    assert_eq!(decision.progress.phase, Phase::Succeeded);
+    let verified = &decision.progress.steps[0];
+    assert_eq!(verified.name, Phase::Verifying);
+    let checks: Vec<(&str, Outcome)> = verified
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.outcome))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("HubHealth", Outcome::Succeeded),
+            ("HubVersion", Outcome::Succeeded),
+            ("DatabaseRevision", Outcome::Succeeded)
+        ]
+    );
+    assert!(verified.checks[1].message.contains("JupyterHub 5.5.0"));
+}
+
+#[test]
+fn a_ready_hub_at_the_wrong_version_or_revision_is_a_failed_upgrade() {
+    // Its image ships JupyterHub 5, it reports 4.
+    let wrong_version = decide(
+        &api_plan(),
+        &migrated_to(HEAD_5),
+        &answering(Ok(()), "4.1.6"),
+        after(90),
+    );
+    assert_eq!(wrong_version.progress.phase, Phase::RollingBack);
+    let failure = wrong_version.progress.failure.as_deref().unwrap();
+    assert!(failure.contains("reports JupyterHub 4.1.6"), "{failure}");
+    assert_eq!(wrong_version.progress.hub_ready_at, None);
+    // The database reached another revision than the release the hub reports.
+    let wrong_revision = decide(
+        &api_plan(),
+        &migrated_to("0eee8c825d24"),
+        &answering(Ok(()), "5.5.0"),
+        after(90),
+    );
+    assert_eq!(wrong_revision.progress.phase, Phase::RollingBack);
+    let failure = wrong_revision.progress.failure.as_deref().unwrap();
+    assert!(failure.contains("migrated to 0eee8c825d24"), "{failure}");
+}
+
+#[test]
+fn a_ready_hub_whose_api_does_not_answer_is_waited_for_then_rolled_back() {
+    let silent = answering(Err("cannot connect".into()), "5.5.0");
+    let waiting = decide(&api_plan(), &migrated_to(HEAD_5), &silent, after(90));
+    assert_eq!(waiting.action, Action::Wait);
+    assert_eq!(waiting.progress.phase, Phase::Verifying);
+    assert!(
+        waiting
+            .progress
+            .message
+            .contains("/hub/health: cannot connect")
+    );
+    let plan = api_plan();
+    let given_up = decide(
+        &plan,
+        &waiting.progress,
+        &silent,
+        past(plan.timeouts.verify),
+    );
+    assert_eq!(given_up.progress.phase, Phase::RollingBack);
+    assert!(
+        given_up
+            .progress
+            .failure
+            .as_deref()
+            .unwrap()
+            .contains("not verified within")
+    );
+}
+
 #[test]
 fn verifying_waits_while_the_hub_is_not_rolled_out() {
     let progress = verifying_progress();
@@ -2477,7 +2668,7 @@ fn rolling_back_with_the_hub_gone_fails() {
 fn every_non_terminal_decision_asks_to_look_again_soon() {
     for phase in Phase::ALL.into_iter().filter(|p| !p.is_terminal()) {
         let decision = decide(
-            &drain_plan(None, 0, false),
+            &drain_plan(0, OnDrainTimeout::Proceed),
             &progress_in(phase),
             &checked_world(LockState::HeldBy(OTHER_UPGRADE.to_string())),
             after(1),

@@ -10,11 +10,11 @@ pub use duration::{DurationError, parse_duration};
 pub use plan::SpecError;
 pub use spec::{
     Approval, BackupSpec, DatabaseSpec, DatabaseType, DrainSpec, HubRef, HubUpgrade,
-    HubUpgradeSpec, ImageManagementMode, MigrationSpec, RollbackSpec, RolloutSpec, ScheduleSpec,
-    SecretKeyRef,
+    HubUpgradeSpec, ImageManagementMode, MigrationSpec, NotificationsSpec, RollbackSpec,
+    RolloutSpec, ScheduleSpec, SecretKeyRef, VerifySpec, WebhookSpec,
 };
 // The spec names the machine's own types: one backup method, one roll back policy.
-pub use crate::machine::{BackupMethod, RollbackPolicy};
+pub use crate::machine::{BackupMethod, OnDrainTimeout, RollbackPolicy};
 pub use status::HubUpgradeStatus;
 
 /// What the API server shows as the status of a HubUpgrade that no operator has written yet:

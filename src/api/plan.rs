@@ -56,11 +56,9 @@ impl HubUpgradeSpec {
             None => None,
             Some(drain) => {
                 timeouts.drain = duration("drain.timeout", &drain.timeout)?;
-                let not_before = time("drain.notBefore", &drain.not_before)?;
                 Some(DrainPlan {
-                    not_before,
                     max_active_servers: drain.max_active_servers,
-                    stop_servers: drain.stop_servers,
+                    on_timeout: drain.on_timeout,
                 })
             }
         };
@@ -78,6 +76,7 @@ impl HubUpgradeSpec {
             on_migration_failure: self.migration.on_failure,
             window,
             approval_required: self.approval == Approval::Manual,
+            verify_hub_api: self.verify.hub_api,
             timeouts,
         })
     }
@@ -98,7 +97,7 @@ mod tests {
             "backup": {"timeout": "12m"},
             "rollout": {"timeout": "13m", "stopTimeout": "14m"},
             "rollback": {"timeout": "15m"},
-            "drain": {"timeout": "16m"}
+            "drain": {"timeout": "16m", "tokenSecret": {"name": "hub", "key": "token"}}
         }))
         .expect("spec");
         let timeouts = spec.plan().expect("plan").timeouts;

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::HubUpgradeStatus;
-use crate::machine::{BackupMethod, MigrationFailure, RollbackPolicy};
+use crate::machine::{BackupMethod, MigrationFailure, OnDrainTimeout, RollbackPolicy};
 
 /// Upgrades one JupyterHub deployment to a new hub image: checks first, rehearses the database migration on a copy, stops the hub, backs up its database, runs `jupyterhub upgrade-db`, brings the hub back on the new image and verifies it, and rolls back when anything fails. A HubUpgrade acts once; a new upgrade is a new HubUpgrade.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,9 +71,17 @@ pub struct HubUpgradeSpec {
     #[serde(default)]
     pub migration: MigrationSpec,
 
-    /// Wait for users' servers to stop before the hub goes down. Omitted: no draining.
+    /// Wait for users' servers to stop before the hub goes down, through the hub's REST API. Omitted: no draining.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainSpec>,
+
+    /// How the hub is verified after the roll-out and after a roll back.
+    #[serde(default)]
+    pub verify: VerifySpec,
+
+    /// A webhook told about the upgrade, besides Events.
+    #[serde(default)]
+    pub notifications: NotificationsSpec,
 
     /// How the new image reaches the hub Deployment.
     #[serde(default)]
@@ -262,28 +270,55 @@ impl Default for MigrationSpec {
     }
 }
 
-/// Waiting for users' servers before the hub goes down.
+/// Waiting for users' servers before the hub goes down, through the hub's REST API.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainSpec {
-    /// Do not stop the hub before this time (RFC 3339, e.g. 2026-12-01T02:00:00Z).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new(RFC3339_RULE)
-        .message("drain.notBefore must be an RFC 3339 time such as 2026-12-01T02:00:00Z"))]
-    pub not_before: Option<String>,
-    /// Stop the hub once at most this many user servers are running.
+    /// The key of a Secret in this namespace holding a JupyterHub API token with the scopes list:users and read:servers, or list:users and servers to stop them with onTimeout StopServers (servers includes read:servers). With z2jh: a service hub.services.hubgrade and its role in hub.loadRoles; z2jh puts the token in the hub Secret under the key hub.services.hubgrade.apiToken.
+    pub token_secret: SecretKeyRef,
+    /// The hub goes down once at most this many user servers are active.
     #[serde(default)]
     #[schemars(range(max = 100000))]
     pub max_active_servers: u32,
-    /// Ask the hub to stop the remaining servers instead of only waiting for them.
-    #[serde(default)]
-    pub stop_servers: bool,
-    /// How long to wait; then the upgrade fails with the hub untouched.
+    /// How long to wait for the servers to stop.
     #[serde(default = "default_drain_timeout")]
     #[schemars(length(min = 2, max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
     pub timeout: String,
+    /// What happens when more servers are still active after the timeout. Proceed (default): the hub goes down anyway; running servers keep running and serving through the proxy, they only cannot reach the hub meanwhile. Abort: the upgrade ends Failed with nothing changed. StopServers: the remaining servers are stopped through the hub's API (named in an Event), then the hub goes down.
+    #[serde(default)]
+    pub on_timeout: OnDrainTimeout,
+}
+
+/// How the upgraded (or rolled back) hub is verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// Check through the hub's REST API that /hub/health answers and /hub/api reports the JupyterHub release the database was migrated for (default). The operator reaches the Ready hub pod's IP on the hub container's port named http (z2jh: 8081); a NetworkPolicy that keeps the operator out (z2jh's hub.networkPolicy) needs an ingress rule for it. false: a Ready Deployment at the target image is enough.
+    #[serde(default = "default_true")]
+    pub hub_api: bool,
+}
+
+impl Default for VerifySpec {
+    fn default() -> Self {
+        VerifySpec { hub_api: true }
+    }
+}
+
+/// Where the upgrade tells people how it goes, besides Events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// A webhook that receives a JSON message when the window opens, before the hub goes down and when the upgrade ends. Delivery is retried with backoff and never delays or fails the upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The key of a Secret in this namespace holding the webhook's URL (http or https; it often carries a token, so it is never shown).
+    pub url_secret: SecretKeyRef,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -15,6 +15,7 @@ use crate::ledger::{Ledger, LedgerError};
 
 use crate::reconcile::leader::{LeaderLease, LeaseConfig};
 use crate::reconcile::metrics::{Health, Role};
+use crate::reconcile::notify::Notifier;
 use crate::reconcile::{Context, Metrics, reporter, run_controller};
 
 #[derive(Debug, Clone, Args)]
@@ -135,6 +136,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
     // Only the leader writes the ledger. One written by a newer hubgrade is refused at once;
     // one that cannot be reached now is opened by the writer when it can be.
+    let ledger_source = args.ledger_url.clone().map(|url| LedgerSource {
+        url,
+        password: std::env::var("HUBGRADE_LEDGER_PASSWORD").ok(),
+    });
     let ledger = match &args.ledger_url {
         None => {
             info!("no ledger (--ledger-url): upgrades are recorded in their HubUpgrades only");
@@ -173,6 +178,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         agent_pull_secrets: args.agent_image_pull_secrets.clone(),
         ledger,
         image_policy: args.image_policy.policy(),
+        notifier: Some(Notifier::new(client.clone(), ledger_source)),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = run_controller(context, args.namespace.clone(), async move {

@@ -268,11 +268,47 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             })?;
             create_job(&client, namespace, job).await
         }
-        Action::StopServers => Err(EffectError::Impossible {
-            action: "stop users' servers",
-            problem: "stopping servers through the hub's API is not supported by this version"
-                .into(),
-        }),
+        Action::StopServers { servers } => stop_servers(inputs, servers).await,
+    }
+}
+
+/// Asks the hub's API to stop each of `servers`; every one is asked even when one fails.
+async fn stop_servers(inputs: &EffectInputs<'_>, servers: &[String]) -> Result<(), EffectError> {
+    const ACTION: &str = "stop users' servers through the hub's API";
+    let impossible = |problem: String| EffectError::Impossible {
+        action: ACTION,
+        problem,
+    };
+    let root = inputs
+        .snapshot
+        .hub_api_root
+        .clone()
+        .ok_or_else(|| impossible("no hub pod is Ready".into()))?;
+    let namespace = &inputs.target.owner.namespace;
+    let key = inputs
+        .target
+        .drain_token
+        .as_ref()
+        .ok_or_else(|| impossible("spec.drain.tokenSecret is not set".into()))?;
+    let token = super::hub_api::secret_value(inputs.client, namespace, key)
+        .await
+        .map_err(|source| EffectError::Kube {
+            action: ACTION,
+            object: format!("Secret {}", key.name),
+            source,
+        })?
+        .ok_or_else(|| impossible(super::hub_api::missing_token(namespace, key)))?;
+    let api = crate::hub::api::HubApi::new(root, Some(token));
+    let mut failed = Vec::new();
+    for server in servers {
+        if let Err(why) = api.stop_server(server).await {
+            failed.push(format!("{server}: {why}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(impossible(failed.join("; ")))
     }
 }
 

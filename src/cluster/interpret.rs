@@ -14,7 +14,7 @@ use super::owned::JobStep;
 use super::snapshot::{restored_from, snapshot_state};
 use crate::agent::AgentReport;
 use crate::hub::{HubLayout, LayoutError};
-use crate::machine::{HubObservation, LockState, StepState, World};
+use crate::machine::{HubApiAnswers, HubObservation, LockState, StepState, World};
 
 /// A pod that has not started this long after it was created is stuck, when the reason is one
 /// that does not clear by itself (an image that cannot be pulled, a missing Secret, no node).
@@ -49,6 +49,13 @@ pub struct Snapshot {
     pub abort: Option<String>,
     /// The approval annotation's value (see [`crate::api::APPROVED_ANNOTATION`]).
     pub approved: Option<String>,
+    /// Where the Ready hub pod serves its REST API (see [`super::hub_api::api_root`]).
+    pub hub_api_root: Option<url::Url>,
+    /// The active users' servers the hub's API reported (read while Draining), or why it did
+    /// not.
+    pub active_servers: Option<Result<Vec<String>, String>>,
+    /// What the hub's API answered about its health and version (read once the hub is back).
+    pub hub_api: Option<HubApiAnswers>,
 }
 
 impl Snapshot {
@@ -69,6 +76,9 @@ impl Snapshot {
             approved: self.approved.clone(),
             config_backed_up: self.config_backed_up,
             rehearsal_blocked: self.rehearsal_blocked(),
+            active_servers: self.active_servers.clone().and_then(Result::ok),
+            hub_api_problem: self.active_servers.clone().and_then(Result::err),
+            hub_api: self.hub_api.clone(),
             ..World::default()
         };
         if let Some(deployment) = &self.deployment {

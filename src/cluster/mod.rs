@@ -8,6 +8,7 @@
 pub const MANAGER: &str = "hubgrade";
 
 pub mod effects;
+pub mod hub_api;
 pub mod interpret;
 pub mod lock;
 pub mod objects;

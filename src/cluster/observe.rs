@@ -10,17 +10,20 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
+use super::hub_api::{answers, api_root, missing_token, secret_value};
 use super::interpret::Snapshot;
 use super::lock;
 use super::owned::{JobStep, owned_name};
 use super::target::Target;
 use crate::api::{BackupMethod, DatabaseType, HubUpgrade};
 use crate::db::url::DatabaseUrl;
+use crate::hub::api::HubApi;
 use crate::hub::image::{HUB_ANNOTATION, looks_like_a_hub};
 use crate::hub::revision::check_image_upgrade;
 use crate::hub::{
     ChartDatabase, HubDatabase, HubLayout, LayoutError, SecretKeys, ServerDatabase, UrlSource,
-    VALUES_KEY, chart_database, chart_url_from_secrets, merge_values, values_secrets,
+    VALUES_KEY, chart_base_url, chart_database, chart_url_from_secrets, find_container,
+    merge_values, values_secrets,
 };
 use crate::machine::{LockState, MigrationFailure, Phase, Preflight, World};
 
@@ -129,6 +132,46 @@ pub async fn observe_with(
             }
         }
     }
+    // The hub's REST API: in Preflight, whether it answers (and takes the drain's token);
+    // while Draining, the active servers; once the hub is back, its health and version.
+    let plan = &target.plan;
+    let api_phase = match phase {
+        Phase::Preflight => ask_server && (plan.drain.is_some() || plan.verify_hub_api),
+        Phase::Draining => plan.drain.is_some(),
+        Phase::Verifying | Phase::RollingBack => plan.verify_hub_api,
+        _ => false,
+    };
+    if api_phase && let (Some(deployment), Some(Ok(layout))) = (&deployment, &layout) {
+        // The base URL is read from the chart values only when a hub pod is there to ask.
+        if api_root(deployment, &snapshot.hub_pods, layout, "/").is_some() {
+            let values = values_text(client, target, deployment).await?;
+            let base_url = chart_base_url(&values.unwrap_or_default());
+            snapshot.hub_api_root = api_root(deployment, &snapshot.hub_pods, layout, &base_url);
+        }
+        let token = match &target.drain_token {
+            Some(key) => secret_value(client, namespace, key).await?,
+            None => None,
+        };
+        match (phase, &snapshot.hub_api_root) {
+            (Phase::Preflight, root) => {
+                server_problems
+                    .extend(api_problems(target, root.as_ref(), token, &layout.image).await);
+            }
+            (Phase::Draining, Some(root)) => {
+                let api = HubApi::new(root.clone(), token);
+                snapshot.active_servers = Some(api.active_servers().await);
+            }
+            (Phase::Draining, None) => {
+                snapshot.active_servers = Some(Err("no hub pod is Ready".into()));
+            }
+            (_, Some(root)) => {
+                let api = HubApi::new(root.clone(), None);
+                let image = snapshot_image(deployment, layout);
+                snapshot.hub_api = Some(answers(&api, &image).await);
+            }
+            (_, None) => {}
+        }
+    }
     let preflight = matches!(phase, Phase::Pending | Phase::Preflight).then(|| {
         let mut checked = preflight(
             target,
@@ -210,18 +253,74 @@ pub async fn observe_with(
     })
 }
 
-/// What the hub's z2jh chart values (the hub Secret's `values.yaml`) say about its database,
-/// when the spec leaves the database to detection; `None` when there are no such values. The
-/// values hold secrets: only the database's kind and URL scheme are kept.
-async fn chart_values(
+/// The image the hub Deployment's template runs in its hub container.
+fn snapshot_image(deployment: &Deployment, layout: &HubLayout) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|spec| find_container(spec, Some(&layout.container)).ok())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_else(|| layout.image.clone())
+}
+
+/// Preflight's questions to the hub's API: with a drain, the token is there and the hub takes
+/// it for listing servers; when verifying through the API, the hub answers the operator now
+/// (so a NetworkPolicy that keeps the operator out is found before the hub goes down).
+async fn api_problems(
+    target: &Target,
+    root: Option<&url::Url>,
+    token: Option<String>,
+    image: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let namespace = &target.owner.namespace;
+    if let Some(key) = &target.drain_token
+        && token.is_none()
+    {
+        problems.push(missing_token(namespace, key));
+    }
+    let Some(root) = root else {
+        if target.plan.drain.is_some() {
+            problems.push(
+                "spec.drain asks the hub's API for its active servers, but no hub pod is Ready"
+                    .into(),
+            );
+        }
+        // A hub at zero replicas is verified by its Deployment alone.
+        return problems;
+    };
+    let has_token = token.is_some();
+    let api = HubApi::new(root.clone(), token);
+    if target.plan.verify_hub_api
+        && let Err(why) = answers(&api, image).await.health
+    {
+        problems.push(format!(
+            "the hub's API does not answer the operator ({why}); the upgraded hub is verified \
+             through it: let the operator in (with z2jh, hub.networkPolicy.ingress) or set \
+             spec.verify.hubApi to false"
+        ));
+        return problems;
+    }
+    if target.plan.drain.is_some()
+        && has_token
+        && let Err(why) = api.active_servers().await
+    {
+        problems.push(format!(
+            "spec.drain: the hub's API refuses to list its active servers: {why}"
+        ));
+    }
+    problems
+}
+
+/// The hub's z2jh chart values: the hub Secret's `values.yaml`, with `hub.existingSecret`'s
+/// merged over it as z2jh does; `None` when there are none. They hold secrets: callers keep
+/// only what they need.
+async fn values_text(
     client: &Client,
     target: &Target,
     deployment: &Deployment,
-) -> Result<Option<ChartDatabase>, kube::Error> {
-    if target.layout_hints.database.kind != DatabaseType::Auto {
-        return Ok(None);
-    }
-    // The hub Secret's values, and `hub.existingSecret`'s merged over them, as z2jh does.
+) -> Result<Option<String>, kube::Error> {
     let names = values_secrets(deployment, target.layout_hints.container.as_deref());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &target.owner.namespace);
     let mut texts = Vec::new();
@@ -238,7 +337,23 @@ async fn chart_values(
         return Ok(None);
     }
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    Ok(chart_database(&merge_values(&texts)))
+    Ok(Some(merge_values(&texts)))
+}
+
+/// What the hub's z2jh chart values (the hub Secret's `values.yaml`) say about its database,
+/// when the spec leaves the database to detection; `None` when there are no such values. The
+/// values hold secrets: only the database's kind and URL scheme are kept.
+async fn chart_values(
+    client: &Client,
+    target: &Target,
+    deployment: &Deployment,
+) -> Result<Option<ChartDatabase>, kube::Error> {
+    if target.layout_hints.database.kind != DatabaseType::Auto {
+        return Ok(None);
+    }
+    Ok(values_text(client, target, deployment)
+        .await?
+        .and_then(|values| chart_database(&values)))
 }
 
 /// The pods the hub Deployment's selector selects.
@@ -351,12 +466,6 @@ fn preflight(
                 problems.push(problem);
             }
         }
-    }
-    // The plan drains exactly when the spec asks to.
-    if target.plan.drain.is_some() {
-        problems.push(
-            "spec.drain is not supported by this version of hubgrade yet; remove it and drain the hub by hand".into(),
-        );
     }
     Preflight { problems }
 }

@@ -6,7 +6,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{BackupMethod, HubUpgrade, SpecError};
+use crate::api::{BackupMethod, HubUpgrade, SecretKeyRef, SpecError};
 use crate::hub::image::ImagePolicy;
 use crate::hub::{ChartDatabase, HubLayout, LayoutError, LayoutHints, detect_layout};
 use crate::machine::Plan;
@@ -95,6 +95,10 @@ pub struct Target {
     pub layout_hints: LayoutHints,
     /// The repositories the operator's administrator allows targets from, besides the hub's own.
     pub image_policy: ImagePolicy,
+    /// `drain.tokenSecret`: where the token for the hub's API is (draining only).
+    pub drain_token: Option<SecretKeyRef>,
+    /// `notifications.webhook.urlSecret`: where the webhook's URL is.
+    pub webhook: Option<SecretKeyRef>,
 }
 
 impl Target {
@@ -112,6 +116,13 @@ impl Target {
             dump_claim: upgrade.spec.backup.dump_claim.clone(),
             layout_hints: LayoutHints::from(&upgrade.spec),
             image_policy: ImagePolicy::default(),
+            drain_token: upgrade.spec.drain.as_ref().map(|d| d.token_secret.clone()),
+            webhook: upgrade
+                .spec
+                .notifications
+                .webhook
+                .as_ref()
+                .map(|w| w.url_secret.clone()),
         })
     }
 

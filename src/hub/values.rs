@@ -77,6 +77,23 @@ pub fn chart_database(values_yaml: &str) -> Option<ChartDatabase> {
     })
 }
 
+/// The base URL the hub serves under (`/`, or e.g. `/jupyter/`, always ending in `/`):
+/// `hub.config.JupyterHub.base_url` wins over `hub.baseUrl`, as z2jh's configuration applies
+/// `hub.config` last.
+pub fn chart_base_url(values_yaml: &str) -> String {
+    let values: serde_json::Value = serde_saphyr::from_str(values_yaml).unwrap_or_default();
+    let configured = values["hub"]["config"]["JupyterHub"]["base_url"].as_str();
+    let base = configured
+        .or_else(|| values["hub"]["baseUrl"].as_str())
+        .unwrap_or("/")
+        .trim_matches('/');
+    if base.is_empty() {
+        "/".into()
+    } else {
+        format!("/{base}/")
+    }
+}
+
 /// The Secret the hub container (`container`, or z2jh's `hub`) mounts at [`VALUES_MOUNT`].
 pub fn values_secret(deployment: &Deployment, container: Option<&str>) -> Option<String> {
     let pod = deployment.spec.as_ref()?.template.spec.as_ref()?;
@@ -228,6 +245,15 @@ fn with_password(url: &str, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_base_url_is_z2jhs_with_hub_config_winning() {
+        assert_eq!(chart_base_url("hub: {}\n"), "/");
+        assert_eq!(chart_base_url("hub:\n  baseUrl: /jupyter\n"), "/jupyter/");
+        let both = "hub:\n  baseUrl: /a/\n  config:\n    JupyterHub:\n      base_url: /b\n";
+        assert_eq!(chart_base_url(both), "/b/");
+        assert_eq!(chart_base_url("not: [yaml"), "/");
+    }
 
     #[test]
     fn reads_hub_db_as_z2jh_does() {

@@ -18,8 +18,9 @@ pub enum Action {
     ReleaseLock,
     /// Copy the database and run the target image's migration against the copy.
     StartRehearsal,
-    /// Ask the hub to stop the users' servers.
-    StopServers,
+    /// Ask the hub, through its REST API, to stop these users' servers (`user` or
+    /// `user/server`).
+    StopServers { servers: Vec<String> },
     /// Set `spec.replicas` of the hub Deployment.
     ScaleHub { replicas: i32 },
     /// Delete the hub's pods at once (no grace period): they came back while the database
@@ -47,7 +48,7 @@ impl Action {
     pub fn touches_hub(&self) -> bool {
         matches!(
             self,
-            Action::StopServers
+            Action::StopServers { .. }
                 | Action::ScaleHub { .. }
                 | Action::DeleteHubPods
                 | Action::StartMigration

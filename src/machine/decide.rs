@@ -6,9 +6,9 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    Action, Decision, EventKind, HubObservation, ImageManagement, LockState, MigrationFailure,
-    Notice, Original, Outcome, Phase, Plan, Progress, RollbackPolicy, StepRecord, StepState,
-    Target, Window, World,
+    Action, Check, Decision, EventKind, HubObservation, ImageManagement, LockState,
+    MigrationFailure, Notice, OnDrainTimeout, Original, Outcome, Phase, Plan, Progress,
+    RollbackPolicy, StepRecord, StepState, Target, Window, World,
 };
 
 /// How soon to look again while waiting on something that is not watched (pods, the hub API).
@@ -439,38 +439,103 @@ impl Step<'_> {
         }
     }
 
+    /// Waiting, through the hub's API, until few enough users' servers are active; then the
+    /// hub goes down, or on timeout what `drain.onTimeout` says. Nothing of the hub changes here.
     fn draining(&mut self) -> Action {
-        let Some(drain) = &self.plan.drain else {
+        let Some(drain) = self.plan.drain.clone() else {
             return self.enter_scaling_down();
         };
-        let time_ok = drain.not_before.is_none_or(|t| self.now >= t);
-        let active = self.world.active_servers;
-        let few_enough = active.is_some_and(|n| n <= drain.max_active_servers);
-        if time_ok && few_enough {
-            return self.enter_scaling_down();
+        let active = self.world.active_servers.clone();
+        if let Some(servers) = &active {
+            self.progress.active_servers = Some(servers.len() as u32);
+            if servers.len() as u32 <= drain.max_active_servers {
+                let message = format!(
+                    "{} active, at most {} allowed",
+                    user_servers(servers.len()),
+                    drain.max_active_servers
+                );
+                self.finish_current(Outcome::Succeeded, &message);
+                return self.enter_scaling_down();
+            }
         }
-        if self.timed_out(self.plan.timeouts.drain) {
-            let still = match active {
-                Some(n) => format!("{n} user servers were still active"),
-                None => "the hub's API did not report its active servers".to_string(),
-            };
+        let limit = self.plan.timeouts.drain;
+        // Asked to stop, they get as long as stopping the hub's own pods may take.
+        if self.timed_out(limit + self.plan.timeouts.scale_down) {
             let problem = format!(
-                "draining did not finish within {}: {still}; the hub was not touched",
-                human(self.plan.timeouts.drain)
+                "{} {} after they were asked to stop; the hub was not touched",
+                still_active(active.as_deref()),
+                human(self.plan.timeouts.scale_down)
             );
             return self.fail_untouched("DrainTimedOut", problem);
         }
-        self.progress.message = match active {
-            Some(n) => format!(
-                "waiting for users' servers to stop: {n} active, at most {} allowed",
-                drain.max_active_servers
-            ),
-            None => "waiting for the hub's API to report its active servers".to_string(),
-        };
-        if time_ok && drain.stop_servers && active.is_some() {
-            return Action::StopServers;
+        if !self.progress.stopped_servers.is_empty() {
+            self.progress.message = format!(
+                "stopping users' servers through the hub's API: {} still active",
+                still_active(active.as_deref())
+            );
+            return Action::Wait;
         }
-        Action::Wait
+        if !self.timed_out(limit) {
+            self.progress.message = match &active {
+                Some(servers) => format!(
+                    "waiting for users' servers to stop: {} ({}), at most {} allowed; after {}: {}",
+                    user_servers(servers.len()),
+                    named(servers),
+                    drain.max_active_servers,
+                    human(limit),
+                    drain.on_timeout
+                ),
+                None => match &self.world.hub_api_problem {
+                    Some(why) => {
+                        format!("waiting for the hub's API to report its active servers: {why}")
+                    }
+                    None => "waiting for the hub's API to report its active servers".to_string(),
+                },
+            };
+            return Action::Wait;
+        }
+        let still = still_active(active.as_deref());
+        match (drain.on_timeout, active) {
+            (OnDrainTimeout::Proceed, _) => {
+                let message = format!(
+                    "draining did not finish within {}: {still}; proceeding (drain.onTimeout \
+                     Proceed): running servers keep running and serving, and reach the hub \
+                     again once it is back",
+                    human(limit)
+                );
+                if let Some(action) = self.window_closed() {
+                    return action;
+                }
+                self.finish_current(Outcome::Succeeded, &message);
+                // Entered quietly: the Event says why the hub goes down with servers running.
+                self.enter(Phase::ScalingDown, "");
+                self.notify(EventKind::Normal, "DrainProceeding", &message);
+                self.progress.message = message;
+                Action::Wait
+            }
+            (OnDrainTimeout::StopServers, Some(servers)) => {
+                let message = format!(
+                    "draining did not finish within {}: stopping {} through the hub's API \
+                     (drain.onTimeout StopServers): {}",
+                    human(limit),
+                    user_servers(servers.len()),
+                    servers.join(", ")
+                );
+                self.notify(EventKind::Normal, "StoppingServers", &message);
+                self.progress.message = message;
+                self.progress.stopped_servers = servers.clone();
+                Action::StopServers { servers }
+            }
+            (OnDrainTimeout::Abort, _) | (OnDrainTimeout::StopServers, None) => {
+                let problem = format!(
+                    "draining did not finish within {}: {still} (drain.onTimeout {}); the hub \
+                     was not touched",
+                    human(limit),
+                    drain.on_timeout
+                );
+                self.fail_untouched("DrainTimedOut", problem)
+            }
+        }
     }
 
     fn scaling_down(&mut self) -> Action {
@@ -711,7 +776,25 @@ impl Step<'_> {
         };
         let wanted = self.progress.from.as_ref().map(|f| f.replicas);
         if hub.image == self.plan.target_image && Some(hub.replicas) == wanted && hub.rolled_out {
-            self.progress.hub_ready_at = Some(self.now);
+            self.progress.hub_ready_at.get_or_insert(self.now);
+            let revision = self.progress.to.as_ref().and_then(|t| t.revision.clone());
+            let checks = match self.check_hub(hub.replicas, revision.as_deref()) {
+                Ok(checks) => checks,
+                Err(Unverified::Wrong(problem)) => return self.roll_back(problem),
+                Err(Unverified::NotYet(why)) => {
+                    if self.timed_out(self.plan.timeouts.verify) {
+                        let problem = format!(
+                            "the hub is Ready on {} but not verified within {}: {why}",
+                            self.plan.target_image,
+                            human(self.plan.timeouts.verify)
+                        );
+                        return self.roll_back(problem);
+                    }
+                    self.progress.message = format!("verifying the hub: {why}");
+                    return Action::Wait;
+                }
+            };
+            self.record_checks(checks);
             let message = match &self.progress.fresh_database {
                 None => format!("the hub runs {}", self.plan.target_image),
                 Some(_) => format!(
@@ -826,7 +909,19 @@ impl Step<'_> {
             };
         }
         if hub.rolled_out {
-            self.progress.hub_ready_at = Some(self.now);
+            self.progress.hub_ready_at.get_or_insert(self.now);
+            let checks = match self.check_hub(hub.replicas, None) {
+                Ok(checks) => checks,
+                Err(Unverified::Wrong(problem)) => {
+                    self.fail_touched(format!("the rolled back hub is wrong: {problem}"));
+                    return Action::Wait;
+                }
+                Err(Unverified::NotYet(why)) => {
+                    self.progress.message = format!("verifying the rolled back hub: {why}");
+                    return Action::Wait;
+                }
+            };
+            self.record_checks(checks);
             let why = self.progress.failure.clone().unwrap_or_default();
             let message = format!("rolled back to {}: {why}", from.image);
             // The roll back itself worked; the upgrade did not.
@@ -843,9 +938,99 @@ impl Step<'_> {
         Action::Wait
     }
 
+    /// Verifies the Ready hub (`replicas` of them) through its REST API: `/hub/health` answers
+    /// and `/hub/api` reports the JupyterHub release its image ships and its database's
+    /// `revision` belongs to (when known). `Ok`: the checks, for the phase's step.
+    fn check_hub(&self, replicas: i32, revision: Option<&str>) -> Result<Vec<Check>, Unverified> {
+        let check = |name: &str, outcome, message: String| Check {
+            name: name.into(),
+            outcome,
+            message,
+        };
+        if !self.plan.verify_hub_api {
+            return Ok(vec![check(
+                "HubApi",
+                Outcome::Skipped,
+                "verify.hubApi is false: a Ready Deployment is enough".into(),
+            )]);
+        }
+        if replicas == 0 {
+            return Ok(vec![check(
+                "HubApi",
+                Outcome::Skipped,
+                "the hub runs no pod (replicas 0)".into(),
+            )]);
+        }
+        let Some(api) = &self.world.hub_api else {
+            return Err(Unverified::NotYet(
+                "waiting for the hub's API to answer".into(),
+            ));
+        };
+        if let Err(why) = &api.health {
+            return Err(Unverified::NotYet(format!("/hub/health: {why}")));
+        }
+        let version = api
+            .version
+            .as_ref()
+            .map_err(|why| Unverified::NotYet(format!("/hub/api: {why}")))?;
+        let mut checks = vec![check(
+            "HubHealth",
+            Outcome::Succeeded,
+            "/hub/health answered".into(),
+        )];
+        let Some(reported) = &api.version_release else {
+            checks.push(check(
+                "HubVersion",
+                Outcome::Skipped,
+                format!(
+                    "JupyterHub {version}: a release hubgrade's table does not know, not compared"
+                ),
+            ));
+            return Ok(checks);
+        };
+        if let Some(shipped) = &api.image_release
+            && shipped != reported
+        {
+            return Err(Unverified::Wrong(format!(
+                "the hub reports JupyterHub {version} ({}), but its image ships JupyterHub {}",
+                reported.releases, shipped.releases
+            )));
+        }
+        checks.push(check(
+            "HubVersion",
+            Outcome::Succeeded,
+            format!("JupyterHub {version} ({})", reported.releases),
+        ));
+        match revision {
+            Some(revision) if revision == reported.head => checks.push(check(
+                "DatabaseRevision",
+                Outcome::Succeeded,
+                format!("{revision}, the schema of JupyterHub {}", reported.releases),
+            )),
+            Some(revision) => {
+                return Err(Unverified::Wrong(format!(
+                    "the hub reports JupyterHub {version}, whose database schema is {}, but the \
+                     database was migrated to {revision}",
+                    reported.head
+                )));
+            }
+            None => {}
+        }
+        Ok(checks)
+    }
+
+    /// Adds `checks` to the current phase's step.
+    fn record_checks(&mut self, checks: Vec<Check>) {
+        if let Some(step) = self.progress.steps.last_mut() {
+            step.checks = checks;
+        }
+    }
+
     /// A failure after the hub was touched: roll back, unless the policy leaves it to a person.
     fn roll_back(&mut self, problem: String) -> Action {
         self.progress.failure = Some(problem.clone());
+        // A hub found Ready but wrong is not back for its users: the downtime goes on.
+        self.progress.hub_ready_at = None;
         let decided = self.world.deleting || self.world.abort.is_some();
         if self.plan.rollback == RollbackPolicy::Manual && !decided {
             let stop = self.world.hub.as_ref().is_some_and(|h| h.replicas != 0);
@@ -946,6 +1131,7 @@ impl Step<'_> {
             finished_at: None,
             outcome: None,
             message: String::new(),
+            checks: Vec::new(),
         });
         if !message.is_empty() {
             self.notify(EventKind::Normal, phase.as_str(), &message);
@@ -1004,6 +1190,7 @@ fn end(progress: &mut Progress, phase: Phase, outcome: Outcome, message: &str, n
         finished_at: Some(now),
         outcome: Some(outcome),
         message: message.to_string(),
+        checks: Vec::new(),
     });
     progress.message = message.to_string();
 }
@@ -1023,6 +1210,48 @@ fn close_step(progress: &mut Progress, outcome: Outcome, message: &str, now: Tim
 
 /// `30m`, `1h30m`, `45s`: how a person writes a timeout.
 /// "1 hub pod", "2 hub pods".
+/// Why a Ready hub is not verified (yet).
+enum Unverified {
+    /// Not yet: it may still come (the API warming up); the phase's timeout decides.
+    NotYet(String),
+    /// Wrong: waiting will not change it.
+    Wrong(String),
+}
+
+/// "1 user server", "3 user servers".
+fn user_servers(count: usize) -> String {
+    match count {
+        1 => "1 user server".into(),
+        n => format!("{n} user servers"),
+    }
+}
+
+/// Up to five names, then how many more.
+fn named(servers: &[String]) -> String {
+    let mut text = servers
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if servers.len() > 5 {
+        text.push_str(&format!(" and {} more", servers.len() - 5));
+    }
+    text
+}
+
+/// What is still active, as a sentence part.
+fn still_active(servers: Option<&[String]>) -> String {
+    match servers {
+        Some(servers) => format!(
+            "{} still active ({})",
+            user_servers(servers.len()),
+            named(servers)
+        ),
+        None => "the hub's API did not report its active servers".into(),
+    }
+}
+
 fn hub_pods(count: u32) -> String {
     match count {
         1 => "1 hub pod".to_string(),

@@ -18,8 +18,8 @@ pub use backup::{BackupMethod, BackupRecord};
 pub use decide::{decide, refuse_spec};
 pub use phase::Phase;
 pub use plan::{
-    APPROVED_ANNOTATION, DrainPlan, ImageManagement, MigrationFailure, Plan, RollbackPolicy,
-    Timeouts, Window,
+    APPROVED_ANNOTATION, DrainPlan, ImageManagement, MigrationFailure, OnDrainTimeout, Plan,
+    RollbackPolicy, Timeouts, Window,
 };
-pub use progress::{Original, Outcome, Progress, StepRecord, Target};
-pub use world::{HubObservation, LockState, Preflight, StepState, World};
+pub use progress::{Check, Original, Outcome, Progress, StepRecord, Target};
+pub use world::{HubApiAnswers, HubObservation, LockState, Preflight, Release, StepState, World};

@@ -24,6 +24,9 @@ pub struct Plan {
     pub window: Window,
     /// A person must approve (the `hubgrade.io/approved` annotation) before the hub is stopped.
     pub approval_required: bool,
+    /// The upgraded (and the rolled back) hub is verified through its REST API: health, and
+    /// the JupyterHub release it reports.
+    pub verify_hub_api: bool,
 }
 
 /// The annotation on a HubUpgrade with `approval: Manual` that says go (`kubectl hubgrade
@@ -39,12 +42,24 @@ pub struct Window {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DrainPlan {
-    /// Draining does not finish before this time.
-    pub not_before: Option<Timestamp>,
     /// Draining finishes once at most this many user servers are active.
     pub max_active_servers: u32,
-    /// Ask the hub to stop the remaining servers instead of only waiting.
-    pub stop_servers: bool,
+    /// What happens when more are still active once the drain timeout passed.
+    pub on_timeout: OnDrainTimeout,
+}
+
+/// What a drain that timed out leads to; also the spec's `drain.onTimeout`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display,
+)]
+pub enum OnDrainTimeout {
+    /// The hub goes down anyway; running servers keep running.
+    #[default]
+    Proceed,
+    /// The upgrade ends Failed, nothing changed.
+    Abort,
+    /// The remaining servers are stopped through the hub's API, then the hub goes down.
+    StopServers,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

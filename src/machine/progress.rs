@@ -76,6 +76,13 @@ pub struct Progress {
     /// Who approved the upgrade (`approval: Manual`), from the `hubgrade.io/approved` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// User servers the hub's API reported active, as they fall while Draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_servers: Option<u32>,
+    /// The users' servers the drain stopped through the hub's API (`drain.onTimeout:
+    /// StopServers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped_servers: Vec<String>,
     /// Another HubUpgrade holds the hub lock; this one waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
@@ -128,6 +135,20 @@ pub struct StepRecord {
     pub finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The checks made in this phase (Verifying, RollingBack: the hub's health, the release
+    /// it reports, the database revision).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+}
+
+/// One check of a phase, e.g. `HubHealth`, `HubVersion` or `DatabaseRevision`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    pub name: String,
+    pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }

@@ -12,8 +12,14 @@ pub struct World {
     pub lock: LockState,
     /// Results of the read-only checks; gathered only while in Preflight.
     pub preflight: Option<Preflight>,
-    /// Active user servers, when the hub's API answered.
-    pub active_servers: Option<u32>,
+    /// The users' servers the hub's API reports active (`user`, or `user/server` for a named
+    /// server), when it answered; observed while Draining.
+    pub active_servers: Option<Vec<String>>,
+    /// Why the hub's API did not report them.
+    pub hub_api_problem: Option<String>,
+    /// What the Ready hub's REST API answered; observed while Verifying and Rolling back, once
+    /// the hub rolled out and `verify.hubApi` asks for it.
+    pub hub_api: Option<HubApiAnswers>,
     pub rehearsal: StepState<()>,
     /// The copy of the hub's ConfigMaps and Secrets exists.
     pub config_backed_up: bool,
@@ -40,6 +46,28 @@ pub struct World {
     pub abort: Option<String>,
     /// Someone approved the upgrade (the `hubgrade.io/approved` annotation): who.
     pub approved: Option<String>,
+}
+
+/// What the hub's REST API answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubApiAnswers {
+    /// `/hub/health` answered; `Err`: why it did not, as a person can act on it.
+    pub health: Result<(), String>,
+    /// The JupyterHub version `/hub/api` reports, or why it could not be read.
+    pub version: Result<String, String>,
+    /// The release series of that version, from hubgrade's release table; `None`: unknown.
+    pub version_release: Option<Release>,
+    /// The release series the hub's image ships (a z2jh hub image names it); `None`: unknown.
+    pub image_release: Option<Release>,
+}
+
+/// A JupyterHub release series as the machine compares it: its name and the alembic head
+/// revision of its database schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// e.g. "5.0 – 5.5".
+    pub releases: String,
+    pub head: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -6,6 +6,7 @@ pub mod conditions;
 mod finalizers;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub struct Context {
     pub ledger: Option<LedgerWriter>,
     /// The repositories targets may come from besides the hub's own (`--allow-image-repository`).
     pub image_policy: ImagePolicy,
+    /// Sends the upgrades' webhook messages (`spec.notifications.webhook`).
+    pub notifier: Option<notify::Notifier>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +285,9 @@ async fn record(
             &notice.message,
         )
         .await;
+    }
+    if let Some(notifier) = &context.notifier {
+        notifier.notify(upgrade, next, notify::moments(progress, next));
     }
     context
         .metrics

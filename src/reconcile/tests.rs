@@ -17,6 +17,7 @@ fn context(client: Client) -> Context {
         agent_pull_secrets: Vec::new(),
         ledger: None,
         image_policy: Default::default(),
+        notifier: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub fn plan() -> Plan {
         timeouts: Timeouts::default(),
         window: Window::default(),
         approval_required: false,
+        verify_hub_api: false,
     }
 }
 
@@ -127,6 +128,7 @@ pub fn progress_in(phase: Phase) -> Progress {
             finished_at: None,
             outcome: None,
             message: String::new(),
+            checks: Vec::new(),
         }],
         ..Progress::default()
     }

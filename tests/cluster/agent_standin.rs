@@ -18,18 +18,42 @@
 //! It hands the last report and the exit code to KWOK through pod annotations
 //! (`kwok.hubgrade.io/result`, `kwok.hubgrade.io/exit-code`), which the `pod-agent-finish`
 //! stage turns into the container's termination message and exit code.
+//!
+//! It also plays the REST API of the hubs (pods labelled `component=hub`, z2jh's hub label) as
+//! the operator reads it: every such pod that is Running, has a pod IP and is not being deleted
+//! is served on `<pod IP>:<port>` (the hub container's, the one named `hub` else the first,
+//! containerPort named `http`, else 8081). The KWOK node's podCIDR (tests/cluster/nodes.yaml)
+//! is a loopback range, so that address is on this machine. Any path (so any `base_url`)
+//! ending in
+//! - `hub/health` answers 200;
+//! - `hub/api` answers `{"version": V}`: the pod annotation `kwok.hubgrade.io/hub-version`
+//!   (`V`, or `IMAGE=V` for the pods of that image only), else
+//!   what the hub container's image runs: 4.1.6 for `.../jupyterhub/k8s-hub:3.*` (z2jh 3), else
+//!   5.5.0 (z2jh 4, and the JupyterHub 5 revision the stand-in migration leaves);
+//! - `hub/api/users` answers `[]`: no user has an active server.
+//!
+//! GET (and HEAD) only; tokens are not checked. The server stops (its listener closed, idle
+//! connections too) once the pod is gone or deleting. An address still in use (a pod IP KWOK
+//! gave again while another namespace's stand-in still serves the pod that had it) is tried
+//! again on the next pass, every 300 ms.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use hubgrade::agent::AgentCommand;
+use hubgrade::hub::revision::{release_for_version, release_of_image};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use sqlx::Connection;
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(about = "Runs hubgrade agent pods' work locally, for a KWOK cluster (tests only)")]
@@ -60,6 +84,7 @@ async fn main() {
     };
     let volumes = std::sync::Arc::new(args.volumes);
     let mut started: HashSet<String> = HashSet::new();
+    let mut hub_apis = HubApis::default();
     loop {
         let listed = pods
             .list(&ListParams::default().labels("hubgrade.io/role in (agent,hub-image)"))
@@ -75,7 +100,172 @@ async fn main() {
             let (client, volumes) = (client.clone(), volumes.clone());
             tokio::spawn(async move { finish(client, pod, &volumes).await });
         }
+        // A failed list keeps what is served: the hubs did not stop for it.
+        if let Ok(hubs) = pods
+            .list(&ListParams::default().labels("component=hub"))
+            .await
+        {
+            hub_apis.serve(&hubs.items).await;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The hub API's port when the hub container names none `http`: JupyterHub's default.
+const HUB_API_PORT: u16 = 8081;
+
+/// The hub APIs being served, by pod uid.
+#[derive(Default)]
+struct HubApis {
+    serving: HashMap<String, HubApi>,
+    /// The last failure to bind, per pod waiting for its address: each logged once.
+    failed: HashMap<String, String>,
+}
+
+/// A served hub API. Dropping it stops the server: its version channel closes.
+struct HubApi {
+    address: SocketAddr,
+    version: watch::Sender<String>,
+}
+
+/// What a running hub pod's API is.
+struct HubPod {
+    name: String,
+    address: SocketAddr,
+    version: String,
+}
+
+impl HubApis {
+    /// Serves the API of each running hub pod of `pods` (all the hub pods listed) and stops
+    /// serving every other.
+    async fn serve(&mut self, pods: &[Pod]) {
+        let running: HashMap<String, HubPod> = pods
+            .iter()
+            .filter_map(|pod| Some((pod.uid()?, running_hub(pod)?)))
+            .collect();
+        // Stopped first: a new pod may have the address of one that is gone.
+        self.serving.retain(|uid, api| {
+            running
+                .get(uid)
+                .is_some_and(|hub| hub.address == api.address)
+        });
+        self.failed.retain(|uid, _| running.contains_key(uid));
+        for (uid, hub) in running {
+            if let Some(api) = self.serving.get(&uid) {
+                api.version.send_if_modified(|version| {
+                    let changed = *version != hub.version;
+                    *version = hub.version.clone();
+                    changed
+                });
+                continue;
+            }
+            match tokio::net::TcpListener::bind(hub.address).await {
+                Ok(listener) => {
+                    eprintln!(
+                        "kwok-agent-standin: {}: serving the hub API (JupyterHub {}) on {}",
+                        hub.name, hub.version, hub.address
+                    );
+                    self.failed.remove(&uid);
+                    let (version, watched) = watch::channel(hub.version);
+                    tokio::spawn(serve_hub_api(listener, watched));
+                    let address = hub.address;
+                    self.serving.insert(uid, HubApi { address, version });
+                }
+                Err(error) if self.failed.get(&uid) != Some(&error.to_string()) => {
+                    eprintln!(
+                        "kwok-agent-standin: {}: cannot serve the hub API on {} yet: {error}",
+                        hub.name, hub.address
+                    );
+                    self.failed.insert(uid, error.to_string());
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The API a hub pod serves, if it runs: Running, with a pod IP, not being deleted.
+fn running_hub(pod: &Pod) -> Option<HubPod> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+    let containers = &pod.spec.as_ref()?.containers;
+    let hub = containers
+        .iter()
+        .find(|c| c.name == "hub")
+        .or(containers.first())?;
+    let port = hub
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(HUB_API_PORT);
+    let image = hub.image.as_deref().unwrap_or_default();
+    // `VERSION`, or `IMAGE=VERSION`: only a pod of that image reports it.
+    let annotated = pod
+        .annotations()
+        .get("kwok.hubgrade.io/hub-version")
+        .and_then(|value| match value.split_once('=') {
+            None => Some(value.clone()),
+            Some((of, version)) => (of == image).then(|| version.to_string()),
+        });
+    let version = annotated.unwrap_or_else(|| jupyterhub_version_of(image).to_string());
+    Some(HubPod {
+        name: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+        address: SocketAddr::new(ip, port),
+        version,
+    })
+}
+
+/// The JupyterHub version a hub image reports: 4.1.6 for the JupyterHub 4 series of z2jh 3's
+/// k8s-hub; 5.5.0 for any other (z2jh 4's), whose revision the stand-in migration leaves.
+fn jupyterhub_version_of(image: &str) -> &'static str {
+    let release = release_of_image(image);
+    if release.is_some() && release == release_for_version("4.1.6") {
+        "4.1.6"
+    } else {
+        "5.5.0"
+    }
+}
+
+/// Serves one hub's API on `listener` until `version`'s sender is dropped; then closes the
+/// listener and the idle connections, so a pooled connection cannot outlive the pod.
+async fn serve_hub_api(listener: tokio::net::TcpListener, version: watch::Receiver<String>) {
+    let mut stopped = version.clone();
+    let router = axum::Router::new()
+        .fallback(answer_hub_api)
+        .with_state(version);
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { while stopped.changed().await.is_ok() {} })
+        .await;
+}
+
+/// The hub API's answer to `method` on `uri`, by how its path ends (the hub's `base_url`
+/// comes before `hub/`).
+async fn answer_hub_api(
+    State(version): State<watch::Receiver<String>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let json_answer = |body: serde_json::Value| {
+        let content_type = [(header::CONTENT_TYPE, "application/json")];
+        (content_type, body.to_string()).into_response()
+    };
+    let path = uri.path().trim_end_matches('/');
+    if path.ends_with("/hub/health") {
+        StatusCode::OK.into_response()
+    } else if path.ends_with("/hub/api") {
+        json_answer(json!({"version": *version.borrow()}))
+    } else if path.ends_with("/hub/api/users") {
+        json_answer(json!([]))
+    } else {
+        StatusCode::NOT_FOUND.into_response()
     }
 }
 

@@ -104,7 +104,7 @@ fn step_started(upgrade: &HubUpgrade, phase: Phase) -> SystemTime {
 async fn a_real_hub_is_upgraded_from_jupyterhub_4_to_5_with_its_users_tokens_and_sessions() {
     let hub = RealHub::new("real-upgrade", None, Operator::HostProcess).await;
     let population = hub.populate(USERS);
-    hub.start_user_server("user-001").await;
+    hub.start_session_pod("user-001").await;
     let sessions = hub.session_pods().await;
     assert_eq!(
         sessions.len(),
@@ -231,7 +231,7 @@ async fn a_real_hub_is_upgraded_from_jupyterhub_4_to_5_with_its_users_tokens_and
 async fn a_migration_that_really_fails_is_rolled_back_to_4_on_the_backed_up_database() {
     let hub = RealHub::new("real-badmig", None, Operator::HostProcess).await;
     let population = hub.populate(USERS);
-    hub.start_user_server("user-002").await;
+    hub.start_session_pod("user-002").await;
     let sessions = hub.session_pods().await;
     // No rehearsal: it would catch the failing migration before the hub is touched.
     hub.apply_upgrade(

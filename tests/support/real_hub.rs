@@ -9,6 +9,17 @@
 //! a database of its own on a PostgreSQL or MariaDB server this machine runs for the node's pods
 //! ([`RealHub::new_on_server`], `hub.db.type: postgres` / `mysql`). [`RealHub::new_prefixed`]
 //! lays the same hub out with z2jh's release-prefixed names and a sidecar container.
+//!
+//! User servers are real too: KubeSpawner starts them in their own pods on the real node,
+//! through the hub's REST API ([`RealHub::start_user_server`]), and the proxy routes
+//! `/user/<name>/` to them. No singleuser image exists here, so the manifest's
+//! `hub.config.KubeSpawner` makes each one a stand-in from the hub's own image: a Python HTTP
+//! server on port 8888 answering every GET with 200 and "user server of <name>"
+//! ([`user_server_body`]). The hub also has the JupyterHub service [`DRAIN_SERVICE`] with its own
+//! token (the Secret key [`DRAIN_TOKEN_KEY`], [`RealHub::drain_token_secret`]) and the least
+//! scopes that list the active servers and stop one: `list:users` and `servers` (tried on 4.1.6
+//! and 5.5.0: without `list:users` `GET /hub/api/users` is refused, without `servers` or
+//! `read:servers` the users come without their `servers`, without `servers` stopping is refused).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -70,6 +81,15 @@ const IMAGES: &[&str] = &[
 /// these tests allow besides the hub's own.
 pub const TEST_HUB_REPOSITORY: &str = "ghcr.io/hubgrade/test-k8s-hub";
 
+/// The JupyterHub service of the manifest that hubgrade's `spec.drain` authenticates as (its
+/// role: `list:users` and `servers`).
+pub const DRAIN_SERVICE: &str = "hubgrade";
+/// The hub Secret's key holding [`DRAIN_SERVICE`]'s token, as z2jh's templates/hub/secret.yaml
+/// renders `hub.services.<name>.apiToken`.
+pub const DRAIN_TOKEN_KEY: &str = "hub.services.hubgrade.apiToken";
+/// How long a user server may take to be ready (KubeSpawner's `start_timeout` in the manifest).
+const USER_SERVER_LIMIT: Duration = Duration::from_secs(300);
+
 static ONE_HUB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How the operator runs.
@@ -96,6 +116,8 @@ pub struct RealHub {
     /// When this hub's turn came (tests wait for one another).
     pub started: Instant,
     api_token: String,
+    /// [`DRAIN_SERVICE`]'s token (the manifest's `@HUBGRADE_API_TOKEN@`).
+    drain_token: String,
     operator: Option<Child>,
     operator_mode: Operator,
     operator_kubeconfig: PathBuf,
@@ -356,7 +378,10 @@ impl Drop for RealHub {
     fn drop(&mut self) {
         self.kill_operator();
         if self.operator_mode == Operator::HostProcess {
-            super::assert_clean_operator_log(&self.operator_log(), &[&self.api_token]);
+            super::assert_clean_operator_log(
+                &self.operator_log(),
+                &[&self.api_token, &self.drain_token],
+            );
         }
     }
 }
@@ -411,14 +436,22 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The real hub's manifest with fresh secrets, and the claim mounted at `sub_path` if given
-/// (z2jh's `hub.db.pvc.subPath`).
-fn manifest(api_token: &str, sub_path: Option<&str>) -> String {
+/// The real hub's manifest with fresh secrets (`api_token` for the test's service,
+/// `drain_token` for [`DRAIN_SERVICE`]), and the claim mounted at `sub_path` if given (z2jh's
+/// `hub.db.pvc.subPath`).
+fn manifest(api_token: &str, drain_token: &str, sub_path: Option<&str>) -> String {
     let mut text = std::fs::read_to_string(repo().join(MANIFEST)).expect(MANIFEST);
     for placeholder in ["@PROXY_AUTH_TOKEN@", "@CRYPT_KEY@", "@COOKIE_SECRET@"] {
         text = text.replace(placeholder, &random_hex());
     }
     text = text.replace("@SERVICE_API_TOKEN@", api_token);
+    // In values.yaml and as the Secret key DRAIN_TOKEN_KEY.
+    assert_eq!(
+        text.matches("@HUBGRADE_API_TOKEN@").count(),
+        2,
+        "{MANIFEST} should have the placeholder @HUBGRADE_API_TOKEN@ twice"
+    );
+    text = text.replace("@HUBGRADE_API_TOKEN@", drain_token);
     if let Some(sub_path) = sub_path {
         let mount = "- {name: pvc, mountPath: /srv/jupyterhub}";
         assert!(text.contains(mount), "{MANIFEST} has no line {mount}");
@@ -796,9 +829,10 @@ impl RealHub {
 
         let started = Instant::now();
         let api_token = random_hex();
+        let drain_token = random_hex();
         match helm_release {
             None => {
-                let mut text = manifest(&api_token, sub_path);
+                let mut text = manifest(&api_token, &drain_token, sub_path);
                 if let Some(database) = &server_database {
                     text = server_manifest(&text, database);
                 }
@@ -813,7 +847,10 @@ impl RealHub {
                 );
             }
             Some(release) => {
-                write_umbrella(&dir.join("umbrella"), &manifest(&api_token, None));
+                write_umbrella(
+                    &dir.join("umbrella"),
+                    &manifest(&api_token, &drain_token, None),
+                );
                 let installed = helm(&ns, &["install", release])
                     .arg(dir.join("umbrella"))
                     .args(helm_values(&agent_image, OLD_IMAGE))
@@ -855,6 +892,7 @@ impl RealHub {
             agent_image,
             started: turn,
             api_token,
+            drain_token,
             operator: None,
             operator_mode: operator,
             operator_kubeconfig: PathBuf::new(),
@@ -1442,8 +1480,9 @@ impl RealHub {
     }
 
     /// A pod shaped like a user server KubeSpawner started (its labels), running on the real
-    /// node; returns its name once it runs.
-    pub async fn start_user_server(&self, user: &str) -> String {
+    /// node, that the hub knows nothing about (a busybox sleeping); returns its name once it
+    /// runs. [`RealHub::start_user_server`] starts a real one through the hub.
+    pub async fn start_session_pod(&self, user: &str) -> String {
         let name = format!("jupyter-{user}");
         let busybox = "docker.io/library/busybox:1.36";
         let pod: Pod = serde_json::from_value(json!({
@@ -1503,6 +1542,175 @@ impl RealHub {
         pods.sort();
         pods
     }
+
+    /// Starts `user`'s default server through the hub's REST API with the test's service token
+    /// (creating the user first if the hub has none of that name): `POST
+    /// /hub/api/users/<user>/server`, then waits until the API says it is ready. KubeSpawner
+    /// runs it in the pod [`user_pod_name`] on the real node (the stand-in server of the
+    /// manifest's `hub.config.KubeSpawner`), and the proxy routes `/user/<user>/` to it. Fails
+    /// with what the API says of the user, the pod's Events and the hub's log when the spawn
+    /// fails or the server is not ready within KubeSpawner's `start_timeout` (300 s). `user`:
+    /// lowercase letters and digits (see [`user_pod_name`]).
+    pub async fn start_user_server(&self, user: &str) {
+        let pod = user_pod_name(user);
+        let started = Instant::now();
+        let (code, answer) = self.api(None, "GET", &format!("/users/{user}"), None);
+        if code == 404 {
+            let (code, answer) = self.api(None, "POST", &format!("/users/{user}"), None);
+            assert_eq!(code, 201, "creating user {user}: {answer}");
+        } else {
+            assert_eq!(code, 200, "GET /hub/api/users/{user}: {answer}");
+        }
+        let (code, answer) = self.api(None, "POST", &format!("/users/{user}/server"), None);
+        // 201: started and ready within the request; 202: still starting.
+        assert!(
+            code == 201 || code == 202,
+            "POST /hub/api/users/{user}/server answered {code}: {answer}"
+        );
+        loop {
+            let (code, answer) = self.api(None, "GET", &format!("/users/{user}"), None);
+            assert_eq!(code, 200, "GET /hub/api/users/{user}: {answer}");
+            let server = &answer["servers"][""];
+            if server["ready"] == true {
+                break;
+            }
+            // A spawn that failed leaves no server (a pending one shows `pending: spawn`).
+            let failed = server.is_null();
+            if failed || started.elapsed() > USER_SERVER_LIMIT {
+                let what = if failed {
+                    "failed to start".to_string()
+                } else {
+                    format!("was not ready within {USER_SERVER_LIMIT:?}")
+                };
+                panic!(
+                    "the user server of {user} (pod {pod}) {what}; the hub's API says of {user}: \
+                     {answer}\n{}",
+                    self.user_server_trouble(&pod).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!(
+            "user server of {user} (pod {pod}) ready in {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// For failure messages: the Events of pod `pod` and the end of the hub's log.
+    async fn user_server_trouble(&self, pod: &str) -> String {
+        let object = format!("Pod/{pod}");
+        let events: Vec<String> = self
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| e.1 == object)
+            .map(|(_, _, reason, message)| format!("  {reason}: {message}"))
+            .collect();
+        let log = kubectl(&[
+            "logs",
+            "-n",
+            self.ns(),
+            &format!("deployment/{}", self.names.deployment),
+            "-c",
+            "hub",
+            "--tail=30",
+        ])
+        .output()
+        .expect("kubectl logs");
+        format!(
+            "Events of pod {pod}:\n{}\nthe hub's log:\n{}{}",
+            if events.is_empty() {
+                "  (none)".to_string()
+            } else {
+                events.join("\n")
+            },
+            stdout(&log),
+            stderr(&log)
+        )
+    }
+
+    /// Whether `user`'s server answers through the proxy: GET `http://<proxy_ip>/user/<user>/`
+    /// returns 200 and the stand-in's body ([`user_server_body`]). A stopped server's route is
+    /// gone: the proxy sends the request to the hub, which does not answer so.
+    pub fn user_server_answers(&self, user: &str) -> bool {
+        http_get(&self.proxy_ip, &format!("/user/{user}/"))
+            .is_some_and(|(code, body)| code == 200 && body == user_server_body(user))
+    }
+
+    /// The names of the users with a ready server, sorted, as the hub's REST API lists them
+    /// (`GET /hub/api/users?state=active`, page by page, with the test's service token).
+    pub fn active_servers(&self) -> Vec<String> {
+        let (mut names, mut offset) = (Vec::new(), 0);
+        loop {
+            let (code, answer) = self.api(
+                None,
+                "GET",
+                &format!("/users?state=active&offset={offset}&limit=200"),
+                None,
+            );
+            assert_eq!(code, 200, "listing the active users: {answer}");
+            let page = answer.as_array().expect("a list of users");
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len();
+            names.extend(
+                page.iter()
+                    .filter(|u| {
+                        u["servers"]
+                            .as_object()
+                            .is_some_and(|s| s.values().any(|s| s["ready"] == true))
+                    })
+                    .filter_map(|u| u["name"].as_str().map(str::to_string)),
+            );
+        }
+        names.sort();
+        names
+    }
+
+    /// Whether KubeSpawner's pod of `user`'s server ([`user_pod_name`]) exists (a terminating
+    /// pod still does).
+    pub async fn user_pod_exists(&self, user: &str) -> bool {
+        let name = user_pod_name(user);
+        self.pods()
+            .get_opt(&name)
+            .await
+            .unwrap_or_else(|e| panic!("reading pod {name}: {e}"))
+            .is_some()
+    }
+
+    /// (Secret name, key) of [`DRAIN_SERVICE`]'s token: the hub Secret (`hub`, or
+    /// `<release>-jupyterhub-hub` for [`RealHub::new_prefixed`]: [`HubNames::deployment`]) and
+    /// [`DRAIN_TOKEN_KEY`], where z2jh keeps `hub.services.hubgrade.apiToken`, for a HubUpgrade's
+    /// `spec.drain`.
+    pub fn drain_token_secret(&self) -> (String, String) {
+        (self.names.deployment.clone(), DRAIN_TOKEN_KEY.to_string())
+    }
+
+    /// [`DRAIN_SERVICE`]'s token, for [`RealHub::api`] as that service.
+    pub fn drain_token(&self) -> &str {
+        &self.drain_token
+    }
+}
+
+/// KubeSpawner's pod of `user`'s default server: `jupyter-<user>`, the name both KubeSpawner 6.2
+/// (k8s-hub 3.3.8) and 7.0 (4.4.0) give it when the user's name is lowercase letters and digits
+/// (they escape other characters differently: 6.2 makes `user-001` `user-2d001`); fails for
+/// other names.
+pub fn user_pod_name(user: &str) -> String {
+    assert!(
+        !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "user server helpers take user names of lowercase letters and digits, not {user:?}"
+    );
+    format!("jupyter-{user}")
+}
+
+/// What the manifest's stand-in user server answers to every GET.
+pub fn user_server_body(user: &str) -> String {
+    format!("user server of {user}")
 }
 
 /// What the running 4.1.6 hub was given before the upgrade.
@@ -1526,6 +1734,23 @@ pub fn http_status(ip: &str, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// GET `path` on port 80 of `ip` with HTTP/1.0: the status code and the body, or None when
+/// nothing answers within two seconds.
+pub fn http_get(ip: &str, path: &str) -> Option<(u16, String)> {
+    let address = format!("{ip}:80").parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let code = head.get(9..12)?.parse().ok()?;
+    Some((code, body.to_string()))
 }
 
 /// Polls /hub/health through the proxy every 100 ms on a thread until stopped; the outage is

@@ -118,9 +118,14 @@ async fn kubectl_explain_shows_the_field_docs() {
         "The hub to upgrade: its Deployment in this namespace.",
         "The hub image to upgrade to, with a tag or a digest",
         "How the database is backed up before the migration.",
-        "Wait for users' servers to stop before the hub goes down.",
+        "Wait for users' servers to stop before the hub goes down, through the hub's REST API.",
     ] {
-        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        // kubectl wraps long descriptions.
+        let flowing = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flowing.contains(expected),
+            "missing {expected:?} in:\n{text}"
+        );
     }
     let output = kubectl(&["explain", "hubupgrade.spec.backup.method"])
         .output()

@@ -193,12 +193,15 @@ start kube-scheduler kube-scheduler \
   --authorization-kubeconfig "$state/scheduler.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" \
   --leader-elect=false
+# --cidr: the pod addresses of a KWOK node without a podCIDR of its own (the nodes some tests
+# add) are loopback ones too (see nodes.yaml): never an address off this machine.
 start kwok kwok \
   --kubeconfig "$state/kwok.kubeconfig" \
   --config "$here/kwok-stages.yaml" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --node-ip 127.0.0.1 \
+  --cidr 127.2.0.0/16 \
   --server-address "127.0.0.1:$KWOK_PORT"
 
 kubectl --kubeconfig "$state/kubeconfig" apply -f "$here/nodes.yaml" >/dev/null

@@ -293,7 +293,7 @@ async fn api_problems(
     let has_token = token.is_some();
     let api = HubApi::new(root.clone(), token);
     if target.plan.verify_hub_api
-        && let Err(why) = answers(&api, image).await.health
+        && let Err(why) = healthy(&api, image).await
     {
         problems.push(format!(
             "the hub's API does not answer the operator ({why}); the upgraded hub is verified \
@@ -311,6 +311,22 @@ async fn api_problems(
         ));
     }
     problems
+}
+
+/// Whether the hub answers `/hub/health`, asked up to three times a second apart: a hub pod
+/// that just became Ready may not listen yet.
+async fn healthy(api: &HubApi, image: &str) -> Result<(), String> {
+    let mut last = Ok(());
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        last = answers(api, image).await.health;
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
 }
 
 /// The hub's z2jh chart values: the hub Secret's `values.yaml`, with `hub.existingSecret`'s

@@ -154,6 +154,21 @@ pub struct Check {
 }
 
 impl Progress {
+    /// The checks recorded in `phase`'s last step, by name and outcome.
+    pub fn checks_of(&self, phase: Phase) -> Vec<(&str, Outcome)> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| s.name == phase)
+            .map(|s| {
+                s.checks
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.outcome))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Seconds between the hub going down (scaled to zero, else its pods gone) and the hub
     /// being Ready again.
     pub fn downtime_seconds(&self) -> Option<i64> {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use sqlx::Connection;
@@ -172,6 +173,33 @@ impl Hub {
             .stderr(log_file(&dir, "standin.log"))
             .spawn()
             .expect("starting kwok-agent-standin");
+        // The stand-in plays the hub's REST API at the hub pod's address (KWOK gives it a
+        // loopback one): the operator's Preflight asks it, so wait until it answers.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        wait_until(
+            Duration::from_secs(30),
+            "the stand-in to serve the hub's REST API",
+            || async {
+                let listed = pods
+                    .list(&ListParams::default().labels("component=hub"))
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default();
+                let ips: Vec<String> = listed
+                    .iter()
+                    .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+                    .collect();
+                !ips.is_empty()
+                    && ips.iter().all(|ip| {
+                        std::net::TcpStream::connect_timeout(
+                            &format!("{ip}:8081").parse().expect("an address"),
+                            Duration::from_millis(200),
+                        )
+                        .is_ok()
+                    })
+            },
+        )
+        .await;
         let ledger_url = format!("sqlite://{}", dir.join("ledger.sqlite").display());
         let mut hub = Hub {
             client,

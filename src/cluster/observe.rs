@@ -21,9 +21,8 @@ use crate::hub::api::HubApi;
 use crate::hub::image::{HUB_ANNOTATION, looks_like_a_hub};
 use crate::hub::revision::check_image_upgrade;
 use crate::hub::{
-    ChartDatabase, HubDatabase, HubLayout, LayoutError, SecretKeys, ServerDatabase, UrlSource,
-    VALUES_KEY, chart_base_url, chart_database, chart_url_from_secrets, find_container,
-    merge_values, values_secrets,
+    HubDatabase, HubLayout, LayoutError, SecretKeys, ServerDatabase, UrlSource, VALUES_KEY,
+    chart_base_url, chart_database, chart_url_from_secrets, merge_values, values_secrets,
 };
 use crate::machine::{LockState, MigrationFailure, Phase, Preflight, World};
 
@@ -63,11 +62,16 @@ pub async fn observe_with(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let deployment = deployments.get_opt(&target.hub).await?;
+    // The chart values, read in every phase when the spec leaves the database to detection:
+    // they say whether the database is a file or on a server.
+    let mut values = None;
     let layout = match &deployment {
         None => None,
         Some(d) => {
-            // Read in every phase: they say whether the database is a file or on a server.
-            let chart = chart_values(client, target, d).await?;
+            if target.layout_hints.database.kind == DatabaseType::Auto {
+                values = values_text(client, target, d).await?;
+            }
+            let chart = values.as_deref().and_then(chart_database);
             Some(target.layout_with_chart(d, chart))
         }
     };
@@ -144,18 +148,22 @@ pub async fn observe_with(
     if api_phase && let (Some(deployment), Some(Ok(layout))) = (&deployment, &layout) {
         // The base URL is read from the chart values only when a hub pod is there to ask.
         if api_root(deployment, &snapshot.hub_pods, layout, "/").is_some() {
-            let values = values_text(client, target, deployment).await?;
-            let base_url = chart_base_url(&values.unwrap_or_default());
+            if values.is_none() {
+                values = values_text(client, target, deployment).await?;
+            }
+            let base_url = chart_base_url(values.as_deref().unwrap_or_default());
             snapshot.hub_api_root = api_root(deployment, &snapshot.hub_pods, layout, &base_url);
         }
-        let token = match &target.drain_token {
-            Some(key) => secret_value(client, namespace, key).await?,
-            None => None,
+        // The drain's token, only where the drain uses it.
+        let token = match (&target.drain_token, phase) {
+            (Some(key), Phase::Preflight | Phase::Draining) => {
+                secret_value(client, namespace, key).await?
+            }
+            _ => None,
         };
         match (phase, &snapshot.hub_api_root) {
             (Phase::Preflight, root) => {
-                server_problems
-                    .extend(api_problems(target, root.as_ref(), token, &layout.image).await);
+                server_problems.extend(api_problems(target, root.as_ref(), token).await);
             }
             (Phase::Draining, Some(root)) => {
                 let api = HubApi::new(root.clone(), token);
@@ -166,8 +174,7 @@ pub async fn observe_with(
             }
             (_, Some(root)) => {
                 let api = HubApi::new(root.clone(), None);
-                let image = snapshot_image(deployment, layout);
-                snapshot.hub_api = Some(answers(&api, &image).await);
+                snapshot.hub_api = Some(answers(&api, &layout.image).await);
             }
             (_, None) => {}
         }
@@ -253,17 +260,6 @@ pub async fn observe_with(
     })
 }
 
-/// The image the hub Deployment's template runs in its hub container.
-fn snapshot_image(deployment: &Deployment, layout: &HubLayout) -> String {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|spec| find_container(spec, Some(&layout.container)).ok())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_else(|| layout.image.clone())
-}
-
 /// Preflight's questions to the hub's API: with a drain, the token is there and the hub takes
 /// it for listing servers; when verifying through the API, the hub answers the operator now
 /// (so a NetworkPolicy that keeps the operator out is found before the hub goes down).
@@ -271,7 +267,6 @@ async fn api_problems(
     target: &Target,
     root: Option<&url::Url>,
     token: Option<String>,
-    image: &str,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let namespace = &target.owner.namespace;
@@ -293,7 +288,7 @@ async fn api_problems(
     let has_token = token.is_some();
     let api = HubApi::new(root.clone(), token);
     if target.plan.verify_hub_api
-        && let Err(why) = healthy(&api, image).await
+        && let Err(why) = healthy(&api).await
     {
         problems.push(format!(
             "the hub's API does not answer the operator ({why}); the upgraded hub is verified \
@@ -315,13 +310,13 @@ async fn api_problems(
 
 /// Whether the hub answers `/hub/health`, asked up to three times a second apart: a hub pod
 /// that just became Ready may not listen yet.
-async fn healthy(api: &HubApi, image: &str) -> Result<(), String> {
+async fn healthy(api: &HubApi) -> Result<(), String> {
     let mut last = Ok(());
     for attempt in 0..3 {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        last = answers(api, image).await.health;
+        last = api.health().await;
         if last.is_ok() {
             break;
         }
@@ -354,22 +349,6 @@ async fn values_text(
     }
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     Ok(Some(merge_values(&texts)))
-}
-
-/// What the hub's z2jh chart values (the hub Secret's `values.yaml`) say about its database,
-/// when the spec leaves the database to detection; `None` when there are no such values. The
-/// values hold secrets: only the database's kind and URL scheme are kept.
-async fn chart_values(
-    client: &Client,
-    target: &Target,
-    deployment: &Deployment,
-) -> Result<Option<ChartDatabase>, kube::Error> {
-    if target.layout_hints.database.kind != DatabaseType::Auto {
-        return Ok(None);
-    }
-    Ok(values_text(client, target, deployment)
-        .await?
-        .and_then(|values| chart_database(&values)))
 }
 
 /// The pods the hub Deployment's selector selects.

@@ -133,7 +133,9 @@ fn lint_passes_with_default_namespaced_and_optional_values() {
     for values in [
         &[][..],
         &["watchNamespace=jhub"][..],
+        &["clusterWide=true"][..],
         &[
+            "clusterWide=true",
             "hubNamespaces={jhub,lab}",
             "log.format=json",
             "log.level=debug",
@@ -190,7 +192,11 @@ fn the_schema_refuses_bad_values_naming_them() {
 
 #[test]
 fn two_releases_in_one_namespace_share_no_name() {
-    for values in [&[][..], &["watchNamespace=jhub"][..]] {
+    for values in [
+        &[][..],
+        &["watchNamespace=jhub"][..],
+        &["clusterWide=true"][..],
+    ] {
         let first = render("alpha", "ops", values);
         let second = render("beta", "ops", values);
         let first_names = identities(&first);
@@ -260,7 +266,7 @@ fn a_release_named_hubgrade_keeps_todays_names() {
         "hubgrade"
     );
 
-    let everywhere = render("hubgrade", "jhub", &[]);
+    let everywhere = render("hubgrade", "jhub", &["clusterWide=true"]);
     for (kind, name) in [
         ("ClusterRole", "hubgrade"),
         ("ClusterRoleBinding", "hubgrade"),
@@ -278,6 +284,57 @@ fn a_release_named_hubgrade_keeps_todays_names() {
     assert!(
         rbac.contains("kind: ServiceAccount\nmetadata:\n  name: hubgrade\n"),
         "{rbac}"
+    );
+}
+
+/// With no values the operator is namespaced to the release's namespace: a Role there and
+/// nothing cluster-wide. Every namespace is an opt-in (`clusterWide`), which a namespace to
+/// watch contradicts.
+#[test]
+fn the_default_is_namespaced_to_the_release_namespace() {
+    let objects = render("hubgrade", "jhub", &[]);
+    let cluster_wide: Vec<_> = identities(&objects)
+        .into_iter()
+        .filter(|(kind, _, _)| kind.starts_with("Cluster"))
+        .collect();
+    assert!(cluster_wide.is_empty(), "by default: {cluster_wide:?}");
+    let role = object(&objects, "Role", "hubgrade");
+    assert_eq!(role["metadata"]["namespace"], "jhub");
+    assert!(grants(role, "jobs", "create") && grants(role, "secrets", "get"));
+    bound_to(
+        object(&objects, "RoleBinding", "hubgrade"),
+        "Role",
+        "hubgrade",
+        "hubgrade",
+        "jhub",
+    );
+    assert_eq!(
+        env(
+            object(&objects, "Deployment", "hubgrade"),
+            "HUBGRADE_NAMESPACE"
+        ),
+        Some(Value::from("jhub"))
+    );
+
+    let everywhere = render("hubgrade", "jhub", &["clusterWide=true"]);
+    assert_eq!(
+        env(
+            object(&everywhere, "Deployment", "hubgrade"),
+            "HUBGRADE_NAMESPACE"
+        ),
+        None
+    );
+    object(&everywhere, "ClusterRole", "hubgrade-edit");
+    object(&everywhere, "ClusterRole", "hubgrade-view");
+
+    let output = helm(
+        &["template", "hubgrade", &chart()],
+        &["clusterWide=true", "watchNamespace=jhub"],
+    );
+    assert!(
+        !output.status.success() && stderr(&output).contains("clusterWide: true watches every"),
+        "clusterWide with watchNamespace: {}",
+        stderr(&output)
     );
 }
 
@@ -448,7 +505,7 @@ fn log_values_reach_the_operator() {
 
 #[test]
 fn hub_namespaces_confine_secrets_to_them() {
-    let everywhere = render("hubgrade", "ops", &[]);
+    let everywhere = render("hubgrade", "ops", &["clusterWide=true"]);
     assert!(grants(
         object(&everywhere, "ClusterRole", "hubgrade"),
         "secrets",
@@ -460,7 +517,11 @@ fn hub_namespaces_confine_secrets_to_them() {
             .any(|(_, _, name)| name.ends_with("-secrets"))
     );
 
-    let listed = render("hubgrade", "ops", &["hubNamespaces={jhub,lab}"]);
+    let listed = render(
+        "hubgrade",
+        "ops",
+        &["clusterWide=true", "hubNamespaces={jhub,lab}"],
+    );
     let cluster_role = object(&listed, "ClusterRole", "hubgrade");
     assert!(
         !grants(cluster_role, "secrets", "get") && !grants(cluster_role, "secrets", "create"),
@@ -612,7 +673,11 @@ fn the_api_server_accepts_the_rendered_chart() {
     for values in [
         &[][..],
         &["watchNamespace=default"][..],
-        &["hubNamespaces={default,kube-public}", "log.format=json"][..],
+        &[
+            "clusterWide=true",
+            "hubNamespaces={default,kube-public}",
+            "log.format=json",
+        ][..],
     ] {
         let rendered = template_text("hubgrade-dry-run", "default", values, &["--include-crds"]);
         let applied = kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &rendered);

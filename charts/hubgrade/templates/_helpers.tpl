@@ -37,3 +37,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "hubgrade.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{/*
+The one namespace a namespaced operator watches (the default mode): watchNamespace, else the
+release's own. Empty when clusterWide: every namespace.
+*/}}
+{{- define "hubgrade.watchNamespace" -}}
+{{- if .Values.clusterWide -}}
+{{- if .Values.watchNamespace -}}
+{{- fail "watchNamespace names the one namespace of a namespaced operator; clusterWide: true watches every namespace (narrow its Secrets with hubNamespaces)" -}}
+{{- end -}}
+{{- else -}}
+{{- .Values.watchNamespace | default .Release.Namespace -}}
+{{- end -}}
+{{- end }}

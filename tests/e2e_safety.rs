@@ -518,6 +518,7 @@ async fn creating_hub_upgrades_gives_no_right_to_run_pods() {
         .args(["template", &release])
         .arg(support::repo().join("charts/hubgrade"))
         .args(["--show-only", "templates/user-roles.yaml"])
+        .args(["--set", "clusterWide=true"])
         .output()
         .expect("helm template");
     assert!(rendered.status.success(), "{}", support::stderr(&rendered));
@@ -629,4 +630,108 @@ async fn creating_hub_upgrades_gives_no_right_to_run_pods() {
         &format!("{release}-view"),
     ])
     .output();
+}
+
+/// #15 point 1: the configuration backup holds what a roll back needs, the ConfigMaps and
+/// Secrets the hub container mounts, and must fit a Secret. A configuration too large for one
+/// is refused in Preflight, before the hub is touched, naming each object's size; once it fits,
+/// the backup holds the hub's ConfigMap and Secret keys and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_too_large_for_its_backup_is_refused_before_the_hub_is_touched() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let hub = Hub::new("config-size", |yaml| yaml).await;
+    let original = checksum(&hub.database());
+    let maps: Api<ConfigMap> = Api::namespaced(hub.client.clone(), hub.ns());
+    let secrets: Api<Secret> = Api::namespaced(hub.client.clone(), hub.ns());
+    // Each object fits (an API object holds up to 1 MiB); together they do not fit one Secret.
+    let large = "#".repeat(600 * 1024);
+    let merge = PatchParams::default();
+    maps.patch(
+        "hub",
+        &merge,
+        &Patch::Merge(json!({"data": {"large.py": large}})),
+    )
+    .await
+    .expect("a large ConfigMap key");
+    secrets
+        .patch(
+            "hub",
+            &merge,
+            &Patch::Merge(json!({"stringData": {"hub.extraFiles.large": large}})),
+        )
+        .await
+        .expect("a large Secret key");
+    let status = hub
+        .run_upgrade(
+            "too-large",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            LIMIT,
+        )
+        .await;
+    assert_eq!(status.progress.phase, Phase::Failed);
+    assert_eq!(status.progress.reason, "PreflightFailed");
+    let message = status.progress.message.clone();
+    assert!(
+        message.contains("more than the 1048576 bytes a Secret holds")
+            && message.contains("ConfigMap/hub 600.")
+            && message.contains("Secret/hub 600."),
+        "{message}"
+    );
+    for step in ["rehearsal", "backup", "migration"] {
+        assert!(hub.jobs_for(step).await.is_empty(), "a {step} Job ran");
+    }
+    assert_eq!(hub.hub_image().await, ORIGINAL_IMAGE);
+    assert_eq!(hub.hub().await.spec.and_then(|s| s.replicas), Some(1));
+    assert_eq!(checksum(&hub.database()), original);
+
+    maps.patch(
+        "hub",
+        &merge,
+        &Patch::Merge(json!({"data": {"large.py": null}})),
+    )
+    .await
+    .expect("the large key removed");
+    secrets
+        .patch(
+            "hub",
+            &merge,
+            &Patch::Merge(json!({"data": {"hub.extraFiles.large": null}})),
+        )
+        .await
+        .expect("the large key removed");
+    let status = hub
+        .run_upgrade(
+            "fits",
+            json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+            LIMIT,
+        )
+        .await;
+    assert_phase(&status, Phase::Succeeded);
+    let uid = hub
+        .upgrades()
+        .get("fits")
+        .await
+        .expect("the upgrade")
+        .metadata
+        .uid
+        .expect("a uid");
+    let backups = secrets
+        .list(&ListParams::default().labels(&format!("hubgrade.io/upgrade-uid={uid}")))
+        .await
+        .expect("the configuration backup");
+    let keys: Vec<String> = backups
+        .items
+        .iter()
+        .flat_map(|s| s.data.clone().unwrap_or_default().into_keys())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "configmap.hub.jupyterhub_config.py",
+            "configmap.hub.z2jh.py",
+            "secret.hub.hub.config.JupyterHub.cookie_secret",
+            "secret.hub.values.yaml",
+        ],
+        "the configuration backup holds exactly the hub's ConfigMap and Secret"
+    );
 }

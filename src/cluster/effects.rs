@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use super::configuration;
 use super::interpret::Snapshot;
 use super::lock::{LOCKED_BY, LOCKED_BY_UID};
 use super::objects;
@@ -512,8 +512,8 @@ async fn create_job(client: &Client, namespace: &str, job: Job) -> Result<(), Ef
     }
 }
 
-/// Copies every key of the hub's ConfigMaps and Secrets (jupyterhub_config.py, values.yaml, ...)
-/// into one Secret owned by the upgrade: Secret, because z2jh's values.yaml holds passwords.
+/// Copies the hub's configuration (what and why: [`configuration`]) into one Secret owned by
+/// the upgrade: a Secret, because z2jh's values.yaml holds passwords.
 async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
     let layout = need(
         inputs.layout(),
@@ -521,50 +521,19 @@ async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
         "the hub's layout is unknown",
     )?;
     let namespace = inputs.target.owner.namespace.as_str();
-    let maps: Api<ConfigMap> = Api::namespaced(inputs.client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(inputs.client.clone(), namespace);
-    let read_error = |object: String| {
-        move |source| EffectError::Kube {
+    let configuration = configuration::read(inputs.client, namespace, layout)
+        .await
+        .map_err(|(object, source)| EffectError::Kube {
             action: "back up the configuration",
             object,
             source,
-        }
-    };
-    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
-    for name in &layout.config_maps {
-        if let Some(map) = maps
-            .get_opt(name)
-            .await
-            .map_err(read_error(format!("ConfigMap {name}")))?
-        {
-            for (key, value) in map.data.unwrap_or_default() {
-                data.insert(
-                    format!("configmap.{name}.{key}"),
-                    ByteString(value.into_bytes()),
-                );
-            }
-            for (key, value) in map.binary_data.unwrap_or_default() {
-                data.insert(format!("configmap.{name}.{key}"), value);
-            }
-        }
-    }
-    for name in &layout.secrets {
-        if let Some(secret) = secrets
-            .get_opt(name)
-            .await
-            .map_err(read_error(format!("Secret {name}")))?
-        {
-            for (key, value) in secret.data.unwrap_or_default() {
-                data.insert(format!("secret.{name}.{key}"), value);
-            }
-        }
-    }
+        })?;
     let mut metadata = owned_metadata(&inputs.target.owner, "config");
-    let sources = layout
-        .config_maps
+    let sources = configuration
+        .sources
         .iter()
-        .map(|n| format!("ConfigMap/{n}"))
-        .chain(layout.secrets.iter().map(|n| format!("Secret/{n}")))
+        .map(|(object, _)| object.as_str())
         .collect::<Vec<_>>()
         .join(",");
     metadata.annotations = Some(BTreeMap::from([(
@@ -573,7 +542,7 @@ async fn back_up_config(inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
     )]));
     let backup = Secret {
         metadata,
-        data: Some(data),
+        data: Some(configuration.data),
         type_: Some("Opaque".into()),
         ..Default::default()
     };

@@ -136,6 +136,15 @@ pub async fn observe_with(
             }
         }
     }
+    // The configuration backup must fit a Secret: found out before the hub goes down.
+    if phase == Phase::Preflight
+        && let Some(Ok(layout)) = &layout
+    {
+        match super::configuration::read(client, namespace, layout).await {
+            Ok(configuration) => server_problems.extend(configuration.too_large()),
+            Err((_, error)) => return Err(error),
+        }
+    }
     // The hub's REST API: in Preflight, whether it answers (and takes the drain's token);
     // while Draining, the active servers; once the hub is back, its health and version.
     let plan = &target.plan;
@@ -643,8 +652,8 @@ mod tests {
 
     use super::{Observation, observe};
     use crate::cluster::testing::{
-        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, hub_values, job_lookups,
-        locked_hub, scenario, target,
+        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, hub_configuration, hub_values,
+        job_lookups, locked_hub, scenario, target,
     };
     use crate::machine::{LockState, Phase, StepState};
 
@@ -721,6 +730,7 @@ mod tests {
             ),
             bound_claim(),
         ];
+        exchanges.extend(hub_configuration());
         exchanges.extend(job_lookups(|_| None));
         exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;
@@ -746,6 +756,7 @@ mod tests {
                 .not_found(),
             bound_claim(),
         ];
+        exchanges.extend(hub_configuration());
         exchanges.extend(job_lookups(|_| None));
         exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;

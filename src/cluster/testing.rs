@@ -272,6 +272,17 @@ pub(crate) fn hub_values() -> Exchange {
     Exchange::get("/api/v1/namespaces/jhub/secrets/hub")
         .reply(serde_json::to_value(secret).expect("a Secret"))
 }
+/// What Preflight reads to size the configuration backup: the hub's ConfigMap and Secret.
+pub(crate) fn hub_configuration() -> Vec<Exchange> {
+    vec![
+        Exchange::get("/api/v1/namespaces/jhub/configmaps/hub").reply(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "hub", "namespace": "jhub"},
+            "data": {"jupyterhub_config.py": "c.JupyterHub.log_level = 'INFO'\n"}
+        })),
+        hub_values(),
+    ]
+}
 pub(crate) const UPGRADE_PATH: &str =
     "/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-2";
 pub(crate) const JOBS_PATH: &str = "/apis/batch/v1/namespaces/jhub/jobs";

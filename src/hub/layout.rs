@@ -2,7 +2,7 @@
 //! template. Pure: the caller fetched the Deployment.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 
 use super::values::{secret_volume_at, values_volume};
 use super::{
@@ -40,7 +40,9 @@ pub struct HubLayout {
     pub image: String,
     /// Where the hub keeps its database.
     pub database: HubDatabase,
-    /// ConfigMaps and Secrets the hub mounts (its configuration), to be backed up.
+    /// ConfigMaps and Secrets the hub container mounts: its configuration, what a roll back to
+    /// the old image needs to run exactly as before, and so what the configuration backup
+    /// holds (volumes only other containers mount are not the hub's configuration).
     pub config_maps: Vec<String>,
     pub secrets: Vec<String>,
 }
@@ -196,7 +198,14 @@ pub fn detect_layout(
     let database = find_database(pod, container, &spec)?;
     let mut config_maps = Vec::new();
     let mut secrets = Vec::new();
-    for volume in pod.volumes.iter().flatten() {
+    let mounted = |volume: &&Volume| {
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|mount| mount.name == volume.name)
+    };
+    for volume in pod.volumes.iter().flatten().filter(mounted) {
         if let Some(map) = &volume.config_map {
             config_maps.push(map.name.clone());
         }
@@ -462,6 +471,46 @@ mod tests {
         assert_eq!(file.volume_claim, "hub-db-dir");
         assert_eq!(file.mount_path, "/srv/jupyterhub");
         assert_eq!(layout.config_maps, ["hub"]);
+        assert_eq!(layout.secrets, ["hub"]);
+    }
+
+    /// Only what the hub container mounts is its configuration: a sidecar's Secret (say, a TLS
+    /// certificate another container serves) is not backed up.
+    #[test]
+    fn the_configuration_is_what_the_hub_container_mounts() {
+        let mut hub = z2jh_hub();
+        let pod = pod_of(&mut hub);
+        let volumes = pod.volumes.get_or_insert_with(Vec::new);
+        volumes.push(
+            serde_json::from_value(json!({"name": "certs", "secret": {"secretName": "proxy-tls"}}))
+                .expect("volume"),
+        );
+        volumes.push(
+            serde_json::from_value(json!({"name": "extra", "configMap": {"name": "hub-extra"}}))
+                .expect("volume"),
+        );
+        pod.containers.push(
+            serde_json::from_value(json!({
+                "name": "sidecar",
+                "image": "nginx",
+                "volumeMounts": [{"name": "certs", "mountPath": "/certs"}]
+            }))
+            .expect("sidecar"),
+        );
+        let hub_container = pod
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "hub")
+            .expect("hub container");
+        hub_container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(
+                serde_json::from_value(json!({"name": "extra", "mountPath": "/etc/extra"}))
+                    .expect("mount"),
+            );
+        let layout = detect_layout(&hub, &spec(json!({}))).expect("layout");
+        assert_eq!(layout.config_maps, ["hub", "hub-extra"]);
         assert_eq!(layout.secrets, ["hub"]);
     }
 

@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::cluster::testing::{
     AGENT_IMAGE, APPLY_PATCH, CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, MERGE_PATCH, UID,
-    UPGRADE_PATH, hub, hub_values, job_lookups, locked_hub, scenario, upgrade,
+    UPGRADE_PATH, hub, hub_configuration, hub_values, job_lookups, locked_hub, scenario, upgrade,
 };
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/jhub/events";
@@ -27,8 +27,9 @@ fn upgrade_in(status: Value) -> HubUpgrade {
     upgrade
 }
 
-/// What `observe` reads of a free, healthy hub in Pending or Preflight.
-fn observation_of_a_free_hub() -> Vec<Exchange> {
+/// What `observe` reads of a free, healthy hub in Pending or (with the configuration's size)
+/// Preflight.
+fn observation_of_a_free_hub(preflight: bool) -> Vec<Exchange> {
     let mut reads = vec![
         Exchange::get(HUB_PATH).reply(hub()),
         hub_values(),
@@ -40,6 +41,9 @@ fn observation_of_a_free_hub() -> Vec<Exchange> {
             "metadata": {"name": "hub-db-dir"}, "status": {"phase": "Bound"}
         })),
     ];
+    if preflight {
+        reads.extend(hub_configuration());
+    }
     reads.extend(job_lookups(|_| None));
     reads.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
     reads
@@ -55,7 +59,7 @@ async fn advanced(exchanges: Vec<Exchange>) -> Result<Requeue, Error> {
 #[tokio::test]
 async fn a_new_phase_is_applied_to_the_status_as_hubgrade_and_announced() {
     let mut exchanges = vec![Exchange::get(UPGRADE_PATH).reply(upgrade())];
-    exchanges.extend(observation_of_a_free_hub());
+    exchanges.extend(observation_of_a_free_hub(false));
     exchanges.push(
         Exchange::patch(&format!("{UPGRADE_PATH}/status"), APPLY_PATCH)
             .query("fieldManager", "hubgrade")
@@ -114,7 +118,7 @@ async fn a_spec_that_cannot_be_planned_ends_failed_without_reading_the_hub() {
 async fn a_conflicting_action_is_retried_with_nothing_recorded() {
     let preflight = json!({"phase": "Preflight", "phaseStartedAt": "2026-01-01T00:00:00Z"});
     let mut exchanges = vec![Exchange::get(UPGRADE_PATH).reply(upgrade_in(preflight))];
-    exchanges.extend(observation_of_a_free_hub());
+    exchanges.extend(observation_of_a_free_hub(true));
     // The lock is free and the checks pass: take the lock, which someone changed meanwhile.
     exchanges.push(Exchange::patch(HUB_PATH, MERGE_PATCH).fail(409, "Conflict"));
     let requeue = advanced(exchanges).await.expect("a conflict is no error");
@@ -125,7 +129,7 @@ async fn a_conflicting_action_is_retried_with_nothing_recorded() {
 async fn a_failed_action_is_announced_and_nothing_is_recorded() {
     let preflight = json!({"phase": "Preflight", "phaseStartedAt": "2026-01-01T00:00:00Z"});
     let mut exchanges = vec![Exchange::get(UPGRADE_PATH).reply(upgrade_in(preflight))];
-    exchanges.extend(observation_of_a_free_hub());
+    exchanges.extend(observation_of_a_free_hub(true));
     exchanges.push(Exchange::patch(HUB_PATH, MERGE_PATCH).fail(403, "Forbidden"));
     exchanges.push(
         Exchange::post(EVENTS)

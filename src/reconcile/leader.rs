@@ -60,24 +60,37 @@ impl LeaderLease {
         }
     }
 
-    /// Renews the lease until renewing fails for a whole lease duration; then returns (the
-    /// caller must stop acting at once).
+    /// Renews the lease every third of its duration; returns (the caller must stop acting at
+    /// once) when another replica took it, or when no renewal succeeded within two thirds of
+    /// the duration since the last one. That deadline also bounds a renewal the API server
+    /// never answers (a partition): the lease others see expires a whole duration after its
+    /// last renewal, so this replica has stopped a third of a duration before anyone else may
+    /// take over.
     pub async fn keep(&self) {
-        let mut last_renewed = tokio::time::Instant::now();
+        let deadline = self.config.duration * 2 / 3;
+        // When the last successful renewal started: the renew time it wrote is no earlier.
+        let mut renewed_at = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.config.duration / 3).await;
-            match self.try_hold().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => {
+            let attempt = tokio::time::Instant::now();
+            match tokio::time::timeout_at(renewed_at + deadline, self.try_hold()).await {
+                Ok(Ok(true)) => renewed_at = attempt,
+                Ok(Ok(false)) => {
                     warn!("another replica took the leader lease");
                     return;
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     warn!(%error, "could not renew the leader lease");
-                    // Stop before the lease can expire: past that, another replica may act.
-                    if last_renewed.elapsed() > self.config.duration * 2 / 3 {
+                    if renewed_at.elapsed() >= deadline {
                         return;
                     }
+                }
+                Err(_) => {
+                    warn!(
+                        "the API server did not answer the leader lease's renewal within {} s of the last renewal",
+                        deadline.as_secs_f64()
+                    );
+                    return;
                 }
             }
         }
@@ -152,5 +165,46 @@ impl LeaderLease {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(error) => Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition: the API server accepts connections and never answers. The leader must give
+    /// up within two thirds of its lease, not wait for the client's own timeout (minutes).
+    #[tokio::test]
+    async fn a_renewal_the_api_server_never_answers_ends_within_the_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection); // read nothing, answer nothing
+            }
+        });
+        let config = kube::Config::new(format!("http://{address}").parse().expect("a URL"));
+        let client = Client::try_from(config).expect("a client");
+        let lease = LeaderLease::new(
+            client,
+            LeaseConfig {
+                namespace: "hubgrade".into(),
+                name: "hubgrade-leader".into(),
+                identity: "a".into(),
+                duration: Duration::from_secs(3),
+            },
+        );
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), lease.keep())
+            .await
+            .expect("keep() gave up");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(2500),
+            "gave up after {took:?}, past two thirds of the 3 s lease"
+        );
     }
 }

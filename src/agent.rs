@@ -14,7 +14,10 @@ use crate::machine::BackupRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum AgentCommand {
-    /// Copy an SQLite database (consistently, verified) and report size and checksum.
+    /// Copy an SQLite database (consistently, verified) and report size and checksum. The copy
+    /// named `hubgrade-<id>-db.sqlite` (the backup before the migration) skips SQLite's
+    /// integrity check when this upgrade's rehearsal copy next to it shows the rehearsal ran
+    /// it; every other copy runs it (see `db::sqlite::back_up_for`).
     SqliteBackup {
         /// The database file.
         #[arg(long)]
@@ -36,7 +39,8 @@ pub enum AgentCommand {
         /// The database file to replace.
         #[arg(long)]
         to: PathBuf,
-        /// The backup's recorded checksum (`sha256:<hex>`); a mismatch overwrites nothing.
+        /// The backup's recorded checksum (`blake3:<hex>`, or `sha256:<hex>` from earlier
+        /// releases); a mismatch overwrites nothing.
         #[arg(long)]
         checksum: String,
     },
@@ -77,8 +81,8 @@ pub enum AgentCommand {
         /// The clone (a database name) or the dump file to restore from.
         #[arg(long)]
         from: String,
-        /// A dump's recorded checksum (`sha256:<hex>`); given: `from` is a dump file, checked
-        /// before anything is replaced.
+        /// A dump's recorded checksum (`blake3:<hex>`, or `sha256:<hex>` from earlier
+        /// releases); given: `from` is a dump file, checked before anything is replaced.
         #[arg(long)]
         checksum: Option<String>,
     },

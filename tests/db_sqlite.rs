@@ -384,6 +384,97 @@ fn agent_restore(from: &Path, to: &Path, checksum: &str) -> (bool, serde_json::V
     ])
 }
 
+/// The SHA-256 checksum an earlier release recorded for a file.
+fn sha256_checksum(path: &Path) -> String {
+    let output = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let hex = stdout(&output)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string();
+    format!("sha256:{hex}")
+}
+
+#[test]
+fn the_rehearsal_checks_the_database_and_the_backup_in_the_downtime_is_its_exact_copy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("jupyterhub.sqlite");
+    make_database(OLD, &url_of(&database));
+    let backups = dir.path().join("hubgrade-backups");
+    let rehearsal = backups.join("hubgrade-0123abcd-rehearsal.sqlite");
+    let (ok, report) = agent(&[
+        "sqlite-backup",
+        "--database",
+        database.to_str().expect("path"),
+        "--to",
+        rehearsal.to_str().expect("path"),
+    ]);
+    assert!(ok, "{report}");
+
+    let backup = backups.join("hubgrade-0123abcd-db.sqlite");
+    let (ok, report) = agent_backup(&database, &backup, "2");
+    assert!(ok, "{report}");
+    let recorded = report["backup"]["checksum"].as_str().expect("checksum");
+    assert!(recorded.starts_with("blake3:"), "{report}");
+    assert_eq!(recorded, checksum(&database));
+    assert_eq!(
+        std::fs::read(&backup).expect("backup"),
+        std::fs::read(&database).expect("database"),
+        "the backup is not byte-identical"
+    );
+    assert!(!rehearsal.exists(), "the rehearsal copy was left");
+
+    // A backup recorded by an earlier release (sha256:) still restores; a changed one does not.
+    let upgraded = upgrade_db(NEW, &url_of(&database), dir.path());
+    assert!(upgraded.status.success(), "{}", stderr(&upgraded));
+    let (ok, report) = agent_restore(&backup, &database, &sha256_checksum(&backup));
+    assert!(ok, "{report}");
+    assert_eq!(
+        checksum(&database),
+        recorded,
+        "the database is not the backup"
+    );
+    let mut bytes = std::fs::read(&backup).expect("backup");
+    bytes[100] ^= 0x01;
+    std::fs::write(&backup, bytes).expect("changing the backup");
+    let (ok, report) = agent_restore(&backup, &database, recorded);
+    assert!(!ok, "a changed backup was restored: {report}");
+    assert_eq!(checksum(&database), recorded, "the database changed");
+}
+
+#[test]
+fn the_rehearsal_refuses_a_corrupt_database_before_the_hub_is_stopped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("jupyterhub.sqlite");
+    big_database(&database, MIB);
+    // Pages in the middle of the ballast table overwritten: the file opens, its tree is broken.
+    let mut bytes = std::fs::read(&database).expect("database");
+    let middle = bytes.len() / 2 / 4096 * 4096;
+    bytes[middle..middle + 4 * 4096].fill(0x5a);
+    std::fs::write(&database, bytes).expect("corrupting the database");
+    let rehearsal = dir
+        .path()
+        .join("hubgrade-backups/hubgrade-0123abcd-rehearsal.sqlite");
+    let (ok, report) = agent(&[
+        "sqlite-backup",
+        "--database",
+        database.to_str().expect("path"),
+        "--to",
+        rehearsal.to_str().expect("path"),
+    ]);
+    assert!(!ok, "the rehearsal copied a corrupt database: {report}");
+    let error = report["error"].as_str().expect("an error");
+    assert!(error.contains("failed its integrity check"), "{error}");
+    assert!(
+        !rehearsal.exists(),
+        "an unchecked rehearsal copy is in place"
+    );
+}
+
 #[test]
 fn the_space_check_counts_every_copy_still_to_come() {
     let dir = tempfile::tempdir().expect("temp dir");

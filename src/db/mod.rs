@@ -3,6 +3,7 @@
 //! Kubernetes objects: `cluster::snapshot`.)
 
 pub mod backend;
+pub mod checked_copy;
 pub mod file;
 pub mod mysql;
 pub mod postgres;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::file::size_and_checksum;
+use super::file::{size_and_checksum, size_and_checksum_like};
 use super::revision::{read_revision, scrubbed};
 use super::url::{DatabaseUrl, ServerUrl};
 use crate::machine::{BackupMethod, BackupRecord};
@@ -87,7 +87,7 @@ pub enum ServerBackupError {
 
 /// Refuses a dump whose checksum is not the recorded one, before anything relies on it.
 pub(crate) fn check_dump_checksum(file: &Path, expected: &str) -> Result<()> {
-    let (_, actual) = size_and_checksum(file).map_err(file_error(file))?;
+    let (_, actual) = size_and_checksum_like(file, expected).map_err(file_error(file))?;
     if actual != expected {
         return Err(ServerBackupError::ChecksumMismatch {
             path: file.display().to_string(),

@@ -58,7 +58,8 @@ pub struct BackupRecord {
     pub reference: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
-    /// `sha256:<hex>` of the backup, where the method has one.
+    /// `blake3:<hex>` of the backup (`sha256:<hex>` from earlier releases), where the method
+    /// has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
     /// The backup was read back and checked after it was made.

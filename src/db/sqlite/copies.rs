@@ -117,6 +117,14 @@ fn is_jupyterhub_copy(name: &str, database_name: &str) -> bool {
     }
 }
 
+/// The rehearsal copy the upgrade that makes the backup `backup` (`hubgrade-<id>-db.sqlite`)
+/// made next to it (`hubgrade-<id>-rehearsal.sqlite`); `None` for a backup of another name.
+pub(super) fn rehearsal_copy_of(backup: &Path) -> Option<PathBuf> {
+    let name = file_name(backup);
+    let id = name.strip_prefix("hubgrade-")?.strip_suffix("-db.sqlite")?;
+    Some(backup.with_file_name(format!("hubgrade-{id}-rehearsal.sqlite")))
+}
+
 pub(super) fn is_rehearsal_copy(name: &str) -> bool {
     name.starts_with("hubgrade-") && name.ends_with("-rehearsal.sqlite")
 }

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::db::file::size_and_checksum;
+use crate::db::file::size_and_checksum_like;
 pub use backup::{back_up, back_up_for, prepare, prepare_for, verify};
 pub use copies::{is_hubgrade_backup, prune_backups};
 pub use restore::{Restored, restore};
@@ -69,9 +69,10 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SqliteBackupError + '_ {
     }
 }
 
-/// The file's size, if its checksum is `expected`.
+/// The file's size, if its checksum is `expected` (computed with the hash `expected` names:
+/// `blake3:`, or `sha256:` as earlier releases recorded).
 fn ensure_checksum(path: &Path, expected: &str) -> Result<u64> {
-    let (size, actual) = size_and_checksum(path).map_err(io_error(path))?;
+    let (size, actual) = size_and_checksum_like(path, expected).map_err(io_error(path))?;
     if actual != expected {
         return Err(SqliteBackupError::ChecksumMismatch {
             path: path.to_path_buf(),

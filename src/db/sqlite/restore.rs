@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::copies::{jupyterhub_copies, rehearsal_copies};
 use super::{Result, SqliteBackupError, copy_synced, ensure_checksum, io_error, with_suffix};
-use crate::db::file::{available_space, folder_of, size_and_checksum, sync_dir};
+use crate::db::file::{available_space, folder_of, size_and_checksum_like, sync_dir};
 use crate::machine::{BackupMethod, BackupRecord};
 
 /// A restore done, and what was removed to make room for it.
@@ -149,7 +149,10 @@ fn removable_for_restore(
     let mut candidates = Vec::new();
     for path in jupyterhub_copies(database, folder_of(backup))? {
         if let Some(bytes) = freed_by_removing(&path)?
-            && size_and_checksum(&path).map_err(io_error(&path))?.1 == checksum
+            && size_and_checksum_like(&path, checksum)
+                .map_err(io_error(&path))?
+                .1
+                == checksum
         {
             candidates.push((path, bytes));
         }
@@ -208,7 +211,9 @@ mod tests {
         .expect("w");
         let twin = dir.path().join("jupyterhub.sqlite.2026-11-26-121500");
         fs::write(&twin, b"before").expect("write");
-        let checksum = size_and_checksum(&backup).expect("checksum").1;
+        let checksum = crate::db::file::size_and_checksum(&backup)
+            .expect("checksum")
+            .1;
         let found: Vec<PathBuf> = removable_for_restore(&backup, &database, &checksum)
             .expect("candidates")
             .into_iter()

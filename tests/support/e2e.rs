@@ -74,10 +74,11 @@ impl Drop for Hub {
         if std::thread::panicking() {
             return;
         }
+        let ledger_password = self.ledger_password.clone().unwrap_or_default();
+        super::assert_no_secret_in_records(self.ns(), &[&ledger_password]);
         // A passed test's namespace goes (a failed one stays for a look): its pods would
         // otherwise fill the KWOK node's 110 pods over repeated runs. Not waited for.
         let _ = kubectl(&["delete", "namespace", self.ns(), "--wait=false"]).output();
-        let ledger_password = self.ledger_password.clone().unwrap_or_default();
         super::assert_clean_operator_log(&self.operator_log(), &[&ledger_password]);
     }
 }
@@ -279,6 +280,19 @@ impl Hub {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(operator.id() as i32, libc::SIGTERM) };
         operator.wait().expect("waiting for the operator")
+    }
+
+    /// Starts the operator again if it exited (as the kubelet restarts a pod's container: the
+    /// operator exits when it cannot renew its lease in time); returns whether it had.
+    pub fn restart_operator_if_exited(&mut self) -> bool {
+        let exited = self
+            .operator
+            .as_mut()
+            .is_none_or(|operator| operator.try_wait().ok().flatten().is_some());
+        if exited {
+            self.start_operator();
+        }
+        exited
     }
 
     /// SIGKILL: no clean shutdown, no lease release.

@@ -280,6 +280,7 @@ pub async fn install_crd(client: &Client) {
     wait_for_established(&crds, &name).await;
 }
 pub mod argocd;
+pub mod chaos;
 pub mod e2e;
 pub mod jupyterhub;
 pub mod local_pod;
@@ -416,9 +417,19 @@ pub fn another_ca(dir: &Path) -> PathBuf {
     ca
 }
 
+/// The secrets every test knows: the test servers' passwords, as written and as in a URL, and
+/// the example hub's cookie secret (in its Secret, copied into the configuration backup).
+const KNOWN_SECRETS: [&str; 5] = [
+    postgres::PASSWORD,
+    postgres::PASSWORD_IN_URL,
+    mariadb::PASSWORD,
+    mariadb::PASSWORD_IN_URL,
+    "3d9a0b1c2e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
+];
+
 /// After an end-to-end test (called when a harness is dropped, unless the test already failed):
-/// the operator's log holds no panic and none of `secrets` (the test servers' passwords, as
-/// written and as in a URL, and whatever the test adds).
+/// the operator's log holds no panic and none of `secrets` (the known ones, and whatever the
+/// test adds).
 pub fn assert_clean_operator_log(log: &str, secrets: &[&str]) {
     if std::thread::panicking() {
         return;
@@ -426,15 +437,40 @@ pub fn assert_clean_operator_log(log: &str, secrets: &[&str]) {
     if let Some(line) = log.lines().find(|l| l.contains("panicked at")) {
         panic!("the operator panicked: {line}");
     }
-    let known = [
-        postgres::PASSWORD,
-        postgres::PASSWORD_IN_URL,
-        mariadb::PASSWORD,
-        mariadb::PASSWORD_IN_URL,
-    ];
-    for secret in known.iter().chain(secrets).filter(|s| !s.is_empty()) {
+    for secret in KNOWN_SECRETS
+        .iter()
+        .chain(secrets)
+        .filter(|s| !s.is_empty())
+    {
         if let Some(line) = log.lines().find(|l| l.contains(secret)) {
             panic!("a secret is in the operator's log: {line}");
+        }
+    }
+}
+
+/// Like [`assert_clean_operator_log`], for what a user reads in `namespace`: its Events and its
+/// HubUpgrades, status included, hold none of the known secrets nor `secrets`.
+pub fn assert_no_secret_in_records(namespace: &str, secrets: &[&str]) {
+    if std::thread::panicking() {
+        return;
+    }
+    for what in ["events", "events.events.k8s.io", "hubupgrades"] {
+        let output = kubectl(&["get", what, "-n", namespace, "-o", "json"])
+            .output()
+            .expect("kubectl get");
+        assert!(
+            output.status.success(),
+            "kubectl get {what} -n {namespace}: {}",
+            stderr(&output)
+        );
+        let records = stdout(&output);
+        for (i, secret) in KNOWN_SECRETS.iter().chain(secrets).enumerate() {
+            if secret.is_empty() {
+                continue;
+            }
+            if let Some(line) = records.lines().find(|l| l.contains(secret)) {
+                panic!("secret #{i} is in the {what} of {namespace}: {line}");
+            }
         }
     }
 }

@@ -377,6 +377,10 @@ impl ServerDatabase {
 impl Drop for RealHub {
     fn drop(&mut self) {
         self.kill_operator();
+        super::assert_no_secret_in_records(
+            &self.namespace.name,
+            &[&self.api_token, &self.drain_token],
+        );
         if self.operator_mode == Operator::HostProcess {
             super::assert_clean_operator_log(
                 &self.operator_log(),

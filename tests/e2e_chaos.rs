@@ -1,0 +1,218 @@
+//! #15 point 4, chaos on the local cluster (KWOK): etcd restarted in the middle of every phase,
+//! the hub Deployment deleted mid-upgrade, the hub lock removed by hand. Each ends `Succeeded`
+//! or `Failed` as documented, and no data is lost. (A Job whose image cannot be
+//! pulled: `tests/e2e_safety.rs`; a partition between the leader and the API server:
+//! `reconcile::leader`'s tests; the operator killed in every phase: `tests/e2e_operator.rs`.)
+//!
+//! The tests here restart the cluster's etcd, which every test of this binary uses: they run
+//! one at a time. (kube-apiserver restarted the same way left this cluster's
+//! controller-manager and KWOK unable to catch up for minutes, failing the tests after it: not
+//! run here.)
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hubgrade::machine::Phase;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use support::chaos;
+use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, checksum};
+
+const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// One test at a time: a restart of the API server would fail another test's requests.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The phases of an upgrade on KWOK that do something to the hub or its database.
+const WORKING_PHASES: [Phase; 6] = [
+    Phase::Rehearsal,
+    Phase::ScalingDown,
+    Phase::BackingUp,
+    Phase::Migrating,
+    Phase::RollingOut,
+    Phase::Verifying,
+];
+
+/// Runs upgrade `name` of `hub` to the end, restarting the cluster's `process` once in every
+/// phase it is seen in (and the operator whenever it exited for its lease meanwhile, as the
+/// kubelet would). Returns the phases a restart hit, the operator restarts and the longest
+/// outage.
+async fn upgrade_through_restarts(
+    hub: &mut Hub,
+    name: &str,
+    process: &str,
+) -> (Vec<Phase>, u32, Duration) {
+    hub.apply_upgrade(
+        name,
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    let mut hit = Vec::new();
+    let mut operator_restarts = 0;
+    let mut longest = Duration::ZERO;
+    let start = Instant::now();
+    loop {
+        if hub.restart_operator_if_exited() {
+            operator_restarts += 1;
+        }
+        if let Some(phase) = hub.phase(name).await {
+            if phase.is_terminal() {
+                return (hit, operator_restarts, longest);
+            }
+            if !hit.contains(&phase) {
+                hit.push(phase);
+                longest = longest.max(chaos::restart(process));
+            }
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{name} did not end within {LIMIT:?} of restarts of {process} in {hit:?}:\n{}",
+            hub.operator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every phase hit, the upgrade Succeeded, the hub runs the target and is available, the
+/// database was migrated and its backup is the original's exact copy.
+async fn assert_survived(hub: &Hub, name: &str, original: &str, hit: &[Phase]) {
+    for phase in WORKING_PHASES {
+        assert!(hit.contains(&phase), "no restart during {phase}: {hit:?}");
+    }
+    let upgrade = hub.upgrades().get(name).await.expect("the upgrade");
+    let status = upgrade.status.expect("a status");
+    assert_phase(&status, Phase::Succeeded);
+    assert_eq!(hub.hub_image().await, TARGET);
+    assert!(hub.hub_available().await, "the hub is not available");
+    assert_ne!(
+        checksum(&hub.database()),
+        original,
+        "the database was not migrated"
+    );
+    let backup = status.progress.backup.expect("a backup");
+    let file = backup.reference.rsplit('/').next().expect("a file name");
+    assert_eq!(
+        checksum(&hub.volume.join("hubgrade-backups").join(file)),
+        original,
+        "the backup is not the original database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_survives_etcd_restarted_in_every_phase() {
+    let _serial = SERIAL.lock().await;
+    let mut hub = Hub::new("chaos-etcd", |yaml| yaml).await;
+    let original = checksum(&hub.database());
+    let (hit, operator_restarts, longest) =
+        upgrade_through_restarts(&mut hub, "through-etcd", "etcd").await;
+    eprintln!(
+        "etcd restarted in {hit:?}; longest outage {longest:?}; the operator restarted {operator_restarts} times"
+    );
+    assert_survived(&hub, "through-etcd", &original, &hit).await;
+}
+
+/// The hub Deployment deleted once the database is migrated: nothing is left to roll out or
+/// back, so the upgrade ends `Failed` saying so, and the backup of the original database is
+/// kept for whoever makes the hub again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_deployment_deleted_mid_upgrade_fails_keeping_the_backup() {
+    let _serial = SERIAL.lock().await;
+    let hub = Hub::new("chaos-deleted", |yaml| yaml).await;
+    let original = checksum(&hub.database());
+    hub.apply_upgrade(
+        "hub-deleted",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    hub.wait_for("hub-deleted", &[Phase::Migrating], LIMIT)
+        .await;
+    hub.deployments()
+        .delete("hub", &DeleteParams::default())
+        .await
+        .expect("deleting the hub Deployment");
+    let done = hub
+        .wait_for(
+            "hub-deleted",
+            &[Phase::Succeeded, Phase::RolledBack, Phase::Failed],
+            LIMIT,
+        )
+        .await;
+    let status = done.status.expect("a status");
+    assert_eq!(status.progress.phase, Phase::Failed);
+    assert!(
+        status
+            .progress
+            .message
+            .contains("the hub Deployment disappeared"),
+        "{}",
+        status.progress.message
+    );
+    let backup = status.progress.backup.expect("the backup is recorded");
+    let file = backup.reference.rsplit('/').next().expect("a file name");
+    assert_eq!(
+        checksum(&hub.volume.join("hubgrade-backups").join(file)),
+        original,
+        "the backup of the original database is gone or changed"
+    );
+    assert!(
+        hub.deployments()
+            .get_opt("hub")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+/// The hub lock (an annotation on the Deployment) removed by hand during the backup: the
+/// operator takes it back and the upgrade Succeeds; the lock is released at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_lock_removed_by_hand_is_taken_back() {
+    let _serial = SERIAL.lock().await;
+    let hub = Hub::new("chaos-lock", |yaml| yaml).await;
+    hub.apply_upgrade(
+        "lock-removed",
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+    )
+    .await;
+    hub.wait_for("lock-removed", &[Phase::BackingUp, Phase::Migrating], LIMIT)
+        .await;
+    let unlock = json!({"metadata": {"annotations": {
+        "hubgrade.io/locked-by": null, "hubgrade.io/locked-by-uid": null
+    }}});
+    hub.deployments()
+        .patch("hub", &PatchParams::default(), &Patch::Merge(&unlock))
+        .await
+        .expect("removing the lock");
+    let mut retaken = false;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) && !retaken {
+        let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
+        retaken = annotations.contains_key("hubgrade.io/locked-by");
+        let ended = hub
+            .phase("lock-removed")
+            .await
+            .is_some_and(|p| p.is_terminal());
+        if ended {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = hub
+        .wait_for(
+            "lock-removed",
+            &[Phase::Succeeded, Phase::RolledBack, Phase::Failed],
+            LIMIT,
+        )
+        .await;
+    assert_phase(&done.status.expect("a status"), Phase::Succeeded);
+    assert!(retaken, "the operator did not take the lock back");
+    assert_eq!(hub.hub_image().await, TARGET);
+    assert_ne!(hub.hub_image().await, ORIGINAL_IMAGE);
+    let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("hubgrade.io/locked-by"),
+        "the lock outlived the upgrade: {annotations:?}"
+    );
+}

@@ -5,7 +5,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 # The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
-.PHONY: test deps lint bench fuzz build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
+.PHONY: test deps lint deny bench fuzz build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
 	images image standins test-images
 # The binary the local hubgrade image packs (tests/images/build.sh hubgrade).
 HUBGRADE_BIN ?= $(CURDIR)/target/release/hubgrade
@@ -35,9 +35,25 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
+## cargo deny check licenses bans sources (deny.toml): permissive licenses, no OpenSSL, crates.io
+## only. cargo-deny is built once into ~/.cache/hubgrade/tools (about 4 min on 2 cores).
+CARGO_DENY_VERSION := 0.20.2
+CARGO_DENY := $(HOME)/.cache/hubgrade/tools/cargo-deny-$(CARGO_DENY_VERSION)/bin/cargo-deny
+deny: $(CARGO_DENY)
+	$(CARGO_DENY) deny check --hide-inclusion-graph licenses bans sources
+$(CARGO_DENY):
+	CARGO_TARGET_DIR=$(HOME)/.cache/hubgrade/tools/cargo-deny-build cargo install --locked cargo-deny \
+		--version $(CARGO_DENY_VERSION) --root $(HOME)/.cache/hubgrade/tools/cargo-deny-$(CARGO_DENY_VERSION)
+	rm -rf $(HOME)/.cache/hubgrade/tools/cargo-deny-build
+
 ## Time hubgrade's SQLite and PostgreSQL backups against cp and pg_dump/pg_restore (~1 GiB databases); writes docs/BENCHMARKS.md.
+## Then the fleet on the local cluster (started if needed): 1, 50, 200 and 500 hubs upgraded at once by one operator
+## (HUBGRADE_FLEET_SIZES=...); writes docs/BENCHMARKS-fleet.md.
 bench:
 	cargo bench --bench backup
+	@$(MAKE) --no-print-directory cluster-up
+	cargo build --release --locked -p hubgrade-standins
+	cargo bench --bench fleet
 
 ## Fuzz the database URL parser (and its redaction), the spec, image and revision checks and backup references: 10^6 inputs each (make test runs 2,000 each).
 fuzz:

@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams};
 use super::hub_api::{answers, api_root, missing_token, secret_value};
 use super::interpret::Snapshot;
 use super::lock;
-use super::owned::{JobStep, owned_name};
+use super::owned::{JobStep, UPGRADE_UID_LABEL, owned_name};
 use super::target::Target;
 use crate::api::{BackupMethod, DatabaseType, HubUpgrade};
 use crate::db::url::DatabaseUrl;
@@ -202,11 +202,20 @@ pub async fn observe_with(
     });
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
+    // This upgrade's Jobs in one read (they carry its uid), each step's found by its name.
+    let mut listed = jobs
+        .list(&ListParams::default().labels(&format!("{UPGRADE_UID_LABEL}={}", target.owner.uid)))
+        .await?
+        .items;
     for &step in JobStep::ALL {
         let name = owned_name(&target.owner, step.as_str());
-        let Some(job) = jobs.get_opt(&name).await? else {
+        let Some(at) = listed
+            .iter()
+            .position(|job| job.metadata.name.as_deref() == Some(name.as_str()))
+        else {
             continue;
         };
+        let job = listed.swap_remove(at);
         let finished_ok = job
             .status
             .as_ref()
@@ -256,11 +265,14 @@ pub async fn observe_with(
         let warnings = ListParams::default().fields("type=Warning,involvedObject.kind=Pod");
         snapshot.pod_events = events.list(&warnings).await?.items;
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    snapshot.config_backed_up = secrets
-        .get_opt(&owned_name(&target.owner, "config"))
-        .await?
-        .is_some();
+    // Whether the configuration backup exists matters only until BackingUp records it.
+    if phase == Phase::BackingUp {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        snapshot.config_backed_up = secrets
+            .get_opt(&owned_name(&target.owner, "config"))
+            .await?
+            .is_some();
+    }
     snapshot.deployment = deployment;
     snapshot.layout = layout;
     Ok(Observation {
@@ -652,8 +664,8 @@ mod tests {
 
     use super::{Observation, observe};
     use crate::cluster::testing::{
-        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, UID, hub_configuration, hub_values,
-        job_lookups, locked_hub, scenario, target,
+        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, UID, hub_configuration, hub_values, job_lookups,
+        locked_hub, scenario, target,
     };
     use crate::machine::{LockState, Phase, StepState};
 
@@ -701,7 +713,6 @@ mod tests {
         let mut exchanges = vec![Exchange::get(HUB_PATH).not_found()];
         // No pods, lock or claim to read without a Deployment; the Jobs and the backup still.
         exchanges.extend(job_lookups(|_| None));
-        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;
         assert!(observation.snapshot.deployment.is_none());
         let world = observation.world(Timestamp::now());
@@ -732,7 +743,6 @@ mod tests {
         ];
         exchanges.extend(hub_configuration());
         exchanges.extend(job_lookups(|_| None));
-        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;
         let world = observation.world(Timestamp::now());
         assert_eq!(world.lock, LockState::HeldBy("jhub/to-4-1".into()));
@@ -758,7 +768,6 @@ mod tests {
         ];
         exchanges.extend(hub_configuration());
         exchanges.extend(job_lookups(|_| None));
-        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
         let observation = observed(Phase::Preflight, exchanges).await;
         assert_eq!(observation.snapshot.lock, LockState::Free);
     }
@@ -773,29 +782,25 @@ mod tests {
             hub_pods(),
         ];
         exchanges.extend(job_lookups(|name| {
-            let path = format!("{JOBS_PATH}/{name}");
             let pods = Exchange::get(PODS).query("labelSelector", &format!("job-name={name}"));
             match name {
                 // A finished rehearsal's pods are not read again.
-                "hubgrade-0f1e2d3c-rehearsal" => {
-                    Some(vec![Exchange::get(&path).reply(job(name, true))])
-                }
+                "hubgrade-0f1e2d3c-rehearsal" => Some((job(name, true), vec![])),
                 // A finished backup's are: they hold its report.
-                "hubgrade-0f1e2d3c-backup" => Some(vec![
-                    Exchange::get(&path).reply(job(name, true)),
-                    pods.empty_list("PodList"),
-                ]),
-                "hubgrade-0f1e2d3c-migration" => Some(vec![
-                    Exchange::get(&path).reply(job(name, false)),
-                    pods.reply(json!({
+                "hubgrade-0f1e2d3c-backup" => {
+                    Some((job(name, true), vec![pods.empty_list("PodList")]))
+                }
+                "hubgrade-0f1e2d3c-migration" => Some((
+                    job(name, false),
+                    vec![pods.reply(json!({
                         "apiVersion": "v1", "kind": "PodList", "metadata": {},
                         "items": [{
                             "metadata": {"name": "migration-1", "namespace": "jhub",
                                          "creationTimestamp": Timestamp::now().to_string()},
                             "status": {"phase": "Pending"}
                         }]
-                    })),
-                ]),
+                    }))],
+                )),
                 _ => None,
             }
         }));
@@ -804,10 +809,6 @@ mod tests {
                 .query("fieldSelector", "type=Warning,involvedObject.kind=Pod")
                 .empty_list("EventList"),
         );
-        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).reply(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "hubgrade-0f1e2d3c-config", "namespace": "jhub"}
-        })));
         let observation = observed(Phase::Migrating, exchanges).await;
         assert!(observation.preflight.is_none());
         assert!(observation.snapshot.claim.is_none());
@@ -815,6 +816,22 @@ mod tests {
         assert_eq!(world.lock, LockState::HeldBySelf);
         assert_eq!(world.rehearsal, StepState::Succeeded(()));
         assert_eq!(world.migration, StepState::Running);
-        assert!(world.config_backed_up);
+    }
+
+    /// The configuration backup is looked for only in BackingUp, where the machine records it.
+    #[tokio::test]
+    async fn while_backing_up_the_configuration_backup_is_looked_for() {
+        let mut exchanges = vec![
+            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+            hub_values(),
+            hub_pods(),
+        ];
+        exchanges.extend(job_lookups(|_| None));
+        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).reply(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "hubgrade-0f1e2d3c-config", "namespace": "jhub"}
+        })));
+        let observation = observed(Phase::BackingUp, exchanges).await;
+        assert!(observation.world(Timestamp::now()).config_backed_up);
     }
 }

@@ -291,21 +291,31 @@ pub(crate) const CONFIG_BACKUP_PATH: &str =
 
 /// How `observe` looks up the upgrade's four Jobs by name: `found` answers for those that
 /// exist (the Job, then whatever else is read about it), the others are not found.
-pub(crate) fn job_lookups(mut found: impl FnMut(&str) -> Option<Vec<Exchange>>) -> Vec<Exchange> {
-    [
+/// What `observe` reads of this upgrade's Jobs: one list by its uid, holding the Jobs `found`
+/// gives for a step's Job name (with the reads of its pods that follow), in step order.
+pub(crate) fn job_lookups(
+    mut found: impl FnMut(&str) -> Option<(serde_json::Value, Vec<Exchange>)>,
+) -> Vec<Exchange> {
+    let mut items = Vec::new();
+    let mut pods = Vec::new();
+    for step in [
         "rehearsal",
         "backup",
         "migration",
         "fresh-database",
         "restore",
-    ]
-    .into_iter()
-    .flat_map(|step| {
-        let name = format!("hubgrade-0f1e2d3c-{step}");
-        found(&name)
-            .unwrap_or_else(|| vec![Exchange::get(&format!("{JOBS_PATH}/{name}")).not_found()])
-    })
-    .collect()
+    ] {
+        if let Some((job, reads)) = found(&format!("hubgrade-0f1e2d3c-{step}")) {
+            items.push(job);
+            pods.extend(reads);
+        }
+    }
+    let list = Exchange::get(JOBS_PATH)
+        .query("labelSelector", &format!("hubgrade.io/upgrade-uid={UID}"))
+        .reply(json!({
+            "apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": items
+        }));
+    std::iter::once(list).chain(pods).collect()
 }
 
 pub(crate) fn upgrade() -> HubUpgrade {

@@ -2,8 +2,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::cluster::testing::{
-    AGENT_IMAGE, APPLY_PATCH, CONFIG_BACKUP_PATH, Exchange, HUB_PATH, JOBS_PATH, MERGE_PATCH, UID,
-    UPGRADE_PATH, hub, hub_configuration, hub_values, job_lookups, locked_hub, scenario, upgrade,
+    AGENT_IMAGE, APPLY_PATCH, Exchange, HUB_PATH, JOBS_PATH, MERGE_PATCH, UID, UPGRADE_PATH, hub,
+    hub_configuration, hub_values, job_lookups, locked_hub, scenario, upgrade,
 };
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/jhub/events";
@@ -45,7 +45,6 @@ fn observation_of_a_free_hub(preflight: bool) -> Vec<Exchange> {
         reads.extend(hub_configuration());
     }
     reads.extend(job_lookups(|_| None));
-    reads.push(Exchange::get(CONFIG_BACKUP_PATH).not_found());
     reads
 }
 

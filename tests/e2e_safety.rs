@@ -632,35 +632,39 @@ async fn creating_hub_upgrades_gives_no_right_to_run_pods() {
     .output();
 }
 
+/// Adds a key holding `value` to the hub's ConfigMap and to its Secret; `None` removes them.
+async fn set_large_keys(hub: &Hub, value: Option<String>) {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let maps: Api<ConfigMap> = Api::namespaced(hub.client.clone(), hub.ns());
+    let secrets: Api<Secret> = Api::namespaced(hub.client.clone(), hub.ns());
+    let merge = PatchParams::default();
+    let map = json!({"data": {"large.py": value}});
+    maps.patch("hub", &merge, &Patch::Merge(map))
+        .await
+        .expect("the hub ConfigMap's large key");
+    // Secret data is base64; stringData cannot remove a key, so null goes to data.
+    let secret = match value {
+        Some(value) => json!({"stringData": {"hub.extraFiles.large": value}}),
+        None => json!({"data": {"hub.extraFiles.large": null}}),
+    };
+    secrets
+        .patch("hub", &merge, &Patch::Merge(secret))
+        .await
+        .expect("the hub Secret's large key");
+}
+
 /// #15 point 1: the configuration backup holds what a roll back needs, the ConfigMaps and
 /// Secrets the hub container mounts, and must fit a Secret. A configuration too large for one
 /// is refused in Preflight, before the hub is touched, naming each object's size; once it fits,
 /// the backup holds the hub's ConfigMap and Secret keys and nothing else.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configuration_too_large_for_its_backup_is_refused_before_the_hub_is_touched() {
-    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use k8s_openapi::api::core::v1::Secret;
     let hub = Hub::new("config-size", |yaml| yaml).await;
     let original = checksum(&hub.database());
-    let maps: Api<ConfigMap> = Api::namespaced(hub.client.clone(), hub.ns());
     let secrets: Api<Secret> = Api::namespaced(hub.client.clone(), hub.ns());
     // Each object fits (an API object holds up to 1 MiB); together they do not fit one Secret.
-    let large = "#".repeat(600 * 1024);
-    let merge = PatchParams::default();
-    maps.patch(
-        "hub",
-        &merge,
-        &Patch::Merge(json!({"data": {"large.py": large}})),
-    )
-    .await
-    .expect("a large ConfigMap key");
-    secrets
-        .patch(
-            "hub",
-            &merge,
-            &Patch::Merge(json!({"stringData": {"hub.extraFiles.large": large}})),
-        )
-        .await
-        .expect("a large Secret key");
+    set_large_keys(&hub, Some("#".repeat(600 * 1024))).await;
     let status = hub
         .run_upgrade(
             "too-large",
@@ -684,21 +688,7 @@ async fn a_configuration_too_large_for_its_backup_is_refused_before_the_hub_is_t
     assert_eq!(hub.hub().await.spec.and_then(|s| s.replicas), Some(1));
     assert_eq!(checksum(&hub.database()), original);
 
-    maps.patch(
-        "hub",
-        &merge,
-        &Patch::Merge(json!({"data": {"large.py": null}})),
-    )
-    .await
-    .expect("the large key removed");
-    secrets
-        .patch(
-            "hub",
-            &merge,
-            &Patch::Merge(json!({"data": {"hub.extraFiles.large": null}})),
-        )
-        .await
-        .expect("the large key removed");
+    set_large_keys(&hub, None).await;
     let status = hub
         .run_upgrade(
             "fits",

@@ -5,7 +5,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 # The local cluster's binaries (built once per pinned version by tests/cluster/build.sh).
 CLUSTER_BIN = $(shell tests/cluster/build.sh)
 
-.PHONY: test deps lint deny bench fuzz build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
+.PHONY: test deps lint deny chaos bench fuzz build crd cluster-build cluster-up cluster-down demo jupyterhub-venvs \
 	images image standins test-images
 # The binary the local hubgrade image packs (tests/images/build.sh hubgrade).
 HUBGRADE_BIN ?= $(CURDIR)/target/release/hubgrade
@@ -54,6 +54,13 @@ bench:
 	@$(MAKE) --no-print-directory cluster-up
 	cargo build --release --locked -p hubgrade-standins
 	cargo bench --bench fleet
+
+## The chaos that restarts the shared cluster's etcd (tests/e2e_chaos.rs, ignored by make test): run
+## alone, then the cluster is restarted, since its controllers may not recover.
+chaos: cluster-up standins
+	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --test e2e_chaos -- --ignored
+	@$(MAKE) --no-print-directory cluster-down
+	@$(MAKE) --no-print-directory cluster-up
 
 ## Fuzz the database URL parser (and its redaction), the spec, image and revision checks and backup references: 10^6 inputs each (make test runs 2,000 each).
 fuzz:

@@ -100,7 +100,11 @@ async fn assert_survived(hub: &Hub, name: &str, original: &str, hit: &[Phase]) {
     );
 }
 
+/// Not in `make test` (`make chaos` runs it): once, the cluster's controller-manager stopped
+/// binding volumes after these restarts, and a real-node test after it failed on an unbound
+/// claim.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "restarts etcd under the shared test cluster: run by make chaos"]
 async fn an_upgrade_survives_etcd_restarted_in_every_phase() {
     let _serial = SERIAL.lock().await;
     let mut hub = Hub::new("chaos-etcd", |yaml| yaml).await;
@@ -210,9 +214,14 @@ async fn a_hub_lock_removed_by_hand_is_taken_back() {
     assert!(retaken, "the operator did not take the lock back");
     assert_eq!(hub.hub_image().await, TARGET);
     assert_ne!(hub.hub_image().await, ORIGINAL_IMAGE);
-    let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
-    assert!(
-        !annotations.contains_key("hubgrade.io/locked-by"),
-        "the lock outlived the upgrade: {annotations:?}"
-    );
+    // The lock goes once the terminal phase is recorded.
+    support::wait_until(
+        Duration::from_secs(30),
+        "the hub lock to be released",
+        || async {
+            let annotations = hub.hub().await.metadata.annotations.unwrap_or_default();
+            !annotations.contains_key("hubgrade.io/locked-by")
+        },
+    )
+    .await;
 }

@@ -33,6 +33,12 @@ server_dir="$(mktemp -d /tmp/hubgrade-demo-"$kind".XXXXXX)"
 stop_server() { :; }
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # A server still shutting down writes into its data directory: wait for it.
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   stop_server
   rm -rf "$server_dir"
 }

@@ -352,6 +352,14 @@ impl AgentCommand {
                             .iter()
                             .map(|p| p.display().to_string())
                             .collect(),
+                        // Said in the DatabaseRestored Event: why nothing needed copying.
+                        message: restored.already_in_place.then(|| {
+                            format!(
+                                "{} already held the backup's bytes (the migration changed \
+                                 nothing): nothing was copied",
+                                to.display()
+                            )
+                        }),
                         ..backup(Ok(restored.backup))
                     },
                     Err(error) => AgentReport::failed(error),

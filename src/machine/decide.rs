@@ -863,7 +863,14 @@ impl Step<'_> {
                 StepState::NotStarted => Action::StartRestore,
                 StepState::Running => Action::Wait,
                 StepState::Failed(why) => {
-                    self.fail_touched(format!("restoring the database failed: {why}"));
+                    // The hub is stopped (above) on the database the migration left, which the
+                    // original image may refuse: say how to put the backup back.
+                    self.fail_touched(format!(
+                        "restoring the database failed: {why}; the hub is left stopped on the \
+                         database the migration left: once that is fixed, restore the backup by \
+                         hand (`hubgrade db restore --from` the record in status.backup) before \
+                         starting the hub"
+                    ));
                     Action::Wait
                 }
                 StepState::Succeeded(()) => {

@@ -17,8 +17,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor};
 
 use super::copies::{rehearsal_copy_of, remove_rehearsal_copies};
-use super::space::{SpacePlan, check_space};
-use super::{Result, SqliteBackupError, ensure_checksum, io_error, with_suffix};
+use super::space::{SpacePlan, check_space, copy_size};
+use super::{Result, SqliteBackupError, ensure_checksum, io_error, out_of_space, with_suffix};
 use crate::db::checked_copy::copy_checked;
 use crate::db::file::{folder_of, size_and_checksum, sync_dir};
 use crate::machine::{BackupMethod, BackupRecord};
@@ -51,51 +51,26 @@ pub async fn back_up_for(
     }
     prepare_for(database, destination, plan)?;
     let temporary = with_suffix(destination, ".partial");
-    let (size_bytes, checksum) = {
-        let mut connection = open(database, false).await?;
-        let sqlite_error = |source| SqliteBackupError::Sqlite {
-            path: database.to_path_buf(),
-            source,
-        };
-        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&mut connection)
-            .await
-            .map_err(sqlite_error)?;
-        if mode.eq_ignore_ascii_case("wal") {
-            // In WAL mode recent commits live in the -wal file, not the main file: let SQLite
-            // write a consistent snapshot instead (same data, not the same bytes), then make
-            // it durable and checksum it.
+    let (size_bytes, checksum) = match write_copy(database, &temporary, !checked_by_rehearsal).await
+    {
+        Ok(copied) => copied,
+        Err(error) => {
+            // A partial or unchecked copy must not stay: it holds the room the next try
+            // needs, and nothing in it can be trusted.
             let _ = fs::remove_file(&temporary);
-            sqlx::query("VACUUM INTO ?")
-                .bind(temporary.display().to_string())
-                .execute(&mut connection)
-                .await
-                .map_err(sqlite_error)?;
-            File::open(&temporary)
-                .and_then(|copy| copy.sync_all())
-                .map_err(io_error(&temporary))?;
-            size_and_checksum(&temporary).map_err(io_error(&temporary))?
-        } else {
-            // RESERVED lock: no other connection can write while the bytes are copied, and a
-            // hot journal left by a crashed writer has been rolled back by SQLite first.
-            connection
-                .execute("BEGIN IMMEDIATE")
-                .await
-                .map_err(sqlite_error)?;
-            let copied = File::open(database)
-                .map_err(io_error(database))
-                .and_then(|mut source| {
-                    copy_checked(&mut source, &temporary).map_err(io_error(&temporary))
-                });
-            let _ = connection.execute("ROLLBACK").await;
-            let copied = copied?;
-            (copied.size, copied.checksum)
+            let needed = copy_size(database).unwrap_or(0);
+            return Err(out_of_space(error, &temporary, needed, || {
+                format!(
+                    "the partial copy was removed; the database {} was left as it was",
+                    database.display()
+                )
+            }));
         }
     };
-    if !checked_by_rehearsal {
-        check_integrity(&temporary).await?;
+    if let Err(error) = fs::rename(&temporary, destination) {
+        let _ = fs::remove_file(&temporary);
+        return Err(io_error(destination)(error));
     }
-    fs::rename(&temporary, destination).map_err(io_error(destination))?;
     sync_dir(dir).map_err(io_error(dir))?;
     Ok(BackupRecord {
         method: BackupMethod::File,
@@ -105,6 +80,60 @@ pub async fn back_up_for(
         verified: true,
         pruned: Vec::new(),
     })
+}
+
+/// Writes the copy of `database` to `temporary` (see [`back_up_for`]) and, when
+/// `integrity_check` says, runs `PRAGMA integrity_check` on it; returns its size and checksum.
+/// On an error the caller removes `temporary`.
+async fn write_copy(
+    database: &Path,
+    temporary: &Path,
+    integrity_check: bool,
+) -> Result<(u64, String)> {
+    let mut connection = open(database, false).await?;
+    let sqlite_error = |source| SqliteBackupError::Sqlite {
+        path: database.to_path_buf(),
+        source,
+    };
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut connection)
+        .await
+        .map_err(sqlite_error)?;
+    let copied = if mode.eq_ignore_ascii_case("wal") {
+        // In WAL mode recent commits live in the -wal file, not the main file: let SQLite
+        // write a consistent snapshot instead (same data, not the same bytes), then make
+        // it durable and checksum it.
+        let _ = fs::remove_file(temporary);
+        sqlx::query("VACUUM INTO ?")
+            .bind(temporary.display().to_string())
+            .execute(&mut connection)
+            .await
+            .map_err(sqlite_error)?;
+        File::open(temporary)
+            .and_then(|copy| copy.sync_all())
+            .map_err(io_error(temporary))?;
+        size_and_checksum(temporary).map_err(io_error(temporary))?
+    } else {
+        // RESERVED lock: no other connection can write while the bytes are copied, and a
+        // hot journal left by a crashed writer has been rolled back by SQLite first.
+        connection
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .map_err(sqlite_error)?;
+        let copied = File::open(database)
+            .map_err(io_error(database))
+            .and_then(|mut source| {
+                copy_checked(&mut source, temporary).map_err(io_error(temporary))
+            });
+        let _ = connection.execute("ROLLBACK").await;
+        let copied = copied?;
+        (copied.size, copied.checksum)
+    };
+    drop(connection);
+    if integrity_check {
+        check_integrity(temporary).await?;
+    }
+    Ok(copied)
 }
 
 /// Whether `PRAGMA integrity_check` of the source already passed before the downtime: the
@@ -129,8 +158,15 @@ pub fn prepare_for(database: &Path, destination: &Path, plan: SpacePlan) -> Resu
     }
     let dir = folder_of(destination);
     fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let size = fs::metadata(database).map_err(io_error(database))?.len();
-    check_space(plan.needs(size, folder_of(database), dir))
+    let size = copy_size(database)?;
+    check_space(plan.needs(size, folder_of(database), dir))?;
+    if plan == SpacePlan::RehearsalCopy {
+        // The rehearsal's copies are gone before the backup in the downtime, which needs more:
+        // a volume without room for it is found now, while the hub still runs, instead of
+        // after the hub was stopped.
+        check_space(SpacePlan::BackupBeforeMigration.needs(size, folder_of(database), dir))?;
+    }
+    Ok(())
 }
 
 /// Checks a backup file is still what was recorded: same checksum, and SQLite finds it intact.
@@ -374,6 +410,48 @@ mod tests {
             "{error}"
         );
         assert!(!copy.exists());
+        assert!(
+            !with_suffix(&copy, ".partial").exists(),
+            "the copy that failed its check was left as a .partial"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_volume_that_fills_up_during_the_copy_leaves_no_partial_copy_and_says_so() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        database(&source, false).await;
+        let before = size_and_checksum(&source).expect("checksum");
+        let backups = dir.path().join("hubgrade-backups");
+        fs::create_dir_all(&backups).expect("dir");
+        let copy = backups.join("hubgrade-0123abcd-db.sqlite");
+        // Every write to /dev/full fails with ENOSPC, as on a volume that filled up after the
+        // space check (another writer on the volume): the copy is opened through this link.
+        let partial = with_suffix(&copy, ".partial");
+        std::os::unix::fs::symlink("/dev/full", &partial).expect("link");
+        let error = back_up_for(&source, &copy, SpacePlan::BackupBeforeMigration)
+            .await
+            .expect_err("a copy onto a full volume passed");
+        let message = error.to_string();
+        assert!(
+            matches!(error, SqliteBackupError::VolumeFull { .. }),
+            "{message}"
+        );
+        for part in [
+            "no space left on the volume holding",
+            "hubgrade-0123abcd-db.sqlite.partial",
+            "is free now",
+            "the partial copy was removed",
+            "was left as it was",
+        ] {
+            assert!(message.contains(part), "{part:?} missing from: {message}");
+        }
+        assert!(
+            fs::symlink_metadata(&partial).is_err(),
+            "the partial copy is left"
+        );
+        assert!(!copy.exists());
+        assert_eq!(size_and_checksum(&source).expect("checksum"), before);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::db::file::size_and_checksum_like;
+use crate::db::file::{available_space, folder_of, size_and_checksum_like};
 pub use backup::{back_up, back_up_for, prepare, prepare_for, verify};
 pub use copies::{is_hubgrade_backup, prune_backups};
 pub use restore::{Restored, restore};
@@ -37,8 +37,9 @@ pub enum SqliteBackupError {
     #[error(
         "not enough space in {dir} to restore {backup}: its temporary copy needs {}, {} is \
          available and removing JupyterHub's copies of this backup and rehearsal copies would \
-         free {}: {} missing; nothing was changed, the database is as it was",
-        human(*needed), human(*available), human(*removable), human(*missing)
+         free {}: {} missing; nothing was changed, the database is as it was and the backup is \
+         intact: free at least {} on the volume (or grow its claim), then restore again",
+        human(*needed), human(*available), human(*removable), human(*missing), human(*missing)
     )]
     NoRoomToRestore {
         dir: PathBuf,
@@ -47,6 +48,20 @@ pub enum SqliteBackupError {
         available: u64,
         removable: u64,
         missing: u64,
+    },
+    #[error(
+        "no space left on the volume holding {}: writing {} ({} to write) ran out of room, {} \
+         is free now; {outcome}",
+        folder_of(path).display(), path.display(), human(*needed), human(*available)
+    )]
+    VolumeFull {
+        /// The file being written when the room ran out (removed since).
+        path: PathBuf,
+        needed: u64,
+        /// Free once the partial file was removed.
+        available: u64,
+        /// What was left as it was, and what to do.
+        outcome: String,
     },
     #[error("the copy {path} failed its integrity check: {detail}")]
     Corrupt { path: PathBuf, detail: String },
@@ -66,6 +81,42 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SqliteBackupError + '_ {
     move |source| SqliteBackupError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Whether `error` is the file system running out of room: ENOSPC or a quota from a write or
+/// an fsync, or SQLite's SQLITE_FULL (13) from `VACUUM INTO`.
+fn is_out_of_space(error: &SqliteBackupError) -> bool {
+    match error {
+        SqliteBackupError::Io { source, .. } => matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ),
+        SqliteBackupError::Sqlite {
+            source: sqlx::Error::Database(error),
+            ..
+        } => error.code().as_deref() == Some("13"),
+        _ => false,
+    }
+}
+
+/// `error` from writing `path` (`needed` bytes), which the caller has removed since, told as
+/// a full volume when it is one: the OS's "No space left on device" names neither the volume
+/// nor what is left as it was. Any other error is returned as it is.
+fn out_of_space(
+    error: SqliteBackupError,
+    path: &Path,
+    needed: u64,
+    outcome: impl FnOnce() -> String,
+) -> SqliteBackupError {
+    if !is_out_of_space(&error) {
+        return error;
+    }
+    SqliteBackupError::VolumeFull {
+        path: path.to_path_buf(),
+        needed,
+        available: available_space(folder_of(path)).unwrap_or(0),
+        outcome: outcome(),
     }
 }
 

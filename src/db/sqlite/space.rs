@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::copies::{file_name, is_rehearsal_copy};
-use super::{Result, SqliteBackupError, io_error};
+use super::{Result, SqliteBackupError, io_error, with_suffix};
 use crate::db::file::available_space;
 
 const MIB: u64 = 1024 * 1024;
@@ -91,6 +91,14 @@ impl SpacePlan {
             ],
         }
     }
+}
+
+/// The most bytes a copy of `database` may take: the file, and its `-wal` file, whose
+/// commits a copy of a WAL database holds too.
+pub(super) fn copy_size(database: &Path) -> Result<u64> {
+    let size = fs::metadata(database).map_err(io_error(database))?.len();
+    let wal = with_suffix(database, "-wal");
+    Ok(size + fs::metadata(&wal).map_or(0, |m| m.len()))
 }
 
 /// "not enough space in DIR: needs 4.0 MiB for the backup, ...: 9.0 MiB in all, 8.0 MiB

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 // Identifiers in dynamic SQL go through `quote`; values are always bound.
+use sqlx::mysql::MySqlDatabaseError;
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 
 use super::server::{
@@ -21,6 +22,9 @@ use super::url::{DatabaseUrl, ServerUrl};
 use crate::machine::BackupRecord;
 
 type Result<T> = std::result::Result<T, ServerBackupError>;
+
+/// MySQL's ER_BAD_DB_ERROR: the database named at login does not exist.
+const UNKNOWN_DATABASE: u16 = 1049;
 
 fn quote(identifier: &str) -> String {
     format!("`{}`", identifier.replace('`', "``"))
@@ -314,9 +318,20 @@ async fn move_aside(db: &mut MySqlConnection, server: &ServerUrl, stamp: &str) -
 /// Puts the hub's database back from the clone `backup` (which stays). Returns the schema the
 /// failed database was kept in.
 pub async fn restore_clone(server: &ServerUrl, backup: &str, stamp: &str) -> Result<String> {
-    let mut db = connect(&server.with_database(backup))
-        .await
-        .map_err(|_| ServerBackupError::MissingBackup(backup.to_string()))?;
+    let in_backup = server.with_database(backup);
+    let connecting = async { MySqlConnection::connect_with(&in_backup.mysql_options()?).await };
+    let mut db = match connecting.await {
+        Ok(db) => db,
+        // Only the server's own "unknown database" means the backup is gone; a server that
+        // does not answer (or refuses the login) says so.
+        Err(sqlx::Error::Database(e))
+            if e.try_downcast_ref::<MySqlDatabaseError>()
+                .is_some_and(|e| e.number() == UNKNOWN_DATABASE) =>
+        {
+            return Err(ServerBackupError::MissingBackup(backup.to_string()));
+        }
+        Err(e) => return Err(database_error("connecting", &in_backup)(e)),
+    };
     refuse_if_in_use(&mut db, server, &server.database).await?;
     let kept = move_aside(&mut db, server, stamp).await?;
     let _ = db.close().await;

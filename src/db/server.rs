@@ -121,7 +121,8 @@ fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerBackupError {
     }
 }
 
-/// A failed query on `url`, its password scrubbed from the message.
+/// A failed query on `url`, its password scrubbed from the message. A connection refused,
+/// reset or timed out says so in plain words: the server is stopped or out of reach.
 pub(crate) fn database_error(
     what: &'static str,
     url: DatabaseUrl,
@@ -129,7 +130,10 @@ pub(crate) fn database_error(
     move |e| ServerBackupError::Database {
         what,
         url: url.to_string(),
-        message: scrubbed(&e, &url),
+        message: match &e {
+            sqlx::Error::Io(io) => format!("the server does not answer ({io})"),
+            _ => scrubbed(&e, &url),
+        },
     }
 }
 
@@ -254,4 +258,23 @@ pub(crate) fn finish_dump(partial: &Path, file: &Path) -> Result<BackupRecord> {
         verified: true,
         pruned: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_does_not_answer_is_named_without_its_password() {
+        let url =
+            DatabaseUrl::parse("postgresql://hub:hunter2@db.example:5433/jupyterhub").expect("url");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let error = database_error("connecting", url)(sqlx::Error::Io(refused));
+        let message = error.to_string();
+        assert!(
+            message.starts_with("connecting on postgresql://hub:***@db.example:5433/jupyterhub: the server does not answer ("),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
 }

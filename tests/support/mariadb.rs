@@ -2,7 +2,8 @@
 //! directory owned by the `mysql` system user, a free port on 127.0.0.1, password login.
 //! [`MariaDbServer::start_for_pods`] also listens on the real node's bridge address, for pods
 //! (MariaDB 10.11 takes a list of addresses in `bind-address`; never 0.0.0.0: nothing guards
-//! the machine's other interfaces).
+//! the machine's other interfaces). [`MariaDbServer::stop`] kills it at once (an outage) and
+//! [`MariaDbServer::resume`] starts it again on the same port and data.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +16,10 @@ pub const PASSWORD_IN_URL: &str = "my%20s3cr%40t";
 
 pub struct MariaDbServer {
     dir: tempfile::TempDir,
-    server: Child,
+    /// `mariadbd`'s arguments, to start it again the same way ([`MariaDbServer::resume`]).
+    args: Vec<String>,
+    /// The running server; `None` while [`MariaDbServer::stop`]ped.
+    server: Option<Child>,
     pub port: u16,
     /// Started for the real node's pods (see [`MariaDbServer::start_for_pods`]).
     pods: Option<NodeNetwork>,
@@ -108,52 +112,32 @@ impl MariaDbServer {
                 "--require-secure-transport=ON".to_string(),
             ];
         }
-        let server = Command::new("mariadbd")
-            .args(["--no-defaults", "--user=mysql"])
-            .args(&bind)
-            .arg("--skip-log-bin")
-            .args([
-                "--innodb-flush-log-at-trx-commit=0",
-                "--innodb-buffer-pool-size=64M",
-            ])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--tmpdir={}", tmp.display()))
-            .args(&tls_args)
-            .arg(format!("--port={port}"))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("mysqld.pid").display()
-            ))
-            .arg(format!(
-                "--log-error={}",
-                dir.path().join("error.log").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
+        let mut args: Vec<String> = vec!["--no-defaults".into(), "--user=mysql".into()];
+        args.extend(bind);
+        args.push("--skip-log-bin".into());
+        args.push("--innodb-flush-log-at-trx-commit=0".into());
+        args.push("--innodb-buffer-pool-size=64M".into());
+        args.push(format!("--datadir={}", data.display()));
+        args.push(format!("--tmpdir={}", tmp.display()));
+        args.extend(tls_args);
+        args.push(format!("--port={port}"));
+        args.push(format!("--socket={}", socket.display()));
+        args.push(format!(
+            "--pid-file={}",
+            dir.path().join("mysqld.pid").display()
+        ));
+        args.push(format!(
+            "--log-error={}",
+            dir.path().join("error.log").display()
+        ));
         let mut me = MariaDbServer {
             dir,
-            server,
+            args,
+            server: None,
             port,
             pods,
         };
-        let start = Instant::now();
-        while me
-            .root(&["-e", "SELECT 1"])
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            if start.elapsed() > Duration::from_secs(60)
-                || me.server.try_wait().ok().flatten().is_some()
-            {
-                let log =
-                    std::fs::read_to_string(me.dir.path().join("error.log")).unwrap_or_default();
-                panic!("MariaDB did not start:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        me.resume();
         let create = format!(
             "CREATE USER 'hubgrade'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO 'hubgrade'@'%' WITH GRANT OPTION;"
         );
@@ -164,6 +148,44 @@ impl MariaDbServer {
             stderr(&output)
         );
         me
+    }
+
+    /// Starts the server (again, after [`MariaDbServer::stop`]) on the same port and data, and
+    /// waits until it answers.
+    pub fn resume(&mut self) {
+        assert!(self.server.is_none(), "MariaDB is already running");
+        let server = Command::new("mariadbd")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        self.server = Some(server);
+        let start = Instant::now();
+        while self
+            .root(&["-e", "SELECT 1"])
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            let exited = self
+                .server
+                .as_mut()
+                .is_some_and(|s| s.try_wait().ok().flatten().is_some());
+            if start.elapsed() > Duration::from_secs(60) || exited {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
+                panic!("MariaDB did not start:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the server at once (SIGKILL: an outage, a crash; InnoDB recovers on
+    /// [`MariaDbServer::resume`]) and waits until it is gone.
+    pub fn stop(&mut self) {
+        let mut server = self.server.take().expect("MariaDB is running");
+        server.kill().expect("killing mariadbd");
+        server.wait().expect("waiting for mariadbd");
     }
 
     fn root(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
@@ -229,16 +251,19 @@ impl MariaDbServer {
 
 impl Drop for MariaDbServer {
     fn drop(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
         // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.server.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
         let start = Instant::now();
-        while self.server.try_wait().ok().flatten().is_none()
+        while server.try_wait().ok().flatten().is_none()
             && start.elapsed() < Duration::from_secs(20)
         {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        let _ = server.kill();
+        let _ = server.wait();
     }
 }
 

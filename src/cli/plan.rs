@@ -182,7 +182,11 @@ async fn plan(args: &PlanArgs) -> Result<Report, String> {
         ..Target::resolve(&upgrade, "").map_err(|e| e.to_string())?
     };
     // The database server is not asked from here (it may be reachable only in the cluster).
-    let observation = observe_with(&client, &target, Phase::Preflight, false)
+    let preflight = Progress {
+        phase: Phase::Preflight,
+        ..Progress::default()
+    };
+    let observation = observe_with(&client, None, &target, &preflight, false)
         .await
         .map_err(|e| format!("reading the cluster: {e}"))?;
     let now = jiff::Timestamp::now();

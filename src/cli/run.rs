@@ -179,6 +179,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         ledger,
         image_policy: args.image_policy.policy(),
         notifier: Some(Notifier::new(client.clone(), ledger_source)),
+        cache: Default::default(),
+        known_versions: Default::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = run_controller(context, args.namespace.clone(), async move {

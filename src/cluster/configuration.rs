@@ -64,6 +64,16 @@ pub async fn read(
     namespace: &str,
     layout: &HubLayout,
 ) -> Result<Configuration, (String, kube::Error)> {
+    read_with(client, namespace, layout, &BTreeMap::new()).await
+}
+
+/// [`read`], with Secrets the caller has just read (by name) taken as they are.
+pub async fn read_with(
+    client: &Client,
+    namespace: &str,
+    layout: &HubLayout,
+    known: &BTreeMap<String, Secret>,
+) -> Result<Configuration, (String, kube::Error)> {
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut configuration = Configuration::default();
@@ -72,37 +82,37 @@ pub async fn read(
         let Some(map) = maps.get_opt(name).await.map_err(|e| (object.clone(), e))? else {
             continue;
         };
-        let before = configuration.bytes();
-        for (key, value) in map.data.unwrap_or_default() {
-            configuration.data.insert(
-                format!("configmap.{name}.{key}"),
-                ByteString(value.into_bytes()),
-            );
+        let mut added = 0;
+        let text = map.data.unwrap_or_default().into_iter();
+        let binary = map.binary_data.unwrap_or_default().into_iter();
+        for (key, value) in text
+            .map(|(k, v)| (k, ByteString(v.into_bytes())))
+            .chain(binary)
+        {
+            let key = format!("configmap.{name}.{key}");
+            added += key.len() + value.0.len();
+            configuration.data.insert(key, value);
         }
-        for (key, value) in map.binary_data.unwrap_or_default() {
-            configuration
-                .data
-                .insert(format!("configmap.{name}.{key}"), value);
-        }
-        let added = configuration.bytes() - before;
         configuration.sources.push((object, added));
     }
     for name in &layout.secrets {
         let object = format!("Secret/{name}");
-        let Some(secret) = secrets
-            .get_opt(name)
-            .await
-            .map_err(|e| (object.clone(), e))?
-        else {
+        let secret = match known.get(name) {
+            Some(secret) => Some(secret.clone()),
+            None => secrets
+                .get_opt(name)
+                .await
+                .map_err(|e| (object.clone(), e))?,
+        };
+        let Some(secret) = secret else {
             continue;
         };
-        let before = configuration.bytes();
+        let mut added = 0;
         for (key, value) in secret.data.unwrap_or_default() {
-            configuration
-                .data
-                .insert(format!("secret.{name}.{key}"), value);
+            let key = format!("secret.{name}.{key}");
+            added += key.len() + value.0.len();
+            configuration.data.insert(key, value);
         }
-        let added = configuration.bytes() - before;
         configuration.sources.push((object, added));
     }
     Ok(configuration)

@@ -7,6 +7,7 @@
 /// so managed fields tell hubgrade's writes from others'.
 pub const MANAGER: &str = "hubgrade";
 
+pub mod cache;
 pub mod configuration;
 pub mod effects;
 pub mod hub_api;

@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
+use super::cache::{Cache, ChartFacts};
 use super::hub_api::{answers, api_root, missing_token, secret_value};
-use super::interpret::Snapshot;
+use super::interpret::{STUCK_AFTER, Snapshot};
 use super::lock;
 use super::owned::{JobStep, UPGRADE_UID_LABEL, owned_name};
 use super::target::Target;
@@ -24,7 +25,7 @@ use crate::hub::{
     HubDatabase, HubLayout, LayoutError, SecretKeys, ServerDatabase, UrlSource, VALUES_KEY,
     chart_base_url, chart_database, chart_url_from_secrets, merge_values, values_secrets,
 };
-use crate::machine::{LockState, MigrationFailure, Phase, Preflight, World};
+use crate::machine::{LockState, MigrationFailure, Phase, Preflight, Progress, World};
 
 /// What one reconcile saw: the snapshot, and the Preflight checks while in Preflight.
 pub struct Observation {
@@ -42,36 +43,49 @@ impl Observation {
     }
 }
 
+/// What one reconcile of the operator sees; `cache`: its watched copies, read where they
+/// serve (see [`Cache`]), the API server otherwise.
 pub async fn observe(
     client: &Client,
+    cache: Option<&Cache>,
     target: &Target,
-    phase: Phase,
+    progress: &Progress,
 ) -> Result<Observation, kube::Error> {
-    observe_with(client, target, phase, true).await
+    observe_with(client, cache, target, progress, true).await
 }
 
 /// [`observe`]; `ask_server`: in Preflight, connect to a hub's database server (the operator
 /// does; `hubgrade plan`, which may run where the server cannot be reached, does not).
 pub async fn observe_with(
     client: &Client,
+    cache: Option<&Cache>,
     target: &Target,
-    phase: Phase,
+    progress: &Progress,
     ask_server: bool,
 ) -> Result<Observation, kube::Error> {
+    let phase = progress.phase;
+    let cache = match cache {
+        Some(cache) if cache.ready().await => Some(cache),
+        _ => None,
+    };
     let namespace = target.owner.namespace.as_str();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let deployment = deployments.get_opt(&target.hub).await?;
-    // The chart values, read in every phase when the spec leaves the database to detection:
-    // they say whether the database is a file or on a server.
-    let mut values = None;
+    let deployment = match cache {
+        Some(cache) => cache.deployment(namespace, &target.hub),
+        None => deployments.get_opt(&target.hub).await?,
+    };
+    // The chart values, when the spec leaves the database to detection: they say whether the
+    // database is a file or on a server. (The Secrets read here are not read again.)
+    let mut facts = None;
+    let mut read = BTreeMap::new();
     let layout = match &deployment {
         None => None,
         Some(d) => {
             if target.layout_hints.database.kind == DatabaseType::Auto {
-                values = values_text(client, target, d).await?;
+                facts = Some(chart_facts(client, cache, target, d, phase, &mut read).await?);
             }
-            let chart = values.as_deref().and_then(chart_database);
+            let chart = facts.as_ref().and_then(|f: &ChartFacts| f.database.clone());
             Some(target.layout_with_chart(d, chart))
         }
     };
@@ -82,15 +96,19 @@ pub async fn observe_with(
         ..Snapshot::default()
     };
     if let Some(deployment) = &deployment {
-        snapshot.hub_pods = hub_pods(&pods, deployment).await?;
-        snapshot.lock = observe_lock(client, target, deployment).await?;
+        snapshot.hub_pods = match cache.and_then(|cache| cache.hub_pods(deployment)) {
+            Some(cached) => cached,
+            None => hub_pods(&pods, deployment).await?,
+        };
+        snapshot.lock = observe_lock(client, cache, target, deployment).await?;
     }
     let snapshot_backup = target.backup_method == BackupMethod::VolumeSnapshot;
     if let Some(Ok(layout)) = &layout
         && let Some(file) = layout.sqlite()
     {
         let restoring = snapshot_backup && phase == Phase::RollingBack;
-        if matches!(phase, Phase::Pending | Phase::Preflight | Phase::Rehearsal) || restoring {
+        // In Rehearsal, until the rehearsal's Job is made (see below).
+        if matches!(phase, Phase::Pending | Phase::Preflight) || restoring {
             let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
             snapshot.claim = claims.get_opt(&file.volume_claim).await?;
         }
@@ -140,7 +158,7 @@ pub async fn observe_with(
     if phase == Phase::Preflight
         && let Some(Ok(layout)) = &layout
     {
-        match super::configuration::read(client, namespace, layout).await {
+        match super::configuration::read_with(client, namespace, layout, &read).await {
             Ok(configuration) => server_problems.extend(configuration.too_large()),
             Err((_, error)) => return Err(error),
         }
@@ -157,10 +175,14 @@ pub async fn observe_with(
     if api_phase && let (Some(deployment), Some(Ok(layout))) = (&deployment, &layout) {
         // The base URL is read from the chart values only when a hub pod is there to ask.
         if api_root(deployment, &snapshot.hub_pods, layout, "/").is_some() {
-            if values.is_none() {
-                values = values_text(client, target, deployment).await?;
-            }
-            let base_url = chart_base_url(values.as_deref().unwrap_or_default());
+            let base_url = match facts {
+                Some(facts) => facts.base_url,
+                None => {
+                    chart_facts(client, cache, target, deployment, phase, &mut read)
+                        .await?
+                        .base_url
+                }
+            };
             snapshot.hub_api_root = api_root(deployment, &snapshot.hub_pods, layout, &base_url);
         }
         // The drain's token, only where the drain uses it.
@@ -203,10 +225,16 @@ pub async fn observe_with(
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
     // This upgrade's Jobs in one read (they carry its uid), each step's found by its name.
-    let mut listed = jobs
-        .list(&ListParams::default().labels(&format!("{UPGRADE_UID_LABEL}={}", target.owner.uid)))
-        .await?
-        .items;
+    let mut listed = match cache {
+        Some(cache) => cache.jobs_of(namespace, &target.owner.uid),
+        None => {
+            jobs.list(
+                &ListParams::default().labels(&format!("{UPGRADE_UID_LABEL}={}", target.owner.uid)),
+            )
+            .await?
+            .items
+        }
+    };
     for &step in JobStep::ALL {
         let name = owned_name(&target.owner, step.as_str());
         let Some(at) = listed
@@ -216,37 +244,28 @@ pub async fn observe_with(
             continue;
         };
         let job = listed.swap_remove(at);
-        let finished_ok = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Complete" && c.status == "True")
-            });
+        let finished_ok = job_holds(&job, &["Complete"]);
+        let finished = job_holds(&job, &["Complete", "Failed"]);
         // A finished Job's pods are only read for a report (backup, migration, restore) or a
-        // failure.
-        let job_pods = if finished_ok && step == JobStep::Rehearsal {
-            Vec::new()
-        } else {
-            pods.list(&ListParams::default().labels(&format!("job-name={name}")))
-                .await?
-                .items
+        // failure; the copy serves once it has seen the pod finish too.
+        let cached = cache.map(|cache| cache.job_pods(namespace, &name));
+        let job_pods = match cached {
+            _ if finished_ok && step == JobStep::Rehearsal => Vec::new(),
+            Some(cached) if !finished || cached.iter().any(pod_finished) => cached,
+            _ => {
+                pods.list(&ListParams::default().labels(&format!("job-name={name}")))
+                    .await?
+                    .items
+            }
         };
         jobs_found.insert(step, (job, job_pods));
     }
     // A Job that has no pod yet may be unable to make one: only Events say why.
+    // (Read only once such a Job or pod has tried for long enough to be judged stuck.)
     let podless = jobs_found.values().any(|(job, pods)| {
         pods.is_empty()
-            && !job
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| {
-                    c.iter().any(|c| {
-                        matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True"
-                    })
-                })
+            && !job_holds(job, &["Complete", "Failed"])
+            && trying_for_long(&job.metadata)
     });
     if podless {
         let events: Api<Event> = Api::namespaced(client.clone(), namespace);
@@ -259,14 +278,26 @@ pub async fn observe_with(
         .hub_pods
         .iter()
         .chain(snapshot.jobs.values().flat_map(|(_, p)| p.iter()))
-        .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"));
+        .any(|p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+                && trying_for_long(&p.metadata)
+        });
     if creating {
         let events: Api<Event> = Api::namespaced(client.clone(), namespace);
         let warnings = ListParams::default().fields("type=Warning,involvedObject.kind=Pod");
         snapshot.pod_events = events.list(&warnings).await?.items;
     }
+    // The claim decides whether the rehearsal may run beside the hub: read until it does.
+    if phase == Phase::Rehearsal
+        && !snapshot.jobs.contains_key(&JobStep::Rehearsal)
+        && let Some(Ok(layout)) = &layout
+        && let Some(file) = layout.sqlite()
+    {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        snapshot.claim = claims.get_opt(&file.volume_claim).await?;
+    }
     // Whether the configuration backup exists matters only until BackingUp records it.
-    if phase == Phase::BackingUp {
+    if phase == Phase::BackingUp && !progress.config_backed_up {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         snapshot.config_backed_up = secrets
             .get_opt(&owned_name(&target.owner, "config"))
@@ -347,29 +378,87 @@ async fn healthy(api: &HubApi) -> Result<(), String> {
 
 /// The hub's z2jh chart values: the hub Secret's `values.yaml`, with `hub.existingSecret`'s
 /// merged over it as z2jh does; `None` when there are none. They hold secrets: callers keep
-/// only what they need.
+/// only what they need. The Secrets read go into `read`, by name.
 async fn values_text(
     client: &Client,
     target: &Target,
     deployment: &Deployment,
+    read: &mut BTreeMap<String, Secret>,
 ) -> Result<Option<String>, kube::Error> {
     let names = values_secrets(deployment, target.layout_hints.container.as_deref());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &target.owner.namespace);
     let mut texts = Vec::new();
     for name in &names {
-        let values = secrets
-            .get_opt(name)
-            .await?
-            .and_then(|s| s.data)
-            .and_then(|mut data| data.remove(VALUES_KEY))
-            .and_then(|bytes| String::from_utf8(bytes.0).ok());
+        let Some(secret) = secrets.get_opt(name).await? else {
+            continue;
+        };
+        let values = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(VALUES_KEY))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
         texts.extend(values);
+        read.insert(name.clone(), secret);
     }
     if texts.is_empty() {
         return Ok(None);
     }
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     Ok(Some(merge_values(&texts)))
+}
+
+/// The chart facts of the hub: read from its values in Pending and Preflight (and whenever
+/// they were not kept, e.g. after a restart of the operator), then the kept ones.
+async fn chart_facts(
+    client: &Client,
+    cache: Option<&Cache>,
+    target: &Target,
+    deployment: &Deployment,
+    phase: Phase,
+    read: &mut BTreeMap<String, Secret>,
+) -> Result<ChartFacts, kube::Error> {
+    let uid = target.owner.uid.as_str();
+    let settled = !matches!(phase, Phase::Pending | Phase::Preflight);
+    if settled && let Some(facts) = cache.and_then(|cache| cache.chart(uid)) {
+        return Ok(facts);
+    }
+    let values = values_text(client, target, deployment, read).await?;
+    let facts = ChartFacts {
+        database: values.as_deref().and_then(chart_database),
+        base_url: chart_base_url(values.as_deref().unwrap_or_default()),
+    };
+    if let Some(cache) = cache {
+        cache.keep_chart(uid, facts.clone());
+    }
+    Ok(facts)
+}
+
+/// Whether an object was made at least [`STUCK_AFTER`] ago: before that, nothing it does is
+/// judged stuck, so no Event about it is read.
+fn trying_for_long(metadata: &kube::api::ObjectMeta) -> bool {
+    metadata
+        .creation_timestamp
+        .as_ref()
+        .is_some_and(|created| created.0.duration_until(Timestamp::now()) >= STUCK_AFTER)
+}
+
+/// Whether one of the Job's conditions named `kinds` holds.
+fn job_holds(job: &Job, kinds: &[&str]) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| kinds.contains(&c.type_.as_str()) && c.status == "True")
+        })
+}
+
+/// Whether the pod has ended (all its containers stopped).
+fn pod_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// The pods the hub Deployment's selector selects.
@@ -394,6 +483,7 @@ async fn hub_pods(pods: &Api<Pod>, deployment: &Deployment) -> Result<Vec<Pod>, 
 
 async fn observe_lock(
     client: &Client,
+    cache: Option<&Cache>,
     target: &Target,
     deployment: &Deployment,
 ) -> Result<LockState, kube::Error> {
@@ -405,8 +495,16 @@ async fn observe_lock(
     }
     let namespace = target.owner.namespace.as_str();
     // A lock whose holder no longer exists is stale (deleted without its finalizer running).
-    let upgrades: Api<HubUpgrade> = Api::namespaced(client.clone(), namespace);
-    match upgrades.get_opt(&name).await? {
+    // The copy serves when it has the holder; a holder it lacks is asked for, since taking
+    // a lock whose holder still exists would let two upgrades work on one hub.
+    let holder = match cache.and_then(|cache| cache.upgrade(namespace, &name)) {
+        Some(holder) => Some(holder),
+        None => {
+            let upgrades: Api<HubUpgrade> = Api::namespaced(client.clone(), namespace);
+            upgrades.get_opt(&name).await?
+        }
+    };
+    match holder {
         Some(holder) if holder.metadata.uid.as_deref() == Some(uid.as_str()) => {
             Ok(LockState::HeldBy(format!("{namespace}/{name}")))
         }
@@ -659,7 +757,7 @@ fn backup_method_problem(method: BackupMethod, database: &HubDatabase) -> Option
 
 #[cfg(test)]
 mod tests {
-    use jiff::Timestamp;
+    use jiff::{SignedDuration, Timestamp};
     use serde_json::{Value, json};
 
     use super::{Observation, observe};
@@ -675,7 +773,11 @@ mod tests {
     async fn observed(phase: Phase, exchanges: Vec<Exchange>) -> Observation {
         let target = target();
         let observation = scenario(exchanges, |client| async move {
-            observe(&client, &target, phase).await
+            let progress = crate::machine::Progress {
+                phase,
+                ..crate::machine::Progress::default()
+            };
+            observe(&client, None, &target, &progress).await
         })
         .await;
         observation.expect("observed")
@@ -772,8 +874,9 @@ mod tests {
         assert_eq!(observation.snapshot.lock, LockState::Free);
     }
 
-    #[tokio::test]
-    async fn while_migrating_the_jobs_their_pods_and_warnings_about_pending_pods_are_read() {
+    /// What `observe` reads while migrating, with the migration's pod Pending since `created`;
+    /// `events`: whether the pods' warnings are read (once the pod may be judged stuck).
+    async fn migrating_with_a_pending_pod(created: Timestamp, events: bool) {
         let mut exchanges = vec![
             // Held by this upgrade: no holder to look up; past Rehearsal: no claim to read. The
             // chart values are read in every phase: they say where the database is.
@@ -796,7 +899,7 @@ mod tests {
                         "apiVersion": "v1", "kind": "PodList", "metadata": {},
                         "items": [{
                             "metadata": {"name": "migration-1", "namespace": "jhub",
-                                         "creationTimestamp": Timestamp::now().to_string()},
+                                         "creationTimestamp": created.to_string()},
                             "status": {"phase": "Pending"}
                         }]
                     }))],
@@ -804,11 +907,13 @@ mod tests {
                 _ => None,
             }
         }));
-        exchanges.push(
-            Exchange::get("/api/v1/namespaces/jhub/events")
-                .query("fieldSelector", "type=Warning,involvedObject.kind=Pod")
-                .empty_list("EventList"),
-        );
+        if events {
+            exchanges.push(
+                Exchange::get("/api/v1/namespaces/jhub/events")
+                    .query("fieldSelector", "type=Warning,involvedObject.kind=Pod")
+                    .empty_list("EventList"),
+            );
+        }
         let observation = observed(Phase::Migrating, exchanges).await;
         assert!(observation.preflight.is_none());
         assert!(observation.snapshot.claim.is_none());
@@ -816,6 +921,17 @@ mod tests {
         assert_eq!(world.lock, LockState::HeldBySelf);
         assert_eq!(world.rehearsal, StepState::Succeeded(()));
         assert_eq!(world.migration, StepState::Running);
+    }
+
+    #[tokio::test]
+    async fn while_migrating_the_jobs_their_pods_and_warnings_about_pending_pods_are_read() {
+        let created = Timestamp::now() - super::STUCK_AFTER - SignedDuration::from_secs(5);
+        migrating_with_a_pending_pod(created, true).await;
+    }
+
+    #[tokio::test]
+    async fn a_pod_pending_for_a_moment_costs_no_read_of_events() {
+        migrating_with_a_pending_pod(Timestamp::now(), false).await;
     }
 
     /// The configuration backup is looked for only in BackingUp, where the machine records it.

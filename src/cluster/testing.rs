@@ -272,7 +272,8 @@ pub(crate) fn hub_values() -> Exchange {
     Exchange::get("/api/v1/namespaces/jhub/secrets/hub")
         .reply(serde_json::to_value(secret).expect("a Secret"))
 }
-/// What Preflight reads to size the configuration backup: the hub's ConfigMap and Secret.
+/// What Preflight reads to size the configuration backup: the hub's ConfigMap (its Secret,
+/// read for the chart values just before, is not read again).
 pub(crate) fn hub_configuration() -> Vec<Exchange> {
     vec![
         Exchange::get("/api/v1/namespaces/jhub/configmaps/hub").reply(serde_json::json!({
@@ -280,7 +281,6 @@ pub(crate) fn hub_configuration() -> Vec<Exchange> {
             "metadata": {"name": "hub", "namespace": "jhub"},
             "data": {"jupyterhub_config.py": "c.JupyterHub.log_level = 'INFO'\n"}
         })),
-        hub_values(),
     ]
 }
 pub(crate) const UPGRADE_PATH: &str =

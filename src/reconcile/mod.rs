@@ -8,12 +8,12 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -24,6 +24,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{HubUpgrade, SpecError};
+use crate::cluster::cache::{self, Cache};
 use crate::cluster::effects::{self, EffectError, EffectInputs};
 use crate::cluster::observe::observe;
 use crate::cluster::{Owner, Target};
@@ -52,6 +53,12 @@ pub struct Context {
     pub image_policy: ImagePolicy,
     /// Sends the upgrades' webhook messages (`spec.notifications.webhook`).
     pub notifier: Option<notify::Notifier>,
+    /// The watched copies reconciles read (set by [`run_controller`]; without them, every
+    /// read goes to the API server).
+    pub cache: OnceLock<Cache>,
+    /// Each upgrade's (by uid) resourceVersion last read or written by this operator: the
+    /// watched copy with this version is as fresh as a read.
+    pub known_versions: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,28 +89,33 @@ pub async fn run_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    let (upgrades, jobs, deployments): (Api<HubUpgrade>, Api<Job>, Api<Deployment>) =
-        match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=hubgrade");
-    Controller::new(upgrades, watcher::Config::default())
-        .owns(jobs, owned)
+    let upgrades: Api<HubUpgrade> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let controller = Controller::new(upgrades, watcher::Config::default());
+    let (cache, watches) = Cache::watch(&client, namespace.as_deref(), controller.store());
+    if context.cache.set(cache).is_err() {
+        warn!("the controller runs twice on one context: the second reads the first's copies");
+    }
+    let cached = Arc::clone(&context);
+    controller
+        .owns_stream(watches.jobs)
         // A locked hub that changes (scaled back up by Helm or a GitOps tool, its pods gone)
-        // wakes the upgrade holding the lock at once, not at its next poll.
-        .watches(deployments, watcher::Config::default(), |hub| {
+        // wakes the upgrade holding the lock at once, not at its next poll; so does one of
+        // its pods, and a pod of hubgrade's Jobs wakes its upgrade.
+        .watches_stream(watches.deployments, |hub: Deployment| {
             let (name, _) = crate::cluster::lock::holder(&hub)?;
             Some(ObjectRef::new(&name).within(&hub.namespace()?))
         })
+        .watches_stream(watches.hub_pods, move |pod| {
+            cached
+                .cache
+                .get()
+                .map(|cache| cache.lock_holders_of(&pod))
+                .unwrap_or_default()
+        })
+        .watches_stream(watches.agent_pods, |pod| cache::upgrade_of(&pod))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -186,6 +198,7 @@ async fn reconcile(upgrade: Arc<HubUpgrade>, context: Arc<Context>) -> Result<Re
         .map_err(finalizer_error)?;
     if let Some(uid) = upgrade.metadata.uid.as_deref() {
         context.metrics.forget(uid, jiff::Timestamp::now());
+        context.forget(uid);
     }
     info!(upgrade = %name, %phase, "deleted after the upgrade ended");
     Ok(Requeue::await_change())
@@ -208,9 +221,17 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
         context.client.clone(),
         &cached.namespace().unwrap_or_default(),
     );
-    // The freshest status, not the cache's: the machine must see its own last write.
-    let Some(upgrade) = api.get_opt(&cached.name_any()).await.map_err(&reading)? else {
-        return Ok(Requeue::await_change());
+    // The freshest status: the machine must see its own last write. The watched copy is when
+    // it is the version this operator last read or wrote; otherwise it is read.
+    let uid = cached.metadata.uid.clone().unwrap_or_default();
+    let upgrade = if context.is_known(&uid, cached.resource_version().as_deref()) {
+        cached.clone()
+    } else {
+        let Some(upgrade) = api.get_opt(&cached.name_any()).await.map_err(&reading)? else {
+            return Ok(Requeue::await_change());
+        };
+        context.know(&upgrade);
+        upgrade
     };
     let progress = upgrade.status.clone().unwrap_or_default().progress;
     let now = jiff::Timestamp::now();
@@ -225,7 +246,7 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
             return refuse_invalid_spec(context, &upgrade, &progress, problem, now).await;
         }
     };
-    let observation = observe(&context.client, &target, progress.phase)
+    let observation = observe(&context.client, context.cache.get(), &target, &progress)
         .await
         .map_err(&reading)?;
     let decision = decide(&target.plan, &progress, &observation.world(now), now);
@@ -269,12 +290,18 @@ async fn record(
     let name = label(upgrade);
     let next = &decision.progress;
     if next != progress {
-        write_status(&context.client, upgrade, next)
+        let written = write_status(&context.client, upgrade, next)
             .await
             .map_err(|source| Error::Status {
                 upgrade: name.clone(),
                 source,
             })?;
+        context.know(&written);
+    }
+    if next.phase.is_terminal()
+        && let (Some(cache), Some(uid)) = (context.cache.get(), upgrade.metadata.uid.as_deref())
+    {
+        cache.forget(uid);
     }
     if let Some(notice) = &decision.notice {
         publish(
@@ -327,7 +354,7 @@ async fn write_status(
     client: &Client,
     upgrade: &HubUpgrade,
     progress: &Progress,
-) -> Result<(), kube::Error> {
+) -> Result<HubUpgrade, kube::Error> {
     let api: Api<HubUpgrade> =
         Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
     let previous = upgrade.status.clone().unwrap_or_default();
@@ -349,7 +376,34 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map(drop)
+}
+
+impl Context {
+    /// Whether `version` is the upgrade's version this operator last read or wrote.
+    fn is_known(&self, uid: &str, version: Option<&str>) -> bool {
+        let known = self.known_versions.lock().expect("the known versions");
+        version.is_some() && known.get(uid).map(String::as_str) == version
+    }
+
+    fn know(&self, upgrade: &HubUpgrade) {
+        if let (Some(uid), Some(version)) = (
+            upgrade.metadata.uid.clone(),
+            upgrade.metadata.resource_version.clone(),
+        ) {
+            let mut known = self.known_versions.lock().expect("the known versions");
+            known.insert(uid, version);
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        self.known_versions
+            .lock()
+            .expect("the known versions")
+            .remove(uid);
+        if let Some(cache) = self.cache.get() {
+            cache.forget(uid);
+        }
+    }
 }
 
 async fn publish(

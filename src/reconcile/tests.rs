@@ -18,6 +18,8 @@ fn context(client: Client) -> Context {
         ledger: None,
         image_policy: Default::default(),
         notifier: None,
+        cache: Default::default(),
+        known_versions: Default::default(),
     }
 }
 

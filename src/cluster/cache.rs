@@ -1,0 +1,391 @@
+//! The operator's watched copies of what every reconcile reads: hub Deployments, z2jh hub
+//! pods, hubgrade's own Jobs and their pods, and the HubUpgrades. One watch per kind replaces a
+//! read per kind per reconcile (a fleet of upgrades would otherwise poll the API server with
+//! them), and the same watches wake the upgrades they concern.
+//!
+//! A copy can lag the API server by a watch event. Every decision taken on it stays safe:
+//! something just made (a Job, a hub pod) may be missing for a moment, so an action is
+//! repeated and the API server answers that it exists; something just removed may linger, so
+//! the machine waits one more round. Two reads are not trusted to a copy: a finished Job
+//! whose pod has not been seen finish yet (its report is read from the API server), and the
+//! pods of a hub whose selector is not z2jh's (`component: hub`), which no watch covers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+
+use super::owned::{UPGRADE_LABEL, UPGRADE_UID_LABEL};
+use crate::api::HubUpgrade;
+use crate::hub::ChartDatabase;
+
+/// The label z2jh puts on the hub's pods (and its Deployment's selector).
+const HUB_POD_LABEL: (&str, &str) = ("component", "hub");
+/// The label of everything hubgrade makes, its Jobs' pods included.
+const MANAGED: &str = "app.kubernetes.io/managed-by=hubgrade";
+/// How long a reconcile waits for the watches' first lists before reading the API server.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// What an upgrade read from its hub's chart values in Preflight, kept for the later phases:
+/// the database the upgrade backs up is the one it migrates and restores, even if the values
+/// change meanwhile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChartFacts {
+    pub database: Option<ChartDatabase>,
+    pub base_url: String,
+}
+
+pub struct Cache {
+    upgrades: Store<HubUpgrade>,
+    deployments: Store<Deployment>,
+    hub_pods: Store<Pod>,
+    agent_pods: Store<Pod>,
+    jobs: Store<Job>,
+    charts: Mutex<HashMap<String, ChartFacts>>,
+}
+
+/// The watch streams behind a [`Cache`], for the controller to poll (which keeps the copies
+/// current) and to map to the upgrades they wake.
+pub struct Watches {
+    pub deployments: BoxStream<'static, Result<Deployment, watcher::Error>>,
+    pub hub_pods: BoxStream<'static, Result<Pod, watcher::Error>>,
+    pub agent_pods: BoxStream<'static, Result<Pod, watcher::Error>>,
+    pub jobs: BoxStream<'static, Result<Job, watcher::Error>>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A watch of `api` that keeps `store` current; `strip`: drop the managed fields, which
+/// nothing reads of pods and Jobs (a hub Deployment's say who scaled it).
+fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    strip: bool,
+) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(move |object: &mut K| {
+            if strip {
+                object.managed_fields_mut().clear();
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    (store, boxed(stream))
+}
+
+fn boxed<K: Send + 'static>(
+    stream: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> BoxStream<'static, Result<K, watcher::Error>> {
+    stream.boxed()
+}
+
+impl Cache {
+    /// The copies of one namespace's objects (`None`: every namespace's), with `upgrades`
+    /// the controller's own copy of the HubUpgrades.
+    pub fn watch(
+        client: &Client,
+        namespace: Option<&str>,
+        upgrades: Store<HubUpgrade>,
+    ) -> (Cache, Watches) {
+        let (deployments, deployment_watch) = watched(
+            api::<Deployment>(client, namespace),
+            watcher::Config::default(),
+            false,
+        );
+        let hub_label = format!("{}={}", HUB_POD_LABEL.0, HUB_POD_LABEL.1);
+        let (hub_pods, hub_pod_watch) = watched(
+            api::<Pod>(client, namespace),
+            watcher::Config::default().labels(&hub_label),
+            true,
+        );
+        let (agent_pods, agent_pod_watch) = watched(
+            api::<Pod>(client, namespace),
+            watcher::Config::default().labels(MANAGED),
+            true,
+        );
+        let (jobs, job_watch) = watched(
+            api::<Job>(client, namespace),
+            watcher::Config::default().labels(MANAGED),
+            true,
+        );
+        let cache = Cache {
+            upgrades,
+            deployments,
+            hub_pods,
+            agent_pods,
+            jobs,
+            charts: Mutex::new(HashMap::new()),
+        };
+        let watches = Watches {
+            deployments: deployment_watch,
+            hub_pods: hub_pod_watch,
+            agent_pods: agent_pod_watch,
+            jobs: job_watch,
+        };
+        (cache, watches)
+    }
+
+    /// Whether every copy has had its first list (waits a while for it). A copy that is not
+    /// ready is not read: the reconcile reads the API server instead.
+    pub async fn ready(&self) -> bool {
+        let all = async {
+            self.upgrades.wait_until_ready().await.is_ok()
+                && self.deployments.wait_until_ready().await.is_ok()
+                && self.hub_pods.wait_until_ready().await.is_ok()
+                && self.agent_pods.wait_until_ready().await.is_ok()
+                && self.jobs.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(READY_WAIT, all).await.unwrap_or(false)
+    }
+
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.deployments.get(&key).map(|d| (*d).clone())
+    }
+
+    pub fn upgrade(&self, namespace: &str, name: &str) -> Option<HubUpgrade> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.upgrades.get(&key).map(|u| (*u).clone())
+    }
+
+    /// The pods `deployment` selects, when its selector is z2jh's (the watch holds every pod
+    /// labelled `component: hub`); `None` otherwise.
+    pub fn hub_pods(&self, deployment: &Deployment) -> Option<Vec<Pod>> {
+        let selector = deployment.spec.as_ref()?.selector.match_labels.as_ref()?;
+        if selector.get(HUB_POD_LABEL.0).map(String::as_str) != Some(HUB_POD_LABEL.1) {
+            return None;
+        }
+        let namespace = deployment.namespace().unwrap_or_default();
+        Some(
+            self.hub_pods
+                .state_filter(|pod| {
+                    pod.metadata.namespace.as_deref() == Some(namespace.as_str())
+                        && selected(pod, selector)
+                })
+                .into_iter()
+                .map(|pod| (*pod).clone())
+                .collect(),
+        )
+    }
+
+    /// The Jobs of the upgrade with this uid.
+    pub fn jobs_of(&self, namespace: &str, uid: &str) -> Vec<Job> {
+        self.jobs
+            .state_filter(|job| {
+                job.metadata.namespace.as_deref() == Some(namespace)
+                    && job.labels().get(UPGRADE_UID_LABEL).map(String::as_str) == Some(uid)
+            })
+            .into_iter()
+            .map(|job| (*job).clone())
+            .collect()
+    }
+
+    /// The pods of one of hubgrade's Jobs.
+    pub fn job_pods(&self, namespace: &str, job: &str) -> Vec<Pod> {
+        self.agent_pods
+            .state_filter(|pod| {
+                pod.metadata.namespace.as_deref() == Some(namespace)
+                    && pod.labels().get("job-name").map(String::as_str) == Some(job)
+            })
+            .into_iter()
+            .map(|pod| (*pod).clone())
+            .collect()
+    }
+
+    /// The chart facts an upgrade read in Preflight.
+    pub fn chart(&self, uid: &str) -> Option<ChartFacts> {
+        self.charts.lock().ok()?.get(uid).cloned()
+    }
+
+    pub fn keep_chart(&self, uid: &str, facts: ChartFacts) {
+        if let Ok(mut charts) = self.charts.lock() {
+            charts.insert(uid.to_string(), facts);
+        }
+    }
+
+    /// Forgets what an ended upgrade kept.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut charts) = self.charts.lock() {
+            charts.remove(uid);
+        }
+    }
+
+    /// The upgrades holding the lock of a hub that `pod` belongs to: a hub pod that comes,
+    /// goes or turns Ready wakes them.
+    pub fn lock_holders_of(&self, pod: &Pod) -> Vec<ObjectRef<HubUpgrade>> {
+        let namespace = pod.namespace().unwrap_or_default();
+        self.deployments
+            .state_filter(|d| {
+                d.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && d.spec
+                        .as_ref()
+                        .and_then(|s| s.selector.match_labels.as_ref())
+                        .is_some_and(|selector| !selector.is_empty() && selected(pod, selector))
+            })
+            .iter()
+            .filter_map(|d| super::lock::holder(d))
+            .map(|(name, _)| ObjectRef::new(&name).within(&namespace))
+            .collect()
+    }
+}
+
+/// The upgrade one of hubgrade's pods works for (from its label).
+pub fn upgrade_of(pod: &Pod) -> Option<ObjectRef<HubUpgrade>> {
+    let name = pod.labels().get(UPGRADE_LABEL)?;
+    Some(ObjectRef::new(name).within(&pod.namespace()?))
+}
+
+fn selected(pod: &Pod, selector: &std::collections::BTreeMap<String, String>) -> bool {
+    let labels = pod.labels();
+    selector
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    fn store_of<K>(objects: Vec<serde_json::Value>) -> Store<K>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&Event::Init);
+        for object in objects {
+            let object: K = serde_json::from_value(object).expect("an object");
+            writer.apply_watcher_event(&Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        store
+    }
+
+    fn pod(name: &str, labels: serde_json::Value) -> serde_json::Value {
+        json!({"metadata": {"name": name, "namespace": "jhub", "labels": labels}})
+    }
+
+    fn deployment(name: &str, selector: serde_json::Value, lock: Option<&str>) -> Deployment {
+        let annotations = lock.map(|holder| json!({"hubgrade.io/locked-by": holder}));
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "jhub", "annotations": annotations},
+            "spec": {"selector": {"matchLabels": selector}, "template": {}}
+        }))
+        .expect("a Deployment")
+    }
+
+    fn cache(deployments: Vec<Deployment>) -> Cache {
+        let deployments = deployments
+            .into_iter()
+            .map(|d| serde_json::to_value(d).expect("json"))
+            .collect();
+        Cache {
+            upgrades: store_of(Vec::new()),
+            deployments: store_of(deployments),
+            hub_pods: store_of(vec![
+                pod("hub-a", json!({"component": "hub", "release": "a"})),
+                pod("hub-b", json!({"component": "hub", "release": "b"})),
+            ]),
+            agent_pods: store_of(vec![
+                pod("backup-1", json!({"job-name": "hubgrade-1-backup"})),
+                pod("migrate-1", json!({"job-name": "hubgrade-1-migrate"})),
+            ]),
+            jobs: store_of(vec![
+                json!({"metadata": {"name": "j1", "namespace": "jhub", "labels": {UPGRADE_UID_LABEL: "1"}}}),
+                json!({"metadata": {"name": "j2", "namespace": "jhub", "labels": {UPGRADE_UID_LABEL: "2"}}}),
+                json!({"metadata": {"name": "j3", "namespace": "other", "labels": {UPGRADE_UID_LABEL: "1"}}}),
+            ]),
+            charts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn a_z2jh_hubs_pods_are_those_its_selector_selects() {
+        let hub = deployment("hub", json!({"component": "hub", "release": "a"}), None);
+        let pods = cache(vec![]).hub_pods(&hub).expect("served");
+        let names: Vec<_> = pods.iter().map(|p| p.name_any()).collect();
+        assert_eq!(names, ["hub-a"]);
+    }
+
+    #[test]
+    fn a_hub_selected_otherwise_is_not_served_from_the_copy() {
+        let hub = deployment("hub", json!({"app": "my-hub"}), None);
+        assert!(cache(vec![]).hub_pods(&hub).is_none());
+    }
+
+    #[test]
+    fn jobs_and_job_pods_are_found_by_uid_and_job_name_in_their_namespace() {
+        let cache = cache(vec![]);
+        let jobs: Vec<_> = cache
+            .jobs_of("jhub", "1")
+            .iter()
+            .map(|j| j.name_any())
+            .collect();
+        assert_eq!(jobs, ["j1"]);
+        let pods: Vec<_> = cache
+            .job_pods("jhub", "hubgrade-1-backup")
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(pods, ["backup-1"]);
+    }
+
+    #[test]
+    fn a_hub_pod_wakes_the_upgrade_holding_its_hubs_lock() {
+        let cache = cache(vec![
+            deployment(
+                "hub",
+                json!({"component": "hub", "release": "a"}),
+                Some("to-5"),
+            ),
+            deployment("other", json!({"component": "hub", "release": "b"}), None),
+        ]);
+        let pod: Pod =
+            serde_json::from_value(pod("hub-a", json!({"component": "hub", "release": "a"})))
+                .expect("a pod");
+        assert_eq!(
+            cache.lock_holders_of(&pod),
+            vec![ObjectRef::new("to-5").within("jhub")]
+        );
+    }
+
+    #[test]
+    fn chart_facts_are_kept_until_forgotten() {
+        let cache = cache(vec![]);
+        let facts = ChartFacts {
+            database: Some(ChartDatabase::SqlitePvc),
+            base_url: "/".into(),
+        };
+        cache.keep_chart("1", facts.clone());
+        assert_eq!(cache.chart("1"), Some(facts));
+        cache.forget("1");
+        assert_eq!(cache.chart("1"), None);
+    }
+}

@@ -17,6 +17,7 @@ test: deps
 	@$(MAKE) --no-print-directory -j3 cluster-up jupyterhub-venvs test-images
 	@$(MAKE) --no-print-directory standins
 	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --all-targets --no-fail-fast
+	tests/chaos-cluster.sh
 
 ## The real node's test images but hubgrade's own (which packs the tests' build of it).
 test-images:
@@ -55,12 +56,10 @@ bench:
 	cargo build --release --locked -p hubgrade-standins
 	cargo bench --bench fleet
 
-## The chaos that restarts the shared cluster's etcd (tests/e2e_chaos.rs, ignored by make test): run
-## alone, then the cluster is restarted, since its controllers may not recover.
-chaos: cluster-up standins
-	HUBGRADE_CLUSTER_BIN="$(CLUSTER_BIN)" cargo test --locked --test e2e_chaos -- --ignored
-	@$(MAKE) --no-print-directory cluster-down
-	@$(MAKE) --no-print-directory cluster-up
+## The chaos that restarts the control plane (etcd, kube-apiserver in every phase; tests/e2e_chaos.rs's
+## ignored tests), on a KWOK cluster of its own (tests/chaos-cluster.sh); make test runs it too.
+chaos: standins
+	tests/chaos-cluster.sh
 
 ## Fuzz the database URL parser (and its redaction), the spec, image and revision checks and backup references: 10^6 inputs each (make test runs 2,000 each).
 fuzz:

@@ -29,6 +29,68 @@ fn pid_of(name: &str) -> u32 {
         .unwrap_or_else(|| panic!("no {name} in target/cluster/pids: is the cluster up?"))
 }
 
+/// Each process's command, as last seen running: one that died on its own (a controller that
+/// could not reach the API server while starting) is started again with it.
+static COMMANDS: Mutex<Vec<(String, PathBuf, Vec<String>)>> = Mutex::new(Vec::new());
+
+fn command_of(name: &str, pid: u32) -> (PathBuf, Vec<String>) {
+    let mut commands = COMMANDS.lock().expect("the commands");
+    let running = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .zip(std::fs::read_link(format!("/proc/{pid}/exe")).ok());
+    if let Some((cmdline, program)) = running.filter(|(c, _)| !c.is_empty()) {
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        commands.retain(|(n, _, _)| n != name);
+        commands.push((name.to_string(), program.clone(), argv.clone()));
+        return (program, argv);
+    }
+    commands
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, program, argv)| (program.clone(), argv.clone()))
+        .unwrap_or_else(|| panic!("{name} ({pid}) is not running and was never seen running"))
+}
+
+/// [`restart`] for a process that serves on `port` of 127.0.0.1 once it has started (the
+/// controller-manager, the scheduler, KWOK): started again until it listens there, since it
+/// exits when the API server is away while it starts.
+pub fn restart_until_listening(name: &str, port: u16) {
+    for _ in 0..5 {
+        restart(name);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if !alive(pid_of(name)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    panic!("{name} did not listen on 127.0.0.1:{port} after five starts");
+}
+
+/// The port of the cluster's `variable` in tests/cluster/ports.env, or from the environment
+/// (a cluster of its own sets them).
+pub fn port(variable: &str) -> u16 {
+    if let Some(port) = std::env::var(variable).ok().and_then(|p| p.parse().ok()) {
+        return port;
+    }
+    let text = std::fs::read_to_string(super::repo().join("tests/cluster/ports.env"))
+        .expect("tests/cluster/ports.env");
+    text.lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix(&format!(": \"${{{variable}:="))?;
+            rest.split('}').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("{variable} is not in tests/cluster/ports.env"))
+}
+
 fn alive(pid: u32) -> bool {
     let mut started = STARTED.lock().expect("the started processes");
     if let Some(i) = started.iter().position(|child| child.id() == pid) {
@@ -48,14 +110,7 @@ fn alive(pid: u32) -> bool {
 /// answers `/readyz` again. Returns how long the API was away.
 pub fn restart(name: &str) -> Duration {
     let pid = pid_of(name);
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_else(|e| panic!("{name} ({pid}) is not running: {e}"));
-    let argv: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let program = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the binary");
+    let (program, argv) = command_of(name, pid);
     let started = Instant::now();
     // SAFETY: signals to a process of the test cluster, found by its recorded pid.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };

@@ -21,7 +21,7 @@ use hubgrade::db::url::DatabaseUrl;
 use hubgrade::machine::{BackupMethod, Outcome, Phase};
 use serde_json::json;
 use sqlx::Connection;
-use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase};
+use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, on_server};
 use support::jupyterhub::{OLD, make_database, open_and_dump, start_hub};
 use support::mariadb::MariaDbServer;
 use support::postgres::PgServer;
@@ -137,45 +137,6 @@ impl StoppableServer for MariaDbServer {
         .expect("listing databases");
         db.close().await.expect("closing");
         names.into_iter().map(|(n,)| n).collect()
-    }
-}
-
-/// examples/z2jh-hub/hub.yaml as z2jh renders it for a database server (`chart_type`): the
-/// values name the server, no claim is mounted, the hub is not started with --upgrade-db.
-fn on_server(
-    chart_type: &'static str,
-    (url, password): (String, Option<&'static str>),
-) -> impl FnOnce(String) -> String {
-    move |yaml: String| {
-        let password_line = password
-            .map(|p| format!("  hub.db.password: \"{p}\"\n"))
-            .unwrap_or_default();
-        let edits = [
-            (
-                "    hub:\n      db:\n        type: sqlite-pvc\n",
-                format!(
-                    "    hub:\n      db:\n        type: {chart_type}\n        url: {url}\n{password_line}"
-                ),
-            ),
-            (
-                "        - name: pvc\n          persistentVolumeClaim: {claimName: hub-db-dir}\n",
-                String::new(),
-            ),
-            (
-                "            - {name: pvc, mountPath: /srv/jupyterhub}\n",
-                String::new(),
-            ),
-            (
-                "/usr/local/etc/jupyterhub/jupyterhub_config.py, --upgrade-db]",
-                "/usr/local/etc/jupyterhub/jupyterhub_config.py]".to_string(),
-            ),
-        ];
-        let mut yaml = yaml;
-        for (from, to) in edits {
-            assert!(yaml.contains(from), "hub.yaml has no {from:?}");
-            yaml = yaml.replace(from, &to);
-        }
-        yaml
     }
 }
 

@@ -22,35 +22,8 @@ const MIGRATED_REVISION: &str = "4621fec11365";
 /// examples/z2jh-hub/hub.yaml as z2jh renders it for `hub.db.type: postgres`: the values name
 /// the server, the password is the Secret's key `hub.db.password`, no claim is mounted and
 /// the hub is not started with --upgrade-db.
-fn on_postgres(url: &str) -> impl FnOnce(String) -> String + '_ {
-    move |yaml: String| {
-        let edits = [
-            (
-                "    hub:\n      db:\n        type: sqlite-pvc\n",
-                format!(
-                    "    hub:\n      db:\n        type: postgres\n        url: {url}\n  hub.db.password: \"{PASSWORD}\"\n"
-                ),
-            ),
-            (
-                "        - name: pvc\n          persistentVolumeClaim: {claimName: hub-db-dir}\n",
-                String::new(),
-            ),
-            (
-                "            - {name: pvc, mountPath: /srv/jupyterhub}\n",
-                String::new(),
-            ),
-            (
-                "/usr/local/etc/jupyterhub/jupyterhub_config.py, --upgrade-db]",
-                "/usr/local/etc/jupyterhub/jupyterhub_config.py]".to_string(),
-            ),
-        ];
-        let mut yaml = yaml;
-        for (from, to) in edits {
-            assert!(yaml.contains(from), "hub.yaml has no {from:?}");
-            yaml = yaml.replace(from, &to);
-        }
-        yaml
-    }
+fn on_postgres(url: &str) -> impl FnOnce(String) -> String {
+    support::e2e::on_server("postgres", (url.to_string(), Some(PASSWORD)))
 }
 
 /// A server with the hub's database `jupyterhub`, made by JupyterHub 4.1.6.

@@ -622,3 +622,42 @@ pub fn assert_phase(status: &hubgrade::api::HubUpgradeStatus, phase: Phase) {
         status.progress.message, status.progress.failure
     );
 }
+
+/// examples/z2jh-hub/hub.yaml as z2jh renders it for a database server (`chart_type`): the
+/// values name the server, no claim is mounted, the hub is not started with --upgrade-db.
+pub fn on_server(
+    chart_type: &'static str,
+    (url, password): (String, Option<&'static str>),
+) -> impl FnOnce(String) -> String {
+    move |yaml: String| {
+        let password_line = password
+            .map(|p| format!("  hub.db.password: \"{p}\"\n"))
+            .unwrap_or_default();
+        let edits = [
+            (
+                "    hub:\n      db:\n        type: sqlite-pvc\n",
+                format!(
+                    "    hub:\n      db:\n        type: {chart_type}\n        url: {url}\n{password_line}"
+                ),
+            ),
+            (
+                "        - name: pvc\n          persistentVolumeClaim: {claimName: hub-db-dir}\n",
+                String::new(),
+            ),
+            (
+                "            - {name: pvc, mountPath: /srv/jupyterhub}\n",
+                String::new(),
+            ),
+            (
+                "/usr/local/etc/jupyterhub/jupyterhub_config.py, --upgrade-db]",
+                "/usr/local/etc/jupyterhub/jupyterhub_config.py]".to_string(),
+            ),
+        ];
+        let mut yaml = yaml;
+        for (from, to) in edits {
+            assert!(yaml.contains(from), "hub.yaml has no {from:?}");
+            yaml = yaml.replace(from, &to);
+        }
+        yaml
+    }
+}

@@ -67,6 +67,10 @@ impl Exchange {
         }
     }
 
+    pub(crate) fn put(path: &str) -> Exchange {
+        Exchange::new(Method::PUT, path)
+    }
+
     pub(crate) fn delete(path: &str) -> Exchange {
         Exchange::new(Method::DELETE, path)
     }

@@ -30,6 +30,10 @@ pub struct LeaseConfig {
 pub struct LeaderLease {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// The Lease as this replica last wrote it: a renewal writes over it without reading it
+    /// first (one request instead of two); a conflict means someone else wrote, and the Lease
+    /// is read again.
+    written: std::sync::Mutex<Option<Lease>>,
 }
 
 impl LeaderLease {
@@ -37,6 +41,7 @@ impl LeaderLease {
         LeaderLease {
             api: Api::namespaced(client, &config.namespace),
             config,
+            written: std::sync::Mutex::new(None),
         }
     }
 
@@ -98,6 +103,7 @@ impl LeaderLease {
 
     /// Gives the lease up (on a clean shutdown), so another replica takes over at once.
     pub async fn release(&self) {
+        self.written.lock().expect("the written lease").take();
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await {
             let spec = lease.spec.get_or_insert_with(Default::default);
             if spec.holder_identity.as_deref() == Some(self.config.identity.as_str()) {
@@ -113,6 +119,15 @@ impl LeaderLease {
 
     /// Takes or renews the lease if it is free, expired or ours; `Ok(false)` if another holds it.
     async fn try_hold(&self) -> Result<bool, kube::Error> {
+        let written = self.written.lock().expect("the written lease").take();
+        if let Some(mut lease) = written {
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+            match self.write(&lease).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => {} // read it again, below
+                other => return other,
+            }
+        }
         let now = jiff::Timestamp::now();
         let seconds = self.config.duration.as_secs().max(1) as i32;
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
@@ -131,7 +146,10 @@ impl LeaderLease {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(created) => {
+                    *self.written.lock().expect("the written lease") = Some(created);
+                    Ok(true)
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(error) => Err(error),
             };
@@ -155,22 +173,81 @@ impl LeaderLease {
         }
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(seconds);
-        // replace() carries the resourceVersion we read: a racing replica gets a 409.
-        match self
-            .api
-            .replace(&lease.name_any(), &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(true),
+        match self.write(&lease).await {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(error) => Err(error),
+            other => other,
         }
+    }
+
+    /// Writes `lease` (ours); replace() carries its resourceVersion, so a write over someone
+    /// else's is refused (409). What was written is kept for the next renewal.
+    async fn write(&self, lease: &Lease) -> Result<bool, kube::Error> {
+        let written = self
+            .api
+            .replace(&lease.name_any(), &PostParams::default(), lease)
+            .await?;
+        *self.written.lock().expect("the written lease") = Some(written);
+        Ok(true)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::testing::{Exchange, scenario};
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/hubgrade/leases/hubgrade-leader";
+
+    fn lease(holder: &str, version: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "hubgrade-leader", "namespace": "hubgrade", "resourceVersion": version},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}
+        })
+    }
+
+    fn leader(client: Client) -> LeaderLease {
+        LeaderLease::new(
+            client,
+            LeaseConfig {
+                namespace: "hubgrade".into(),
+                name: "hubgrade-leader".into(),
+                identity: "a".into(),
+                duration: Duration::from_secs(15),
+            },
+        )
+    }
+
+    /// Once it holds the lease, a renewal writes over what it last wrote (one request); a
+    /// conflict (someone else wrote) has it read the Lease again, and another holder's Lease is
+    /// left alone.
+    #[tokio::test]
+    async fn a_renewal_is_one_write_until_someone_else_writes() {
+        let exchanges = vec![
+            Exchange::get(LEASE).reply(lease("a", "1")),
+            Exchange::put(LEASE)
+                .body_contains(serde_json::json!({"metadata": {"resourceVersion": "1"}}))
+                .reply(lease("a", "2")),
+            Exchange::put(LEASE)
+                .body_contains(serde_json::json!({"metadata": {"resourceVersion": "2"}}))
+                .reply(lease("a", "3")),
+            Exchange::put(LEASE)
+                .body_contains(serde_json::json!({"metadata": {"resourceVersion": "3"}}))
+                .fail(409, "Conflict"),
+            Exchange::get(LEASE).reply(lease("b", "4")),
+        ];
+        let held = scenario(exchanges, |client| async move {
+            let leader = leader(client);
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                held.push(leader.try_hold().await.expect("an answer"));
+            }
+            held
+        })
+        .await;
+        assert_eq!(held, [true, true, false]);
+    }
 
     /// A partition: the API server accepts connections and never answers. The leader must give
     /// up within two thirds of its lease, not wait for the client's own timeout (minutes).

@@ -210,7 +210,12 @@ impl Snapshot {
                 .iter()
                 .find(|c| c.type_ == kind && c.status == "True")
         };
-        if holds("Complete").is_some() {
+        // A pod that ran to its end is the step's success: the Job controller marks the Job
+        // Complete a second later, and in the downtime the hub waits for every second.
+        let pod_succeeded = pods
+            .iter()
+            .any(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
+        if holds("Complete").is_some() || pod_succeeded {
             // The report is the last word: the main container's (init containers report too).
             let report = pods.iter().rev().find_map(|pod| {
                 pod.status

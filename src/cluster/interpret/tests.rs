@@ -209,3 +209,35 @@ fn the_tool_that_manages_the_hub_is_recognised() {
         );
     }
 }
+
+/// A Job whose pod Succeeded, before the Job controller marked the Job Complete: the step has
+/// succeeded, with the report its pod left; a Job whose pod still runs has not.
+#[test]
+fn a_job_whose_pod_succeeded_has_succeeded_before_it_is_marked_complete() {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "hubgrade-0f1e2d3c-backup", "creationTimestamp": now().to_string()},
+        "status": {"active": 1}
+    }))
+    .expect("job");
+    let report = r#"{"ok":true,"revision":"4621fec11365"}"#;
+    let succeeded = pod(
+        5,
+        json!({"phase": "Succeeded", "containerStatuses": [
+            {"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 0, "message": report}}}
+        ]}),
+    );
+    let running = pod(5, json!({"phase": "Running"}));
+    let state = |pod: Pod| {
+        let snapshot = Snapshot {
+            jobs: BTreeMap::from([(JobStep::Backup, (job.clone(), vec![pod]))]),
+            ..Snapshot::default()
+        };
+        snapshot.job_state(JobStep::Backup, now())
+    };
+    assert_eq!(
+        state(succeeded),
+        StepState::Succeeded(AgentReport::parse(report))
+    );
+    assert_eq!(state(running), StepState::Running);
+}

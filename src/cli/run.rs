@@ -118,19 +118,24 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .or_else(|| args.namespace.clone())
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".into());
+    let lease_duration = Duration::from_secs(args.lease_seconds.max(3));
     let lease = LeaderLease::new(
         client.clone(),
         LeaseConfig {
             namespace: lease_namespace,
             name: args.lease_name.clone(),
             identity: identity.clone(),
-            duration: Duration::from_secs(args.lease_seconds.max(3)),
+            duration: lease_duration,
         },
     );
     info!(%identity, namespace = ?args.namespace, "waiting for the leader lease");
+    // One listener for the whole run: a SIGTERM that comes while the new leader starts (the
+    // ledger, the controller) waits for the select below instead of being lost between two.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     tokio::select! {
         _ = lease.acquire(&health) => {}
-        _ = shutdown_signal() => return ExitCode::SUCCESS,
+        _ = &mut shutdown => return ExitCode::SUCCESS,
     }
     metrics.set_leader(true);
 
@@ -199,10 +204,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
             error!("lost the leader lease; exiting so that only the new leader acts");
             std::process::exit(1);
         }
-        _ = shutdown_signal() => {
+        _ = &mut shutdown => {
             info!("shutting down");
             let _ = stop.send(());
-            let _ = controller.await;
+            // A controller stopped before its first list of HubUpgrades never ends (kube-runtime
+            // waits for that list, which nothing makes any more). Past the lease, exit without
+            // giving the lease back (a reconcile may still run): a standby waits for its expiry.
+            if tokio::time::timeout(lease_duration, controller).await.is_err() {
+                error!("the controller did not stop within the lease; exiting without releasing it");
+                std::process::exit(1);
+            }
             lease.release().await;
             ExitCode::SUCCESS
         }

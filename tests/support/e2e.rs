@@ -249,6 +249,29 @@ impl Hub {
 
     /// Another replica of the operator, as a second pod of its Deployment would be.
     pub fn spawn_operator(&self, metrics_port: u16, log: &str, lease_seconds: u32) -> Child {
+        self.spawn_operator_with_kubeconfig(
+            &self.operator_kubeconfig,
+            metrics_port,
+            log,
+            lease_seconds,
+        )
+    }
+
+    /// The kubeconfig the operator runs with: the API server of the cluster, the token of the
+    /// ServiceAccount bound to the chart's RBAC (JSON, as [`write_token_kubeconfig`] writes it).
+    pub fn operator_kubeconfig(&self) -> &std::path::Path {
+        &self.operator_kubeconfig
+    }
+
+    /// [`Hub::spawn_operator`] with another kubeconfig: one that reaches the API server through
+    /// a proxy, say.
+    pub fn spawn_operator_with_kubeconfig(
+        &self,
+        kubeconfig: &std::path::Path,
+        metrics_port: u16,
+        log: &str,
+        lease_seconds: u32,
+    ) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hubgrade"));
         if let Some(password) = &self.ledger_password {
             command.env("HUBGRADE_LEDGER_PASSWORD", password);
@@ -260,7 +283,7 @@ impl Hub {
             .args(["--lease-seconds", &lease_seconds.to_string()])
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--agent-image", "ghcr.io/hubgrade/hubgrade:test"])
-            .env("KUBECONFIG", &self.operator_kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(log_file(&self.dir, log))

@@ -55,6 +55,7 @@ bench:
 	@$(MAKE) --no-print-directory cluster-up
 	cargo build --release --locked -p hubgrade-standins
 	cargo bench --bench fleet
+	cargo bench --bench downtime
 
 ## The chaos that restarts the control plane (etcd, kube-apiserver in every phase; tests/e2e_chaos.rs's
 ## ignored tests), on a KWOK cluster of its own (tests/chaos-cluster.sh); make test runs it too.

@@ -228,7 +228,7 @@ impl Cache {
         }
     }
 
-    /// Forgets what an ended upgrade kept.
+    /// Forgets what a deleted upgrade kept (an ended one keeps it: its last steps, releasing the lock, still read the layout).
     pub fn forget(&self, uid: &str) {
         if let Ok(mut charts) = self.charts.lock() {
             charts.remove(uid);

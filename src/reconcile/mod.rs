@@ -298,11 +298,6 @@ async fn record(
             })?;
         context.know(&written);
     }
-    if next.phase.is_terminal()
-        && let (Some(cache), Some(uid)) = (context.cache.get(), upgrade.metadata.uid.as_deref())
-    {
-        cache.forget(uid);
-    }
     if let Some(notice) = &decision.notice {
         publish(
             context,

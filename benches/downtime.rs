@@ -39,9 +39,10 @@ use hubgrade::machine::Phase;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+use support::bench::{Machine, load_average};
 use support::real_hub::{NEW_IMAGE, OLD_IMAGE, Operator, RealHub, http_status};
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
@@ -888,59 +889,6 @@ fn analyze(
 
 // ---------------------------------------------------------------------------------------------
 // The report
-
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    memory_gib: f64,
-    kernel: String,
-    kubernetes: String,
-    date: String,
-    load_at_start: String,
-}
-
-impl Machine {
-    async fn describe(client: &Client) -> BenchResult<Machine> {
-        let cpu_info = fs::read_to_string("/proc/cpuinfo")?;
-        let mem_info = fs::read_to_string("/proc/meminfo")?;
-        let memory_kib: f64 = mem_info
-            .lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0.0);
-        Ok(Machine {
-            cpus: cpu_info
-                .lines()
-                .filter(|l| l.starts_with("processor"))
-                .count(),
-            cpu_model: cpu_info
-                .lines()
-                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
-                .unwrap_or("unknown")
-                .trim()
-                .to_string(),
-            memory_gib: memory_kib / 1024.0 / 1024.0,
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")?
-                .trim()
-                .to_string(),
-            kubernetes: client
-                .apiserver_version()
-                .await
-                .map(|v| v.git_version)
-                .unwrap_or_default(),
-            date: jiff::Zoned::now()
-                .strftime("%a %b %e %H:%M:%S %Z %Y")
-                .to_string(),
-            load_at_start: load_average(),
-        })
-    }
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 fn seconds(value: Option<f64>) -> String {
     value.map_or("–".into(), |v| format!("{v:.2} s"))

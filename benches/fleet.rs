@@ -47,6 +47,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use support::bench::{Machine, load_average};
 use support::e2e::{deployment_available, log_file, make_hub_database, write_token_kubeconfig};
 use support::{cluster_bin, kubectl, kubectl_with_input, repo, stderr, stdout, unique};
 
@@ -911,60 +912,6 @@ fn verb_and_resource(parts: &http::request::Parts) -> (String, String) {
 
 // ---------------------------------------------------------------------------------------------
 // The report
-
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    memory_gib: f64,
-    kernel: String,
-    kubernetes: String,
-    date: String,
-    load_at_start: String,
-}
-
-impl Machine {
-    async fn describe(client: &Client) -> BenchResult<Machine> {
-        let cpu_info = fs::read_to_string("/proc/cpuinfo")?;
-        let mem_info = fs::read_to_string("/proc/meminfo")?;
-        let memory_kib: f64 = mem_info
-            .lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0.0);
-        let kubernetes = client
-            .apiserver_version()
-            .await
-            .map(|v| v.git_version)
-            .unwrap_or_default();
-        Ok(Machine {
-            cpus: cpu_info
-                .lines()
-                .filter(|l| l.starts_with("processor"))
-                .count(),
-            cpu_model: cpu_info
-                .lines()
-                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
-                .unwrap_or("unknown")
-                .trim()
-                .to_string(),
-            memory_gib: memory_kib / 1024.0 / 1024.0,
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")?
-                .trim()
-                .to_string(),
-            kubernetes,
-            date: jiff::Zoned::now()
-                .strftime("%a %b %e %H:%M:%S %Z %Y")
-                .to_string(),
-            load_at_start: load_average(),
-        })
-    }
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 /// utime + stime of process `pid`, in seconds.
 fn cpu_seconds(pid: u32) -> Option<f64> {

@@ -45,6 +45,16 @@ pub struct ChartFacts {
     pub base_url: String,
 }
 
+/// What an action of an upgrade wrote, which its next reconcile reads from the API server until
+/// the copy shows it: an action is never repeated for want of an event not yet arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Written {
+    /// The hub Deployment (the lock, replicas, image) or its pods.
+    Hub,
+    /// The upgrade's Jobs.
+    Jobs,
+}
+
 pub struct Cache {
     upgrades: Store<HubUpgrade>,
     deployments: Store<Deployment>,
@@ -52,6 +62,8 @@ pub struct Cache {
     agent_pods: Store<Pod>,
     jobs: Store<Job>,
     charts: Mutex<HashMap<String, ChartFacts>>,
+    /// Per upgrade (uid), what it wrote that the copies may not show yet.
+    written: Mutex<HashMap<String, Vec<Written>>>,
 }
 
 /// The watch streams behind a [`Cache`], for the controller to poll (which keeps the copies
@@ -140,6 +152,7 @@ impl Cache {
             agent_pods,
             jobs,
             charts: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         };
         let watches = Watches {
             deployments: deployment_watch,
@@ -228,10 +241,45 @@ impl Cache {
         }
     }
 
-    /// Forgets what a deleted upgrade kept (an ended one keeps it: its last steps, releasing the lock, still read the layout).
+    /// The upgrade `uid` is about to write `what`: until [`Cache::shows`], it is read from the
+    /// API server.
+    pub fn wrote(&self, uid: &str, what: Written) {
+        if let Ok(mut written) = self.written.lock() {
+            let entry = written.entry(uid.to_string()).or_default();
+            if !entry.contains(&what) {
+                entry.push(what);
+            }
+        }
+    }
+
+    /// Whether the copy may not show yet what the upgrade `uid` wrote of `what`.
+    pub fn unsettled(&self, uid: &str, what: Written) -> bool {
+        self.written
+            .lock()
+            .map(|written| written.get(uid).is_some_and(|w| w.contains(&what)))
+            .unwrap_or(true)
+    }
+
+    /// The copy has caught up with what the upgrade `uid` wrote of `what`.
+    pub fn shows(&self, uid: &str, what: Written) {
+        if let Ok(mut written) = self.written.lock()
+            && let Some(entry) = written.get_mut(uid)
+        {
+            entry.retain(|w| *w != what);
+            if entry.is_empty() {
+                written.remove(uid);
+            }
+        }
+    }
+
+    /// Forgets what a deleted upgrade kept (an ended one keeps it: its last steps, releasing
+    /// the lock, still read the layout).
     pub fn forget(&self, uid: &str) {
         if let Ok(mut charts) = self.charts.lock() {
             charts.remove(uid);
+        }
+        if let Ok(mut written) = self.written.lock() {
+            written.remove(uid);
         }
     }
 
@@ -323,7 +371,21 @@ mod tests {
                 json!({"metadata": {"name": "j3", "namespace": "other", "labels": {UPGRADE_UID_LABEL: "1"}}}),
             ]),
             charts: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    #[test]
+    fn what_an_upgrade_wrote_is_unsettled_until_the_copy_shows_it() {
+        let cache = cache(vec![]);
+        assert!(!cache.unsettled("1", Written::Hub));
+        cache.wrote("1", Written::Hub);
+        cache.wrote("1", Written::Jobs);
+        assert!(cache.unsettled("1", Written::Hub));
+        assert!(!cache.unsettled("2", Written::Hub));
+        cache.shows("1", Written::Hub);
+        assert!(!cache.unsettled("1", Written::Hub));
+        assert!(cache.unsettled("1", Written::Jobs));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
-use super::cache::{Cache, ChartFacts};
+use super::cache::{Cache, ChartFacts, Written};
 use super::hub_api::{answers, api_root, missing_token, secret_value};
 use super::interpret::{STUCK_AFTER, Snapshot};
 use super::lock;
@@ -71,9 +71,24 @@ pub async fn observe_with(
     let namespace = target.owner.namespace.as_str();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let deployment = match cache {
-        Some(cache) => cache.deployment(namespace, &target.hub),
-        None => deployments.get_opt(&target.hub).await?,
+    let uid = target.owner.uid.as_str();
+    // What this upgrade just wrote is read from the API server until the copy shows it.
+    let hub_settled = cache.filter(|cache| !cache.unsettled(uid, Written::Hub));
+    let deployment = match (cache, hub_settled) {
+        (_, Some(cache)) => cache.deployment(namespace, &target.hub),
+        (Some(cache), None) => {
+            let live = deployments.get_opt(&target.hub).await?;
+            let cached = cache.deployment(namespace, &target.hub);
+            if cached.and_then(|d| d.metadata.resource_version)
+                == live
+                    .as_ref()
+                    .and_then(|d| d.metadata.resource_version.clone())
+            {
+                cache.shows(uid, Written::Hub);
+            }
+            live
+        }
+        (None, None) => deployments.get_opt(&target.hub).await?,
     };
     // The chart values, when the spec leaves the database to detection: they say whether the
     // database is a file or on a server. (The Secrets read here are not read again.)
@@ -96,7 +111,7 @@ pub async fn observe_with(
         ..Snapshot::default()
     };
     if let Some(deployment) = &deployment {
-        snapshot.hub_pods = match cache.and_then(|cache| cache.hub_pods(deployment)) {
+        snapshot.hub_pods = match hub_settled.and_then(|cache| cache.hub_pods(deployment)) {
             Some(cached) => cached,
             None => hub_pods(&pods, deployment).await?,
         };
@@ -225,14 +240,20 @@ pub async fn observe_with(
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
     // This upgrade's Jobs in one read (they carry its uid), each step's found by its name.
-    let mut listed = match cache {
-        Some(cache) => cache.jobs_of(namespace, &target.owner.uid),
-        None => {
-            jobs.list(
-                &ListParams::default().labels(&format!("{UPGRADE_UID_LABEL}={}", target.owner.uid)),
-            )
-            .await?
-            .items
+    let jobs_settled = cache.filter(|cache| !cache.unsettled(uid, Written::Jobs));
+    let mut listed = match (cache, jobs_settled) {
+        (_, Some(cache)) => cache.jobs_of(namespace, uid),
+        (cache, None) => {
+            let live = jobs
+                .list(&ListParams::default().labels(&format!("{UPGRADE_UID_LABEL}={uid}")))
+                .await?
+                .items;
+            if let Some(cache) = cache
+                && versions(&cache.jobs_of(namespace, uid)) == versions(&live)
+            {
+                cache.shows(uid, Written::Jobs);
+            }
+            live
         }
     };
     for &step in JobStep::ALL {
@@ -440,6 +461,18 @@ fn trying_for_long(metadata: &kube::api::ObjectMeta) -> bool {
         .creation_timestamp
         .as_ref()
         .is_some_and(|created| created.0.duration_until(Timestamp::now()) >= STUCK_AFTER)
+}
+
+/// The names and resourceVersions of `jobs`, to compare a copy with a read.
+fn versions(jobs: &[Job]) -> BTreeMap<String, String> {
+    jobs.iter()
+        .map(|job| {
+            (
+                job.metadata.name.clone().unwrap_or_default(),
+                job.metadata.resource_version.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Whether one of the Job's conditions named `kinds` holds.

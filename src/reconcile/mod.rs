@@ -24,7 +24,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{HubUpgrade, SpecError};
-use crate::cluster::cache::{self, Cache};
+use crate::cluster::cache::{self, Cache, Written};
 use crate::cluster::effects::{self, EffectError, EffectInputs};
 use crate::cluster::observe::observe;
 use crate::cluster::{Owner, Target};
@@ -257,6 +257,9 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
         progress: &progress,
         snapshot: &observation.snapshot,
     };
+    if let (Some(cache), Some(what)) = (context.cache.get(), written_by(&decision.action)) {
+        cache.wrote(&uid, what);
+    }
     if let Err(source) = effects::carry_out(&decision.action, &inputs).await {
         if source.is_conflict() {
             // Someone changed the object between our read and our write: look again.
@@ -371,6 +374,24 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
+}
+
+/// What `action` writes that the watched copies show only an event later.
+fn written_by(action: &Action) -> Option<Written> {
+    match action {
+        Action::AcquireLock
+        | Action::ReleaseLock
+        | Action::ScaleHub { .. }
+        | Action::SetHubImage { .. }
+        | Action::DeleteHubPods => Some(Written::Hub),
+        Action::StartRehearsal
+        | Action::StartBackup
+        | Action::StartMigration
+        | Action::CancelMigration
+        | Action::StartRestore
+        | Action::StartFreshDatabase => Some(Written::Jobs),
+        Action::Wait | Action::StopServers { .. } | Action::BackUpConfig => None,
+    }
 }
 
 impl Context {

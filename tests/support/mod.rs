@@ -280,6 +280,7 @@ pub async fn install_crd(client: &Client) {
     wait_for_established(&crds, &name).await;
 }
 pub mod argocd;
+pub mod bench;
 pub mod chaos;
 pub mod e2e;
 pub mod jupyterhub;

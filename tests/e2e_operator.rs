@@ -64,11 +64,17 @@ async fn the_example_hub_is_upgraded() {
     let from = status.progress.from.clone().expect("original recorded");
     assert_eq!((from.image.as_str(), from.replicas), (ORIGINAL_IMAGE, 1));
 
-    // Each Job ran once and completed.
+    // Each Job ran once and completed (the operator goes on when the Job's pod Succeeded; the
+    // Job controller marks the Job Complete moments later).
     for step in ["rehearsal", "backup", "migration"] {
         let jobs = hub.jobs_for(step).await;
         assert_eq!(jobs.len(), 1, "{step} Jobs");
-        assert!(job_complete(&jobs[0]), "the {step} Job did not complete");
+        support::wait_until(
+            Duration::from_secs(30),
+            &format!("the {step} Job to complete"),
+            || async { hub.jobs_for(step).await.first().is_some_and(job_complete) },
+        )
+        .await;
     }
     assert!(hub.jobs_for("restore").await.is_empty());
 
@@ -233,7 +239,17 @@ async fn a_failed_migration_is_rolled_back() {
     let migration = hub.jobs_for("migration").await;
     let restore = hub.jobs_for("restore").await;
     assert_eq!((migration.len(), restore.len()), (1, 1));
-    assert!(job_complete(&restore[0]));
+    support::wait_until(
+        Duration::from_secs(30),
+        "the restore Job to complete",
+        || async {
+            hub.jobs_for("restore")
+                .await
+                .first()
+                .is_some_and(job_complete)
+        },
+    )
+    .await;
     let failed_at = migration[0]
         .status
         .as_ref()

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -107,13 +107,7 @@ where
         })
         .reflect(writer)
         .applied_objects();
-    (store, boxed(stream))
-}
-
-fn boxed<K: Send + 'static>(
-    stream: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-) -> BoxStream<'static, Result<K, watcher::Error>> {
-    stream.boxed()
+    (store, stream.boxed())
 }
 
 impl Cache {

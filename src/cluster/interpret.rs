@@ -295,7 +295,8 @@ fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
         )
 }
 
-fn finished(pod: &Pod) -> bool {
+/// Whether the pod has ended (all its containers stopped).
+pub(super) fn finished(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")

@@ -272,7 +272,7 @@ pub async fn observe_with(
         let cached = cache.map(|cache| cache.job_pods(namespace, &name));
         let job_pods = match cached {
             _ if finished_ok && step == JobStep::Rehearsal => Vec::new(),
-            Some(cached) if !finished || cached.iter().any(pod_finished) => cached,
+            Some(cached) if !finished || cached.iter().any(super::interpret::finished) => cached,
             _ => {
                 pods.list(&ListParams::default().labels(&format!("job-name={name}")))
                     .await?
@@ -484,14 +484,6 @@ fn job_holds(job: &Job, kinds: &[&str]) -> bool {
             c.iter()
                 .any(|c| kinds.contains(&c.type_.as_str()) && c.status == "True")
         })
-}
-
-/// Whether the pod has ended (all its containers stopped).
-fn pod_finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 /// The pods the hub Deployment's selector selects.

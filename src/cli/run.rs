@@ -185,7 +185,6 @@ pub async fn run(args: RunArgs) -> ExitCode {
         image_policy: args.image_policy.policy(),
         notifier: Some(Notifier::new(client.clone(), ledger_source)),
         cache: Default::default(),
-        known_versions: Default::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = run_controller(context, args.namespace.clone(), async move {

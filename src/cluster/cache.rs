@@ -64,6 +64,9 @@ pub struct Cache {
     charts: Mutex<HashMap<String, ChartFacts>>,
     /// Per upgrade (uid), what it wrote that the copies may not show yet.
     written: Mutex<HashMap<String, Vec<Written>>>,
+    /// Each upgrade's (by uid) resourceVersion this operator last read or wrote: its copy with
+    /// that version is as fresh as a read.
+    upgrade_versions: Mutex<HashMap<String, String>>,
 }
 
 /// The watch streams behind a [`Cache`], for the controller to poll (which keeps the copies
@@ -86,12 +89,12 @@ where
     }
 }
 
-/// A watch of `api` that keeps `store` current; `strip`: drop the managed fields, which
-/// nothing reads of pods and Jobs (a hub Deployment's say who scaled it).
+/// A watch of `api` that keeps `store` current, each object trimmed by `slim` before it is
+/// kept.
 fn watched<K>(
     api: Api<K>,
     config: watcher::Config,
-    strip: bool,
+    slim: fn(&mut K),
 ) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -100,14 +103,37 @@ where
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(move |object: &mut K| {
-            if strip {
-                object.managed_fields_mut().clear();
-            }
-        })
+        .modify(slim)
         .reflect(writer)
         .applied_objects();
     (store, stream.boxed())
+}
+
+/// A hub Deployment is kept whole: its managed fields say who scaled it.
+fn whole<K>(_: &mut K) {}
+
+/// A hub pod without its managed fields, which nothing reads; its spec says which image runs.
+fn hub_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+}
+
+/// Of hubgrade's Jobs and their pods, only what says how they are doing is read: metadata and
+/// status, and the node a pod runs on. Their specs, made by hubgrade from the hub's pod
+/// template, are most of their size, and a fleet's ended upgrades keep three of each.
+fn agent_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    let node_name = pod.spec.take().and_then(|spec| spec.node_name);
+    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        node_name,
+        ..Default::default()
+    });
+}
+
+fn job(job: &mut Job) {
+    job.managed_fields_mut().clear();
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
+    }
 }
 
 impl Cache {
@@ -121,23 +147,23 @@ impl Cache {
         let (deployments, deployment_watch) = watched(
             api::<Deployment>(client, namespace),
             watcher::Config::default(),
-            false,
+            whole,
         );
         let hub_label = format!("{}={}", HUB_POD_LABEL.0, HUB_POD_LABEL.1);
         let (hub_pods, hub_pod_watch) = watched(
             api::<Pod>(client, namespace),
             watcher::Config::default().labels(&hub_label),
-            true,
+            hub_pod,
         );
         let (agent_pods, agent_pod_watch) = watched(
             api::<Pod>(client, namespace),
             watcher::Config::default().labels(MANAGED),
-            true,
+            agent_pod,
         );
         let (jobs, job_watch) = watched(
             api::<Job>(client, namespace),
             watcher::Config::default().labels(MANAGED),
-            true,
+            job,
         );
         let cache = Cache {
             upgrades,
@@ -147,6 +173,7 @@ impl Cache {
             jobs,
             charts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            upgrade_versions: Mutex::new(HashMap::new()),
         };
         let watches = Watches {
             deployments: deployment_watch,
@@ -266,6 +293,27 @@ impl Cache {
         }
     }
 
+    /// The upgrade was just read from the API server or written: its copy at this version
+    /// is as fresh as a read.
+    pub fn read(&self, upgrade: &HubUpgrade) {
+        if let (Some(uid), Some(version), Ok(mut versions)) = (
+            upgrade.metadata.uid.clone(),
+            upgrade.metadata.resource_version.clone(),
+            self.upgrade_versions.lock(),
+        ) {
+            versions.insert(uid, version);
+        }
+    }
+
+    /// Whether the upgrade `uid` at `version` is the one this operator last read or wrote.
+    pub fn is_fresh(&self, uid: &str, version: Option<&str>) -> bool {
+        version.is_some()
+            && self
+                .upgrade_versions
+                .lock()
+                .is_ok_and(|versions| versions.get(uid).map(String::as_str) == version)
+    }
+
     /// Forgets what a deleted upgrade kept (an ended one keeps it: its last steps, releasing
     /// the lock, still read the layout).
     pub fn forget(&self, uid: &str) {
@@ -274,6 +322,9 @@ impl Cache {
         }
         if let Ok(mut written) = self.written.lock() {
             written.remove(uid);
+        }
+        if let Ok(mut versions) = self.upgrade_versions.lock() {
+            versions.remove(uid);
         }
     }
 
@@ -343,6 +394,78 @@ mod tests {
         .expect("a Deployment")
     }
 
+    #[test]
+    fn an_upgrades_copy_is_fresh_only_at_the_version_last_read_or_written() {
+        let cache = cache(Vec::new());
+        let upgrade = |version: &str| {
+            let mut upgrade = crate::cluster::testing::upgrade();
+            upgrade.metadata.uid = Some("1".into());
+            upgrade.metadata.resource_version = Some(version.into());
+            upgrade
+        };
+        assert!(!cache.is_fresh("1", Some("5")));
+        cache.read(&upgrade("5"));
+        assert!(cache.is_fresh("1", Some("5")));
+        assert!(
+            !cache.is_fresh("1", Some("4")),
+            "an older copy is read again"
+        );
+        assert!(!cache.is_fresh("1", None));
+        cache.forget("1");
+        assert!(!cache.is_fresh("1", Some("5")));
+    }
+
+    #[test]
+    fn agent_pods_and_jobs_are_kept_without_their_specs_but_with_what_is_read() {
+        let containers = json!([{"name": "agent", "image": "ghcr.io/hubgrade/hubgrade:1",
+            "args": ["agent", "backup"], "env": [{"name": "A", "value": "x".repeat(2000)}]}]);
+        let managed =
+            json!([{"manager": "hubgrade", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]);
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "jhub", "labels": {"job-name": "j"},
+                "managedFields": managed},
+            "spec": {"nodeName": "node-1", "containers": containers,
+                "volumes": [{"name": "hub-db", "persistentVolumeClaim": {"claimName": "hub-db-dir"}}]},
+            "status": {"phase": "Succeeded", "containerStatuses": [{"name": "agent", "image": "i",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message": "{\"report\": 1}"}}}]}
+        }))
+        .expect("a pod");
+        let mut job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "j", "namespace": "jhub", "labels": {UPGRADE_UID_LABEL: "1"},
+                "managedFields": managed},
+            "spec": {"backoffLimit": 0, "template": {"spec": {"containers": containers}}},
+            "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        }))
+        .expect("a Job");
+        fn size(object: &impl serde::Serialize) -> usize {
+            serde_json::to_vec(object).expect("json").len()
+        }
+        let (pod_before, job_before) = (size(&pod), size(&job));
+        agent_pod(&mut pod);
+        self::job(&mut job);
+        assert!(size(&pod) * 3 < pod_before, "the pod's spec is dropped");
+        assert!(
+            size(&job) * 3 < job_before,
+            "the Job's pod template is dropped"
+        );
+        assert_eq!(
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some("node-1")
+        );
+        assert!(crate::cluster::interpret::finished(&pod));
+        assert_eq!(pod.labels().get("job-name").map(String::as_str), Some("j"));
+        assert!(pod.managed_fields().is_empty() && job.managed_fields().is_empty());
+        assert_eq!(job.status.and_then(|s| s.succeeded), Some(1));
+        assert_eq!(
+            job.metadata
+                .labels
+                .and_then(|l| l.get(UPGRADE_UID_LABEL).cloned())
+                .as_deref(),
+            Some("1")
+        );
+    }
+
     fn cache(deployments: Vec<Deployment>) -> Cache {
         let deployments = deployments
             .into_iter()
@@ -366,6 +489,7 @@ mod tests {
             ]),
             charts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            upgrade_versions: Mutex::new(HashMap::new()),
         }
     }
 

@@ -8,8 +8,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -56,9 +55,6 @@ pub struct Context {
     /// The watched copies reconciles read (set by [`run_controller`]; without them, every
     /// read goes to the API server).
     pub cache: OnceLock<Cache>,
-    /// Each upgrade's (by uid) resourceVersion last read or written by this operator: the
-    /// watched copy with this version is as fresh as a read.
-    pub known_versions: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -397,25 +393,18 @@ fn written_by(action: &Action) -> Option<Written> {
 impl Context {
     /// Whether `version` is the upgrade's version this operator last read or wrote.
     fn is_known(&self, uid: &str, version: Option<&str>) -> bool {
-        let known = self.known_versions.lock().expect("the known versions");
-        version.is_some() && known.get(uid).map(String::as_str) == version
+        self.cache
+            .get()
+            .is_some_and(|cache| cache.is_fresh(uid, version))
     }
 
     fn know(&self, upgrade: &HubUpgrade) {
-        if let (Some(uid), Some(version)) = (
-            upgrade.metadata.uid.clone(),
-            upgrade.metadata.resource_version.clone(),
-        ) {
-            let mut known = self.known_versions.lock().expect("the known versions");
-            known.insert(uid, version);
+        if let Some(cache) = self.cache.get() {
+            cache.read(upgrade);
         }
     }
 
     fn forget(&self, uid: &str) {
-        self.known_versions
-            .lock()
-            .expect("the known versions")
-            .remove(uid);
         if let Some(cache) = self.cache.get() {
             cache.forget(uid);
         }

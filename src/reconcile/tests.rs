@@ -19,7 +19,6 @@ fn context(client: Client) -> Context {
         image_policy: Default::default(),
         notifier: None,
         cache: Default::default(),
-        known_versions: Default::default(),
     }
 }
 

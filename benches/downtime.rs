@@ -42,7 +42,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use support::bench::{Machine, load_average};
+use support::bench::Machine;
 use support::real_hub::{NEW_IMAGE, OLD_IMAGE, Operator, RealHub, http_status};
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
@@ -920,20 +920,10 @@ fn write_report(
         machine.date,
         elapsed.as_secs_f64()
     )?;
-    writeln!(r, "## Machine\n")?;
-    writeln!(r, "- CPUs: {} ({})", machine.cpus, machine.cpu_model)?;
-    writeln!(r, "- Memory: {:.1} GiB", machine.memory_gib)?;
-    writeln!(r, "- Kernel: {}", machine.kernel)?;
-    writeln!(
+    write!(
         r,
-        "- Cluster: the local test cluster (`make cluster-up`), Kubernetes {}, the hub on its real node `real-node-0` (containerd 1.6, runc)",
-        machine.kubernetes
-    )?;
-    writeln!(
-        r,
-        "- Load average when the bench started: {}, when it wrote this: {} (the machine and the cluster are shared with other builds and tests)\n",
-        machine.load_at_start,
-        load_average()
+        "{}",
+        machine.section("the hub on its real node `real-node-0` (containerd 1.6, runc)")
     )?;
 
     writeln!(r, "## What was measured\n")?;

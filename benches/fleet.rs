@@ -47,7 +47,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use support::bench::{Machine, load_average};
+use support::bench::Machine;
 use support::e2e::{deployment_available, log_file, make_hub_database, write_token_kubeconfig};
 use support::{cluster_bin, kubectl, kubectl_with_input, repo, stderr, stdout, unique};
 
@@ -959,20 +959,10 @@ fn write_report(
         machine.date,
         elapsed.as_secs_f64()
     )?;
-    writeln!(r, "## Machine\n")?;
-    writeln!(r, "- CPUs: {} ({})", machine.cpus, machine.cpu_model)?;
-    writeln!(r, "- Memory: {:.1} GiB", machine.memory_gib)?;
-    writeln!(r, "- Kernel: {}", machine.kernel)?;
-    writeln!(
+    write!(
         r,
-        "- Cluster: the local test cluster (`make cluster-up`), Kubernetes {}, the hubs on a KWOK node of the bench's own",
-        machine.kubernetes
-    )?;
-    writeln!(
-        r,
-        "- Load average when the bench started: {}, when it wrote this: {} (the machine is shared with other builds and tests)\n",
-        machine.load_at_start,
-        load_average()
+        "{}",
+        machine.section("the hubs on a KWOK node of the bench's own")
     )?;
     writeln!(r, "## What was measured\n")?;
     writeln!(

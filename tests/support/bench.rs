@@ -51,6 +51,26 @@ impl Machine {
             load_at_start: load_average(),
         })
     }
+
+    /// The report's "Machine" section; `cluster` says what the hubs ran on.
+    pub fn section(&self, cluster: &str) -> String {
+        format!(
+            "## Machine\n\n\
+             - CPUs: {} ({})\n\
+             - Memory: {:.1} GiB\n\
+             - Kernel: {}\n\
+             - Cluster: the local test cluster (`make cluster-up`), Kubernetes {}, {cluster}\n\
+             - Load average when the bench started: {}, when it wrote this: {} (the machine and \
+             the cluster are shared with other builds and tests)\n\n",
+            self.cpus,
+            self.cpu_model,
+            self.memory_gib,
+            self.kernel,
+            self.kubernetes,
+            self.load_at_start,
+            load_average()
+        )
+    }
 }
 
 /// The load averages (1, 5, 15 minutes) now.

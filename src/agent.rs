@@ -17,7 +17,9 @@ pub enum AgentCommand {
     /// Copy an SQLite database (consistently, verified) and report size and checksum. The copy
     /// named `hubgrade-<id>-db.sqlite` (the backup before the migration) skips SQLite's
     /// integrity check when this upgrade's rehearsal copy next to it shows the rehearsal ran
-    /// it; every other copy runs it (see `db::sqlite::back_up_for`).
+    /// it; every other copy runs it. The rehearsal's copy (`hubgrade-<id>-rehearsal.sqlite`)
+    /// also leaves the backup's seed (`hubgrade-<id>-db.sqlite.seed`), which the backup brings
+    /// up to date instead of copying every byte (see `db::sqlite::back_up_for`).
     SqliteBackup {
         /// The database file.
         #[arg(long)]

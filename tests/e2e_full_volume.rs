@@ -206,19 +206,22 @@ async fn a_volume_full_at_the_backup_rolls_back_with_the_database_untouched() {
     assert!(status.progress.backup.is_none());
 }
 
-/// Room for the rehearsal's copies but not for the downtime's (the backup, JupyterHub's copy
-/// during `upgrade-db`, a restore's copy): the rehearsal refuses, the hub is never stopped
-/// (`Failed`, reason RehearsalFailed) instead of being stopped and rolled back.
+/// Room for the rehearsal's copies (its copy, JupyterHub's copy of it, the seed of the backup)
+/// but not for the downtime's (the backup, JupyterHub's copy during `upgrade-db`, a restore's
+/// copy): the rehearsal refuses, the hub is never stopped (`Failed`, reason RehearsalFailed)
+/// instead of being stopped and rolled back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_volume_without_room_for_the_downtime_is_refused_by_the_rehearsal() {
     let hub = Hub::new("full-rehearsal", |yaml| yaml).await;
-    grow_database(&hub.database(), 256 * 1024).await;
+    grow_database(&hub.database(), MIB).await;
     let volume = SmallVolume::mount(&hub, 8 * MIB);
     let original = checksum(&hub.database());
     let size = std::fs::metadata(hub.database()).expect("database").len();
-    // The rehearsal's copy and JupyterHub's copy of it, a margin of a tenth and 1 MiB: about
-    // 2.1 copies; the downtime's backup, JupyterHub's copy, growth and a restore: 3.2.
-    volume.fill(size * 265 / 100 + MIB);
+    // The rehearsal's copy, JupyterHub's copy of it and the seed of the backup, a margin of a
+    // tenth and 1 MiB: about 3.1 copies; the downtime's backup (the seed's room), JupyterHub's
+    // copy, growth and a restore, and the margin: 3.2. A database of 1 MiB puts 50 KiB between
+    // the middle and either edge, whole pages apart.
+    volume.fill(size * 315 / 100 + MIB);
     let status = hub
         .run_upgrade(
             "no-room",

@@ -3,9 +3,13 @@
 //! stretch of the copy is read back and checksummed by a second thread while the next one is
 //! copied, and a third thread has the written stretches put on disk as the copy goes on, so
 //! the final fsync waits only for the last one.
+//!
+//! An earlier copy of the same file (a seed) can instead be brought up to date in place:
+//! only the stretches that differ from the source are written, with the same checksum, the
+//! same whole read-back and the same fsync, so the result is as trustworthy as a new copy.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc;
@@ -17,12 +21,29 @@ use super::file::{CHUNK, ChecksumAlgorithm, Checksummer};
 /// on instead of all of it waiting for the final fsync.
 const WRITE_BACK_EVERY: u64 = 64 << 20;
 
+/// A seed is compared with the source this many bytes at a time, SQLite's default page size:
+/// a hub's writes touch pages scattered over the whole file, which would leave few whole
+/// chunks unchanged.
+const COMPARED_BLOCK: usize = 4096;
+
 /// A copy that reads back as what was copied, on disk.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CheckedCopy {
     pub size: u64,
     /// `blake3:<hex>` of the bytes read from the source, which the copy reads back as.
     pub checksum: String,
+    /// The bytes written into the copy: all of them for a new copy, only the stretches that
+    /// differed from the source for an updated seed.
+    pub written: u64,
+}
+
+/// Where the copy's bytes start from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// An empty file: every byte is written.
+    Empty,
+    /// An earlier copy: a stretch is written only when it differs from the source's.
+    Seed,
 }
 
 /// Copies what remains of `source` to a new file `to` (replacing one there), verifies the
@@ -30,22 +51,36 @@ pub struct CheckedCopy {
 /// not read back as the bytes copied into it is an `InvalidData` error. Syncing the folder
 /// that holds `to` is the caller's: it usually renames the copy first.
 pub fn copy_checked(source: &mut File, to: &Path) -> io::Result<CheckedCopy> {
-    copy_checked_with(source, to, |_, _| Ok(()))
+    copy_checked_with(source, to, Start::Empty, |_, _| Ok(()))
 }
 
-/// [`copy_checked`], with `after_write(copy, end)` called after each stretch up to `end` is
-/// written and before it is read back: the tests corrupt the copy there.
+/// Like [`copy_checked`], but `seed` is an existing file, an earlier copy of `source` (or of
+/// an older state of it), brought up to date in place: each stretch of the source is compared
+/// with the seed's same range and written only when it differs, then the seed is cut or grown
+/// to the source's length. The whole result is then read back and checked against the
+/// source's checksum, as a new copy is, and made durable (fdatasync): a seed of any content
+/// ends byte for byte the source's, or this fails. A failure leaves the seed in any state:
+/// the caller removes it or copies over it.
+pub fn update_checked(source: &mut File, seed: &Path) -> io::Result<CheckedCopy> {
+    copy_checked_with(source, seed, Start::Seed, |_, _| Ok(()))
+}
+
+/// [`copy_checked`] or [`update_checked`], with `after_write(copy, end)` called after each
+/// stretch up to `end` is in place (written, or found equal) and before it is read back: the
+/// tests corrupt the copy there.
 fn copy_checked_with(
     source: &mut File,
     to: &Path,
+    start: Start,
     mut after_write: impl FnMut(&File, u64) -> io::Result<()>,
 ) -> io::Result<CheckedCopy> {
-    // Readable too: the copy is read back through a clone of this handle.
-    let mut copy = File::options()
+    // Readable too: the copy is read back through a clone of this handle, and a seed is
+    // compared with the source through this one.
+    let copy = File::options()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create(start == Start::Empty)
+        .truncate(start == Start::Empty)
         .open(to)?;
     let reader = copy.try_clone()?;
     let syncer = copy.try_clone()?;
@@ -61,10 +96,15 @@ fn copy_checked_with(
             }
             io::Result::Ok(())
         });
-        let copied = (|| -> io::Result<(u64, String)> {
+        let copied = (|| -> io::Result<(u64, String, u64)> {
             let mut checksum = Checksummer::new(ChecksumAlgorithm::NEW);
             let mut buffer = vec![0u8; CHUNK];
-            let (mut size, mut handed_to_disk) = (0u64, 0u64);
+            // The seed's bytes of the same range, for a seed only.
+            let mut seed_buffer = match start {
+                Start::Empty => Vec::new(),
+                Start::Seed => vec![0u8; CHUNK],
+            };
+            let (mut size, mut written, mut handed_to_disk) = (0u64, 0u64, 0u64);
             loop {
                 let n = match source.read(&mut buffer) {
                     Ok(0) => break,
@@ -73,22 +113,36 @@ fn copy_checked_with(
                     Err(error) => return Err(error),
                 };
                 checksum.update(&buffer[..n]);
-                copy.write_all(&buffer[..n])?;
+                written += match start {
+                    Start::Empty => {
+                        copy.write_all_at(&buffer[..n], size)?;
+                        n as u64
+                    }
+                    Start::Seed => {
+                        let seed_n = read_at_most(&copy, &mut seed_buffer[..n], size)?;
+                        write_differences(&copy, &buffer[..n], &seed_buffer[..seed_n], size)?
+                    }
+                };
                 size += n as u64;
                 after_write(&copy, size)?;
                 // A closed channel means the reader failed; its error is reported below.
                 let _ = written_tx.send(size);
-                if size - handed_to_disk >= WRITE_BACK_EVERY {
+                if written - handed_to_disk >= WRITE_BACK_EVERY {
                     let _ = write_back_tx.send(());
-                    handed_to_disk = size;
+                    handed_to_disk = written;
                 }
             }
-            Ok((size, checksum.finish()))
+            if start == Start::Seed {
+                // A seed longer than the source loses its tail; the read-back checks the
+                // length after this.
+                copy.set_len(size)?;
+            }
+            Ok((size, checksum.finish(), written))
         })();
         drop((written_tx, write_back_tx));
         let read_back = read_back.join().expect("the read-back thread panicked");
         let written_back = written_back.join().expect("the write-back thread panicked");
-        let (size, checksum) = copied?;
+        let (size, checksum, written) = copied?;
         let (read_size, read_checksum) = read_back?;
         written_back?;
         if (read_size, &read_checksum) != (size, &checksum) {
@@ -100,9 +154,62 @@ fn copy_checked_with(
                 ),
             ));
         }
-        copy.sync_all()?;
-        Ok(CheckedCopy { size, checksum })
+        match start {
+            Start::Empty => copy.sync_all()?,
+            // The file existed: its data and length are what must reach the disk.
+            Start::Seed => copy.sync_data()?,
+        }
+        Ok(CheckedCopy {
+            size,
+            checksum,
+            written,
+        })
     })
+}
+
+/// Writes the blocks of `chunk`, the source's bytes from `offset`, that differ from `seed`, the
+/// copy's bytes from the same offset (shorter where the copy ends), each run of them in one
+/// write; returns the bytes written.
+fn write_differences(copy: &File, chunk: &[u8], seed: &[u8], offset: u64) -> io::Result<u64> {
+    let mut written = 0;
+    let mut write = |from: usize, to: usize| -> io::Result<()> {
+        copy.write_all_at(&chunk[from..to], offset + from as u64)?;
+        written += (to - from) as u64;
+        Ok(())
+    };
+    // Where the run of differing blocks being gathered starts.
+    let mut differing_since = None;
+    for from in (0..chunk.len()).step_by(COMPARED_BLOCK) {
+        let to = (from + COMPARED_BLOCK).min(chunk.len());
+        let same = seed.get(from..to) == Some(&chunk[from..to]);
+        match (same, differing_since) {
+            (false, None) => differing_since = Some(from),
+            (true, Some(since)) => {
+                write(since, from)?;
+                differing_since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(since) = differing_since {
+        write(since, chunk.len())?;
+    }
+    Ok(written)
+}
+
+/// Reads `file` from `offset` into `buffer` until it is full or the file ends; returns how
+/// many bytes were read.
+fn read_at_most(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut read = 0;
+    while read < buffer.len() {
+        match file.read_at(&mut buffer[read..], offset + read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(read)
 }
 
 /// Reads the copy back up to each length `written` reports, then to its end (which must be
@@ -139,11 +246,31 @@ mod tests {
     /// A few chunks and a ragged end, of bytes that differ from chunk to chunk.
     fn source_file(dir: &Path) -> std::path::PathBuf {
         let path = dir.join("source");
-        let bytes: Vec<u8> = (0..3 * CHUNK + 12_345)
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
-        fs::write(&path, bytes).expect("source");
+        fs::write(&path, source_bytes()).expect("source");
         path
+    }
+
+    fn source_bytes() -> Vec<u8> {
+        (0..3 * CHUNK + 12_345)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect()
+    }
+
+    /// Brings `seed` (bytes) up to date with the file `source`; checks the result is the
+    /// source byte for byte, with its checksum, and returns how many bytes were written.
+    fn update(dir: &Path, source: &Path, seed: &[u8]) -> u64 {
+        let to = dir.join("seed");
+        fs::write(&to, seed).expect("seed");
+        let updated = update_checked(&mut File::open(source).expect("open"), &to).expect("update");
+        assert_eq!(
+            fs::read(&to).expect("updated seed"),
+            fs::read(source).expect("source")
+        );
+        assert_eq!(
+            (updated.size, updated.checksum),
+            size_and_checksum(source).expect("checksum")
+        );
+        updated.written
     }
 
     #[test]
@@ -162,11 +289,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_copy_corrupted_after_it_was_written_is_caught_by_reading_it_back() {
-        let dir = tempfile::tempdir().expect("dir");
-        let source = source_file(dir.path());
-        let to = dir.path().join("copy");
+    /// Copies (from `start`) with one byte of the second chunk flipped on disk once that
+    /// chunk is done; the read-back must refuse it.
+    fn assert_a_flipped_byte_is_caught(to: &Path, start: Start) {
+        let source = source_file(to.parent().expect("a folder"));
         let flip_a_byte_of_the_second_chunk = |copy: &File, end: u64| {
             if end == 2 * CHUNK as u64 {
                 copy.write_all_at(&[0x5a], CHUNK as u64 + 7)?;
@@ -175,12 +301,19 @@ mod tests {
         };
         let error = copy_checked_with(
             &mut File::open(&source).expect("open"),
-            &to,
+            to,
+            start,
             flip_a_byte_of_the_second_chunk,
         )
-        .expect_err("a corrupted copy passed");
+        .expect_err("a copy that does not read back as the source passed");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert!(error.to_string().contains("reads back"), "{error}");
+    }
+
+    #[test]
+    fn a_copy_corrupted_after_it_was_written_is_caught_by_reading_it_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert_a_flipped_byte_is_caught(&dir.path().join("copy"), Start::Empty);
     }
 
     #[test]
@@ -197,9 +330,85 @@ mod tests {
         let error = copy_checked_with(
             &mut File::open(&source).expect("open"),
             &to,
+            Start::Empty,
             append_at_the_end,
         )
         .expect_err("a longer copy passed");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+    }
+
+    #[test]
+    fn an_updated_seed_is_the_source_byte_for_byte_and_only_changed_stretches_are_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let seed = source_bytes();
+        let source = dir.path().join("source");
+
+        // Pages changed by the running hub since the seed was made: two pages written, three
+        // neighbours in one write.
+        let mut changed = seed.clone();
+        changed[10] ^= 0xff;
+        changed[2 * CHUNK + 4096..2 * CHUNK + 8192].fill(0);
+        changed[CHUNK - 4096..CHUNK + 8192].fill(1);
+        fs::write(&source, &changed).expect("source");
+        assert_eq!(
+            update(dir.path(), &source, &seed),
+            5 * COMPARED_BLOCK as u64
+        );
+
+        // Grown: the new pages are written, and the seed's last, partial block.
+        let mut grown = seed.clone();
+        grown.extend((0..CHUNK + 100).map(|i| (i % 7) as u8));
+        fs::write(&source, &grown).expect("source");
+        let kept = seed.len() / COMPARED_BLOCK * COMPARED_BLOCK;
+        let tail = (grown.len() - kept) as u64;
+        assert_eq!(update(dir.path(), &source, &seed), tail);
+
+        // Shrunk: nothing to write, the seed's tail is cut.
+        let shrunk = &seed[..2 * CHUNK + 512];
+        fs::write(&source, shrunk).expect("source");
+        assert_eq!(update(dir.path(), &source, &seed), 0);
+
+        // Unchanged: nothing written at all.
+        fs::write(&source, &seed).expect("source");
+        assert_eq!(update(dir.path(), &source, &seed), 0);
+    }
+
+    #[test]
+    fn a_corrupted_or_missing_stretch_of_the_seed_is_rewritten() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = source_file(dir.path());
+        let mut seed = source_bytes();
+        seed[CHUNK + 77] ^= 0x01;
+        assert_eq!(update(dir.path(), &source, &seed), COMPARED_BLOCK as u64);
+        // A seed cut short (a write interrupted), and an empty one: the rest is written.
+        let cut = &source_bytes()[..CHUNK + 5];
+        assert_eq!(
+            update(dir.path(), &source, cut),
+            (source_bytes().len() - CHUNK) as u64
+        );
+        assert_eq!(
+            update(dir.path(), &source, &[]),
+            source_bytes().len() as u64
+        );
+    }
+
+    #[test]
+    fn a_seed_changed_after_it_was_compared_is_caught_by_reading_it_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let to = dir.path().join("seed");
+        fs::write(&to, source_bytes()).expect("seed");
+        // The second chunk is found equal and so not written; then it changes on disk.
+        assert_a_flipped_byte_is_caught(&to, Start::Seed);
+    }
+
+    #[test]
+    fn a_missing_seed_is_an_error_not_a_new_copy() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = source_file(dir.path());
+        let to = dir.path().join("no-seed");
+        let error = update_checked(&mut File::open(&source).expect("open"), &to)
+            .expect_err("a missing seed was updated");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(!to.exists());
     }
 }

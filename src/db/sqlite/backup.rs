@@ -11,15 +11,19 @@
 //! running hub holds) the backup inside the downtime is the only check and keeps it.
 
 use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor};
 
-use super::copies::{rehearsal_copy_of, remove_rehearsal_copies};
+use super::copies::{
+    rehearsal_copy_of, remove_rehearsal_copies, remove_seeds, seed_for_rehearsal, seed_of,
+};
 use super::space::{SpacePlan, check_space, copy_size};
 use super::{Result, SqliteBackupError, ensure_checksum, io_error, out_of_space, with_suffix};
-use crate::db::checked_copy::copy_checked;
+use crate::db::checked_copy::{CheckedCopy, copy_checked, update_checked};
 use crate::db::file::{folder_of, size_and_checksum, sync_dir};
 use crate::machine::{BackupMethod, BackupRecord};
 
@@ -39,24 +43,51 @@ pub async fn back_up(database: &Path, destination: &Path) -> Result<BackupRecord
 /// copy is next to it: that copy is renamed into place only after it passed the same check,
 /// so the database was found sound before the downtime, and the backup only has to be that
 /// database, which its checksum shows.
+///
+/// The rehearsal ([`SpacePlan::RehearsalCopy`]) of a rollback-journal database also leaves a
+/// seed for its upgrade's backup: a durable copy of the checked copy, made before
+/// `jupyterhub upgrade-db` migrates that one. The backup before the migration then brings the
+/// seed up to date in place, writing only the pages the hub changed since, instead of writing
+/// every byte inside the downtime; it is read back and checked against the database's checksum
+/// all the same. A seed in any doubt is dropped for a full copy.
 pub async fn back_up_for(
     database: &Path,
     destination: &Path,
     plan: SpacePlan,
 ) -> Result<BackupRecord> {
+    back_up_writing(database, destination, plan)
+        .await
+        .map(|(record, _)| record)
+}
+
+/// [`back_up_for`], also returning how many bytes were written into the copy: fewer than its
+/// size when a seed was brought up to date, which the tests check.
+async fn back_up_writing(
+    database: &Path,
+    destination: &Path,
+    plan: SpacePlan,
+) -> Result<(BackupRecord, u64)> {
     let dir = folder_of(destination);
     let checked_by_rehearsal = integrity_checked_by_rehearsal(destination, plan);
-    if plan == SpacePlan::BackupBeforeMigration && dir.is_dir() {
-        remove_rehearsal_copies(dir)?;
-    }
-    prepare_for(database, destination, plan)?;
     let temporary = with_suffix(destination, ".partial");
-    let (size_bytes, checksum) = match write_copy(database, &temporary, !checked_by_rehearsal).await
-    {
-        Ok(copied) => copied,
+    // Taken before the rehearsal's copies, the seeds among them, are removed.
+    let seed_room = match plan {
+        SpacePlan::BackupBeforeMigration => take_seed(database, destination, &temporary)?,
+        _ => 0,
+    };
+    let made = make_copy(
+        database,
+        destination,
+        &temporary,
+        plan,
+        seed_room,
+        checked_by_rehearsal,
+    );
+    let written = match made.await {
+        Ok(written) => written,
         Err(error) => {
             // A partial or unchecked copy must not stay: it holds the room the next try
-            // needs, and nothing in it can be trusted.
+            // needs, and nothing in it can be trusted. A seed taken for it goes with it.
             let _ = fs::remove_file(&temporary);
             let needed = copy_size(database).unwrap_or(0);
             return Err(out_of_space(error, &temporary, needed, || {
@@ -72,24 +103,68 @@ pub async fn back_up_for(
         return Err(io_error(destination)(error));
     }
     sync_dir(dir).map_err(io_error(dir))?;
-    Ok(BackupRecord {
+    if plan == SpacePlan::RehearsalCopy && written.byte_for_byte {
+        leave_seed(destination)?;
+    }
+    let record = BackupRecord {
         method: BackupMethod::File,
         reference: destination.display().to_string(),
-        size_bytes: Some(size_bytes),
-        checksum: Some(checksum),
+        size_bytes: Some(written.size),
+        checksum: Some(written.checksum),
         verified: true,
         pruned: Vec::new(),
-    })
+    };
+    Ok((record, written.written))
 }
 
-/// Writes the copy of `database` to `temporary` (see [`back_up_for`]) and, when
-/// `integrity_check` says, runs `PRAGMA integrity_check` on it; returns its size and checksum.
+/// A copy written, checked and durable, not yet in place.
+struct Written {
+    size: u64,
+    checksum: String,
+    /// A rollback-journal database, copied byte for byte; a WAL one is rewritten by SQLite.
+    byte_for_byte: bool,
+    /// Bytes written into the copy: all of them, unless a seed was brought up to date.
+    written: u64,
+}
+
+/// Clears the way for the copy, checks its room and writes it to `temporary` (see
+/// [`back_up_for`]). On an error the caller removes `temporary`.
+async fn make_copy(
+    database: &Path,
+    destination: &Path,
+    temporary: &Path,
+    plan: SpacePlan,
+    seed_room: u64,
+    checked_by_rehearsal: bool,
+) -> Result<Written> {
+    let dir = folder_of(destination);
+    if dir.is_dir() {
+        match plan {
+            SpacePlan::BackupBeforeMigration => {
+                remove_rehearsal_copies(dir)?;
+            }
+            // A seed is the rehearsal's to make: any other is left by an upgrade that ended
+            // before its backup (one upgrade at a time holds the hub's lock), and a retried
+            // rehearsal makes its own again.
+            SpacePlan::RehearsalCopy => {
+                remove_seeds(dir)?;
+            }
+            SpacePlan::CopyOnly => {}
+        }
+    }
+    prepare_seeded(database, destination, plan, seed_room)?;
+    write_copy(database, temporary, !checked_by_rehearsal, seed_room > 0).await
+}
+
+/// Writes the copy of `database` to `temporary` (see [`back_up_for`]), over the seed there
+/// when `seeded`, and, when `integrity_check` says, runs `PRAGMA integrity_check` on it.
 /// On an error the caller removes `temporary`.
 async fn write_copy(
     database: &Path,
     temporary: &Path,
     integrity_check: bool,
-) -> Result<(u64, String)> {
+    seeded: bool,
+) -> Result<Written> {
     let mut connection = open(database, false).await?;
     let sqlite_error = |source| SqliteBackupError::Sqlite {
         path: database.to_path_buf(),
@@ -99,10 +174,11 @@ async fn write_copy(
         .fetch_one(&mut connection)
         .await
         .map_err(sqlite_error)?;
-    let copied = if mode.eq_ignore_ascii_case("wal") {
+    let byte_for_byte = !mode.eq_ignore_ascii_case("wal");
+    let (size, checksum, written) = if !byte_for_byte {
         // In WAL mode recent commits live in the -wal file, not the main file: let SQLite
         // write a consistent snapshot instead (same data, not the same bytes), then make
-        // it durable and checksum it.
+        // it durable and checksum it. A seed is of no use to it.
         let _ = fs::remove_file(temporary);
         sqlx::query("VACUUM INTO ?")
             .bind(temporary.display().to_string())
@@ -112,7 +188,8 @@ async fn write_copy(
         File::open(temporary)
             .and_then(|copy| copy.sync_all())
             .map_err(io_error(temporary))?;
-        size_and_checksum(temporary).map_err(io_error(temporary))?
+        let (size, checksum) = size_and_checksum(temporary).map_err(io_error(temporary))?;
+        (size, checksum, size)
     } else {
         // RESERVED lock: no other connection can write while the bytes are copied, and a
         // hot journal left by a crashed writer has been rolled back by SQLite first.
@@ -123,17 +200,92 @@ async fn write_copy(
         let copied = File::open(database)
             .map_err(io_error(database))
             .and_then(|mut source| {
-                copy_checked(&mut source, temporary).map_err(io_error(temporary))
+                copy_over_seed(&mut source, temporary, seeded).map_err(io_error(temporary))
             });
         let _ = connection.execute("ROLLBACK").await;
         let copied = copied?;
-        (copied.size, copied.checksum)
+        (copied.size, copied.checksum, copied.written)
     };
     drop(connection);
     if integrity_check {
         check_integrity(temporary).await?;
     }
-    Ok(copied)
+    Ok(Written {
+        size,
+        checksum,
+        byte_for_byte,
+        written,
+    })
+}
+
+/// Brings the seed in `temporary` up to date with `source` when `seeded`; copies `source` in
+/// full into a new file there when not, or when the update fails: any doubt about the seed
+/// costs a full copy, never a wrong backup. The full copy is a new file, so that nothing the
+/// seed's file was linked to is written.
+fn copy_over_seed(source: &mut File, temporary: &Path, seeded: bool) -> io::Result<CheckedCopy> {
+    if seeded {
+        match update_checked(source, temporary) {
+            Ok(updated) => return Ok(updated),
+            Err(error) => {
+                tracing::warn!(
+                    seed = %temporary.display(),
+                    %error,
+                    "the backup's seed could not be brought up to date; copying in full"
+                );
+                source.seek(SeekFrom::Start(0))?;
+                fs::remove_file(temporary)?;
+            }
+        }
+    }
+    copy_checked(source, temporary)
+}
+
+/// Moves the seed the rehearsal left for `destination` to `temporary`, where the backup brings
+/// it up to date; returns the room it holds on the volume, 0 when there is no seed to use. Only
+/// a plain file of its own (the update writes in place: a link would change another name's
+/// bytes) between half and twice the database's size is used, as a seed further off would
+/// mostly be rewritten; any other is removed.
+fn take_seed(database: &Path, destination: &Path, temporary: &Path) -> Result<u64> {
+    let seed = seed_of(destination);
+    let metadata = match fs::symlink_metadata(&seed) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(io_error(&seed)(error)),
+    };
+    // A missing database is reported by the space check, with the seed removed.
+    let size = fs::metadata(database).map_or(0, |m| m.len());
+    let usable = metadata.is_file()
+        && metadata.nlink() == 1
+        && size > 0
+        && (size / 2..=size.saturating_mul(2)).contains(&metadata.len());
+    if !usable {
+        fs::remove_file(&seed).map_err(io_error(&seed))?;
+        return Ok(0);
+    }
+    fs::rename(&seed, temporary).map_err(io_error(temporary))?;
+    Ok(metadata.blocks() * 512)
+}
+
+/// Leaves the seed of this upgrade's backup next to the rehearsal copy just made
+/// (`rehearsal_copy`, not yet migrated), as a durable copy of it checked by reading it back.
+/// Its room was checked with the rehearsal copy's. A seed that cannot be written fails the
+/// rehearsal, with the seed removed: the backup would not fit either.
+fn leave_seed(rehearsal_copy: &Path) -> Result<()> {
+    let Some(seed) = seed_for_rehearsal(rehearsal_copy) else {
+        return Ok(());
+    };
+    let made = File::open(rehearsal_copy)
+        .map_err(io_error(rehearsal_copy))
+        .and_then(|mut copy| copy_checked(&mut copy, &seed).map_err(io_error(&seed)));
+    if let Err(error) = made {
+        let _ = fs::remove_file(&seed);
+        let needed = copy_size(rehearsal_copy).unwrap_or(0);
+        return Err(out_of_space(error, &seed, needed, || {
+            "the partial seed was removed; the hub's database was left as it was".to_string()
+        }));
+    }
+    let dir = folder_of(&seed);
+    sync_dir(dir).map_err(io_error(dir))
 }
 
 /// Whether `PRAGMA integrity_check` of the source already passed before the downtime: the
@@ -153,17 +305,27 @@ pub fn prepare(database: &Path, destination: &Path) -> Result<()> {
 
 /// Like [`prepare`], checking the room for everything `plan` says will follow the copy.
 pub fn prepare_for(database: &Path, destination: &Path, plan: SpacePlan) -> Result<()> {
+    prepare_seeded(database, destination, plan, 0)
+}
+
+/// Like [`prepare_for`], for a copy written over a seed holding `seed_room` bytes.
+fn prepare_seeded(
+    database: &Path,
+    destination: &Path,
+    plan: SpacePlan,
+    seed_room: u64,
+) -> Result<()> {
     if !database.is_file() {
         return Err(SqliteBackupError::Missing(database.to_path_buf()));
     }
     let dir = folder_of(destination);
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let size = copy_size(database)?;
-    check_space(plan.needs(size, folder_of(database), dir))?;
+    check_space(plan.needs_seeded(size, seed_room, folder_of(database), dir))?;
     if plan == SpacePlan::RehearsalCopy {
-        // The rehearsal's copies are gone before the backup in the downtime, which needs more:
-        // a volume without room for it is found now, while the hub still runs, instead of
-        // after the hub was stopped.
+        // The rehearsal's copies are gone before the backup in the downtime, which needs more
+        // (its seed stays, holding the backup's room): a volume without room for it is found
+        // now, while the hub still runs, instead of after the hub was stopped.
         check_space(SpacePlan::BackupBeforeMigration.needs(size, folder_of(database), dir))?;
     }
     Ok(())
@@ -275,21 +437,14 @@ mod tests {
     /// A rollback-journal database of a few hundred pages, with an index, whose middle pages
     /// are then overwritten: it opens, but `PRAGMA integrity_check` finds it corrupt.
     async fn corrupt_database(path: &Path) {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true);
-        let mut db = SqliteConnection::connect_with(&options)
-            .await
-            .expect("database");
-        db.execute(
+        made_with(
+            path,
             "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
              CREATE INDEX users_by_name ON users (name);
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
              INSERT INTO users (name) SELECT hex(randomblob(40)) FROM n;",
         )
-        .await
-        .expect("rows");
-        db.close().await.expect("close");
+        .await;
         let mut bytes = fs::read(path).expect("database");
         let middle = bytes.len() / 2 / 4096 * 4096;
         bytes[middle..middle + 3 * 4096].fill(0x5a);
@@ -330,6 +485,246 @@ mod tests {
         verify(&copy, &checksum).await.expect("the backup verifies");
         assert!(!rehearsal.exists(), "the rehearsal copy was left");
         assert!(!with_suffix(&copy, ".partial").exists());
+        assert!(!seed_of(&copy).exists(), "the seed was left");
+    }
+
+    /// A rollback-journal database of about 8 MiB (8,000 sessions of a page each).
+    async fn sessions_database(path: &Path) {
+        made_with(
+            path,
+            "CREATE TABLE sessions (id INTEGER PRIMARY KEY, state BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000)
+             INSERT INTO sessions (state) SELECT randomblob(900) FROM n;",
+        )
+        .await;
+    }
+
+    /// A new rollback-journal database at `path`, made by `sql`.
+    async fn made_with(path: &Path, sql: &'static str) {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let mut db = SqliteConnection::connect_with(&options)
+            .await
+            .expect("database");
+        db.execute(sql).await.expect("rows");
+        db.close().await.expect("close");
+    }
+
+    /// Runs `sql` on the database, as the running hub does between the rehearsal and the
+    /// downtime.
+    async fn change(path: &Path, sql: &'static str) {
+        let mut db = open(path, false).await.expect("open");
+        db.execute(sql).await.expect("a change");
+        db.close().await.expect("close");
+    }
+
+    /// The rehearsal (which leaves the seed), `sql` by the running hub, then the backup in
+    /// the downtime: it must be the database byte for byte, verified by its checksum. Returns
+    /// the bytes the backup wrote.
+    async fn seeded_backup_after(dir: &Path, sql: &'static str) -> u64 {
+        let source = dir.join("hub.sqlite");
+        let backups = dir.join("hubgrade-backups");
+        let rehearsal = backups.join("hubgrade-0123abcd-rehearsal.sqlite");
+        let copy = backups.join("hubgrade-0123abcd-db.sqlite");
+        back_up_for(&source, &rehearsal, SpacePlan::RehearsalCopy)
+            .await
+            .expect("rehearsal copy");
+        assert_eq!(
+            fs::read(seed_of(&copy)).expect("the rehearsal's seed"),
+            fs::read(&rehearsal).expect("the rehearsal copy")
+        );
+        change(&source, sql).await;
+        let (record, written) = back_up_writing(&source, &copy, SpacePlan::BackupBeforeMigration)
+            .await
+            .expect("backup");
+        assert_eq!(
+            fs::read(&copy).expect("copy"),
+            fs::read(&source).expect("db"),
+            "after {sql}"
+        );
+        let (size, checksum) = size_and_checksum(&source).expect("checksum");
+        assert_eq!(
+            (record.size_bytes, record.checksum.as_deref()),
+            (Some(size), Some(checksum.as_str()))
+        );
+        verify(&copy, &checksum).await.expect("the backup verifies");
+        assert!(!seed_of(&copy).exists(), "the seed was left");
+        assert!(!with_suffix(&copy, ".partial").exists());
+        fs::remove_file(&copy).expect("removing the backup");
+        written
+    }
+
+    #[tokio::test]
+    async fn a_seeded_backup_is_the_database_byte_for_byte_after_the_hub_changed_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        sessions_database(&source).await;
+        let size = || fs::metadata(&source).expect("db").len();
+
+        // Two rows changed: only their pages and the header's page are written.
+        let before = size();
+        let written = seeded_backup_after(
+            dir.path(),
+            "UPDATE sessions SET state = randomblob(900) WHERE id IN (7, 1500)",
+        )
+        .await;
+        assert!(
+            (1..=3 * 4096).contains(&written),
+            "{written} bytes written of {before}"
+        );
+
+        // Grown by a third.
+        let written = seeded_backup_after(
+            dir.path(),
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2700)
+             INSERT INTO sessions (state) SELECT randomblob(900) FROM n",
+        )
+        .await;
+        assert!(written < size(), "{written} of {}", size());
+
+        // Shrunk by a fifth: VACUUM rewrites the file, the seed's tail is cut.
+        let before = size();
+        seeded_backup_after(dir.path(), "DELETE FROM sessions WHERE id % 5 = 0; VACUUM").await;
+        assert!(size() < before);
+
+        // Unchanged: nothing written at all.
+        assert_eq!(seeded_backup_after(dir.path(), "SELECT 1").await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_seed_is_rewritten_where_it_differs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        sessions_database(&source).await;
+        let backups = dir.path().join("hubgrade-backups");
+        back_up_for(
+            &source,
+            &backups.join("hubgrade-0123abcd-rehearsal.sqlite"),
+            SpacePlan::RehearsalCopy,
+        )
+        .await
+        .expect("rehearsal copy");
+        let copy = backups.join("hubgrade-0123abcd-db.sqlite");
+        let seed = seed_of(&copy);
+        let mut bytes = fs::read(&seed).expect("seed");
+        bytes[3 * 4096..5 * 4096].fill(0x5a);
+        fs::write(&seed, bytes).expect("corrupting the seed");
+        let (record, written) = back_up_writing(&source, &copy, SpacePlan::BackupBeforeMigration)
+            .await
+            .expect("backup");
+        assert_eq!(
+            fs::read(&copy).expect("copy"),
+            fs::read(&source).expect("db")
+        );
+        // The corrupted pages, and only them.
+        assert_eq!(written, 2 * 4096);
+        ensure_checksum(&copy, &record.checksum.expect("checksum")).expect("checksum");
+    }
+
+    #[tokio::test]
+    async fn a_seed_in_doubt_is_dropped_for_a_full_copy() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        sessions_database(&source).await;
+        let size = fs::metadata(&source).expect("db").len();
+        let backups = dir.path().join("hubgrade-backups");
+        fs::create_dir_all(&backups).expect("dir");
+        let copy = backups.join("hubgrade-0123abcd-db.sqlite");
+        let seed = seed_of(&copy);
+        let full_copy = || async {
+            let (record, written) =
+                back_up_writing(&source, &copy, SpacePlan::BackupBeforeMigration)
+                    .await
+                    .expect("backup");
+            assert_eq!(
+                fs::read(&copy).expect("copy"),
+                fs::read(&source).expect("db")
+            );
+            assert_eq!(record.size_bytes, Some(size));
+            assert_eq!(written, size, "not a full copy");
+            assert!(fs::symlink_metadata(&seed).is_err(), "the seed was left");
+            fs::remove_file(&copy).expect("removing the backup");
+        };
+
+        // No seed: the full copy as before.
+        full_copy().await;
+        // A seed far smaller than the database (a write cut short).
+        fs::write(&seed, b"SQLite format 3\0").expect("seed");
+        full_copy().await;
+        // A link: updating it in place would change the file it leads to.
+        let elsewhere = dir.path().join("someone-elses.sqlite");
+        fs::copy(&source, &elsewhere).expect("copy");
+        let theirs = fs::read(&elsewhere).expect("theirs");
+        change(
+            &source,
+            "UPDATE sessions SET state = randomblob(900) WHERE id = 3",
+        )
+        .await;
+        std::os::unix::fs::symlink(&elsewhere, &seed).expect("link");
+        full_copy().await;
+        fs::hard_link(&elsewhere, &seed).expect("hard link");
+        full_copy().await;
+        assert_eq!(fs::read(&elsewhere).expect("theirs"), theirs);
+    }
+
+    #[tokio::test]
+    async fn seeds_of_upgrades_that_ended_before_their_backup_are_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        sessions_database(&source).await;
+        let backups = dir.path().join("hubgrade-backups");
+        fs::create_dir_all(&backups).expect("dir");
+        // Failed or aborted after their rehearsal: never backed up.
+        let stale = backups.join("hubgrade-99999999-db.sqlite.seed");
+        fs::copy(&source, &stale).expect("stale seed");
+
+        // The next upgrade's rehearsal removes it, and leaves its own.
+        let rehearsal = backups.join("hubgrade-0123abcd-rehearsal.sqlite");
+        back_up_for(&source, &rehearsal, SpacePlan::RehearsalCopy)
+            .await
+            .expect("rehearsal copy");
+        assert!(!stale.exists(), "another upgrade's seed was left");
+        let own = backups.join("hubgrade-0123abcd-db.sqlite.seed");
+        assert!(own.is_file(), "no seed");
+
+        // That upgrade ends too before its backup; a third one makes a backup without a
+        // rehearsal: the seed goes with the rehearsal's copies, and is not its backup.
+        fs::copy(&source, &stale).expect("stale seed");
+        let other = backups.join("hubgrade-77777777-db.sqlite");
+        let (_, written) = back_up_writing(&source, &other, SpacePlan::BackupBeforeMigration)
+            .await
+            .expect("backup");
+        assert_eq!(written, fs::metadata(&source).expect("db").len());
+        assert_eq!(file_names_in(&backups), ["hubgrade-77777777-db.sqlite"]);
+    }
+
+    #[tokio::test]
+    async fn a_wal_database_gets_no_seed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let source = dir.path().join("hub.sqlite");
+        database(&source, true).await;
+        let backups = dir.path().join("hubgrade-backups");
+        back_up_for(
+            &source,
+            &backups.join("hubgrade-0123abcd-rehearsal.sqlite"),
+            SpacePlan::RehearsalCopy,
+        )
+        .await
+        .expect("rehearsal copy");
+        assert_eq!(
+            file_names_in(&backups),
+            ["hubgrade-0123abcd-rehearsal.sqlite"]
+        );
+    }
+
+    fn file_names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[tokio::test]

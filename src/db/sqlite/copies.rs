@@ -1,15 +1,17 @@
-//! The copies on the hub's volume: hubgrade's backups and rehearsal copies, JupyterHub's own
-//! timestamped copies, told apart by name; pruning keeps the newest.
+//! The copies on the hub's volume: hubgrade's backups, rehearsal copies and the seeds the
+//! rehearsal leaves for the backup, JupyterHub's own timestamped copies, told apart by name;
+//! pruning keeps the newest.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Result, io_error};
+use super::{Result, io_error, with_suffix};
 use crate::db::file::folder_of;
 
 /// Keeps the `keep` newest hubgrade database backups (`hubgrade-*-db.sqlite`) in the folder of
 /// `newest` (which is always kept) and deletes the older ones, every rehearsal copy
-/// (`hubgrade-*-rehearsal.sqlite`, and JupyterHub's copies of it), and all but the `keep`
+/// (`hubgrade-*-rehearsal.sqlite`, JupyterHub's copies of it, and the seed of a backup never
+/// made, `hubgrade-*-db.sqlite.seed`), and all but the `keep`
 /// newest of JupyterHub's own copies of `database` (`<name>.YYYY-MM-DD-HHMMSS`, which
 /// `jupyterhub upgrade-db` makes and never removes) next to it and in the backups' folder.
 /// Returns what was deleted.
@@ -55,7 +57,7 @@ fn modified(path: &Path) -> Result<std::time::SystemTime> {
         .map_err(io_error(path))
 }
 
-/// Removes the rehearsal's copies in `dir`; returns them.
+/// Removes the rehearsal's copies in `dir`, seeds included; returns them.
 pub(super) fn remove_rehearsal_copies(dir: &Path) -> Result<Vec<PathBuf>> {
     let copies = rehearsal_copies(dir)?;
     for path in &copies {
@@ -64,12 +66,15 @@ pub(super) fn remove_rehearsal_copies(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(copies)
 }
 
-/// The rehearsal's scratch copies in `dir`, and JupyterHub's timestamped copies of them.
+/// The rehearsal's scratch copies in `dir`, JupyterHub's timestamped copies of them, and the
+/// seeds the rehearsal leaves for the backup: all redundant once the backup is made, or once
+/// the upgrade ended without one.
 pub(super) fn rehearsal_copies(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(file_names(dir)?
         .into_iter()
         .filter(|name| {
             is_rehearsal_copy(name)
+                || is_seed(name)
                 || name
                     .rsplit_once("-rehearsal.sqlite.")
                     .map(|(stem, _)| format!("{stem}-rehearsal.sqlite"))
@@ -123,6 +128,44 @@ pub(super) fn rehearsal_copy_of(backup: &Path) -> Option<PathBuf> {
     let name = file_name(backup);
     let id = name.strip_prefix("hubgrade-")?.strip_suffix("-db.sqlite")?;
     Some(backup.with_file_name(format!("hubgrade-{id}-rehearsal.sqlite")))
+}
+
+/// Where the rehearsal leaves the seed of the backup `backup`: `<backup>.seed`, next to it.
+/// The backup in the downtime brings the seed up to date instead of copying every byte (see
+/// `backup::back_up_for`). Not a backup's name, so never pruned or listed as one; removed with
+/// the rehearsal's copies.
+pub(super) fn seed_of(backup: &Path) -> PathBuf {
+    with_suffix(backup, ".seed")
+}
+
+/// The seed the rehearsal whose copy is `rehearsal_copy` (`hubgrade-<id>-rehearsal.sqlite`)
+/// leaves for its upgrade's backup (`hubgrade-<id>-db.sqlite.seed`); `None` for a copy of
+/// another name.
+pub(super) fn seed_for_rehearsal(rehearsal_copy: &Path) -> Option<PathBuf> {
+    let name = file_name(rehearsal_copy);
+    let id = name
+        .strip_prefix("hubgrade-")?
+        .strip_suffix("-rehearsal.sqlite")?;
+    Some(seed_of(
+        &rehearsal_copy.with_file_name(format!("hubgrade-{id}-db.sqlite")),
+    ))
+}
+
+/// Removes the seeds in `dir`; returns them.
+pub(super) fn remove_seeds(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for name in file_names(dir)? {
+        if is_seed(&name) {
+            let path = dir.join(name);
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+fn is_seed(name: &str) -> bool {
+    name.starts_with("hubgrade-") && name.ends_with("-db.sqlite.seed")
 }
 
 pub(super) fn is_rehearsal_copy(name: &str) -> bool {
@@ -183,6 +226,8 @@ mod tests {
             write_with_age(&path(name), b"old", 1_000 + i as u64);
         }
         fs::write(path("hubgrade-dddd-rehearsal.sqlite"), b"scratch").expect("write");
+        // The seed an upgrade that ended before its backup left.
+        fs::write(path("hubgrade-dddd-db.sqlite.seed"), b"seed").expect("write");
         fs::write(
             path("hubgrade-dddd-rehearsal.sqlite.2026-11-26-093000"),
             b"jupyterhub's copy of the scratch",
@@ -199,7 +244,7 @@ mod tests {
         let elsewhere = tempfile::tempdir().expect("dir");
         let database = elsewhere.path().join("jupyterhub.sqlite");
         let deleted = prune_backups(&database, &newest, 2).expect("prune");
-        assert_eq!(deleted.len(), 4, "{deleted:?}");
+        assert_eq!(deleted.len(), 5, "{deleted:?}");
         assert_eq!(
             names_in(dir.path()),
             [
@@ -302,6 +347,9 @@ mod tests {
             "hubgrade-0123abcd-rehearsal.sqlite.2026-11-26-093000",
             "hubgrade-0123abcd-rehearsal.sqlite.old",
             "hubgrade-0123abcd-db.sqlite",
+            "hubgrade-0123abcd-db.sqlite.seed",
+            "hubgrade-0123abcd-db.sqlite.seed.old",
+            "my-db.sqlite.seed",
             "my-rehearsal.sqlite",
         ] {
             fs::write(dir.path().join(name), b"x").expect("write");
@@ -315,9 +363,23 @@ mod tests {
         assert_eq!(
             found,
             [
+                "hubgrade-0123abcd-db.sqlite.seed",
                 "hubgrade-0123abcd-rehearsal.sqlite",
                 "hubgrade-0123abcd-rehearsal.sqlite.2026-11-26-093000"
             ]
         );
+    }
+
+    #[test]
+    fn the_seed_is_named_after_the_backup_of_the_same_upgrade() {
+        let dir = Path::new("/hub/hubgrade-backups");
+        let seed = dir.join("hubgrade-0123abcd-db.sqlite.seed");
+        assert_eq!(
+            seed_for_rehearsal(&dir.join("hubgrade-0123abcd-rehearsal.sqlite")),
+            Some(seed.clone())
+        );
+        assert_eq!(seed_of(&dir.join("hubgrade-0123abcd-db.sqlite")), seed);
+        assert!(!is_hubgrade_backup(&seed));
+        assert_eq!(seed_for_rehearsal(&dir.join("my-copy.sqlite")), None);
     }
 }

@@ -181,7 +181,7 @@ fn choose_removals(
 
 /// What a restore may remove, in the order it would: JupyterHub's timestamped copies of the
 /// database whose checksum is the backup's (the same pre-migration bytes), then the rehearsal's
-/// copies next to the backup. Only files on the database's file system, not linked elsewhere
+/// copies and seeds next to the backup. Only files on the database's file system, not linked elsewhere
 /// and not the backup itself, each with the bytes its removal frees.
 fn removable_for_restore(
     backup: &Path,

@@ -18,12 +18,14 @@ pub enum SpacePlan {
     /// A copy and nothing after it (`hubgrade db backup` by hand).
     CopyOnly,
     /// The rehearsal's scratch copy, which `jupyterhub upgrade-db` then copies once more, next
-    /// to it, before migrating it.
+    /// to it, before migrating it; and the seed of the backup, a second copy next to it that
+    /// stays until the backup in the downtime takes it over.
     RehearsalCopy,
     /// The backup before the migration. Then `jupyterhub upgrade-db` copies the database next
     /// to itself and may grow it, and a roll back writes a temporary copy of the backup next to
     /// the database. The hub is stopped and the rehearsal over, so the rehearsal's copies in the
-    /// backup's folder are removed before the check and their room counts.
+    /// backup's folder are removed before the check and their room counts. A seed the rehearsal
+    /// left becomes the backup: the room it holds is the backup's (see [`SpacePlan::needs_seeded`]).
     BackupBeforeMigration,
 }
 
@@ -53,6 +55,19 @@ impl SpacePlan {
 
     /// What each part needs for a database of `size` bytes.
     pub fn needs(self, size: u64, database_dir: &Path, destination_dir: &Path) -> Vec<SpaceNeed> {
+        self.needs_seeded(size, 0, database_dir, destination_dir)
+    }
+
+    /// Like [`SpacePlan::needs`], for a backup before the migration written over its seed, which
+    /// holds `seed_room` bytes on the volume already: the backup needs only what the database
+    /// outgrew its seed by. Only that backup has a seed; the other plans ignore `seed_room`.
+    pub(super) fn needs_seeded(
+        self,
+        size: u64,
+        seed_room: u64,
+        database_dir: &Path,
+        destination_dir: &Path,
+    ) -> Vec<SpaceNeed> {
         let need = |purpose, dir: &Path, bytes| SpaceNeed {
             purpose,
             dir: dir.to_path_buf(),
@@ -72,10 +87,22 @@ impl SpacePlan {
                     destination_dir,
                     size,
                 ),
+                need(
+                    "for the seed of the backup in the downtime",
+                    destination_dir,
+                    size,
+                ),
                 need("to keep free", destination_dir, margin),
             ],
             SpacePlan::BackupBeforeMigration => vec![
-                need("for the backup", destination_dir, size),
+                match seed_room {
+                    0 => need("for the backup", destination_dir, size),
+                    room => need(
+                        "for the backup, beyond the room its seed holds",
+                        destination_dir,
+                        size.saturating_sub(room),
+                    ),
+                },
                 need(
                     "for JupyterHub's copy during upgrade-db",
                     database_dir,
@@ -164,7 +191,7 @@ mod tests {
             |plan: SpacePlan| -> u64 { plan.needs(size, db, dest).iter().map(|n| n.bytes).sum() };
         let margin = size / 10 + MIB;
         assert_eq!(total(SpacePlan::CopyOnly), size + margin);
-        assert_eq!(total(SpacePlan::RehearsalCopy), 2 * size + margin);
+        assert_eq!(total(SpacePlan::RehearsalCopy), 3 * size + margin);
         assert_eq!(
             total(SpacePlan::BackupBeforeMigration),
             3 * size + size / 10 + margin
@@ -174,6 +201,28 @@ mod tests {
         let needs = SpacePlan::BackupBeforeMigration.needs(size, db, dest);
         assert_eq!(needs[0].dir, dest);
         assert!(needs[1..].iter().all(|n| n.dir == db), "{needs:?}");
+    }
+
+    #[test]
+    fn a_seeded_backup_needs_only_what_the_database_outgrew_its_seed_by() {
+        let size = 100 * MIB;
+        let (db, dest) = (Path::new("/hub"), Path::new("/hub/hubgrade-backups"));
+        let plan = SpacePlan::BackupBeforeMigration;
+        let unseeded = plan.needs(size, db, dest);
+        let seeded = plan.needs_seeded(size, size - 3 * MIB, db, dest);
+        assert_eq!(seeded[0].bytes, 3 * MIB);
+        assert_eq!(
+            seeded[0].purpose,
+            "for the backup, beyond the room its seed holds"
+        );
+        // What follows the backup needs the same room, seed or not.
+        assert_eq!(seeded[1..], unseeded[1..]);
+        // A seed larger than the database: no room for the backup itself.
+        assert_eq!(plan.needs_seeded(size, 2 * size, db, dest)[0].bytes, 0);
+        // In the downtime, the seed's room plus the seeded backup's needs are what the
+        // rehearsal asked the backup in the downtime to find: the seed is the backup's room.
+        let total = |needs: &[SpaceNeed]| -> u64 { needs.iter().map(|n| n.bytes).sum() };
+        assert_eq!(total(&seeded) + (size - 3 * MIB), total(&unseeded));
     }
 
     #[test]

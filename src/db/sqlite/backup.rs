@@ -19,12 +19,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor};
 
 use super::copies::{
-    rehearsal_copy_of, remove_rehearsal_copies, remove_seeds, seed_for_rehearsal, seed_of,
+    rehearsal_copies, rehearsal_copy_of, remove_rehearsal_copies, remove_seeds, seed_for_rehearsal,
+    seed_of,
 };
-use super::space::{SpacePlan, check_space, copy_size};
+use super::space::{SpacePlan, check_space, check_space_freeing, copy_size};
 use super::{Result, SqliteBackupError, ensure_checksum, io_error, out_of_space, with_suffix};
 use crate::db::checked_copy::{CheckedCopy, copy_checked, update_checked};
-use crate::db::file::{folder_of, size_and_checksum, sync_dir};
+use crate::db::file::{available_space, folder_of, size_and_checksum, sync_dir};
 use crate::machine::{BackupMethod, BackupRecord};
 
 /// Copies `database` to `destination` (same bytes), verifies the copy, and reports it. Only
@@ -138,6 +139,16 @@ async fn make_copy(
     checked_by_rehearsal: bool,
 ) -> Result<Written> {
     let dir = folder_of(destination);
+    if plan == SpacePlan::BackupBeforeMigration && seed_room > 0 {
+        return update_seed_while_removing_copies(
+            database,
+            destination,
+            temporary,
+            seed_room,
+            checked_by_rehearsal,
+        )
+        .await;
+    }
     if dir.is_dir() {
         match plan {
             SpacePlan::BackupBeforeMigration => {
@@ -154,6 +165,59 @@ async fn make_copy(
     }
     prepare_seeded(database, destination, plan, seed_room)?;
     write_copy(database, temporary, !checked_by_rehearsal, seed_room > 0).await
+}
+
+/// The backup in the downtime with its seed in `temporary`: removing the rehearsal's copies
+/// (each as large as the database; unlinking a GiB takes a few tenths of a second) runs on a
+/// second thread while the seed is brought up to date, which writes little. Their room counts
+/// as free in the space check, as it is before anything after the backup writes; when the
+/// volume's free room alone could not take the seed's growth, they are removed first.
+async fn update_seed_while_removing_copies(
+    database: &Path,
+    destination: &Path,
+    temporary: &Path,
+    seed_room: u64,
+    checked_by_rehearsal: bool,
+) -> Result<Written> {
+    let dir = folder_of(destination);
+    let copies = rehearsal_copies(dir)?;
+    let mut freeing = 0;
+    for copy in &copies {
+        freeing += fs::symlink_metadata(copy).map_or(0, |m| m.blocks() * 512);
+    }
+    let plan = SpacePlan::BackupBeforeMigration;
+    if !database.is_file() {
+        return Err(SqliteBackupError::Missing(database.to_path_buf()));
+    }
+    let size = copy_size(database)?;
+    let needs = plan.needs_seeded(size, seed_room, folder_of(database), dir);
+    if let Err(error) = check_space_freeing(needs, Some((dir, freeing))) {
+        // As without a seed: the rehearsal is over, its copies go either way.
+        remove_rehearsal_copies(dir)?;
+        return Err(error);
+    }
+    let growth = size.saturating_sub(seed_room);
+    let free_now = available_space(dir).map_err(io_error(dir))?;
+    if free_now < growth.saturating_add(growth / 10) {
+        remove_rehearsal_copies(dir)?;
+        return write_copy(database, temporary, !checked_by_rehearsal, true).await;
+    }
+    let removing = std::thread::spawn(move || -> Result<()> {
+        for copy in copies {
+            fs::remove_file(&copy).map_err(io_error(&copy))?;
+        }
+        Ok(())
+    });
+    let written = write_copy(database, temporary, !checked_by_rehearsal, true).await;
+    let removed = removing.join().unwrap_or_else(|_| {
+        Err(SqliteBackupError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::other("removing the rehearsal's copies panicked"),
+        })
+    });
+    let written = written?;
+    removed?;
+    Ok(written)
 }
 
 /// Writes the copy of `database` to `temporary` (see [`back_up_for`]), over the seed there

@@ -147,6 +147,19 @@ pub(super) fn describe_shortfall(dir: &Path, needs: &[SpaceNeed], available: u64
 
 /// Checks every file system the needs fall on has room for all of its needs together.
 pub(super) fn check_space(needs: Vec<SpaceNeed>) -> Result<()> {
+    check_space_freeing(needs, None)
+}
+
+/// [`check_space`], counting as free the bytes `freeing` says are being freed in its folder
+/// (files being removed while the copy is made).
+pub(super) fn check_space_freeing(
+    needs: Vec<SpaceNeed>,
+    freeing: Option<(&Path, u64)>,
+) -> Result<()> {
+    let freed_device = match freeing {
+        Some((dir, bytes)) => Some((fs::metadata(dir).map_err(io_error(dir))?.dev(), bytes)),
+        None => None,
+    };
     let mut by_file_system: Vec<(u64, Vec<SpaceNeed>)> = Vec::new();
     for need in needs {
         let device = fs::metadata(&need.dir).map_err(io_error(&need.dir))?.dev();
@@ -155,9 +168,14 @@ pub(super) fn check_space(needs: Vec<SpaceNeed>) -> Result<()> {
             None => by_file_system.push((device, vec![need])),
         }
     }
-    for (_, needs) in by_file_system {
+    for (device, needs) in by_file_system {
         let dir = needs[0].dir.clone();
-        let available = available_space(&dir).map_err(io_error(&dir))?;
+        let mut available = available_space(&dir).map_err(io_error(&dir))?;
+        if let Some((freed_on, bytes)) = freed_device
+            && freed_on == device
+        {
+            available = available.saturating_add(bytes);
+        }
         if available < needs.iter().map(|need| need.bytes).sum::<u64>() {
             return Err(SqliteBackupError::NoSpace {
                 dir,

@@ -662,13 +662,7 @@ mod tests {
         let source = dir.path().join("hub.sqlite");
         sessions_database(&source).await;
         let backups = dir.path().join("hubgrade-backups");
-        back_up_for(
-            &source,
-            &backups.join("hubgrade-0123abcd-rehearsal.sqlite"),
-            SpacePlan::RehearsalCopy,
-        )
-        .await
-        .expect("rehearsal copy");
+        rehearse(&source, &backups).await;
         let copy = backups.join("hubgrade-0123abcd-db.sqlite");
         let seed = seed_of(&copy);
         let mut bytes = fs::read(&seed).expect("seed");
@@ -769,17 +763,23 @@ mod tests {
         let source = dir.path().join("hub.sqlite");
         database(&source, true).await;
         let backups = dir.path().join("hubgrade-backups");
+        rehearse(&source, &backups).await;
+        assert_eq!(
+            file_names_in(&backups),
+            ["hubgrade-0123abcd-rehearsal.sqlite"]
+        );
+    }
+
+    /// The rehearsal's copy of `source` in `backups` (`hubgrade-0123abcd-rehearsal.sqlite`),
+    /// with the seed it leaves for that upgrade's backup.
+    async fn rehearse(source: &Path, backups: &Path) {
         back_up_for(
-            &source,
+            source,
             &backups.join("hubgrade-0123abcd-rehearsal.sqlite"),
             SpacePlan::RehearsalCopy,
         )
         .await
         .expect("rehearsal copy");
-        assert_eq!(
-            file_names_in(&backups),
-            ["hubgrade-0123abcd-rehearsal.sqlite"]
-        );
     }
 
     fn file_names_in(dir: &Path) -> Vec<String> {

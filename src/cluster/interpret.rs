@@ -19,6 +19,12 @@ use crate::machine::{HubApiAnswers, HubObservation, LockState, StepState, World}
 /// A pod that has not started this long after it was created is stuck, when the reason is one
 /// that does not clear by itself (an image that cannot be pulled, a missing Secret, no node).
 pub const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(30);
+/// How long a pod may wait for a claim to be provisioned and bound before it is judged
+/// unable to run: provisioners on clouds take tens of seconds, and the scheduler tries an
+/// unschedulable pod again only after a back-off.
+const PROVISIONING_GRACE: SignedDuration = SignedDuration::from_secs(300);
+/// What the scheduler says of a pod whose Immediate-binding claim is not bound yet.
+const UNBOUND_CLAIMS: &str = "unbound immediate PersistentVolumeClaims";
 
 /// Everything one reconcile read.
 #[derive(Clone, Debug, Default)]
@@ -352,6 +358,16 @@ pub fn stuck_pod(pod: &Pod, events: &[Event], now: Timestamp) -> Option<String> 
             && c.status == "False"
             && c.reason.as_deref() == Some("Unschedulable")
     }) {
+        // A claim still being provisioned (hubgrade's dump claim, say) is usually bound within
+        // seconds, but the scheduler may take a while to try the pod again and clear this
+        // condition: only a claim unbound for long is a pod that cannot run.
+        let unbound = unschedulable
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(UNBOUND_CLAIMS));
+        if unbound && created.duration_until(now) < PROVISIONING_GRACE {
+            return None;
+        }
         return Some(format!(
             "pod {name} cannot be scheduled: {}",
             unschedulable.message.clone().unwrap_or_default()

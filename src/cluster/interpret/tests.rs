@@ -48,6 +48,23 @@ fn an_unschedulable_pod_is_stuck() {
 }
 
 #[test]
+fn a_pod_waiting_for_its_claim_to_be_bound_is_stuck_only_after_the_provisioning_grace() {
+    let unbound = |age| {
+        pod(
+            age,
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. not found"}]}),
+        )
+    };
+    assert_eq!(stuck_pod(&unbound(60), &[], now()), None);
+    let why = stuck_pod(&unbound(301), &[], now()).expect("stuck");
+    assert!(
+        why.contains("unbound immediate PersistentVolumeClaims"),
+        "{why}"
+    );
+}
+
+#[test]
 fn a_volume_that_cannot_be_attached_is_stuck() {
     let p = pod(60, waiting("ContainerCreating"));
     let event: Event = serde_json::from_value(json!({

@@ -163,7 +163,7 @@ async fn make_copy(
             SpacePlan::CopyOnly => {}
         }
     }
-    prepare_seeded(database, destination, plan, seed_room)?;
+    prepare_seeded(database, destination, plan, seed_room, None)?;
     write_copy(database, temporary, !checked_by_rehearsal, seed_room > 0).await
 }
 
@@ -186,16 +186,14 @@ async fn update_seed_while_removing_copies(
         freeing += fs::symlink_metadata(copy).map_or(0, |m| m.blocks() * 512);
     }
     let plan = SpacePlan::BackupBeforeMigration;
-    if !database.is_file() {
-        return Err(SqliteBackupError::Missing(database.to_path_buf()));
-    }
-    let size = copy_size(database)?;
-    let needs = plan.needs_seeded(size, seed_room, folder_of(database), dir);
-    if let Err(error) = check_space_freeing(needs, Some((dir, freeing))) {
-        // As without a seed: the rehearsal is over, its copies go either way.
-        remove_rehearsal_copies(dir)?;
-        return Err(error);
-    }
+    let size = match prepare_seeded(database, destination, plan, seed_room, Some((dir, freeing))) {
+        Ok(size) => size,
+        Err(error) => {
+            // As without a seed: the rehearsal is over, its copies go either way.
+            remove_rehearsal_copies(dir)?;
+            return Err(error);
+        }
+    };
     let growth = size.saturating_sub(seed_room);
     let free_now = available_space(dir).map_err(io_error(dir))?;
     if free_now < growth.saturating_add(growth / 10) {
@@ -369,30 +367,36 @@ pub fn prepare(database: &Path, destination: &Path) -> Result<()> {
 
 /// Like [`prepare`], checking the room for everything `plan` says will follow the copy.
 pub fn prepare_for(database: &Path, destination: &Path, plan: SpacePlan) -> Result<()> {
-    prepare_seeded(database, destination, plan, 0)
+    prepare_seeded(database, destination, plan, 0, None).map(|_| ())
 }
 
-/// Like [`prepare_for`], for a copy written over a seed holding `seed_room` bytes.
+/// Like [`prepare_for`], for a copy written over a seed holding `seed_room` bytes, counting
+/// the `(folder, bytes)` that are `freeing` (being removed meanwhile) as free. Returns the
+/// copy's size.
 fn prepare_seeded(
     database: &Path,
     destination: &Path,
     plan: SpacePlan,
     seed_room: u64,
-) -> Result<()> {
+    freeing: Option<(&Path, u64)>,
+) -> Result<u64> {
     if !database.is_file() {
         return Err(SqliteBackupError::Missing(database.to_path_buf()));
     }
     let dir = folder_of(destination);
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let size = copy_size(database)?;
-    check_space(plan.needs_seeded(size, seed_room, folder_of(database), dir))?;
+    check_space_freeing(
+        plan.needs_seeded(size, seed_room, folder_of(database), dir),
+        freeing,
+    )?;
     if plan == SpacePlan::RehearsalCopy {
         // The rehearsal's copies are gone before the backup in the downtime, which needs more
         // (its seed stays, holding the backup's room): a volume without room for it is found
         // now, while the hub still runs, instead of after the hub was stopped.
         check_space(SpacePlan::BackupBeforeMigration.needs(size, folder_of(database), dir))?;
     }
-    Ok(())
+    Ok(size)
 }
 
 /// Checks a backup file is still what was recorded: same checksum, and SQLite finds it intact.

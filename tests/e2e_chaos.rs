@@ -17,7 +17,7 @@ use hubgrade::machine::Phase;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::chaos;
-use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, checksum};
+use support::e2e::{Hub, ORIGINAL_IMAGE, assert_phase, checksum, with_template_annotations};
 
 const TARGET: &str = "quay.io/jupyterhub/k8s-hub:4.2.0";
 const LIMIT: Duration = Duration::from_secs(180);
@@ -34,6 +34,16 @@ const WORKING_PHASES: [Phase; 6] = [
     Phase::RollingOut,
     Phase::Verifying,
 ];
+
+/// Test markers that make every working phase last at least 5 s on KWOK: a hub pod being
+/// deleted goes 5 s later (ScalingDown), each of hubgrade's pods (rehearsal, backup,
+/// migration) runs 5 s, a hub pod becomes Ready 5 s after it is made (RollingOut) and answers
+/// on its API 5 s after that (Verifying). Without them a phase can
+/// begin and end while the test waits for a restart to be over (the API back, then KWOK, the
+/// controller-manager and the scheduler restarted), and the test misses it: CI saw Rehearsal,
+/// RollingOut and Verifying missed that way.
+const SLOW_PHASES: &str = "kwok.hubgrade.io/delay: 5s, kwok.hubgrade.io/ready-after: 5s, \
+                           kwok.hubgrade.io/api-after: 5s, kwok.hubgrade.io/stop-after: 5s";
 
 /// Runs upgrade `name` of `hub` to the end, restarting the cluster's `process` once in every
 /// phase it is seen in, then each of `after` (and the operator whenever it exited for its
@@ -111,7 +121,7 @@ async fn assert_survived(hub: &Hub, name: &str, original: &str, hit: &[Phase]) {
 #[ignore = "restarts etcd: run by tests/chaos-cluster.sh on a cluster of its own"]
 async fn an_upgrade_survives_etcd_restarted_in_every_phase() {
     let _serial = SERIAL.lock().await;
-    let mut hub = Hub::new("chaos-etcd", |yaml| yaml).await;
+    let mut hub = Hub::new("chaos-etcd", with_template_annotations(SLOW_PHASES)).await;
     let original = checksum(&hub.database());
     let (hit, operator_restarts, longest) =
         upgrade_through_restarts(&mut hub, "through-etcd", "etcd", &[]).await;
@@ -131,7 +141,7 @@ async fn an_upgrade_survives_etcd_restarted_in_every_phase() {
 #[ignore = "restarts kube-apiserver: run by tests/chaos-cluster.sh on a cluster of its own"]
 async fn an_upgrade_survives_the_api_server_restarted_in_every_phase() {
     let _serial = SERIAL.lock().await;
-    let mut hub = Hub::new("chaos-apiserver", |yaml| yaml).await;
+    let mut hub = Hub::new("chaos-apiserver", with_template_annotations(SLOW_PHASES)).await;
     let original = checksum(&hub.database());
     let followers = [
         ("kwok", "KWOK_PORT"),

@@ -32,6 +32,9 @@
 //!   5.5.0 (z2jh 4, and the JupyterHub 5 revision the stand-in migration leaves);
 //! - `hub/api/users` answers `[]`: no user has an active server.
 //!
+//! With the pod annotation `kwok.hubgrade.io/api-after: D` the API is served only from D after
+//! the pod is first seen running (a hub slow to start).
+//!
 //! GET (and HEAD) only; tokens are not checked. The server stops (its listener closed, idle
 //! connections too) once the pod is gone or deleting. An address still in use (a pod IP KWOK
 //! gave again while another namespace's stand-in still serves the pod that had it) is tried
@@ -120,6 +123,8 @@ struct HubApis {
     serving: HashMap<String, HubApi>,
     /// The last failure to bind, per pod waiting for its address: each logged once.
     failed: HashMap<String, String>,
+    /// When each running hub pod was first seen running, for `kwok.hubgrade.io/api-after`.
+    first_seen: HashMap<String, std::time::Instant>,
 }
 
 /// A served hub API. Dropping it stops the server: its version channel closes.
@@ -133,6 +138,9 @@ struct HubPod {
     name: String,
     address: SocketAddr,
     version: String,
+    /// How long after the pod is first seen running its API starts answering (the pod
+    /// annotation `kwok.hubgrade.io/api-after`, as a hub that is slow to start).
+    answers_after: Duration,
 }
 
 impl HubApis {
@@ -150,7 +158,15 @@ impl HubApis {
                 .is_some_and(|hub| hub.address == api.address)
         });
         self.failed.retain(|uid, _| running.contains_key(uid));
+        self.first_seen.retain(|uid, _| running.contains_key(uid));
         for (uid, hub) in running {
+            let first_seen = *self
+                .first_seen
+                .entry(uid.clone())
+                .or_insert_with(std::time::Instant::now);
+            if first_seen.elapsed() < hub.answers_after {
+                continue;
+            }
             if let Some(api) = self.serving.get(&uid) {
                 api.version.send_if_modified(|version| {
                     let changed = *version != hub.version;
@@ -213,10 +229,16 @@ fn running_hub(pod: &Pod) -> Option<HubPod> {
             Some((of, version)) => (of == image).then(|| version.to_string()),
         });
     let version = annotated.unwrap_or_else(|| jupyterhub_version_of(image).to_string());
+    let answers_after = pod
+        .annotations()
+        .get("kwok.hubgrade.io/api-after")
+        .and_then(|after| hubgrade::api::parse_duration(after).ok())
+        .map_or(Duration::ZERO, |after| after.unsigned_abs());
     Some(HubPod {
         name: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
         address: SocketAddr::new(ip, port),
         version,
+        answers_after,
     })
 }
 
@@ -280,8 +302,12 @@ async fn finish(client: Client, pod: Pod, volumes: &Path) {
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     // A pod deleted meanwhile (a cancelled migration) was killed: on a node its containers
     // would stop, so it does nothing more.
-    match api.get_opt(&pod.name_any()).await {
-        Ok(Some(now)) if now.metadata.deletion_timestamp.is_none() && now.uid() == pod.uid() => {}
+    // The API server may be away (restarted by the chaos tests): asked again, as a kubelet
+    // does, so that a pod is never left unfinished for want of one answer.
+    let name = pod.name_any();
+    let now = until_answered(|| api.get_opt(&name)).await;
+    match now {
+        Some(now) if now.metadata.deletion_timestamp.is_none() && now.uid() == pod.uid() => {}
         _ => return,
     }
     // The agent's server backups hold futures the compiler cannot prove Send (async closures
@@ -307,13 +333,34 @@ async fn finish(client: Client, pod: Pod, volumes: &Path) {
         "kwok.hubgrade.io/result": report,
         "kwok.hubgrade.io/exit-code": code.to_string(),
     }}});
-    let _ = api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await;
+    until_answered(|| async {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            // Gone meanwhile: nobody waits for its result.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            other => other.map(drop),
+        }
+    })
+    .await;
+}
+
+/// Runs `request` until the API server answers it (every 500 ms, for at most 5 minutes).
+async fn until_answered<T, F>(mut request: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match request().await {
+            Ok(answer) => return answer,
+            Err(error) if started.elapsed() > Duration::from_secs(300) => {
+                panic!("kwok-agent-standin: the API server did not answer for 5 minutes: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 /// The alembic revision the stand-in migration leaves (JupyterHub 5.0 – 5.5).

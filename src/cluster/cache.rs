@@ -55,6 +55,20 @@ pub enum Written {
     Jobs,
 }
 
+/// Whether an object at resourceVersion `copy` is at `wrote` or later, both of one resource.
+/// The API server's resourceVersions are etcd revisions, which Kubernetes guarantees to be
+/// comparable as integers within a resource from 1.35 on (KEP-5504); one that is not an
+/// integer is never taken as later, so the caller reads the API server instead.
+pub fn version_at_least(copy: &str, wrote: &str) -> bool {
+    match (copy.parse::<u64>(), wrote.parse::<u64>()) {
+        (Ok(copy), Ok(wrote)) => copy >= wrote,
+        _ => false,
+    }
+}
+
+/// What an upgrade wrote, and the resourceVersion the write left once it is known.
+type Fence = (Written, Option<String>);
+
 pub struct Cache {
     upgrades: Store<HubUpgrade>,
     deployments: Store<Deployment>,
@@ -62,8 +76,9 @@ pub struct Cache {
     agent_pods: Store<Pod>,
     jobs: Store<Job>,
     charts: Mutex<HashMap<String, ChartFacts>>,
-    /// Per upgrade (uid), what it wrote that the copies may not show yet.
-    written: Mutex<HashMap<String, Vec<Written>>>,
+    /// Per upgrade (uid), what it wrote that the copies may not show yet, with the
+    /// resourceVersion the write left once it is known.
+    written: Mutex<HashMap<String, Vec<Fence>>>,
     /// Each upgrade's (by uid) resourceVersion this operator last read or wrote: its copy with
     /// that version is as fresh as a read.
     upgrade_versions: Mutex<HashMap<String, String>>,
@@ -265,20 +280,82 @@ impl Cache {
     /// The upgrade `uid` is about to write `what`: until [`Cache::shows`], it is read from the
     /// API server.
     pub fn wrote(&self, uid: &str, what: Written) {
+        self.set_written(uid, what, None);
+    }
+
+    /// The upgrade `uid`'s write of `what` left `version`: a copy at that version or later
+    /// shows it ([`Cache::unsettled`]), with no read of the API server.
+    pub fn wrote_at(&self, uid: &str, what: Written, version: String) {
+        self.set_written(uid, what, Some(version));
+    }
+
+    fn set_written(&self, uid: &str, what: Written, version: Option<String>) {
         if let Ok(mut written) = self.written.lock() {
             let entry = written.entry(uid.to_string()).or_default();
-            if !entry.contains(&what) {
-                entry.push(what);
-            }
+            entry.retain(|(w, _)| *w != what);
+            entry.push((what, version));
         }
     }
 
-    /// Whether the copy may not show yet what the upgrade `uid` wrote of `what`.
-    pub fn unsettled(&self, uid: &str, what: Written) -> bool {
-        self.written
-            .lock()
-            .map(|written| written.get(uid).is_some_and(|w| w.contains(&what)))
-            .unwrap_or(true)
+    /// Whether the copy may not show yet what the upgrade `uid` wrote of `what`, the copy's
+    /// object (the hub Deployment, the newest of the upgrade's Jobs) being at `copy_version`.
+    /// A copy at the version the write left, or later, shows it: the upgrade's fence is
+    /// lifted.
+    pub fn unsettled(&self, uid: &str, what: Written, copy_version: Option<&str>) -> bool {
+        let Ok(mut written) = self.written.lock() else {
+            return true;
+        };
+        let Some(entry) = written.get_mut(uid) else {
+            return false;
+        };
+        let Some(at) = entry.iter().position(|(w, _)| *w == what) else {
+            return false;
+        };
+        let caught_up = match (&entry[at].1, copy_version) {
+            (Some(wrote), Some(copy)) => version_at_least(copy, wrote),
+            _ => false,
+        };
+        if caught_up {
+            entry.remove(at);
+            if entry.is_empty() {
+                written.remove(uid);
+            }
+        }
+        !caught_up
+    }
+
+    /// Whether the copy of the hub Deployment `hub` may not show yet what the upgrade `uid`
+    /// wrote to the hub.
+    pub fn hub_unsettled(&self, uid: &str, namespace: &str, hub: &str) -> bool {
+        let key = ObjectRef::new(hub).within(namespace);
+        let copy = self.deployments.get(&key);
+        let version = copy
+            .as_ref()
+            .and_then(|d| d.metadata.resource_version.as_deref());
+        self.unsettled(uid, Written::Hub, version)
+    }
+
+    /// Whether the copies of the upgrade `uid`'s Jobs may not show yet what it wrote to them.
+    /// They come from one watch, in the order of their versions: one of them at or past the
+    /// version a write left means the copies hold that write.
+    pub fn jobs_unsettled(&self, uid: &str, namespace: &str) -> bool {
+        let newest = self
+            .jobs
+            .state()
+            .iter()
+            .filter(|job| {
+                job.metadata.namespace.as_deref() == Some(namespace)
+                    && job.labels().get(UPGRADE_UID_LABEL).map(String::as_str) == Some(uid)
+            })
+            .filter_map(|job| {
+                job.metadata
+                    .resource_version
+                    .as_deref()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max();
+        self.unsettled(uid, Written::Jobs, newest.map(|v| v.to_string()).as_deref())
     }
 
     /// The copy has caught up with what the upgrade `uid` wrote of `what`.
@@ -286,7 +363,7 @@ impl Cache {
         if let Ok(mut written) = self.written.lock()
             && let Some(entry) = written.get_mut(uid)
         {
-            entry.retain(|w| *w != what);
+            entry.retain(|(w, _)| *w != what);
             if entry.is_empty() {
                 written.remove(uid);
             }
@@ -496,14 +573,36 @@ mod tests {
     #[test]
     fn what_an_upgrade_wrote_is_unsettled_until_the_copy_shows_it() {
         let cache = cache(vec![]);
-        assert!(!cache.unsettled("1", Written::Hub));
+        assert!(!cache.unsettled("1", Written::Hub, None));
         cache.wrote("1", Written::Hub);
         cache.wrote("1", Written::Jobs);
-        assert!(cache.unsettled("1", Written::Hub));
-        assert!(!cache.unsettled("2", Written::Hub));
+        // Whatever the copy's version, a write whose version is unknown waits for a read.
+        assert!(cache.unsettled("1", Written::Hub, Some("900")));
+        assert!(!cache.unsettled("2", Written::Hub, None));
         cache.shows("1", Written::Hub);
-        assert!(!cache.unsettled("1", Written::Hub));
-        assert!(cache.unsettled("1", Written::Jobs));
+        assert!(!cache.unsettled("1", Written::Hub, None));
+        assert!(cache.unsettled("1", Written::Jobs, None));
+    }
+
+    #[test]
+    fn a_write_is_settled_once_the_copy_reaches_the_version_it_left() {
+        let cache = cache(vec![]);
+        cache.wrote("1", Written::Hub);
+        cache.wrote_at("1", Written::Hub, "120".into());
+        assert!(cache.unsettled("1", Written::Hub, None));
+        assert!(cache.unsettled("1", Written::Hub, Some("119")));
+        // "99" is less than "120" as a number, though not as text.
+        assert!(cache.unsettled("1", Written::Hub, Some("99")));
+        assert!(!cache.unsettled("1", Written::Hub, Some("1000")));
+        // Settled for good: an older copy later (a relist) does not bring the fence back.
+        assert!(!cache.unsettled("1", Written::Hub, Some("5")));
+        cache.wrote_at("1", Written::Jobs, "120".into());
+        assert!(!cache.unsettled("1", Written::Jobs, Some("120")));
+        cache.wrote_at("1", Written::Jobs, "not-a-number".into());
+        assert!(cache.unsettled("1", Written::Jobs, Some("130")));
+        // The next write's fence replaces the last one's.
+        cache.wrote("1", Written::Jobs);
+        assert!(cache.unsettled("1", Written::Jobs, Some("130")));
     }
 
     #[test]

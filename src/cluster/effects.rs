@@ -73,7 +73,14 @@ impl<'a> EffectInputs<'a> {
     }
 }
 
-pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(), EffectError> {
+/// Carries out `action`. Returns the resourceVersion its write left when it wrote one object
+/// whose copy the operator watches (the hub Deployment patched, a Job created): a copy at that
+/// version or later shows the write ([`super::cache::Cache::wrote_at`]). `None` when it wrote
+/// nothing watched, several objects or a deletion, or found the object made already.
+pub async fn carry_out(
+    action: &Action,
+    inputs: &EffectInputs<'_>,
+) -> Result<Option<String>, EffectError> {
     let target = inputs.target;
     let namespace = target.owner.namespace.as_str();
     let client = inputs.client.clone();
@@ -87,7 +94,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
         }
     };
     match action {
-        Action::Wait => Ok(()),
+        Action::Wait => Ok(None),
         Action::AcquireLock => {
             let deployment = need(
                 inputs.deployment(),
@@ -106,16 +113,18 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             deployments
                 .patch(&hub_name, &patch_params(), &Patch::Merge(&patch))
                 .await
-                .map(drop)
+                .map(|hub| hub.metadata.resource_version)
                 .map_err(kube_error("acquire the hub lock", hub_name.clone()))
         }
-        Action::ReleaseLock => release_lock(&client, &target.owner, &target.hub).await,
+        Action::ReleaseLock => release_lock(&client, &target.owner, &target.hub)
+            .await
+            .map(|()| None),
         Action::ScaleHub { replicas } => {
             let patch = json!({"spec": {"replicas": replicas}});
             deployments
                 .patch(&hub_name, &patch_params(), &Patch::Merge(&patch))
                 .await
-                .map(drop)
+                .map(|hub| hub.metadata.resource_version)
                 .map_err(kube_error("scale the hub", hub_name.clone()))
         }
         Action::SetHubImage { image } => {
@@ -130,7 +139,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             deployments
                 .patch(&hub_name, &patch_params(), &Patch::Strategic(&patch))
                 .await
-                .map(drop)
+                .map(|hub| hub.metadata.resource_version)
                 .map_err(kube_error("set the hub image", hub_name.clone()))
         }
         Action::DeleteHubPods => {
@@ -153,9 +162,9 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                     }
                 }
             }
-            Ok(())
+            Ok(None)
         }
-        Action::BackUpConfig => back_up_config(inputs).await,
+        Action::BackUpConfig => back_up_config(inputs).await.map(|()| None),
         Action::StartRehearsal => {
             let job_inputs = job_inputs(inputs, "start the rehearsal")?;
             let job = objects::rehearsal_job(&job_inputs, inputs.snapshot.hub_node()).ok_or_else(
@@ -181,6 +190,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                     class,
                 )
                 .await
+                .map(|()| None)
                 .map_err(|e| EffectError::Impossible {
                     action: "snapshot the hub's volume",
                     problem: e.to_string(),
@@ -207,8 +217,8 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                 ..Default::default()
             };
             match jobs.delete(&name, &params).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Ok(_) => Ok(None),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
                 Err(source) => Err(EffectError::Kube {
                     action: "stop the migration",
                     object: name,
@@ -240,6 +250,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
                     release,
                 )
                 .await
+                .map(|()| None)
                 .map_err(|e| EffectError::Impossible {
                     action: "restore the hub's volume from its snapshot",
                     problem: e.to_string(),
@@ -268,7 +279,7 @@ pub async fn carry_out(action: &Action, inputs: &EffectInputs<'_>) -> Result<(),
             })?;
             create_job(&client, namespace, job).await
         }
-        Action::StopServers { servers } => stop_servers(inputs, servers).await,
+        Action::StopServers { servers } => stop_servers(inputs, servers).await.map(|()| None),
     }
 }
 
@@ -497,13 +508,18 @@ fn created() -> PostParams {
     }
 }
 
-async fn create_job(client: &Client, namespace: &str, job: Job) -> Result<(), EffectError> {
+/// Creates `job`; returns its resourceVersion, `None` when an earlier attempt made it.
+async fn create_job(
+    client: &Client,
+    namespace: &str,
+    job: Job,
+) -> Result<Option<String>, EffectError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let name = job.name_any();
     match jobs.create(&created(), &job).await {
-        Ok(_) => Ok(()),
+        Ok(job) => Ok(job.metadata.resource_version),
         // Made by an earlier attempt that crashed before recording it: that Job is the one.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
         Err(source) => Err(EffectError::Kube {
             action: "create Job",
             object: name,

@@ -73,7 +73,7 @@ pub async fn observe_with(
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let uid = target.owner.uid.as_str();
     // What this upgrade just wrote is read from the API server until the copy shows it.
-    let hub_settled = cache.filter(|cache| !cache.unsettled(uid, Written::Hub));
+    let hub_settled = cache.filter(|cache| !cache.hub_unsettled(uid, namespace, &target.hub));
     let deployment = match (cache, hub_settled) {
         (_, Some(cache)) => cache.deployment(namespace, &target.hub),
         (Some(cache), None) => {
@@ -240,7 +240,7 @@ pub async fn observe_with(
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut jobs_found = BTreeMap::new();
     // This upgrade's Jobs in one read (they carry its uid), each step's found by its name.
-    let jobs_settled = cache.filter(|cache| !cache.unsettled(uid, Written::Jobs));
+    let jobs_settled = cache.filter(|cache| !cache.jobs_unsettled(uid, namespace));
     let mut listed = match (cache, jobs_settled) {
         (_, Some(cache)) => cache.jobs_of(namespace, uid),
         (cache, None) => {

@@ -256,7 +256,15 @@ async fn advance(cached: &HubUpgrade, context: &Context) -> Result<Requeue, Erro
     if let (Some(cache), Some(what)) = (context.cache.get(), written_by(&decision.action)) {
         cache.wrote(&uid, what);
     }
-    if let Err(source) = effects::carry_out(&decision.action, &inputs).await {
+    let carried_out = effects::carry_out(&decision.action, &inputs).await;
+    if let (Some(cache), Some(what), Ok(Some(version))) = (
+        context.cache.get(),
+        written_by(&decision.action),
+        &carried_out,
+    ) {
+        cache.wrote_at(&uid, what, version.clone());
+    }
+    if let Err(source) = carried_out {
         if source.is_conflict() {
             // Someone changed the object between our read and our write: look again.
             return Ok(Requeue::requeue(Duration::from_millis(500)));

@@ -22,7 +22,7 @@ async fn act_with(
             progress: &progress,
             snapshot: &snapshot,
         };
-        carry_out(&action, &inputs).await
+        carry_out(&action, &inputs).await.map(drop)
     })
     .await
 }

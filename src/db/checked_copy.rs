@@ -1,12 +1,13 @@
-//! Copying a file fast enough for the downtime without trusting the copy blindly: the
-//! checksum is computed from the bytes as they are read (the source is read once), every
-//! stretch of the copy is read back and checksummed by a second thread while the next one is
-//! copied, and a third thread has the written stretches put on disk as the copy goes on, so
-//! the final fsync waits only for the last one.
+//! Copying a file fast enough for the downtime without trusting the copy blindly: the source
+//! is read once; a second thread computes the checksum of the bytes read while the next
+//! stretch is copied; a third reads every stretch of the copy back and compares it, byte for
+//! byte, with the bytes the checksum is of; and a fourth has the written stretches put on disk
+//! as the copy goes on, so the final fsync waits only for the last one.
 //!
 //! An earlier copy of the same file (a seed) can instead be brought up to date in place:
 //! only the stretches that differ from the source are written, with the same checksum, the
-//! same whole read-back and the same fsync, so the result is as trustworthy as a new copy.
+//! same whole read-back (compared with the source's bytes) and the same fsync, so the result
+//! is as trustworthy as a new copy.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,8 +18,9 @@ use std::thread;
 
 use super::file::{CHUNK, ChecksumAlgorithm, Checksummer};
 
-/// Written bytes are handed to the disk every this many: the disk works while the copy goes
-/// on instead of all of it waiting for the final fsync.
+/// Written bytes are handed to the disk every this many, and every this many bytes of the
+/// source when some were written since (a seed's changed pages, scattered over the file): the
+/// disk works while the copy goes on instead of all of it waiting for the final fsync.
 const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 /// A seed is compared with the source this many bytes at a time, SQLite's default page size:
@@ -65,9 +67,29 @@ pub fn update_checked(source: &mut File, seed: &Path) -> io::Result<CheckedCopy>
     copy_checked_with(source, seed, Start::Seed, |_, _| Ok(()))
 }
 
+/// Stretches of the source in flight between the copying thread, the checksumming thread and
+/// the read-back (each [`CHUNK`] long): they bound the memory used and let each thread work
+/// while the others do.
+const IN_FLIGHT: usize = 4;
+
+/// A stretch of the source on its way: read (and written into the copy) by the copying
+/// thread, checksummed by the next, compared with the copy's same range by the read-back,
+/// then handed back to the copying thread to be filled again.
+struct Stretch {
+    offset: u64,
+    bytes: Vec<u8>,
+    len: usize,
+}
+
 /// [`copy_checked`] or [`update_checked`], with `after_write(copy, end)` called after each
 /// stretch up to `end` is in place (written, or found equal) and before it is read back: the
 /// tests corrupt the copy there.
+///
+/// Three threads work side by side on each stretch in turn: this one reads it from the source
+/// and writes it (or its differences) into the copy; a second computes the checksum of the
+/// source's bytes; a third reads the copy's same range back and compares it with them, byte
+/// for byte, so the copy is checked against the very bytes the checksum is of. A fourth has
+/// the written stretches put on disk as the copy goes on.
 fn copy_checked_with(
     source: &mut File,
     to: &Path,
@@ -84,10 +106,28 @@ fn copy_checked_with(
         .open(to)?;
     let reader = copy.try_clone()?;
     let syncer = copy.try_clone()?;
-    let (written_tx, written_rx) = mpsc::channel::<u64>();
+    let (to_checksum, checksummed_rx) = mpsc::sync_channel::<Stretch>(IN_FLIGHT);
+    let (to_read_back, read_back_rx) = mpsc::sync_channel::<Stretch>(IN_FLIGHT);
+    let (returned, free) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        returned
+            .send(vec![0u8; CHUNK])
+            .expect("the channel holds IN_FLIGHT stretches");
+    }
     let (write_back_tx, write_back_rx) = mpsc::channel::<()>();
     thread::scope(|scope| {
-        let read_back = scope.spawn(move || read_back(&reader, written_rx));
+        let checksummed = scope.spawn(move || {
+            let mut checksum = Checksummer::new(ChecksumAlgorithm::NEW);
+            for stretch in checksummed_rx {
+                checksum.update(&stretch.bytes[..stretch.len]);
+                // A closed channel means the read-back failed; its error is reported below.
+                if to_read_back.send(stretch).is_err() {
+                    break;
+                }
+            }
+            checksum.finish()
+        });
+        let read_back = scope.spawn(move || read_back(&reader, read_back_rx, returned));
         let written_back = scope.spawn(move || {
             // Each fdatasync waits for what was written before it; the copy goes on meanwhile.
             while write_back_rx.recv().is_ok() {
@@ -96,23 +136,21 @@ fn copy_checked_with(
             }
             io::Result::Ok(())
         });
-        let copied = (|| -> io::Result<(u64, String, u64)> {
-            let mut checksum = Checksummer::new(ChecksumAlgorithm::NEW);
-            let mut buffer = vec![0u8; CHUNK];
+        let copied = (|| -> io::Result<(u64, u64)> {
             // The seed's bytes of the same range, for a seed only.
             let mut seed_buffer = match start {
                 Start::Empty => Vec::new(),
                 Start::Seed => vec![0u8; CHUNK],
             };
-            let (mut size, mut written, mut handed_to_disk) = (0u64, 0u64, 0u64);
-            loop {
-                let n = match source.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(error) => return Err(error),
-                };
-                checksum.update(&buffer[..n]);
+            let (mut size, mut written) = (0u64, 0u64);
+            // The bytes written, and the source's bytes read, when last handed to the disk.
+            let (mut handed_to_disk, mut handed_at) = (0u64, 0u64);
+            // No free stretch means the read-back failed; its error is reported below.
+            while let Ok(mut buffer) = free.recv() {
+                let n = fill_from(source, &mut buffer)?;
+                if n == 0 {
+                    break;
+                }
                 written += match start {
                     Start::Empty => {
                         copy.write_all_at(&buffer[..n], size)?;
@@ -123,13 +161,23 @@ fn copy_checked_with(
                         write_differences(&copy, &buffer[..n], &seed_buffer[..seed_n], size)?
                     }
                 };
+                let offset = size;
                 size += n as u64;
                 after_write(&copy, size)?;
-                // A closed channel means the reader failed; its error is reported below.
-                let _ = written_tx.send(size);
-                if written - handed_to_disk >= WRITE_BACK_EVERY {
+                let stretch = Stretch {
+                    offset,
+                    bytes: buffer,
+                    len: n,
+                };
+                if to_checksum.send(stretch).is_err() {
+                    break;
+                }
+                let unsynced = written - handed_to_disk;
+                if unsynced >= WRITE_BACK_EVERY
+                    || (unsynced > 0 && size - handed_at >= WRITE_BACK_EVERY)
+                {
                     let _ = write_back_tx.send(());
-                    handed_to_disk = written;
+                    (handed_to_disk, handed_at) = (written, size);
                 }
             }
             if start == Start::Seed {
@@ -137,21 +185,19 @@ fn copy_checked_with(
                 // length after this.
                 copy.set_len(size)?;
             }
-            Ok((size, checksum.finish(), written))
+            Ok((size, written))
         })();
-        drop((written_tx, write_back_tx));
+        drop((to_checksum, write_back_tx));
+        let checksum = checksummed.join().expect("the checksum thread panicked");
         let read_back = read_back.join().expect("the read-back thread panicked");
         let written_back = written_back.join().expect("the write-back thread panicked");
-        let (size, checksum, written) = copied?;
-        let (read_size, read_checksum) = read_back?;
+        let (size, written) = copied?;
+        let read_size = read_back?;
         written_back?;
-        if (read_size, &read_checksum) != (size, &checksum) {
+        if read_size != size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "the copy reads back as {read_size} bytes with checksum {read_checksum}, not \
-                     the {size} bytes with checksum {checksum} copied into it"
-                ),
+                format!("the copy reads back as {read_size} bytes, not the {size} copied"),
             ));
         }
         match start {
@@ -165,6 +211,21 @@ fn copy_checked_with(
             written,
         })
     })
+}
+
+/// Reads from `source` into `buffer` until it is full or the source ends; returns how many
+/// bytes were read.
+fn fill_from(source: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    while read < buffer.len() {
+        match source.read(&mut buffer[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(read)
 }
 
 /// Writes the blocks of `chunk`, the source's bytes from `offset`, that differ from `seed`, the
@@ -212,28 +273,39 @@ fn read_at_most(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize
     Ok(read)
 }
 
-/// Reads the copy back up to each length `written` reports, then to its end (which must be
-/// the last length reported), and checksums it.
-fn read_back(copy: &File, written: mpsc::Receiver<u64>) -> io::Result<(u64, String)> {
-    let mut checksum = Checksummer::new(ChecksumAlgorithm::NEW);
+/// Reads back the copy's range of each stretch, compares it with the stretch's bytes and
+/// hands the stretch back through `returned`; once they end, checks the copy ends there too.
+/// Returns the length read back, which must be the length copied.
+fn read_back(
+    copy: &File,
+    stretches: mpsc::Receiver<Stretch>,
+    returned: mpsc::SyncSender<Vec<u8>>,
+) -> io::Result<u64> {
     let mut buffer = vec![0u8; CHUNK];
     let mut read = 0u64;
-    let mut read_up_to = |end: u64, read: &mut u64| -> io::Result<()> {
-        while *read < end {
-            let n = (end - *read).min(CHUNK as u64) as usize;
-            copy.read_exact_at(&mut buffer[..n], *read)?;
-            checksum.update(&buffer[..n]);
-            *read += n as u64;
+    for stretch in stretches {
+        let on_disk = &mut buffer[..stretch.len];
+        copy.read_exact_at(on_disk, stretch.offset)?;
+        if *on_disk != stretch.bytes[..stretch.len] {
+            let at = on_disk
+                .iter()
+                .zip(&stretch.bytes)
+                .position(|(a, b)| a != b)
+                .unwrap_or_default() as u64;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the copy reads back differently from the bytes copied into it at byte {}",
+                    stretch.offset + at
+                ),
+            ));
         }
-        Ok(())
-    };
-    for end in written {
-        read_up_to(end, &mut read)?;
+        read = stretch.offset + stretch.len as u64;
+        // The copying thread may be done; nothing waits for this stretch then.
+        let _ = returned.send(stretch.bytes);
     }
-    // Bytes past the last length written (a copy longer than what was copied) count too.
-    let length = copy.metadata()?.len();
-    read_up_to(length, &mut read)?;
-    Ok((read, checksum.finish()))
+    // Bytes past the last stretch (a copy longer than what was copied) count too.
+    Ok(read.max(copy.metadata()?.len()))
 }
 
 #[cfg(test)]

@@ -212,6 +212,16 @@ impl Cache {
         tokio::time::timeout(READY_WAIT, all).await.unwrap_or(false)
     }
 
+    /// Whether the Deployments' copy has had its first list (waits a while for it), as
+    /// [`Cache::ready`] for that copy alone.
+    pub async fn deployments_ready(&self) -> bool {
+        let deployments = self.deployments.wait_until_ready();
+        matches!(
+            tokio::time::timeout(READY_WAIT, deployments).await,
+            Ok(Ok(()))
+        )
+    }
+
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
         let key = ObjectRef::new(name).within(namespace);
         self.deployments.get(&key).map(|d| (*d).clone())
@@ -391,8 +401,7 @@ impl Cache {
                 .is_ok_and(|versions| versions.get(uid).map(String::as_str) == version)
     }
 
-    /// Forgets what a deleted upgrade kept (an ended one keeps it: its last steps, releasing
-    /// the lock, still read the layout).
+    /// Forgets what a deleted upgrade kept (an ended one keeps it until it is deleted).
     pub fn forget(&self, uid: &str) {
         if let Ok(mut charts) = self.charts.lock() {
             charts.remove(uid);

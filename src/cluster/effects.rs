@@ -116,9 +116,7 @@ pub async fn carry_out(
                 .map(|hub| hub.metadata.resource_version)
                 .map_err(kube_error("acquire the hub lock", hub_name.clone()))
         }
-        Action::ReleaseLock => release_lock(&client, &target.owner, &target.hub)
-            .await
-            .map(|()| None),
+        Action::ReleaseLock => release_lock(&client, &target.owner, &target.hub).await,
         Action::ScaleHub { replicas } => {
             let patch = json!({"spec": {"replicas": replicas}});
             deployments
@@ -324,7 +322,12 @@ async fn stop_servers(inputs: &EffectInputs<'_>, servers: &[String]) -> Result<(
 }
 
 /// Removes the lock annotations from the Deployment `hub` if (and only if) they name `owner`.
-pub async fn release_lock(client: &Client, owner: &Owner, hub: &str) -> Result<(), EffectError> {
+/// Returns the resourceVersion the removal left, `None` when there was nothing to remove.
+pub async fn release_lock(
+    client: &Client,
+    owner: &Owner,
+    hub: &str,
+) -> Result<Option<String>, EffectError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &owner.namespace);
     let deployment = deployments
         .get_opt(hub)
@@ -335,11 +338,11 @@ pub async fn release_lock(client: &Client, owner: &Owner, hub: &str) -> Result<(
             source,
         })?;
     let Some(deployment) = deployment else {
-        return Ok(());
+        return Ok(None);
     };
     let holds = super::lock::holder(&deployment).is_some_and(|(_, uid)| uid == owner.uid);
     if !holds {
-        return Ok(());
+        return Ok(None);
     }
     let patch = json!({"metadata": {
         "resourceVersion": deployment.resource_version(),
@@ -348,7 +351,7 @@ pub async fn release_lock(client: &Client, owner: &Owner, hub: &str) -> Result<(
     deployments
         .patch(hub, &patch_params(), &Patch::Merge(&patch))
         .await
-        .map(drop)
+        .map(|hub| hub.metadata.resource_version)
         .map_err(|source| EffectError::Kube {
             action: "release the hub lock",
             object: hub.to_string(),

@@ -64,6 +64,9 @@ pub async fn observe_with(
     ask_server: bool,
 ) -> Result<Observation, kube::Error> {
     let phase = progress.phase;
+    if phase.is_terminal() {
+        return observe_ended(client, cache, target).await;
+    }
     let cache = match cache {
         Some(cache) if cache.ready().await => Some(cache),
         _ => None,
@@ -330,6 +333,46 @@ pub async fn observe_with(
     Ok(Observation {
         snapshot,
         preflight,
+    })
+}
+
+/// What an ended upgrade reads: all it may still do is release the hub's lock (see the
+/// machine's terminal phases), so the hub Deployment, for its lock annotations, is enough. It
+/// waits only for the Deployments' first list, not the Jobs' and pods': an operator starting
+/// with many ended upgrades gets through them without those lists.
+async fn observe_ended(
+    client: &Client,
+    cache: Option<&Cache>,
+    target: &Target,
+) -> Result<Observation, kube::Error> {
+    let namespace = target.owner.namespace.as_str();
+    let uid = target.owner.uid.as_str();
+    let cache = match cache {
+        Some(cache) if cache.deployments_ready().await => Some(cache),
+        _ => None,
+    };
+    let deployment = match cache {
+        Some(cache) if !cache.hub_unsettled(uid, namespace, &target.hub) => {
+            cache.deployment(namespace, &target.hub)
+        }
+        _ => {
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+            deployments.get_opt(&target.hub).await?
+        }
+    };
+    let mut snapshot = Snapshot {
+        deleting: target.owner.deleting,
+        abort: target.owner.abort.clone(),
+        approved: target.owner.approved.clone(),
+        ..Snapshot::default()
+    };
+    if let Some(deployment) = &deployment {
+        snapshot.lock = observe_lock(client, cache, target, deployment).await?;
+    }
+    snapshot.deployment = deployment;
+    Ok(Observation {
+        snapshot,
+        preflight: None,
     })
 }
 

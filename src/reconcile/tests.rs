@@ -190,3 +190,27 @@ async fn a_deleted_upgrade_that_ended_releases_the_lock_and_its_finalizer() {
     .expect("let go");
     assert_eq!(requeue, Requeue::await_change());
 }
+
+#[tokio::test]
+async fn an_ended_upgrade_reads_only_its_hub_and_releases_the_lock() {
+    let ended = upgrade_in(json!({"phase": "Succeeded"}));
+    // No values, pods, claim or Jobs read: an ended upgrade can only release its lock.
+    let exchanges = vec![
+        Exchange::get(UPGRADE_PATH).reply(ended.clone()),
+        Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+        Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+        Exchange::patch(HUB_PATH, MERGE_PATCH)
+            .query("fieldManager", "hubgrade")
+            .body_contains(json!({"metadata": {"annotations": {
+                "hubgrade.io/locked-by": null, "hubgrade.io/locked-by-uid": null
+            }}}))
+            .reply(hub()),
+    ];
+    let requeue = scenario(exchanges, |client| async move {
+        advance(&ended, &context(client)).await
+    })
+    .await
+    .expect("released");
+    // Soon again, to see the lock gone.
+    assert_eq!(requeue, Requeue::requeue(Duration::from_millis(200)));
+}

@@ -107,12 +107,7 @@ pub async fn observe_with(
             Some(target.layout_with_chart(d, chart))
         }
     };
-    let mut snapshot = Snapshot {
-        deleting: target.owner.deleting,
-        abort: target.owner.abort.clone(),
-        approved: target.owner.approved.clone(),
-        ..Snapshot::default()
-    };
+    let mut snapshot = owner_snapshot(target);
     if let Some(deployment) = &deployment {
         snapshot.hub_pods = match hub_settled.and_then(|cache| cache.hub_pods(deployment)) {
             Some(cached) => cached,
@@ -336,6 +331,17 @@ pub async fn observe_with(
     })
 }
 
+/// A snapshot of what the upgrade itself says (being deleted, abort, approval), before
+/// anything is read.
+fn owner_snapshot(target: &Target) -> Snapshot {
+    Snapshot {
+        deleting: target.owner.deleting,
+        abort: target.owner.abort.clone(),
+        approved: target.owner.approved.clone(),
+        ..Snapshot::default()
+    }
+}
+
 /// What an ended upgrade reads: all it may still do is release the hub's lock (see the
 /// machine's terminal phases), so the hub Deployment, for its lock annotations, is enough. It
 /// waits only for the Deployments' first list, not the Jobs' and pods': an operator starting
@@ -360,12 +366,7 @@ async fn observe_ended(
             deployments.get_opt(&target.hub).await?
         }
     };
-    let mut snapshot = Snapshot {
-        deleting: target.owner.deleting,
-        abort: target.owner.abort.clone(),
-        approved: target.owner.approved.clone(),
-        ..Snapshot::default()
-    };
+    let mut snapshot = owner_snapshot(target);
     if let Some(deployment) = &deployment {
         snapshot.lock = observe_lock(client, cache, target, deployment).await?;
     }

@@ -49,6 +49,19 @@ fn observation_of_a_free_hub(preflight: bool) -> Vec<Exchange> {
     reads
 }
 
+/// Releasing the lock of this test's upgrade: read the hub, remove the annotations.
+fn lock_released() -> Vec<Exchange> {
+    vec![
+        Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
+        Exchange::patch(HUB_PATH, MERGE_PATCH)
+            .query("fieldManager", "hubgrade")
+            .body_contains(json!({"metadata": {"annotations": {
+                "hubgrade.io/locked-by": null, "hubgrade.io/locked-by-uid": null
+            }}}))
+            .reply(hub()),
+    ]
+}
+
 async fn advanced(exchanges: Vec<Exchange>) -> Result<Requeue, Error> {
     scenario(exchanges, |client| async move {
         advance(&upgrade(), &context(client)).await
@@ -168,21 +181,15 @@ async fn a_deleted_upgrade_that_ended_releases_the_lock_and_its_finalizer() {
     deleted.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
     );
-    let exchanges = vec![
-        Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
-        Exchange::patch(HUB_PATH, MERGE_PATCH)
-            .query("fieldManager", "hubgrade")
-            .body_contains(json!({"metadata": {"annotations": {
-                "hubgrade.io/locked-by": null, "hubgrade.io/locked-by-uid": null
-            }}}))
-            .reply(hub()),
+    let mut exchanges = lock_released();
+    exchanges.extend([
         Exchange::get(JOBS_PATH)
             .query("labelSelector", &format!("hubgrade.io/upgrade-uid={UID}"))
             .empty_list("JobList"),
         Exchange::patch(UPGRADE_PATH, MERGE_PATCH)
             .body_is(json!({"metadata": {"resourceVersion": "7", "finalizers": []}}))
             .reply(upgrade()),
-    ];
+    ]);
     let requeue = scenario(exchanges, |client| async move {
         reconcile(Arc::new(deleted), Arc::new(context(client))).await
     })
@@ -195,17 +202,11 @@ async fn a_deleted_upgrade_that_ended_releases_the_lock_and_its_finalizer() {
 async fn an_ended_upgrade_reads_only_its_hub_and_releases_the_lock() {
     let ended = upgrade_in(json!({"phase": "Succeeded"}));
     // No values, pods, claim or Jobs read: an ended upgrade can only release its lock.
-    let exchanges = vec![
+    let mut exchanges = vec![
         Exchange::get(UPGRADE_PATH).reply(ended.clone()),
         Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
-        Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
-        Exchange::patch(HUB_PATH, MERGE_PATCH)
-            .query("fieldManager", "hubgrade")
-            .body_contains(json!({"metadata": {"annotations": {
-                "hubgrade.io/locked-by": null, "hubgrade.io/locked-by-uid": null
-            }}}))
-            .reply(hub()),
     ];
+    exchanges.extend(lock_released());
     let requeue = scenario(exchanges, |client| async move {
         advance(&ended, &context(client)).await
     })

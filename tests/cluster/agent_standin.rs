@@ -482,10 +482,16 @@ async fn write_secret(
 ) -> Result<(), String> {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(pods.clone().into_client(), namespace);
-    let secret = secrets
-        .get(name)
-        .await
-        .map_err(|e| format!("reading the Secret {namespace}/{name}: {e}"))?;
+    // The API server away (a transport error or a 5xx) is asked again, as the kubelet tries
+    // a mount again; a Secret that is not there, or not readable, fails the pod.
+    let secret = until_answered(|| async {
+        match secrets.get(name).await {
+            Err(kube::Error::Api(status)) if status.code < 500 => Ok(Err(status.message)),
+            other => other.map(Ok),
+        }
+    })
+    .await
+    .map_err(|e| format!("reading the Secret {namespace}/{name}: {e}"))?;
     std::fs::create_dir_all(folder).map_err(|e| e.to_string())?;
     for (key, value) in secret.data.unwrap_or_default() {
         std::fs::write(folder.join(&key), &value.0).map_err(|e| e.to_string())?;

@@ -36,14 +36,14 @@ const WORKING_PHASES: [Phase; 6] = [
 ];
 
 /// Test markers that make every working phase last longer than the test is blind: a hub pod
-/// being deleted goes 25 s later (ScalingDown), each of hubgrade's pods becomes Ready 25 s
-/// after it is made and then runs 5 s (Rehearsal, BackingUp, Migrating), a hub pod becomes
-/// Ready 25 s after it is made (RollingOut) and answers on its API 25 s after that
-/// (Verifying). The test sees no phase while a restart lasts: the outage (up to 15 s seen)
-/// and, for the API server, KWOK's, the controller-manager's and the scheduler's restarts
-/// after it (a few seconds). These holds run on while the API is away, so a phase shorter
-/// than that can begin and end unseen: CI and local runs saw Rehearsal, RollingOut and
-/// Verifying missed that way with holds of 0 and 5 s.
+/// being deleted goes 25 s later (ScalingDown); each of hubgrade's pods becomes Ready 25 s
+/// after it is made, then runs 5 s (Rehearsal, BackingUp, Migrating); the new hub pod becomes
+/// Ready 25 s after it is made and answers on its API 25 s after that (Verifying). RollingOut
+/// waits for the test to set the image (see [`upgrade_through_restarts`]). The test sees no
+/// phase while a restart lasts: the outage (up to 15 s seen) and, for the API server, KWOK's,
+/// the controller-manager's and the scheduler's restarts after it (a few seconds). The holds
+/// run on while the API is away, so a shorter phase can begin and end unseen: CI and local
+/// runs saw Rehearsal, RollingOut and Verifying missed that way with holds of 0 and 5 s.
 const SLOW_PHASES: &str = "kwok.hubgrade.io/delay: 5s, kwok.hubgrade.io/ready-after: 25s, \
                            kwok.hubgrade.io/api-after: 25s, kwok.hubgrade.io/stop-after: 25s";
 
@@ -61,11 +61,15 @@ async fn upgrade_through_restarts(
     process: &str,
     after: &[(&str, &str)],
 ) -> (Vec<Phase>, u32, Duration) {
+    // The image is set by "the GitOps tool" (this test) once RollingOut was hit: with
+    // hubgrade setting it, RollingOut is two writes long and no hold can keep it for a restart.
     hub.apply_upgrade(
         name,
-        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET}),
+        json!({"hub": {"deployment": "hub"}, "targetImage": TARGET,
+               "rollout": {"imageManagement": "External"}}),
     )
     .await;
+    let mut image_set = false;
     let mut hit = Vec::new();
     let mut operator_restarts = 0;
     let mut longest = Duration::ZERO;
@@ -85,6 +89,10 @@ async fn upgrade_through_restarts(
                     chaos::restart_until_listening(follower, chaos::port(port));
                 }
             }
+            if phase == Phase::RollingOut && !image_set {
+                set_hub_image(hub, TARGET).await;
+                image_set = true;
+            }
         }
         assert!(
             start.elapsed() < RESTARTS_LIMIT,
@@ -92,6 +100,26 @@ async fn upgrade_through_restarts(
             hub.operator_log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sets the hub container's image, as Helm, Argo CD or Flux would (asked again while the API
+/// server is away).
+async fn set_hub_image(hub: &Hub, image: &str) {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "hub", "image": image}
+    ]}}}});
+    let started = Instant::now();
+    while let Err(error) = hub
+        .deployments()
+        .patch("hub", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        assert!(
+            started.elapsed() < LIMIT,
+            "setting the hub image to {image}: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

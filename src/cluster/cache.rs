@@ -59,7 +59,7 @@ pub enum Written {
 /// The API server's resourceVersions are etcd revisions, which Kubernetes guarantees to be
 /// comparable as integers within a resource from 1.35 on (KEP-5504); one that is not an
 /// integer is never taken as later, so the caller reads the API server instead.
-pub fn version_at_least(copy: &str, wrote: &str) -> bool {
+fn version_at_least(copy: &str, wrote: &str) -> bool {
     match (copy.parse::<u64>(), wrote.parse::<u64>()) {
         (Ok(copy), Ok(wrote)) => copy >= wrote,
         _ => false,
@@ -142,6 +142,12 @@ fn agent_pod(pod: &mut Pod) {
         node_name,
         ..Default::default()
     });
+}
+
+/// Whether `job` is one of the Jobs of the upgrade with this uid.
+fn is_job_of(job: &Job, namespace: &str, uid: &str) -> bool {
+    job.metadata.namespace.as_deref() == Some(namespace)
+        && job.labels().get(UPGRADE_UID_LABEL).map(String::as_str) == Some(uid)
 }
 
 fn job(job: &mut Job) {
@@ -255,10 +261,7 @@ impl Cache {
     /// The Jobs of the upgrade with this uid.
     pub fn jobs_of(&self, namespace: &str, uid: &str) -> Vec<Job> {
         self.jobs
-            .state_filter(|job| {
-                job.metadata.namespace.as_deref() == Some(namespace)
-                    && job.labels().get(UPGRADE_UID_LABEL).map(String::as_str) == Some(uid)
-            })
+            .state_filter(|job| is_job_of(job, namespace, uid))
             .into_iter()
             .map(|job| (*job).clone())
             .collect()
@@ -349,23 +352,12 @@ impl Cache {
     /// They come from one watch, in the order of their versions: one of them at or past the
     /// version a write left means the copies hold that write.
     pub fn jobs_unsettled(&self, uid: &str, namespace: &str) -> bool {
-        let newest = self
-            .jobs
-            .state()
+        let jobs = self.jobs.state_filter(|job| is_job_of(job, namespace, uid));
+        let newest = jobs
             .iter()
-            .filter(|job| {
-                job.metadata.namespace.as_deref() == Some(namespace)
-                    && job.labels().get(UPGRADE_UID_LABEL).map(String::as_str) == Some(uid)
-            })
-            .filter_map(|job| {
-                job.metadata
-                    .resource_version
-                    .as_deref()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .max();
-        self.unsettled(uid, Written::Jobs, newest.map(|v| v.to_string()).as_deref())
+            .filter_map(|job| job.metadata.resource_version.as_deref())
+            .max_by_key(|version| version.parse::<u64>().ok());
+        self.unsettled(uid, Written::Jobs, newest)
     }
 
     /// The copy has caught up with what the upgrade `uid` wrote of `what`.

@@ -72,27 +72,11 @@ pub async fn observe_with(
         _ => None,
     };
     let namespace = target.owner.namespace.as_str();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let uid = target.owner.uid.as_str();
     // What this upgrade just wrote is read from the API server until the copy shows it.
-    let hub_settled = cache.filter(|cache| !cache.hub_unsettled(uid, namespace, &target.hub));
-    let deployment = match (cache, hub_settled) {
-        (_, Some(cache)) => cache.deployment(namespace, &target.hub),
-        (Some(cache), None) => {
-            let live = deployments.get_opt(&target.hub).await?;
-            let cached = cache.deployment(namespace, &target.hub);
-            if cached.and_then(|d| d.metadata.resource_version)
-                == live
-                    .as_ref()
-                    .and_then(|d| d.metadata.resource_version.clone())
-            {
-                cache.shows(uid, Written::Hub);
-            }
-            live
-        }
-        (None, None) => deployments.get_opt(&target.hub).await?,
-    };
+    let (deployment, hub_settled) = hub_deployment(client, cache, target).await?;
+    let hub_settled = cache.filter(|_| hub_settled);
     // The chart values, when the spec leaves the database to detection: they say whether the
     // database is a file or on a server. (The Secrets read here are not read again.)
     let mut facts = None;
@@ -342,6 +326,36 @@ fn owner_snapshot(target: &Target) -> Snapshot {
     }
 }
 
+/// The hub Deployment, from the copy unless the copy may not show yet what this upgrade just
+/// wrote to it: then from the API server, and a copy found at the version read shows it. With
+/// whether the copy showed it before this read (and so shows the hub's pods too).
+async fn hub_deployment(
+    client: &Client,
+    cache: Option<&Cache>,
+    target: &Target,
+) -> Result<(Option<Deployment>, bool), kube::Error> {
+    let namespace = target.owner.namespace.as_str();
+    let uid = target.owner.uid.as_str();
+    if let Some(cache) = cache
+        && !cache.hub_unsettled(uid, namespace, &target.hub)
+    {
+        return Ok((cache.deployment(namespace, &target.hub), true));
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let live = deployments.get_opt(&target.hub).await?;
+    if let Some(cache) = cache {
+        let cached = cache.deployment(namespace, &target.hub);
+        if cached.and_then(|d| d.metadata.resource_version)
+            == live
+                .as_ref()
+                .and_then(|d| d.metadata.resource_version.clone())
+        {
+            cache.shows(uid, Written::Hub);
+        }
+    }
+    Ok((live, false))
+}
+
 /// What an ended upgrade reads: all it may still do is release the hub's lock (see the
 /// machine's terminal phases), so the hub Deployment, for its lock annotations, is enough. It
 /// waits only for the Deployments' first list, not the Jobs' and pods': an operator starting
@@ -351,21 +365,11 @@ async fn observe_ended(
     cache: Option<&Cache>,
     target: &Target,
 ) -> Result<Observation, kube::Error> {
-    let namespace = target.owner.namespace.as_str();
-    let uid = target.owner.uid.as_str();
     let cache = match cache {
         Some(cache) if cache.deployments_ready().await => Some(cache),
         _ => None,
     };
-    let deployment = match cache {
-        Some(cache) if !cache.hub_unsettled(uid, namespace, &target.hub) => {
-            cache.deployment(namespace, &target.hub)
-        }
-        _ => {
-            let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-            deployments.get_opt(&target.hub).await?
-        }
-    };
+    let (deployment, _) = hub_deployment(client, cache, target).await?;
     let mut snapshot = owner_snapshot(target);
     if let Some(deployment) = &deployment {
         snapshot.lock = observe_lock(client, cache, target, deployment).await?;

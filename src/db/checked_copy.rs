@@ -10,7 +10,7 @@
 //! is as trustworthy as a new copy.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc;
@@ -143,11 +143,13 @@ fn copy_checked_with(
                 Start::Seed => vec![0u8; CHUNK],
             };
             let (mut size, mut written) = (0u64, 0u64);
+            // Where what remains of the source starts.
+            let origin = source.stream_position()?;
             // The bytes written, and the source's bytes read, when last handed to the disk.
             let (mut handed_to_disk, mut handed_at) = (0u64, 0u64);
             // No free stretch means the read-back failed; its error is reported below.
             while let Ok(mut buffer) = free.recv() {
-                let n = fill_from(source, &mut buffer)?;
+                let n = read_at_most(source, &mut buffer, origin + size)?;
                 if n == 0 {
                     break;
                 }
@@ -180,6 +182,8 @@ fn copy_checked_with(
                     (handed_to_disk, handed_at) = (written, size);
                 }
             }
+            // What remains of the source is read: it is left at its end, as a read leaves it.
+            source.seek(SeekFrom::Start(origin + size))?;
             if start == Start::Seed {
                 // A seed longer than the source loses its tail; the read-back checks the
                 // length after this.
@@ -211,21 +215,6 @@ fn copy_checked_with(
             written,
         })
     })
-}
-
-/// Reads from `source` into `buffer` until it is full or the source ends; returns how many
-/// bytes were read.
-fn fill_from(source: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut read = 0;
-    while read < buffer.len() {
-        match source.read(&mut buffer[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(read)
 }
 
 /// Writes the blocks of `chunk`, the source's bytes from `offset`, that differ from `seed`, the

@@ -42,6 +42,12 @@ pub struct RunArgs {
     /// beyond the HubUpgrades themselves.
     #[arg(long, env = "HUBGRADE_LEDGER_URL")]
     pub ledger_url: Option<String>,
+    /// How many HubUpgrades are reconciled at the same moment (each reconcile is one short
+    /// look and one step; any number of upgrades are in progress between them). More buys
+    /// nothing once the API server is the bound, and each costs memory at its peak.
+    #[arg(long, env = "HUBGRADE_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HUBGRADE_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
@@ -187,9 +193,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         cache: Default::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = run_controller(context, args.namespace.clone(), async move {
-        let _ = stopped.await;
-    });
+    let controller = run_controller(
+        context,
+        args.namespace.clone(),
+        args.concurrency,
+        async move {
+            let _ = stopped.await;
+        },
+    );
     health.set(Role::Running);
     let controller = tokio::spawn({
         let health = health.clone();

@@ -18,7 +18,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -106,7 +107,7 @@ where
 
 /// A watch of `api` that keeps `store` current, each object trimmed by `slim` before it is
 /// kept.
-fn watched<K>(
+pub fn watched<K>(
     api: Api<K>,
     config: watcher::Config,
     slim: fn(&mut K),
@@ -124,12 +125,47 @@ where
     (store, stream.boxed())
 }
 
-/// A hub Deployment is kept whole: its managed fields say who scaled it.
-fn whole<K>(_: &mut K) {}
+/// The annotation `kubectl apply` keeps the whole applied object in, read by nothing here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A hub pod without its managed fields, which nothing reads; its spec says which image runs.
+/// A hub Deployment is kept whole but for what nothing reads: of its managed fields, only
+/// which manager set `spec.replicas` and when (who scaled the hub), and not the copy of the
+/// whole object `kubectl apply` leaves. Its managed fields were half its size.
+fn hub_deployment(deployment: &mut Deployment) {
+    for entry in deployment.managed_fields_mut() {
+        entry.fields_v1 = super::interpret::sets_replicas(entry)
+            .then(|| FieldsV1(serde_json::json!({"f:spec": {"f:replicas": {}}})));
+    }
+    deployment.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// A hub pod, with what is read of it: its metadata (without managed fields), the node it
+/// runs on, its containers' names and images (which image runs), and its status. The rest
+/// of its spec, the hub's environment, mounts and probes, was most of its size.
 fn hub_pod(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
+    pod.annotations_mut().remove(LAST_APPLIED);
+    if let Some(spec) = pod.spec.take() {
+        let containers = spec.containers.into_iter().map(|c| Container {
+            name: c.name,
+            image: c.image,
+            ..Default::default()
+        });
+        pod.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            containers: containers.collect(),
+            ..Default::default()
+        });
+    }
+}
+
+/// A HubUpgrade, as the controller keeps it: its managed fields name who made it and when
+/// (the ledger's "by"), but which fields each holds is read by nothing.
+pub fn upgrade(upgrade: &mut HubUpgrade) {
+    for entry in upgrade.managed_fields_mut() {
+        entry.fields_v1 = None;
+    }
+    upgrade.annotations_mut().remove(LAST_APPLIED);
 }
 
 /// Of hubgrade's Jobs and their pods, only what says how they are doing is read: metadata and
@@ -138,7 +174,7 @@ fn hub_pod(pod: &mut Pod) {
 fn agent_pod(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
     let node_name = pod.spec.take().and_then(|spec| spec.node_name);
-    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+    pod.spec = Some(PodSpec {
         node_name,
         ..Default::default()
     });
@@ -168,7 +204,7 @@ impl Cache {
         let (deployments, deployment_watch) = watched(
             api::<Deployment>(client, namespace),
             watcher::Config::default(),
-            whole,
+            hub_deployment,
         );
         let hub_label = format!("{}={}", HUB_POD_LABEL.0, HUB_POD_LABEL.1);
         let (hub_pods, hub_pod_watch) = watched(
@@ -541,6 +577,123 @@ mod tests {
                 .and_then(|l| l.get(UPGRADE_UID_LABEL).cloned())
                 .as_deref(),
             Some("1")
+        );
+    }
+
+    /// A hub Deployment loses the field sets of its managers and `kubectl apply`'s copy, but
+    /// not who scaled it nor the marks of the tool that manages it; a hub pod loses its
+    /// containers' environment and mounts, but not its node, images or status.
+    #[test]
+    fn hub_deployments_and_pods_are_kept_with_what_is_read() {
+        use crate::cluster::interpret::{managed_by, replicas_manager};
+        let template = json!({"metadata": {"labels": {"component": "hub"}}, "spec": {
+            "containers": [{"name": "hub", "image": "quay.io/jupyterhub/k8s-hub:4.1.0",
+                "env": [{"name": "A", "value": "x".repeat(2000)}],
+                "volumeMounts": [{"name": "hub-db-dir", "mountPath": "/srv/jupyterhub"}]}],
+            "volumes": [{"name": "hub-db-dir",
+                "persistentVolumeClaim": {"claimName": "hub-db-dir"}}]}});
+        let fields = |extra: serde_json::Value| {
+            let mut spec = json!({"f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"hub\"}": {"f:image": {}, "f:env": {}, "f:volumeMounts": {}}}}}});
+            spec.as_object_mut()
+                .expect("an object")
+                .extend(extra.as_object().cloned().unwrap_or_default());
+            json!({"f:metadata": {"f:labels": {"f:component": {}}}, "f:spec": spec})
+        };
+        let managed = json!([
+            {"manager": "helm", "operation": "Update", "time": "2026-11-01T00:00:00Z",
+             "fieldsV1": fields(json!({"f:replicas": {}}))},
+            {"manager": "kubectl-scale", "operation": "Update", "time": "2026-11-02T00:00:00Z",
+             "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "kubectl-edit", "operation": "Update", "time": "2026-11-03T00:00:00Z",
+             "fieldsV1": fields(json!({}))}
+        ]);
+        let applied = serde_json::to_string(&template).expect("json");
+        let mut deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "hub", "namespace": "jhub", "managedFields": managed,
+                "labels": {"heritage": "Helm", "release": "jh"},
+                "annotations": {LAST_APPLIED: applied, "meta.helm.sh/release-name": "jh"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"component": "hub"}},
+                "template": template},
+        }))
+        .expect("a Deployment");
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "hub-1", "namespace": "jhub", "labels": {"component": "hub"},
+                "managedFields": managed},
+            "spec": template["spec"].clone(),
+            "status": {"phase": "Running", "podIP": "10.244.0.7", "hostIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("a pod");
+        pod.spec.as_mut().expect("a spec").node_name = Some("node-1".into());
+        let before = (deployment.clone(), pod.clone());
+        fn size(object: &impl serde::Serialize) -> usize {
+            serde_json::to_vec(object).expect("json").len()
+        }
+        hub_deployment(&mut deployment);
+        hub_pod(&mut pod);
+        assert!(!deployment.annotations().contains_key(LAST_APPLIED));
+        assert!(
+            size(&deployment.metadata.managed_fields) * 2 < size(&before.0.metadata.managed_fields),
+            "the managers' field sets are dropped"
+        );
+        assert!(
+            size(&pod) * 3 < size(&before.1),
+            "the pod's spec is dropped"
+        );
+        assert_eq!(
+            replicas_manager(&before.0).as_deref(),
+            Some("kubectl-scale")
+        );
+        assert_eq!(replicas_manager(&deployment), replicas_manager(&before.0));
+        assert_eq!(
+            managed_by(&deployment.metadata),
+            managed_by(&before.0.metadata)
+        );
+        assert_eq!(
+            deployment.spec, before.0.spec,
+            "the pod template is read: kept"
+        );
+        assert_eq!(deployment.labels(), before.0.labels());
+        let spec = pod.spec.as_ref().expect("a spec");
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert_eq!(spec.containers.len(), 1);
+        assert_eq!(spec.containers[0].name, "hub");
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some("quay.io/jupyterhub/k8s-hub:4.1.0")
+        );
+        assert_eq!(pod.status, before.1.status);
+        assert_eq!(pod.labels(), before.1.labels());
+    }
+
+    /// A HubUpgrade keeps who made it (the ledger's "by"), not the fields each manager holds.
+    #[test]
+    fn upgrades_are_kept_with_their_managers_but_not_their_field_sets() {
+        let mut kept: HubUpgrade = serde_json::from_value(json!({
+            "apiVersion": "hubgrade.io/v1alpha1", "kind": "HubUpgrade",
+            "metadata": {"name": "u", "namespace": "jhub", "managedFields": [
+                {"manager": "kubectl-client-side-apply", "operation": "Update",
+                 "time": "2026-11-01T00:00:00Z", "fieldsV1": {"f:spec": {"f:targetImage": {}}}},
+                {"manager": "hubgrade", "operation": "Apply", "subresource": "status",
+                 "time": "2026-11-01T00:00:01Z", "fieldsV1": {"f:status": {"f:phase": {}}}}]},
+            "spec": {"hub": {"deployment": "hub"},
+                "targetImage": "quay.io/jupyterhub/k8s-hub:4.2.0"}
+        }))
+        .expect("a HubUpgrade");
+        let before = kept.clone();
+        upgrade(&mut kept);
+        assert!(kept.managed_fields().iter().all(|m| m.fields_v1.is_none()));
+        let who = |u: &HubUpgrade| {
+            u.managed_fields()
+                .iter()
+                .map(|m| (m.manager.clone(), m.time.clone(), m.subresource.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(who(&kept), who(&before));
+        assert_eq!(
+            crate::ledger::entry::created_by(&kept),
+            crate::ledger::entry::created_by(&before)
         );
     }
 

@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 
 use super::MANAGER;
 use super::owned::JobStep;
@@ -407,20 +407,24 @@ pub fn stuck_pod(pod: &Pod, events: &[Event], now: Timestamp) -> Option<String> 
 
 /// The field manager that last set `spec.replicas` of the Deployment, unless it was hubgrade
 /// itself or the API server's defaulting (no manager).
-fn replicas_manager(deployment: &Deployment) -> Option<String> {
+pub(super) fn replicas_manager(deployment: &Deployment) -> Option<String> {
     let fields = deployment.metadata.managed_fields.as_ref()?;
     fields
         .iter()
-        .filter(|f| {
-            f.fields_v1
-                .as_ref()
-                .and_then(|v| v.0.get("f:spec"))
-                .and_then(|spec| spec.get("f:replicas"))
-                .is_some()
-        })
+        .filter(|f| sets_replicas(f))
         .max_by_key(|f| f.time.as_ref().map(|t| t.0))
         .and_then(|f| f.manager.clone())
         .filter(|m| m != MANAGER)
+}
+
+/// Whether the field manager's entry holds `spec.replicas`.
+pub(super) fn sets_replicas(entry: &ManagedFieldsEntry) -> bool {
+    entry
+        .fields_v1
+        .as_ref()
+        .and_then(|v| v.0.get("f:spec"))
+        .and_then(|spec| spec.get("f:replicas"))
+        .is_some()
 }
 
 /// The tool that manages an object (the hub Deployment, a HubUpgrade), from the marks each leaves on what it applies:

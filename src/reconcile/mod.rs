@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -78,10 +78,12 @@ pub enum Error {
     Finalizer { upgrade: String, message: String },
 }
 
-/// Runs the controller until `shutdown` resolves. `namespace`: watch one namespace, or all.
+/// Runs the controller until `shutdown` resolves. `namespace`: watch one namespace, or all;
+/// `concurrency`: how many reconciles may run at once.
 pub async fn run_controller(
     context: Arc<Context>,
     namespace: Option<String>,
+    concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
@@ -89,7 +91,11 @@ pub async fn run_controller(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let controller = Controller::new(upgrades, watcher::Config::default());
+    // At most `concurrency` reconciles at once: a fleet's upgrades all woken together would
+    // otherwise each hold a connection and their reads at the same moment.
+    let (store, upgrades) = cache::watched(upgrades, watcher::Config::default(), cache::upgrade);
+    let controller = Controller::for_stream(upgrades, store)
+        .with_config(ControllerConfig::default().concurrency(concurrency));
     let (cache, watches) = Cache::watch(&client, namespace.as_deref(), controller.store());
     if context.cache.set(cache).is_err() {
         warn!("the controller runs twice on one context: the second reads the first's copies");

@@ -414,6 +414,9 @@ struct PodTimes {
     deleted: Option<SystemTime>,
     /// Seen in phase Succeeded.
     succeeded: Option<SystemTime>,
+    /// Seen with every container (after the init containers) exited 0, or Succeeded: the
+    /// operator goes on from a Job's pod at this point.
+    ended: Option<SystemTime>,
     sandbox_started: Option<SystemTime>,
     /// (name, containerd start, containerd exit, the API's startedAt, the API's finishedAt).
     containers: Vec<ContainerTimes>,
@@ -460,6 +463,17 @@ fn pod_times(timeline: &Timeline, uid: &str) -> PodTimes {
         let status = pod.status.clone().unwrap_or_default();
         if status.phase.as_deref() == Some("Succeeded") {
             times.succeeded.get_or_insert(*at);
+        }
+        let containers = status.container_statuses.as_deref().unwrap_or_default();
+        let exited_0 = !containers.is_empty()
+            && containers.iter().all(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0)
+            });
+        if exited_0 || status.phase.as_deref() == Some("Succeeded") {
+            times.ended.get_or_insert(*at);
         }
         let ready = status
             .conditions
@@ -697,8 +711,8 @@ fn analyze(
     let (migration_job, migration_complete) = job_times(timeline, "migration");
 
     let old_stopped = old_hub.as_ref().and_then(PodTimes::last_exit);
-    let backup_succeeded = backup.as_ref().and_then(|p| p.succeeded);
-    let migration_succeeded = migration.as_ref().and_then(|p| p.succeeded);
+    let backup_ended = backup.as_ref().and_then(|p| p.ended);
+    let migration_ended = migration.as_ref().and_then(|p| p.ended);
     let backup_start = backup.as_ref().and_then(PodTimes::first_start);
     let backup_exit = backup.as_ref().and_then(PodTimes::last_exit);
     let migration_start = migration.as_ref().and_then(PodTimes::first_start);
@@ -711,8 +725,8 @@ fn analyze(
             (Some(c), Some(n)) if c <= n => Some(c),
             _ => finished,
         };
-    let backup_done = waited(backup_complete, backup_succeeded, migration_job);
-    let migration_done = waited(migration_complete, migration_succeeded, new_created);
+    let backup_done = waited(backup_complete, backup_ended, migration_job);
+    let migration_done = waited(migration_complete, migration_ended, new_created);
     let new_ready_seen = new_hub.as_ref().and_then(|p| p.ready);
     // The kubelet reports Ready at its next probe (every 2 s): the hub often answers through
     // the proxy first, and what comes after the downtime's end is not in it.
@@ -737,18 +751,18 @@ fn analyze(
         ),
         (backup_exit, "the backup's containers running", Kind::Rest),
         (
-            backup_succeeded,
-            "backup exited → its pod seen Succeeded (the kubelet: relist every 1 s, status update)",
+            backup_ended,
+            "backup exited → its end seen: its containers exited 0 in the pod's status (the kubelet: relist every 1 s, status update)",
             Kind::Rest,
         ),
         (
             backup_done,
-            "backup pod Succeeded → Job seen Complete (the Job controller; 0 when the operator went on before it)",
+            "backup end seen → Job seen Complete (the Job controller; 0 when the operator went on before it)",
             Kind::Rest,
         ),
         (
             migration_job,
-            "operator: backup finished (Job Complete, or its pod Succeeded when the operator did not wait for that) → migration Job created (reads the report, status writes)",
+            "operator: backup finished (its end seen, or its Job Complete if that came first) → migration Job created (reads the report, status writes)",
             Kind::Rest,
         ),
         (
@@ -762,13 +776,13 @@ fn analyze(
             Kind::Migration,
         ),
         (
-            migration_succeeded,
-            "migration exited → its pod seen Succeeded (the kubelet: relist every 1 s, status update)",
+            migration_ended,
+            "migration exited → its end seen: its containers exited 0 in the pod's status (the kubelet: relist every 1 s, status update)",
             Kind::Rest,
         ),
         (
             migration_done,
-            "migration pod Succeeded → Job seen Complete (the Job controller; 0 when the operator went on before it)",
+            "migration end seen → Job seen Complete (the Job controller; 0 when the operator went on before it)",
             Kind::Rest,
         ),
         (
@@ -835,6 +849,12 @@ fn analyze(
         milestones.push((pod.deleted, format!("{role} pod seen deleted")));
         if role == "new hub" {
             milestones.push((pod.ready, format!("{role} pod seen Ready")));
+        }
+        if role == "backup" || role == "migration" {
+            milestones.push((
+                pod.ended,
+                format!("{role} pod seen with its containers exited 0"),
+            ));
         }
         milestones.push((pod.succeeded, format!("{role} pod seen Succeeded")));
         for c in &pod.containers {

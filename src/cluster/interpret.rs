@@ -218,9 +218,7 @@ impl Snapshot {
         };
         // A pod that ran to its end is the step's success: the Job controller marks the Job
         // Complete a second later, and in the downtime the hub waits for every second.
-        let pod_succeeded = pods
-            .iter()
-            .any(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
+        let pod_succeeded = pods.iter().any(ran_to_end);
         if holds("Complete").is_some() || pod_succeeded {
             // The report is the last word: the main container's (init containers report too).
             let report = pods.iter().rev().find_map(|pod| {
@@ -307,6 +305,28 @@ pub(super) fn finished(pod: &Pod) -> bool {
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
+}
+
+/// Whether the pod ran to its end: Succeeded, or every one of its containers (after its init
+/// containers) exited 0. The kubelet reports the containers' exits at once, but the phase
+/// Succeeded only once it has stopped the pod's sandbox, about a second later, and in the
+/// downtime the hub waits for every second. A container that exited 0 is not run again, so
+/// the pod can only end Succeeded.
+pub(super) fn ran_to_end(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    if status.phase.as_deref() == Some("Succeeded") {
+        return true;
+    }
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    !containers.is_empty()
+        && containers.iter().all(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        })
 }
 
 /// Waiting reasons that do not clear without someone changing something.

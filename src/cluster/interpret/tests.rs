@@ -258,3 +258,55 @@ fn a_job_whose_pod_succeeded_has_succeeded_before_it_is_marked_complete() {
     );
     assert_eq!(state(running), StepState::Running);
 }
+
+/// A pod whose containers all exited 0 has run to its end before the kubelet reports it
+/// Succeeded (it first stops the pod's sandbox): the step has succeeded, with the report. One
+/// container still running, one that failed, or only the init containers ended: not yet.
+#[test]
+fn a_job_whose_containers_exited_0_has_succeeded_before_its_pod_is_marked_succeeded() {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "hubgrade-0f1e2d3c-migration", "creationTimestamp": now().to_string()},
+        "status": {"active": 1}
+    }))
+    .expect("job");
+    let report = r#"{"ok":true,"revision":"4621fec11365"}"#;
+    let container = |name: &str, state: serde_json::Value| {
+        json!({"name": name, "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+               "state": state})
+    };
+    let ended = |code: i32| json!({"terminated": {"exitCode": code, "message": report}});
+    let running = json!({"running": {}});
+    let init_done = json!([container("upgrade-db", ended(0))]);
+    let state = |containers: serde_json::Value| {
+        let pod = pod(
+            5,
+            json!({"phase": "Running", "initContainerStatuses": init_done,
+                   "containerStatuses": containers}),
+        );
+        let snapshot = Snapshot {
+            jobs: BTreeMap::from([(JobStep::Migration, (job.clone(), vec![pod]))]),
+            ..Snapshot::default()
+        };
+        snapshot.job_state(JobStep::Migration, now())
+    };
+    assert_eq!(
+        state(json!([container("report-revision", ended(0))])),
+        StepState::Succeeded(AgentReport::parse(report))
+    );
+    assert_eq!(
+        state(json!([container("report-revision", ended(1))])),
+        StepState::Running
+    );
+    assert_eq!(
+        state(json!([container("report-revision", running.clone())])),
+        StepState::Running
+    );
+    assert_eq!(
+        state(json!([
+            container("report-revision", ended(0)),
+            container("other", running)
+        ])),
+        StepState::Running
+    );
+    assert_eq!(state(json!([])), StepState::Running);
+}

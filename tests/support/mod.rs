@@ -103,13 +103,17 @@ pub fn kubectl_with_input(args: &[&str], stdin: &str) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starting kubectl");
-    child
-        .stdin
-        .take()
-        .expect("kubectl stdin")
-        .write_all(stdin.as_bytes())
+    let mut input = child.stdin.take().expect("kubectl stdin");
+    let text = stdin.to_string();
+    // kubectl answers while it reads: its answers are drained meanwhile, or with a long input
+    // (500 hubs' manifests) both sides wait on a full pipe for ever.
+    let writer = std::thread::spawn(move || input.write_all(text.as_bytes()));
+    let output = child.wait_with_output().expect("waiting for kubectl");
+    writer
+        .join()
+        .expect("the thread writing to kubectl")
         .expect("writing to kubectl");
-    child.wait_with_output().expect("waiting for kubectl")
+    output
 }
 
 /// A name no other test (or earlier run) uses.

@@ -227,36 +227,41 @@ fn the_tool_that_manages_the_hub_is_recognised() {
     }
 }
 
+/// What an agent leaves in its termination message.
+const REPORT: &str = r#"{"ok":true,"revision":"4621fec11365"}"#;
+
+/// The state of the `step` Job, not yet marked Complete, whose one pod is `pod`.
+fn state_with_pod(step: JobStep, pod: Pod) -> StepState<Option<AgentReport>> {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": format!("hubgrade-0f1e2d3c-{}", step.as_str()),
+                     "creationTimestamp": now().to_string()},
+        "status": {"active": 1}
+    }))
+    .expect("job");
+    let snapshot = Snapshot {
+        jobs: BTreeMap::from([(step, (job, vec![pod]))]),
+        ..Snapshot::default()
+    };
+    snapshot.job_state(step, now())
+}
+
 /// A Job whose pod Succeeded, before the Job controller marked the Job Complete: the step has
 /// succeeded, with the report its pod left; a Job whose pod still runs has not.
 #[test]
 fn a_job_whose_pod_succeeded_has_succeeded_before_it_is_marked_complete() {
-    let job: Job = serde_json::from_value(json!({
-        "metadata": {"name": "hubgrade-0f1e2d3c-backup", "creationTimestamp": now().to_string()},
-        "status": {"active": 1}
-    }))
-    .expect("job");
-    let report = r#"{"ok":true,"revision":"4621fec11365"}"#;
     let succeeded = pod(
         5,
         json!({"phase": "Succeeded", "containerStatuses": [
             {"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-             "state": {"terminated": {"exitCode": 0, "message": report}}}
+             "state": {"terminated": {"exitCode": 0, "message": REPORT}}}
         ]}),
     );
     let running = pod(5, json!({"phase": "Running"}));
-    let state = |pod: Pod| {
-        let snapshot = Snapshot {
-            jobs: BTreeMap::from([(JobStep::Backup, (job.clone(), vec![pod]))]),
-            ..Snapshot::default()
-        };
-        snapshot.job_state(JobStep::Backup, now())
-    };
     assert_eq!(
-        state(succeeded),
-        StepState::Succeeded(AgentReport::parse(report))
+        state_with_pod(JobStep::Backup, succeeded),
+        StepState::Succeeded(AgentReport::parse(REPORT))
     );
-    assert_eq!(state(running), StepState::Running);
+    assert_eq!(state_with_pod(JobStep::Backup, running), StepState::Running);
 }
 
 /// A pod whose containers all exited 0 has run to its end before the kubelet reports it
@@ -264,17 +269,11 @@ fn a_job_whose_pod_succeeded_has_succeeded_before_it_is_marked_complete() {
 /// container still running, one that failed, or only the init containers ended: not yet.
 #[test]
 fn a_job_whose_containers_exited_0_has_succeeded_before_its_pod_is_marked_succeeded() {
-    let job: Job = serde_json::from_value(json!({
-        "metadata": {"name": "hubgrade-0f1e2d3c-migration", "creationTimestamp": now().to_string()},
-        "status": {"active": 1}
-    }))
-    .expect("job");
-    let report = r#"{"ok":true,"revision":"4621fec11365"}"#;
     let container = |name: &str, state: serde_json::Value| {
         json!({"name": name, "image": "x", "imageID": "", "ready": false, "restartCount": 0,
                "state": state})
     };
-    let ended = |code: i32| json!({"terminated": {"exitCode": code, "message": report}});
+    let ended = |code: i32| json!({"terminated": {"exitCode": code, "message": REPORT}});
     let running = json!({"running": {}});
     let init_done = json!([container("upgrade-db", ended(0))]);
     let state = |containers: serde_json::Value| {
@@ -283,15 +282,11 @@ fn a_job_whose_containers_exited_0_has_succeeded_before_its_pod_is_marked_succee
             json!({"phase": "Running", "initContainerStatuses": init_done,
                    "containerStatuses": containers}),
         );
-        let snapshot = Snapshot {
-            jobs: BTreeMap::from([(JobStep::Migration, (job.clone(), vec![pod]))]),
-            ..Snapshot::default()
-        };
-        snapshot.job_state(JobStep::Migration, now())
+        state_with_pod(JobStep::Migration, pod)
     };
     assert_eq!(
         state(json!([container("report-revision", ended(0))])),
-        StepState::Succeeded(AgentReport::parse(report))
+        StepState::Succeeded(AgentReport::parse(REPORT))
     );
     assert_eq!(
         state(json!([container("report-revision", ended(1))])),

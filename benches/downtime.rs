@@ -464,15 +464,7 @@ fn pod_times(timeline: &Timeline, uid: &str) -> PodTimes {
         if status.phase.as_deref() == Some("Succeeded") {
             times.succeeded.get_or_insert(*at);
         }
-        let containers = status.container_statuses.as_deref().unwrap_or_default();
-        let exited_0 = !containers.is_empty()
-            && containers.iter().all(|c| {
-                c.state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code == 0)
-            });
-        if exited_0 || status.phase.as_deref() == Some("Succeeded") {
+        if hubgrade::cluster::interpret::ran_to_end(pod) {
             times.ended.get_or_insert(*at);
         }
         let ready = status

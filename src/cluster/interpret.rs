@@ -312,7 +312,7 @@ pub(super) fn finished(pod: &Pod) -> bool {
 /// Succeeded only once it has stopped the pod's sandbox, about a second later, and in the
 /// downtime the hub waits for every second. A container that exited 0 is not run again, so
 /// the pod can only end Succeeded.
-pub(super) fn ran_to_end(pod: &Pod) -> bool {
+pub fn ran_to_end(pod: &Pod) -> bool {
     let Some(status) = pod.status.as_ref() else {
         return false;
     };

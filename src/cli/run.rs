@@ -183,7 +183,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     };
     let context = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter(Some(identity))),
+        reporter: reporter(Some(identity)),
         metrics,
         agent_image: args.agent_image.clone(),
         agent_pull_secrets: args.agent_image_pull_secrets.clone(),

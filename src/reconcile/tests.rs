@@ -10,8 +10,8 @@ const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/jhub/events";
 
 fn context(client: Client) -> Context {
     Context {
-        recorder: Recorder::new(client.clone(), reporter(None)),
         client,
+        reporter: reporter(None),
         metrics: Arc::default(),
         agent_image: AGENT_IMAGE.into(),
         agent_pull_secrets: Vec::new(),
@@ -214,4 +214,30 @@ async fn an_ended_upgrade_reads_only_its_hub_and_releases_the_lock() {
     .expect("released");
     // Soon again, to see the lock gone.
     assert_eq!(requeue, Requeue::requeue(Duration::from_millis(200)));
+}
+
+#[tokio::test]
+async fn a_reason_said_twice_is_two_events_each_with_its_own_message() {
+    // kube's Recorder, kept for the process, would patch the first Event into a series and
+    // keep its note: the second message would never be seen.
+    let first = "the hub Deployment was scaled up to 1 (by argocd-controller) during BackingUp";
+    let second = "the hub Deployment was scaled up to 2 (by kubectl-scale) during Migrating";
+    let exchanges = vec![
+        Exchange::post(EVENTS).body_contains(json!({"reason": "HubRestarted", "note": first})),
+        Exchange::post(EVENTS).body_contains(json!({"reason": "HubRestarted", "note": second})),
+    ];
+    scenario(exchanges, |client| async move {
+        let context = context(client);
+        for message in [first, second] {
+            publish(
+                &context,
+                &upgrade(),
+                EventKind::Warning,
+                "HubRestarted",
+                message,
+            )
+            .await;
+        }
+    })
+    .await;
 }

@@ -175,6 +175,8 @@ struct Snapshot {
     backup_holds: Option<Database>,
     migration: Job,
     restore: Job,
+    /// The copy of the hub's configuration exists.
+    config_copied: bool,
 }
 
 /// One decision of a run.
@@ -227,7 +229,6 @@ struct Shell {
     /// Someone annotated the upgrade as approved.
     approved: bool,
     rehearsal: Job,
-    config_copied: bool,
     persisted: Progress,
     entries: Vec<Entry>,
 }
@@ -258,13 +259,13 @@ impl Shell {
                 backup_holds: None,
                 migration: Job::NotStarted,
                 restore: Job::NotStarted,
+                config_copied: false,
             },
             preflight_checks_done: false,
             active_servers: scenario.active_servers,
             servers_asked_to_stop: false,
             approved: false,
             rehearsal: Job::NotStarted,
-            config_copied: false,
             persisted: Progress::default(),
             entries: Vec::new(),
         }
@@ -303,7 +304,6 @@ impl Shell {
                 .map(|n| (0..n).map(|i| format!("user{i}")).collect()),
             approved: self.approved.then(|| "alice".to_string()),
             rehearsal: self.rehearsal.observed(),
-            config_backed_up: self.config_copied,
             backup,
             migration: cluster.migration.observed(),
             restore: cluster.restore.observed(),
@@ -363,7 +363,7 @@ impl Shell {
                     hub.pods = 0;
                 }
             }
-            Action::BackUpConfig => self.config_copied = true,
+            Action::BackUpConfig => cluster.config_copied = true,
             Action::StartBackup => {
                 if cluster.backup == Job::NotStarted {
                     cluster.backup = Job::Running;
@@ -998,6 +998,22 @@ fn check_terminal_phases_stick(trace: &Trace) -> Result<(), String> {
     Ok(())
 }
 
+/// 8. The hub's configuration is copied before the upgrade stops the hub and before the migration.
+fn check_configuration_copied_before_the_hub_stops(trace: &Trace) -> Result<(), String> {
+    for (index, entry) in trace.decisions() {
+        let stops = entry.progress.phase == Phase::ScalingDown
+            && entry.decision.action == Action::ScaleHub { replicas: 0 };
+        let migrates = entry.decision.action == Action::StartMigration;
+        if (stops || migrates) && !entry.before.config_copied {
+            return Err(format!(
+                "no copy of the configuration yet: {}",
+                at(index, entry)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 256,
@@ -1058,6 +1074,11 @@ proptest! {
     #[test]
     fn external_image_management_never_writes_the_image(run in run()) {
         verify(&simulate(&run), check_external_mode_never_writes_the_image)?;
+    }
+
+    #[test]
+    fn the_configuration_is_copied_before_the_hub_stops(run in run()) {
+        verify(&simulate(&run), check_configuration_copied_before_the_hub_stops)?;
     }
 }
 

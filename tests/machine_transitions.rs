@@ -1407,12 +1407,65 @@ fn scaling_down_first_records_the_original_hub_without_touching_it() {
     assert_eq!(decision.progress.from, Some(original()));
 }
 
+/// ScalingDown's progress once the hub is recorded and its configuration copied.
+fn hub_recorded() -> Progress {
+    Progress {
+        from: Some(original()),
+        config_backed_up: true,
+        ..progress_in(Phase::ScalingDown)
+    }
+}
+
 #[test]
-fn scaling_down_with_the_hub_recorded_scales_it_to_zero() {
+fn scaling_down_copies_the_configuration_before_the_hub_is_touched() {
     let progress = Progress {
         from: Some(original()),
         ..progress_in(Phase::ScalingDown)
     };
+    let decision = decide(&plan(), &progress, &world(), after(1));
+    assert_eq!(decision.action, Action::BackUpConfig);
+    // Recorded with the copy: a crash before the record copies again (the copy is one Secret).
+    assert!(decision.progress.config_backed_up);
+    assert_eq!(decision.progress.hub_scaled_down_at, None);
+    assert_eq!(decision.progress.phase, Phase::ScalingDown);
+}
+
+#[test]
+fn a_configuration_that_cannot_be_copied_ends_the_upgrade_with_the_hub_running() {
+    let progress = Progress {
+        from: Some(original()),
+        ..progress_in(Phase::ScalingDown)
+    };
+    let plan = plan();
+    let decision = decide(&plan, &progress, &world(), past(plan.timeouts.scale_down));
+    assert_records_then_releases_the_lock(&plan, &decision, &world());
+    let progress = &decision.progress;
+    assert_eq!(progress.phase, Phase::Failed);
+    assert_eq!(progress.reason, "ConfigurationNotCopied");
+    let failure = progress.failure.as_deref().unwrap();
+    assert!(failure.contains("the hub was not stopped"), "{failure}");
+    assert!(!progress.config_backed_up);
+    assert_eq!(progress.hub_scaled_down_at, None);
+    assert_eq!(
+        notice_of(&decision),
+        (EventKind::Warning, "ConfigurationNotCopied")
+    );
+}
+
+#[test]
+fn a_backup_made_before_a_crash_is_not_started_again_when_backing_up_is_entered() {
+    let world = World {
+        backup: StepState::Running,
+        ..world_with_stopped_hub()
+    };
+    let decision = decide(&plan(), &hub_recorded(), &world, after(40));
+    assert_eq!(decision.action, Action::Wait);
+    assert_eq!(decision.progress.phase, Phase::BackingUp);
+}
+
+#[test]
+fn scaling_down_with_the_hub_recorded_scales_it_to_zero() {
+    let progress = hub_recorded();
     let decision = decide(&plan(), &progress, &world(), after(1));
     assert_eq!(decision.action, Action::ScaleHub { replicas: 0 });
     assert_eq!(decision.progress.phase, Phase::ScalingDown);
@@ -1422,10 +1475,7 @@ fn scaling_down_with_the_hub_recorded_scales_it_to_zero() {
 #[test]
 fn downtime_counts_from_the_scale_to_zero_not_from_the_last_pod_gone() {
     // Users lose the hub when it is scaled to zero; its pods take seconds more to stop.
-    let progress = Progress {
-        from: Some(original()),
-        ..progress_in(Phase::ScalingDown)
-    };
+    let progress = hub_recorded();
     let scaled = decide(&plan(), &progress, &world(), after(1)).progress;
     assert_eq!(scaled.hub_scaled_down_at, Some(after(1)));
     let stopped = decide(&plan(), &scaled, &world_with_stopped_hub(), after(7)).progress;
@@ -1450,10 +1500,7 @@ fn downtime_counts_from_the_scale_to_zero_not_from_the_last_pod_gone() {
 #[test]
 fn scaling_down_keeps_the_first_record_of_the_hub() {
     // After a crash the hub is already at zero; the record from before must not be replaced.
-    let progress = Progress {
-        from: Some(original()),
-        ..progress_in(Phase::ScalingDown)
-    };
+    let progress = hub_recorded();
     let decision = decide(
         &plan(),
         &progress,
@@ -1468,10 +1515,7 @@ fn scaling_down_keeps_the_first_record_of_the_hub() {
 
 #[test]
 fn scaling_down_waits_for_the_hub_pods_to_stop() {
-    let progress = Progress {
-        from: Some(original()),
-        ..progress_in(Phase::ScalingDown)
-    };
+    let progress = hub_recorded();
     let world = World {
         hub: Some(hub(ORIGINAL_IMAGE, 0, 2, false)),
         ..world()
@@ -1484,13 +1528,11 @@ fn scaling_down_waits_for_the_hub_pods_to_stop() {
 }
 
 #[test]
-fn scaling_down_with_no_pods_left_records_the_stop_and_enters_backing_up() {
-    let progress = Progress {
-        from: Some(original()),
-        ..progress_in(Phase::ScalingDown)
-    };
+fn scaling_down_with_no_pods_left_records_the_stop_enters_backing_up_and_starts_the_backup() {
+    let progress = hub_recorded();
     let decision = decide(&plan(), &progress, &world_with_stopped_hub(), after(40));
-    assert_eq!(decision.action, Action::Wait);
+    // The downtime has begun: the backup starts in the same decision.
+    assert_eq!(decision.action, Action::StartBackup);
     let progress = &decision.progress;
     assert_eq!(progress.phase, Phase::BackingUp);
     assert_eq!(progress.hub_stopped_at, Some(after(40)));
@@ -1515,17 +1557,16 @@ fn scaling_down_a_hub_that_was_already_at_zero_goes_straight_to_backing_up() {
             replicas: 0
         })
     );
-    let decision = decide(&plan(), &recorded.progress, &world, after(6));
-    assert_eq!(decision.action, Action::Wait);
+    let copied = decide(&plan(), &recorded.progress, &world, after(3));
+    assert_eq!(copied.action, Action::BackUpConfig);
+    let decision = decide(&plan(), &copied.progress, &world, after(6));
+    assert_eq!(decision.action, Action::StartBackup);
     assert_eq!(decision.progress.phase, Phase::BackingUp);
 }
 
 #[test]
 fn scaling_down_timeout_with_pods_left_rolls_back() {
-    let progress = Progress {
-        from: Some(original()),
-        ..progress_in(Phase::ScalingDown)
-    };
+    let progress = hub_recorded();
     let world = World {
         hub: Some(hub(ORIGINAL_IMAGE, 0, 2, false)),
         ..world()
@@ -1538,10 +1579,7 @@ fn scaling_down_timeout_with_pods_left_rolls_back() {
 
 #[test]
 fn scaling_down_timeout_with_manual_policy_fails_and_leaves_the_hub_stopped() {
-    let progress = Progress {
-        from: Some(original()),
-        ..progress_in(Phase::ScalingDown)
-    };
+    let progress = hub_recorded();
     let world = World {
         hub: Some(hub(ORIGINAL_IMAGE, 0, 1, false)),
         ..world()
@@ -1583,29 +1621,17 @@ fn backing_up_progress(config_backed_up: bool) -> Progress {
 
 fn world_with_backup(backup: StepState<hubgrade::machine::BackupRecord>) -> World {
     World {
-        config_backed_up: true,
         backup,
         ..world_with_stopped_hub()
     }
 }
 
 #[test]
-fn backing_up_copies_the_configuration_first() {
+fn backing_up_copies_the_configuration_first_if_scaling_down_did_not() {
+    // An upgrade an older hubgrade stopped the hub for before copying the configuration.
     let progress = backing_up_progress(false);
     let decision = decide(&plan(), &progress, &world_with_stopped_hub(), after(1));
     assert_eq!(decision.action, Action::BackUpConfig);
-    assert_eq!(decision.progress, progress);
-}
-
-#[test]
-fn backing_up_records_the_configuration_copy_once_it_exists() {
-    let decision = decide(
-        &plan(),
-        &backing_up_progress(false),
-        &world_with_backup(StepState::NotStarted),
-        after(1),
-    );
-    assert_eq!(decision.action, Action::Wait);
     assert!(decision.progress.config_backed_up);
     assert_eq!(decision.progress.phase, Phase::BackingUp);
 }

@@ -347,7 +347,9 @@ pub struct RolloutSpec {
     #[schemars(length(min = 2, max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
     pub timeout: String,
-    /// How long the hub's pods may take to stop once it is scaled to zero; then the upgrade rolls back.
+    /// How long ScalingDown may take: copying the hub's configuration while it runs (past it the
+    /// upgrade ends Failed, the hub still running), and the hub's pods stopping once it is scaled
+    /// to zero (past it the upgrade rolls back).
     #[serde(default = "default_stop_timeout")]
     #[schemars(length(min = 2, max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]

@@ -43,7 +43,6 @@ pub struct Snapshot {
     /// Warning Events about this upgrade's Jobs that have no pod (FailedCreate: refused by
     /// admission, a quota, a missing ServiceAccount).
     pub job_events: Vec<Event>,
-    pub config_backed_up: bool,
     /// The name of this upgrade's VolumeSnapshot when the backup is one of the hub's claim
     /// (`backup.method: VolumeSnapshot`): the backup's state is the snapshot's, a restore's is
     /// the claim's.
@@ -80,7 +79,6 @@ impl Snapshot {
             deleting: self.deleting,
             abort: self.abort.clone(),
             approved: self.approved.clone(),
-            config_backed_up: self.config_backed_up,
             rehearsal_blocked: self.rehearsal_blocked(),
             active_servers: self.active_servers.clone().and_then(Result::ok),
             hub_api_problem: self.active_servers.clone().and_then(Result::err),

@@ -299,14 +299,6 @@ pub async fn observe_with(
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
         snapshot.claim = claims.get_opt(&file.volume_claim).await?;
     }
-    // Whether the configuration backup exists matters only until BackingUp records it.
-    if phase == Phase::BackingUp && !progress.config_backed_up {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        snapshot.config_backed_up = secrets
-            .get_opt(&owned_name(&target.owner, "config"))
-            .await?
-            .is_some();
-    }
     snapshot.deployment = deployment;
     snapshot.layout = layout;
     Ok(Observation {
@@ -835,8 +827,8 @@ mod tests {
 
     use super::{Observation, observe};
     use crate::cluster::testing::{
-        CONFIG_BACKUP_PATH, Exchange, HUB_PATH, UID, hub_configuration, hub_values, job_lookups,
-        locked_hub, scenario, target,
+        Exchange, HUB_PATH, UID, hub_configuration, hub_values, job_lookups, locked_hub, scenario,
+        target,
     };
     use crate::machine::{LockState, Phase, StepState};
 
@@ -1005,22 +997,5 @@ mod tests {
     #[tokio::test]
     async fn a_pod_pending_for_a_moment_costs_no_read_of_events() {
         migrating_with_a_pending_pod(Timestamp::now(), false).await;
-    }
-
-    /// The configuration backup is looked for only in BackingUp, where the machine records it.
-    #[tokio::test]
-    async fn while_backing_up_the_configuration_backup_is_looked_for() {
-        let mut exchanges = vec![
-            Exchange::get(HUB_PATH).reply(locked_hub(("to-4-2", UID))),
-            hub_values(),
-            hub_pods(),
-        ];
-        exchanges.extend(job_lookups(|_| None));
-        exchanges.push(Exchange::get(CONFIG_BACKUP_PATH).reply(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "hubgrade-0f1e2d3c-config", "namespace": "jhub"}
-        })));
-        let observation = observed(Phase::BackingUp, exchanges).await;
-        assert!(observation.world(Timestamp::now()).config_backed_up);
     }
 }

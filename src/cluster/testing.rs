@@ -290,8 +290,6 @@ pub(crate) fn hub_configuration() -> Vec<Exchange> {
 pub(crate) const UPGRADE_PATH: &str =
     "/apis/hubgrade.io/v1alpha1/namespaces/jhub/hubupgrades/to-4-2";
 pub(crate) const JOBS_PATH: &str = "/apis/batch/v1/namespaces/jhub/jobs";
-pub(crate) const CONFIG_BACKUP_PATH: &str =
-    "/api/v1/namespaces/jhub/secrets/hubgrade-0f1e2d3c-config";
 
 /// How `observe` looks up the upgrade's four Jobs by name: `found` answers for those that
 /// exist (the Job, then whatever else is read about it), the others are not found.

@@ -341,7 +341,7 @@ impl Step<'_> {
         }
         self.enter(
             Phase::ScalingDown,
-            "recording the hub and scaling it to zero",
+            "recording the hub, copying its configuration and scaling it to zero",
         );
         Action::Wait
     }
@@ -550,6 +550,21 @@ impl Step<'_> {
             });
             return Action::Wait;
         }
+        if !self.progress.config_backed_up {
+            // Before the hub stops: the copy is not part of the downtime, and a hub whose
+            // configuration cannot be copied keeps running. Recorded with the copy, which a
+            // crash before the record makes again (the Secret that exists is the copy).
+            if self.timed_out(self.plan.timeouts.scale_down) {
+                let problem = format!(
+                    "the hub's configuration could not be copied within {}; the hub was not \
+                     stopped",
+                    human(self.plan.timeouts.scale_down)
+                );
+                return self.fail_untouched("ConfigurationNotCopied", problem);
+            }
+            self.progress.config_backed_up = true;
+            return Action::BackUpConfig;
+        }
         if hub.replicas != 0 {
             // The hub stops answering now, seconds before its pods are gone.
             self.progress.hub_scaled_down_at.get_or_insert(self.now);
@@ -557,11 +572,12 @@ impl Step<'_> {
         }
         if hub.pods == 0 {
             self.progress.hub_stopped_at = Some(self.now);
-            self.enter(
-                Phase::BackingUp,
-                "backing up the configuration and the database",
-            );
-            return Action::Wait;
+            self.enter(Phase::BackingUp, "backing up the database");
+            // The downtime has begun: the backup starts with the phase, not a round later.
+            return match self.world.backup {
+                StepState::NotStarted => Action::StartBackup,
+                _ => Action::Wait,
+            };
         }
         if self.timed_out(self.plan.timeouts.scale_down) {
             let problem = format!(
@@ -587,10 +603,8 @@ impl Step<'_> {
             return action;
         }
         if !self.progress.config_backed_up {
-            if self.world.config_backed_up {
-                self.progress.config_backed_up = true;
-                return Action::Wait;
-            }
+            // An upgrade that stopped its hub before copying the configuration first.
+            self.progress.config_backed_up = true;
             return Action::BackUpConfig;
         }
         match &self.world.backup {

@@ -34,9 +34,10 @@ pub enum Phase {
     Scheduled,
     /// Waiting for users' servers to stop (or stopping them).
     Draining,
-    /// The original image and replicas are recorded, then the hub is scaled to zero.
+    /// The original image and replicas are recorded, the configuration is copied, then the hub
+    /// is scaled to zero.
     ScalingDown,
-    /// The configuration and the stopped hub's database are backed up.
+    /// The stopped hub's database is backed up.
     BackingUp,
     /// `jupyterhub upgrade-db` runs with the target image.
     Migrating,

@@ -21,8 +21,6 @@ pub struct World {
     /// the hub rolled out and `verify.hubApi` asks for it.
     pub hub_api: Option<HubApiAnswers>,
     pub rehearsal: StepState<()>,
-    /// The copy of the hub's ConfigMaps and Secrets exists.
-    pub config_backed_up: bool,
     /// The backup Job finished: the backup it reported.
     pub backup: StepState<BackupRecord>,
     pub migration: StepState<()>,

@@ -733,7 +733,7 @@ fn analyze(
         ),
         (
             backup_job,
-            "operator: old hub exited → backup Job created (sees no hub pod, status writes, the configuration copied)",
+            "operator: old hub exited → backup Job created (the kubelet reporting the pod gone, then one reconcile)",
             Kind::Rest,
         ),
         (

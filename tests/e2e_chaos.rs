@@ -36,8 +36,10 @@ const WORKING_PHASES: [Phase; 6] = [
 ];
 
 /// Test markers that make every working phase last longer than the test is blind: a hub pod
-/// being deleted goes 25 s later (ScalingDown); each of hubgrade's pods becomes Ready 25 s
-/// after it is made, then runs 5 s (Rehearsal, BackingUp, Migrating); the new hub pod becomes
+/// being deleted goes 25 s later (ScalingDown); each of the hub image's pods becomes Ready 25 s
+/// after it is made, then runs 5 s (Rehearsal, Migrating), and the backup's pod runs
+/// [`SLOW_AGENTS`] (BackingUp: the pod template's markers reach only the hub image's pods, so
+/// the stand-in holds it); the new hub pod becomes
 /// Ready 25 s after it is made and answers on its API 25 s after that (Verifying). RollingOut
 /// waits for the test to set the image (see [`upgrade_through_restarts`]). The test sees no
 /// phase while a restart lasts: the outage (up to 15 s seen) and, for the API server, KWOK's,
@@ -46,6 +48,9 @@ const WORKING_PHASES: [Phase; 6] = [
 /// runs saw Rehearsal, RollingOut and Verifying missed that way with holds of 0 and 5 s.
 const SLOW_PHASES: &str = "kwok.hubgrade.io/delay: 5s, kwok.hubgrade.io/ready-after: 25s, \
                            kwok.hubgrade.io/api-after: 25s, kwok.hubgrade.io/stop-after: 25s";
+
+/// How long the backup's pod runs in the restart tests (see [`SLOW_PHASES`]).
+const SLOW_AGENTS: &str = "25s";
 
 /// How long an upgrade through a restart in every phase may take: the holds above, about
 /// 160 s, and six outages.
@@ -155,7 +160,12 @@ async fn assert_survived(hub: &Hub, name: &str, original: &str, hit: &[Phase]) {
 #[ignore = "restarts etcd: run by tests/chaos-cluster.sh on a cluster of its own"]
 async fn an_upgrade_survives_etcd_restarted_in_every_phase() {
     let _serial = SERIAL.lock().await;
-    let mut hub = Hub::new("chaos-etcd", with_template_annotations(SLOW_PHASES)).await;
+    let mut hub = Hub::with_slow_agents(
+        "chaos-etcd",
+        with_template_annotations(SLOW_PHASES),
+        SLOW_AGENTS,
+    )
+    .await;
     let original = checksum(&hub.database());
     let (hit, operator_restarts, longest) =
         upgrade_through_restarts(&mut hub, "through-etcd", "etcd", &[]).await;
@@ -175,7 +185,12 @@ async fn an_upgrade_survives_etcd_restarted_in_every_phase() {
 #[ignore = "restarts kube-apiserver: run by tests/chaos-cluster.sh on a cluster of its own"]
 async fn an_upgrade_survives_the_api_server_restarted_in_every_phase() {
     let _serial = SERIAL.lock().await;
-    let mut hub = Hub::new("chaos-apiserver", with_template_annotations(SLOW_PHASES)).await;
+    let mut hub = Hub::with_slow_agents(
+        "chaos-apiserver",
+        with_template_annotations(SLOW_PHASES),
+        SLOW_AGENTS,
+    )
+    .await;
     let original = checksum(&hub.database());
     let followers = [
         ("kwok", "KWOK_PORT"),

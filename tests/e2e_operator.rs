@@ -340,9 +340,10 @@ async fn a_hub_that_never_becomes_ready_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_killed_in_every_phase_still_finishes_each_step_once() {
     // Each Job takes a second, so the kills surely land while the Jobs run.
-    let mut hub = Hub::new(
+    let mut hub = Hub::with_slow_agents(
         "e2e-kill",
         with_template_annotations("kwok.hubgrade.io/delay: 1s"),
+        "1s",
     )
     .await;
     hub.apply_upgrade(
@@ -379,7 +380,9 @@ async fn an_operator_killed_in_every_phase_still_finishes_each_step_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_killed_in_every_phase_still_rolls_back_once() {
-    let mut hub = Hub::new("e2e-killfail", failing_jobs).await;
+    // The backup and the restore take a second (the migration two), so the kills surely land
+    // while they run.
+    let mut hub = Hub::with_slow_agents("e2e-killfail", failing_jobs, "1s").await;
     let original = checksum(&hub.database());
     hub.apply_upgrade(
         "to-4-2-0",

@@ -124,7 +124,8 @@ async fn a_postgres_hub_is_upgraded_through_kills_in_every_phase() {
     let edit = |yaml: String| {
         with_template_annotations("kwok.hubgrade.io/delay: 1s")(on_postgres(&url)(yaml))
     };
-    let mut hub = Hub::new("e2e-pg", edit).await;
+    // The clone takes a second, so a kill surely lands while it runs.
+    let mut hub = Hub::with_slow_agents("e2e-pg", edit, "1s").await;
     let before = contents(&server, "jupyterhub").await;
     // `hubgrade plan` says what will happen, without connecting to the server.
     let (report, code) = hub.plan("to-4-2-0", TARGET);
@@ -226,7 +227,8 @@ async fn a_postgres_hub_whose_migration_fails_half_way_is_restored_through_kills
             "kwok.hubgrade.io/delay: 1s, kwok.hubgrade.io/migration: fails-halfway",
         )(on_postgres(&url)(yaml))
     };
-    let mut hub = Hub::new("e2e-pgfail", edit).await;
+    // The clone and the restore take a second, so the kills surely land while they run.
+    let mut hub = Hub::with_slow_agents("e2e-pgfail", edit, "1s").await;
     let before = contents(&server, "jupyterhub").await;
     hub.apply_upgrade(
         "to-4-2-0",

@@ -80,7 +80,8 @@ async fn a_failed_migration_rolls_back_to_the_snapshot_through_kills_in_every_ph
         ),
     )
     .await;
-    hub.start_snapshot_standin();
+    // Each snapshot takes a second, so a kill surely lands while the backup is made.
+    hub.start_slow_snapshot_standin("1s");
     let original = checksum(&hub.database());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(hub.client.clone(), hub.ns());
     let before = claims.get("hub-db-dir").await.expect("the claim");

@@ -14,6 +14,9 @@
 //!   column, then fails, as a migration that dies half-way.
 //!
 //! Secret volumes are written from the API into a folder per pod, as the kubelet would.
+//! `--agent-delay D` plays every `agent` pod (the backup, the restore) only D after it runs, as
+//! a slow volume would: the hub's pod template annotations reach only the `hub-image` pods, so
+//! this is how a test makes sure it can act while a backup runs.
 //!
 //! It hands the last report and the exit code to KWOK through pod annotations
 //! (`kwok.hubgrade.io/result`, `kwok.hubgrade.io/exit-code`), which the `pod-agent-finish`
@@ -67,6 +70,15 @@ struct Args {
     /// Root of the local directories standing for volume claims.
     #[arg(long)]
     volumes: PathBuf,
+    /// How long each `agent` pod runs before its work is played (e.g. `2s`): a slow volume.
+    #[arg(long, value_parser = agent_delay)]
+    agent_delay: Option<Duration>,
+}
+
+fn agent_delay(text: &str) -> Result<Duration, String> {
+    hubgrade::api::parse_duration(text)
+        .map(|d| d.unsigned_abs())
+        .map_err(|e| format!("{e}"))
 }
 
 #[derive(Debug, Parser)]
@@ -86,6 +98,7 @@ async fn main() {
         None => Api::all(client.clone()),
     };
     let volumes = std::sync::Arc::new(args.volumes);
+    let agent_delay = args.agent_delay.unwrap_or_default();
     let mut started: HashSet<String> = HashSet::new();
     let mut hub_apis = HubApis::default();
     loop {
@@ -101,7 +114,17 @@ async fn main() {
             }
             // Each pod in its own task: pods run side by side, as on a real node.
             let (client, volumes) = (client.clone(), volumes.clone());
-            tokio::spawn(async move { finish(client, pod, &volumes).await });
+            let is_agent =
+                pod.labels().get("hubgrade.io/role").map(String::as_str) == Some("agent");
+            let delay = if is_agent {
+                agent_delay
+            } else {
+                Duration::ZERO
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                finish(client, pod, &volumes).await
+            });
         }
         // A failed list keeps what is served: the hubs did not stop for it.
         if let Ok(hubs) = pods

@@ -7,8 +7,11 @@
 //!   it carries the annotation `snapshot.hubgrade.test/fail: <message>`, given that error.
 //! - A new claim whose `dataSource` is a VolumeSnapshot: the snapshot's copy fills the claim's
 //!   directory, and a PersistentVolume pre-bound to the claim is created, so it becomes Bound.
+//!
+//! `--ready-after D` takes each snapshot only D after it is first seen, as a slow snapshotter
+//! would: long enough for a test to act while a backup runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +32,15 @@ struct Args {
     /// Root of the local directories standing for volume claims.
     #[arg(long)]
     volumes: PathBuf,
+    /// How long after a snapshot is first seen it is taken (e.g. `2s`): a slow snapshotter.
+    #[arg(long, value_parser = duration)]
+    ready_after: Option<Duration>,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    hubgrade::api::parse_duration(text)
+        .map(|d| d.unsigned_abs())
+        .map_err(|e| format!("{e}"))
 }
 
 #[tokio::main]
@@ -46,6 +58,8 @@ async fn main() {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &args.namespace);
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let mut filled: HashSet<String> = HashSet::new();
+    let ready_after = args.ready_after.unwrap_or_default();
+    let mut first_seen: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
         for snapshot in snapshots
             .list(&ListParams::default())
@@ -58,6 +72,12 @@ async fn main() {
                 continue;
             }
             let name = snapshot.name_any();
+            let seen = *first_seen
+                .entry(snapshot.uid().unwrap_or_default())
+                .or_insert_with(std::time::Instant::now);
+            if seen.elapsed() < ready_after {
+                continue;
+            }
             let status = match snapshot.annotations().get("snapshot.hubgrade.test/fail") {
                 Some(message) => {
                     json!({"readyToUse": false, "error": {"message": message, "time": now()}})

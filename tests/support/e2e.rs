@@ -96,6 +96,24 @@ fn hub_manifest(namespace: &str, edit: impl FnOnce(String) -> String) -> String 
 impl Hub {
     /// A running example hub; `edit` may change hub.yaml's text first (e.g. add test markers).
     pub async fn new(prefix: &str, edit: impl FnOnce(String) -> String) -> Hub {
+        Hub::build(prefix, edit, None).await
+    }
+
+    /// [`Hub::new`] whose agent pods (backup, restore) each run `delay` before their work, as on
+    /// a slow volume: long enough for a test to act while one runs.
+    pub async fn with_slow_agents(
+        prefix: &str,
+        edit: impl FnOnce(String) -> String,
+        delay: &str,
+    ) -> Hub {
+        Hub::build(prefix, edit, Some(delay)).await
+    }
+
+    async fn build(
+        prefix: &str,
+        edit: impl FnOnce(String) -> String,
+        agent_delay: Option<&str>,
+    ) -> Hub {
         let client = client().await;
         install_crd(&client).await;
         let namespace = TestNamespace::new(&client, prefix).await;
@@ -169,6 +187,7 @@ impl Hub {
                 "--volumes",
                 repo().join("target/e2e/volumes").to_str().expect("path"),
             ])
+            .args(agent_delay.map(|delay| format!("--agent-delay={delay}")))
             .env("KUBECONFIG", super::kubeconfig())
             .stdout(Stdio::null())
             .stderr(log_file(&dir, "standin.log"))
@@ -228,6 +247,12 @@ impl Hub {
     /// volumes: VolumeSnapshots of the hub's claim become ready, and a claim made from one is
     /// filled from it.
     pub fn start_snapshot_standin(&mut self) {
+        self.start_slow_snapshot_standin("0s");
+    }
+
+    /// [`Hub::start_snapshot_standin`] taking each snapshot only `delay` after it is asked
+    /// for, as a slow snapshotter: long enough for a test to act while a backup runs.
+    pub fn start_slow_snapshot_standin(&mut self, delay: &str) {
         let standin = Command::new(super::standin("kwok-snapshot-standin"))
             .args([
                 "--namespace",
@@ -235,6 +260,7 @@ impl Hub {
                 "--volumes",
                 repo().join("target/e2e/volumes").to_str().expect("path"),
             ])
+            .arg(format!("--ready-after={delay}"))
             .env("KUBECONFIG", super::kubeconfig())
             .stdout(Stdio::null())
             .stderr(log_file(&self.dir, "snapshot-standin.log"))

@@ -247,25 +247,37 @@ impl Hub {
     /// volumes: VolumeSnapshots of the hub's claim become ready, and a claim made from one is
     /// filled from it.
     pub fn start_snapshot_standin(&mut self) {
-        self.start_slow_snapshot_standin("0s");
+        self.snapshot_standin_after(None);
     }
 
     /// [`Hub::start_snapshot_standin`] taking each snapshot only `delay` after it is asked
     /// for, as a slow snapshotter: long enough for a test to act while a backup runs.
     pub fn start_slow_snapshot_standin(&mut self, delay: &str) {
-        let standin = Command::new(super::standin("kwok-snapshot-standin"))
+        self.snapshot_standin_after(Some(delay));
+    }
+
+    fn snapshot_standin_after(&mut self, delay: Option<&str>) {
+        let mut standin = Command::new(super::standin("kwok-snapshot-standin"))
             .args([
                 "--namespace",
                 self.ns(),
                 "--volumes",
                 repo().join("target/e2e/volumes").to_str().expect("path"),
             ])
-            .arg(format!("--ready-after={delay}"))
+            .args(delay.map(|delay| format!("--ready-after={delay}")))
             .env("KUBECONFIG", super::kubeconfig())
             .stdout(Stdio::null())
             .stderr(log_file(&self.dir, "snapshot-standin.log"))
             .spawn()
             .expect("starting kwok-snapshot-standin");
+        // Refused arguments end it at once; a test waiting for its snapshots would only time out.
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(status)) = standin.try_wait() {
+            panic!(
+                "kwok-snapshot-standin exited ({status}): {}",
+                std::fs::read_to_string(self.dir.join("snapshot-standin.log")).unwrap_or_default()
+            );
+        }
         self.snapshot_standin = Some(standin);
     }
 

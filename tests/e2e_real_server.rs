@@ -143,6 +143,23 @@ async fn a_hub_on_a_server_is_rolled_back_then_upgraded(prefix: &str, server: Se
     let claim = claims.get(&name).await.expect("the dump's claim");
     let owners = claim.metadata.owner_references.unwrap_or_default();
     assert!(owners.iter().any(|o| o.uid == uid), "{owners:?}");
+    // Made with the configuration's copy, before the hub stopped, so that the scheduler knows
+    // it when the backup's pod comes (one made in the same instant left that pod unscheduled
+    // for five minutes with the hub down).
+    let log = hub.operator_log();
+    let made = log
+        .find(&format!("made the claim for the dump claim={name}"))
+        .unwrap_or_else(|| panic!("no claim {name} made before the backup:\n{log}"));
+    let scaled = log
+        .find(&format!(
+            "upgrade={}/to-5 phase=ScalingDown action=ScaleHub {{ replicas: 0 }}",
+            hub.ns()
+        ))
+        .unwrap_or_else(|| panic!("to-5 never scaled the hub to zero:\n{log}"));
+    assert!(
+        made < scaled,
+        "the dump's claim was made after the hub was told to stop:\n{log}"
+    );
     let folder = support::real_hub::claim_folder(&hub.client, hub.ns(), &name).await;
     let file = folder.join(backup.reference.trim_start_matches("/hubgrade-dump/"));
     let (size, checksum) = hubgrade::db::file::size_and_checksum(&file)

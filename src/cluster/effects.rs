@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use tracing::info;
 
 use super::configuration;
 use super::interpret::Snapshot;
@@ -162,7 +163,11 @@ pub async fn carry_out(
             }
             Ok(None)
         }
-        Action::BackUpConfig => back_up_config(inputs).await.map(|()| None),
+        Action::BackUpConfig => {
+            back_up_config(inputs).await?;
+            prepare_dump_claim(inputs).await;
+            Ok(None)
+        }
         Action::StartRehearsal => {
             let job_inputs = job_inputs(inputs, "start the rehearsal")?;
             let job = objects::rehearsal_job(&job_inputs, inputs.snapshot.hub_node()).ok_or_else(
@@ -399,9 +404,33 @@ pub async fn delete_unowned(client: &Client, owner: &Owner) -> Result<(), Effect
     Ok(())
 }
 
+/// With the configuration, before the hub stops: makes the claim a dump goes to, if the
+/// operator makes one (`backup.method: Dump`, no `dumpClaim`). The cluster then knows the claim,
+/// usually bound, by the time the backup's pod comes: a pod created in the same instant as its
+/// claim can meet a scheduler that has not seen the claim yet, and on the real node one such pod
+/// was left unscheduled for five minutes with the hub down. Not made now (the server did not
+/// answer, say): the backup makes it, and says why it cannot.
+async fn prepare_dump_claim(inputs: &EffectInputs<'_>) {
+    let target = inputs.target;
+    if target.backup_method != BackupMethod::Dump || target.dump_claim.is_some() {
+        return;
+    }
+    let Some(server) = inputs.layout().and_then(HubLayout::server) else {
+        return;
+    };
+    match make_dump_claim(inputs.client, target, server).await {
+        Ok(()) => info!(claim = %target.dump_claim(), "made the claim for the dump"),
+        Err(error) => info!(
+            claim = %target.dump_claim(),
+            %error,
+            "the claim for the dump is left to the backup"
+        ),
+    }
+}
+
 /// Makes the claim a dump goes to (`hubgrade-<uid>-dump`), owned by the upgrade: twice the
-/// database's size (read from the server now; the hub is stopped), at least 1Gi, in the
-/// default StorageClass. Already made (a repeated action): nothing changes.
+/// database's size (read from the server now, most often while the hub still runs), at least
+/// 1Gi, in the default StorageClass. Already made (a repeated action): nothing changes.
 async fn make_dump_claim(
     client: &Client,
     target: &Target,

@@ -71,14 +71,8 @@ struct Args {
     #[arg(long)]
     volumes: PathBuf,
     /// How long each `agent` pod runs before its work is played (e.g. `2s`): a slow volume.
-    #[arg(long, value_parser = agent_delay)]
-    agent_delay: Option<Duration>,
-}
-
-fn agent_delay(text: &str) -> Result<Duration, String> {
-    hubgrade::api::parse_duration(text)
-        .map(|d| d.unsigned_abs())
-        .map_err(|e| format!("{e}"))
+    #[arg(long, value_parser = hubgrade::api::parse_duration)]
+    agent_delay: Option<jiff::SignedDuration>,
 }
 
 #[derive(Debug, Parser)]
@@ -98,7 +92,9 @@ async fn main() {
         None => Api::all(client.clone()),
     };
     let volumes = std::sync::Arc::new(args.volumes);
-    let agent_delay = args.agent_delay.unwrap_or_default();
+    let agent_delay = args
+        .agent_delay
+        .map_or(Duration::ZERO, |d| d.unsigned_abs());
     let mut started: HashSet<String> = HashSet::new();
     let mut hub_apis = HubApis::default();
     loop {

@@ -33,14 +33,8 @@ struct Args {
     #[arg(long)]
     volumes: PathBuf,
     /// How long after a snapshot is first seen it is taken (e.g. `2s`): a slow snapshotter.
-    #[arg(long, value_parser = duration)]
-    ready_after: Option<Duration>,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    hubgrade::api::parse_duration(text)
-        .map(|d| d.unsigned_abs())
-        .map_err(|e| format!("{e}"))
+    #[arg(long, value_parser = hubgrade::api::parse_duration)]
+    ready_after: Option<jiff::SignedDuration>,
 }
 
 #[tokio::main]
@@ -58,7 +52,9 @@ async fn main() {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &args.namespace);
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let mut filled: HashSet<String> = HashSet::new();
-    let ready_after = args.ready_after.unwrap_or_default();
+    let ready_after = args
+        .ready_after
+        .map_or(Duration::ZERO, |d| d.unsigned_abs());
     let mut first_seen: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
         for snapshot in snapshots

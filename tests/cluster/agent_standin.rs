@@ -110,17 +110,7 @@ async fn main() {
             }
             // Each pod in its own task: pods run side by side, as on a real node.
             let (client, volumes) = (client.clone(), volumes.clone());
-            let is_agent =
-                pod.labels().get("hubgrade.io/role").map(String::as_str) == Some("agent");
-            let delay = if is_agent {
-                agent_delay
-            } else {
-                Duration::ZERO
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                finish(client, pod, &volumes).await
-            });
+            tokio::spawn(async move { finish(client, pod, &volumes, agent_delay).await });
         }
         // A failed list keeps what is served: the hubs did not stop for it.
         if let Ok(hubs) = pods
@@ -310,13 +300,23 @@ async fn answer_hub_api(
     }
 }
 
-/// Plays `pod` (after its `kwok.hubgrade.io/delay`, if any) and hands the result to KWOK.
-async fn finish(client: Client, pod: Pod, volumes: &Path) {
+/// How long `pod` runs before it is played: its `kwok.hubgrade.io/delay`, else `agent_delay`
+/// for an `agent` pod (which the hub's pod template annotations do not reach).
+fn hold(pod: &Pod, agent_delay: Duration) -> Duration {
     if let Some(delay) = pod.annotations().get("kwok.hubgrade.io/delay")
         && let Ok(delay) = hubgrade::api::parse_duration(delay)
     {
-        tokio::time::sleep(delay.unsigned_abs()).await;
+        return delay.unsigned_abs();
     }
+    match pod.labels().get("hubgrade.io/role").map(String::as_str) {
+        Some("agent") => agent_delay,
+        _ => Duration::ZERO,
+    }
+}
+
+/// Plays `pod` (after its [`hold`]) and hands the result to KWOK.
+async fn finish(client: Client, pod: Pod, volumes: &Path, agent_delay: Duration) {
+    tokio::time::sleep(hold(&pod, agent_delay)).await;
     let namespace = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     // A pod deleted meanwhile (a cancelled migration) was killed: on a node its containers

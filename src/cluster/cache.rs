@@ -9,17 +9,23 @@
 //! the machine waits one more round. Two reads are not trusted to a copy: a finished Job
 //! whose pod has not been seen finish yet (its report is read from the API server), and the
 //! pods of a hub whose selector is not z2jh's (`component: hub`), which no watch covers.
+//!
+//! The copies hold each object trimmed to what is read, and compact: metadata as it is, the
+//! rest as JSON read back on demand ([`Compact`]). A copy that does not read back is not
+//! served either: the API server is read instead.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -72,10 +78,10 @@ type Fence = (Written, Option<String>);
 
 pub struct Cache {
     upgrades: Store<HubUpgrade>,
-    deployments: Store<Deployment>,
-    hub_pods: Store<Pod>,
-    agent_pods: Store<Pod>,
-    jobs: Store<Job>,
+    deployments: Store<Compact<Deployment>>,
+    hub_pods: Store<Compact<Pod>>,
+    agent_pods: Store<Compact<Pod>>,
+    jobs: Store<Compact<Job>>,
     charts: Mutex<HashMap<String, ChartFacts>>,
     /// Per upgrade (uid), what it wrote that the copies may not show yet, with the
     /// resourceVersion the write left once it is known.
@@ -86,7 +92,7 @@ pub struct Cache {
 }
 
 /// The watch streams behind a [`Cache`], for the controller to poll (which keeps the copies
-/// current) and to map to the upgrades they wake.
+/// current) and to map to the upgrades they wake: each yields the changed objects' metadata.
 pub struct Watches {
     pub deployments: BoxStream<'static, Result<Deployment, watcher::Error>>,
     pub hub_pods: BoxStream<'static, Result<Pod, watcher::Error>>,
@@ -122,6 +128,135 @@ where
         .modify(slim)
         .reflect(writer)
         .applied_objects();
+    (store, stream.boxed())
+}
+
+/// An object as a copy keeps it: its metadata, and the rest as the JSON it came as, read back
+/// by [`Compact::expand`] when a reconcile needs it. k8s-openapi's structs hold every optional
+/// field inline whether it is set or not (a `Volume` is 3.2 KB, a `Container` 2.1 KB, a `Pod`
+/// with neither 2.2 KB), so a z2jh hub Deployment took ~28 KB where its JSON takes ~3, and a
+/// fleet's copies were most of the operator's memory.
+#[derive(Clone, Debug)]
+pub struct Compact<K> {
+    metadata: ObjectMeta,
+    /// The labels the object's selector matches (a Deployment's), read on every hub pod's
+    /// event without reading the object back.
+    match_labels: Option<BTreeMap<String, String>>,
+    /// The object without its metadata, as JSON; empty if it could not be written, and then
+    /// it does not read back ([`Compact::expand`] fails, and the API server is read).
+    rest: Box<str>,
+    kind: PhantomData<fn() -> K>,
+}
+
+/// What a copy keeps compact: a Kubernetes object that writes and reads itself as JSON.
+pub trait Compactable:
+    Resource<DynamicType = ()> + Default + serde::Serialize + serde::de::DeserializeOwned
+{
+    /// The labels the object's selector matches, when its copy's readers look it up by them.
+    fn match_labels(&self) -> Option<BTreeMap<String, String>> {
+        None
+    }
+}
+
+impl Compactable for Deployment {
+    fn match_labels(&self) -> Option<BTreeMap<String, String>> {
+        self.spec.as_ref()?.selector.match_labels.clone()
+    }
+}
+
+impl Compactable for Pod {}
+
+impl Compactable for Job {}
+
+impl<K: Compactable> Compact<K> {
+    pub fn new(mut object: K) -> Self {
+        let match_labels = object.match_labels();
+        let metadata = std::mem::take(object.meta_mut());
+        let rest = serde_json::to_string(&object).unwrap_or_default();
+        Compact {
+            metadata,
+            match_labels,
+            rest: rest.into(),
+            kind: PhantomData,
+        }
+    }
+
+    /// The object as it came.
+    pub fn expand(&self) -> Result<K, serde_json::Error> {
+        let mut object: K = serde_json::from_str(&self.rest)?;
+        *object.meta_mut() = self.metadata.clone();
+        Ok(object)
+    }
+
+    /// The object's metadata alone, all a watch's event needs to say which upgrade it wakes.
+    fn head(&self) -> K {
+        let mut object = K::default();
+        *object.meta_mut() = self.metadata.clone();
+        object
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Compact<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+fn compacted<K: Compactable>(event: watcher::Event<K>) -> watcher::Event<Compact<K>> {
+    use watcher::Event::*;
+    match event {
+        Apply(object) => Apply(Compact::new(object)),
+        Delete(object) => Delete(Compact::new(object)),
+        Init => Init,
+        InitApply(object) => InitApply(Compact::new(object)),
+        InitDone => InitDone,
+    }
+}
+
+/// A watch of `api` that keeps `store` current with its objects trimmed by `slim` and kept
+/// [`Compact`]; the stream yields each changed object's metadata.
+fn watched_compact<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: fn(&mut K),
+) -> (
+    Store<Compact<K>>,
+    BoxStream<'static, Result<K, watcher::Error>>,
+)
+where
+    K: Compactable + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .map_ok(compacted)
+        .reflect(writer)
+        .applied_objects()
+        .map_ok(|object: Compact<K>| object.head());
     (store, stream.boxed())
 }
 
@@ -180,10 +315,15 @@ fn agent_pod(pod: &mut Pod) {
     });
 }
 
-/// Whether `job` is one of the Jobs of the upgrade with this uid.
-fn is_job_of(job: &Job, namespace: &str, uid: &str) -> bool {
-    job.metadata.namespace.as_deref() == Some(namespace)
-        && job.labels().get(UPGRADE_UID_LABEL).map(String::as_str) == Some(uid)
+/// Whether the Job with this metadata is one of the Jobs of the upgrade with this uid.
+fn is_job_of(job: &ObjectMeta, namespace: &str, uid: &str) -> bool {
+    job.namespace.as_deref() == Some(namespace)
+        && job
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(UPGRADE_UID_LABEL))
+            .map(String::as_str)
+            == Some(uid)
 }
 
 fn job(job: &mut Job) {
@@ -201,23 +341,23 @@ impl Cache {
         namespace: Option<&str>,
         upgrades: Store<HubUpgrade>,
     ) -> (Cache, Watches) {
-        let (deployments, deployment_watch) = watched(
+        let (deployments, deployment_watch) = watched_compact(
             api::<Deployment>(client, namespace),
             watcher::Config::default(),
             hub_deployment,
         );
         let hub_label = format!("{}={}", HUB_POD_LABEL.0, HUB_POD_LABEL.1);
-        let (hub_pods, hub_pod_watch) = watched(
+        let (hub_pods, hub_pod_watch) = watched_compact(
             api::<Pod>(client, namespace),
             watcher::Config::default().labels(&hub_label),
             hub_pod,
         );
-        let (agent_pods, agent_pod_watch) = watched(
+        let (agent_pods, agent_pod_watch) = watched_compact(
             api::<Pod>(client, namespace),
             watcher::Config::default().labels(MANAGED),
             agent_pod,
         );
-        let (jobs, job_watch) = watched(
+        let (jobs, job_watch) = watched_compact(
             api::<Job>(client, namespace),
             watcher::Config::default().labels(MANAGED),
             job,
@@ -264,9 +404,25 @@ impl Cache {
         )
     }
 
-    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
+    /// The copy of a Deployment (`None`: there is none); an error when the copy does not
+    /// read back, and then the API server is read instead.
+    pub fn deployment(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Deployment>, serde_json::Error> {
         let key = ObjectRef::new(name).within(namespace);
-        self.deployments.get(&key).map(|d| (*d).clone())
+        self.deployments.get(&key).map(|d| d.expand()).transpose()
+    }
+
+    /// The resourceVersion of the copy of a Deployment.
+    pub fn deployment_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.deployments
+            .get(&key)?
+            .metadata
+            .resource_version
+            .clone()
     }
 
     pub fn upgrade(&self, namespace: &str, name: &str) -> Option<HubUpgrade> {
@@ -275,43 +431,42 @@ impl Cache {
     }
 
     /// The pods `deployment` selects, when its selector is z2jh's (the watch holds every pod
-    /// labelled `component: hub`); `None` otherwise.
+    /// labelled `component: hub`) and their copies read back; `None` otherwise.
     pub fn hub_pods(&self, deployment: &Deployment) -> Option<Vec<Pod>> {
         let selector = deployment.spec.as_ref()?.selector.match_labels.as_ref()?;
         if selector.get(HUB_POD_LABEL.0).map(String::as_str) != Some(HUB_POD_LABEL.1) {
             return None;
         }
         let namespace = deployment.namespace().unwrap_or_default();
-        Some(
-            self.hub_pods
-                .state_filter(|pod| {
-                    pod.metadata.namespace.as_deref() == Some(namespace.as_str())
-                        && selected(pod, selector)
-                })
-                .into_iter()
-                .map(|pod| (*pod).clone())
-                .collect(),
-        )
+        self.hub_pods
+            .state_filter(|pod| {
+                pod.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && selected(&pod.metadata, selector)
+            })
+            .iter()
+            .map(|pod| pod.expand())
+            .collect::<Result<_, _>>()
+            .ok()
     }
 
-    /// The Jobs of the upgrade with this uid.
-    pub fn jobs_of(&self, namespace: &str, uid: &str) -> Vec<Job> {
+    /// The Jobs of the upgrade with this uid; an error when a copy does not read back.
+    pub fn jobs_of(&self, namespace: &str, uid: &str) -> Result<Vec<Job>, serde_json::Error> {
         self.jobs
-            .state_filter(|job| is_job_of(job, namespace, uid))
-            .into_iter()
-            .map(|job| (*job).clone())
+            .state_filter(|job| is_job_of(&job.metadata, namespace, uid))
+            .iter()
+            .map(|job| job.expand())
             .collect()
     }
 
-    /// The pods of one of hubgrade's Jobs.
-    pub fn job_pods(&self, namespace: &str, job: &str) -> Vec<Pod> {
+    /// The pods of one of hubgrade's Jobs; an error when a copy does not read back.
+    pub fn job_pods(&self, namespace: &str, job: &str) -> Result<Vec<Pod>, serde_json::Error> {
         self.agent_pods
             .state_filter(|pod| {
                 pod.metadata.namespace.as_deref() == Some(namespace)
                     && pod.labels().get("job-name").map(String::as_str) == Some(job)
             })
-            .into_iter()
-            .map(|pod| (*pod).clone())
+            .iter()
+            .map(|pod| pod.expand())
             .collect()
     }
 
@@ -388,7 +543,9 @@ impl Cache {
     /// They come from one watch, in the order of their versions: one of them at or past the
     /// version a write left means the copies hold that write.
     pub fn jobs_unsettled(&self, uid: &str, namespace: &str) -> bool {
-        let jobs = self.jobs.state_filter(|job| is_job_of(job, namespace, uid));
+        let jobs = self
+            .jobs
+            .state_filter(|job| is_job_of(&job.metadata, namespace, uid));
         let newest = jobs
             .iter()
             .filter_map(|job| job.metadata.resource_version.as_deref())
@@ -449,13 +606,12 @@ impl Cache {
         self.deployments
             .state_filter(|d| {
                 d.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && d.spec
-                        .as_ref()
-                        .and_then(|s| s.selector.match_labels.as_ref())
-                        .is_some_and(|selector| !selector.is_empty() && selected(pod, selector))
+                    && d.match_labels.as_ref().is_some_and(|selector| {
+                        !selector.is_empty() && selected(&pod.metadata, selector)
+                    })
             })
             .iter()
-            .filter_map(|d| super::lock::holder(d))
+            .filter_map(|d| super::lock::holder(&d.metadata))
             .map(|(name, _)| ObjectRef::new(&name).within(&namespace))
             .collect()
     }
@@ -467,11 +623,12 @@ pub fn upgrade_of(pod: &Pod) -> Option<ObjectRef<HubUpgrade>> {
     Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 
-fn selected(pod: &Pod, selector: &std::collections::BTreeMap<String, String>) -> bool {
-    let labels = pod.labels();
+/// Whether the pod with this metadata has every label of `selector`.
+fn selected(pod: &ObjectMeta, selector: &BTreeMap<String, String>) -> bool {
+    let labels = pod.labels.as_ref();
     selector
         .iter()
-        .all(|(key, value)| labels.get(key) == Some(value))
+        .all(|(key, value)| labels.and_then(|labels| labels.get(key)) == Some(value))
 }
 
 #[cfg(test)]
@@ -490,6 +647,19 @@ mod tests {
         for object in objects {
             let object: K = serde_json::from_value(object).expect("an object");
             writer.apply_watcher_event(&Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        store
+    }
+
+    fn compact_store_of<K: Compactable + Clone>(
+        objects: Vec<serde_json::Value>,
+    ) -> Store<Compact<K>> {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&Event::Init);
+        for object in objects {
+            let object: K = serde_json::from_value(object).expect("an object");
+            writer.apply_watcher_event(&Event::InitApply(Compact::new(object)));
         }
         writer.apply_watcher_event(&Event::InitDone);
         store
@@ -704,16 +874,16 @@ mod tests {
             .collect();
         Cache {
             upgrades: store_of(Vec::new()),
-            deployments: store_of(deployments),
-            hub_pods: store_of(vec![
+            deployments: compact_store_of(deployments),
+            hub_pods: compact_store_of(vec![
                 pod("hub-a", json!({"component": "hub", "release": "a"})),
                 pod("hub-b", json!({"component": "hub", "release": "b"})),
             ]),
-            agent_pods: store_of(vec![
+            agent_pods: compact_store_of(vec![
                 pod("backup-1", json!({"job-name": "hubgrade-1-backup"})),
                 pod("migrate-1", json!({"job-name": "hubgrade-1-migrate"})),
             ]),
-            jobs: store_of(vec![
+            jobs: compact_store_of(vec![
                 json!({"metadata": {"name": "j1", "namespace": "jhub", "labels": {UPGRADE_UID_LABEL: "1"}}}),
                 json!({"metadata": {"name": "j2", "namespace": "jhub", "labels": {UPGRADE_UID_LABEL: "2"}}}),
                 json!({"metadata": {"name": "j3", "namespace": "other", "labels": {UPGRADE_UID_LABEL: "1"}}}),
@@ -778,12 +948,14 @@ mod tests {
         let cache = cache(vec![]);
         let jobs: Vec<_> = cache
             .jobs_of("jhub", "1")
+            .expect("read back")
             .iter()
             .map(|j| j.name_any())
             .collect();
         assert_eq!(jobs, ["j1"]);
         let pods: Vec<_> = cache
             .job_pods("jhub", "hubgrade-1-backup")
+            .expect("read back")
             .iter()
             .map(|p| p.name_any())
             .collect();
@@ -807,6 +979,86 @@ mod tests {
             cache.lock_holders_of(&pod),
             vec![ObjectRef::new("to-5").within("jhub")]
         );
+    }
+
+    /// A copy reads back as the object it was, metadata and all; a watch's event carries the
+    /// metadata alone; a Deployment's copy keeps its selector for the hub pods' events.
+    #[test]
+    fn a_compact_copy_reads_back_as_the_object_it_was() {
+        let hub = crate::cluster::testing::locked_hub(("to-5", "5"));
+        let copy = Compact::new(hub.clone());
+        assert_eq!(copy.expand().expect("read back"), hub);
+        assert_eq!(
+            copy.match_labels,
+            Some([("component".to_string(), "hub".to_string())].into())
+        );
+        let head = copy.head();
+        assert_eq!(head.metadata, hub.metadata);
+        assert_eq!(head.spec, None);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "jhub", "labels": {"job-name": "j"}},
+            "spec": {"nodeName": "node-1", "containers": []},
+            "status": {"phase": "Failed", "containerStatuses": [{"name": "agent", "image": "i",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 3, "message": "{\"error\": \"no room\"}"}}}]}
+        }))
+        .expect("a pod");
+        assert_eq!(Compact::new(pod.clone()).expand().expect("read back"), pod);
+        assert_eq!(Compact::new(pod.clone()).match_labels, None);
+    }
+
+    /// The point of a compact copy: a z2jh hub Deployment's structs hold every optional field
+    /// of each volume, container and variable inline; its copy is its JSON.
+    #[test]
+    fn a_hub_deployments_copy_is_a_fraction_of_its_structs() {
+        use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
+        use std::mem::size_of;
+        let hub = crate::cluster::testing::hub();
+        let spec = hub
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("a pod spec");
+        let containers = &spec.containers;
+        // A lower bound of what the structs take: their inline parts alone.
+        let structs = size_of::<Deployment>()
+            + size_of::<PodSpec>()
+            + containers.len() * size_of::<Container>()
+            + spec.volumes.as_ref().map_or(0, Vec::len) * size_of::<Volume>()
+            + containers
+                .iter()
+                .map(|c| {
+                    c.env.as_ref().map_or(0, Vec::len) * size_of::<EnvVar>()
+                        + c.volume_mounts.as_ref().map_or(0, Vec::len) * size_of::<VolumeMount>()
+                })
+                .sum::<usize>();
+        let copy = Compact::new(hub);
+        let kept = size_of::<Compact<Deployment>>() + copy.rest.len();
+        assert!(
+            kept * 4 < structs,
+            "the copy takes {kept} bytes where the structs take at least {structs}"
+        );
+    }
+
+    /// A copy that does not read back is not served: the reconcile reads the API server.
+    #[test]
+    fn a_copy_that_does_not_read_back_is_not_served() {
+        let unreadable = |mut copy: Compact<Pod>| {
+            copy.rest = "{".into();
+            copy
+        };
+        let pod: Pod =
+            serde_json::from_value(pod("hub-a", json!({"component": "hub", "release": "a"})))
+                .expect("a pod");
+        assert!(unreadable(Compact::new(pod.clone())).expand().is_err());
+        let cache = cache(vec![]);
+        let (hub_pods, mut writer) = reflector::store();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(unreadable(Compact::new(pod))));
+        writer.apply_watcher_event(&Event::InitDone);
+        let cache = Cache { hub_pods, ..cache };
+        let hub = deployment("hub", json!({"component": "hub", "release": "a"}), None);
+        assert!(cache.hub_pods(&hub).is_none());
     }
 
     #[test]

@@ -345,7 +345,7 @@ pub async fn release_lock(
     let Some(deployment) = deployment else {
         return Ok(None);
     };
-    let holds = super::lock::holder(&deployment).is_some_and(|(_, uid)| uid == owner.uid);
+    let holds = super::lock::holder(&deployment.metadata).is_some_and(|(_, uid)| uid == owner.uid);
     if !holds {
         return Ok(None);
     }

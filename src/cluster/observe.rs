@@ -223,15 +223,18 @@ pub async fn observe_with(
     let mut jobs_found = BTreeMap::new();
     // This upgrade's Jobs in one read (they carry its uid), each step's found by its name.
     let jobs_settled = cache.filter(|cache| !cache.jobs_unsettled(uid, namespace));
-    let mut listed = match (cache, jobs_settled) {
-        (_, Some(cache)) => cache.jobs_of(namespace, uid),
-        (cache, None) => {
+    let copied = jobs_settled.and_then(|cache| cache.jobs_of(namespace, uid).ok());
+    let mut listed = match copied {
+        Some(copied) => copied,
+        None => {
             let live = jobs
                 .list(&ListParams::default().labels(&format!("{UPGRADE_UID_LABEL}={uid}")))
                 .await?
                 .items;
             if let Some(cache) = cache
-                && versions(&cache.jobs_of(namespace, uid)) == versions(&live)
+                && cache
+                    .jobs_of(namespace, uid)
+                    .is_ok_and(|copied| versions(&copied) == versions(&live))
             {
                 cache.shows(uid, Written::Jobs);
             }
@@ -251,7 +254,7 @@ pub async fn observe_with(
         let finished = job_holds(&job, &["Complete", "Failed"]);
         // A finished Job's pods are only read for a report (backup, migration, restore) or a
         // failure; the copy serves once it has seen the pod finish too.
-        let cached = cache.map(|cache| cache.job_pods(namespace, &name));
+        let cached = cache.and_then(|cache| cache.job_pods(namespace, &name).ok());
         let job_pods = match cached {
             _ if finished_ok && step == JobStep::Rehearsal => Vec::new(),
             Some(cached) if !finished || cached.iter().any(super::interpret::finished) => cached,
@@ -330,20 +333,19 @@ async fn hub_deployment(
     let uid = target.owner.uid.as_str();
     if let Some(cache) = cache
         && !cache.hub_unsettled(uid, namespace, &target.hub)
+        && let Ok(copied) = cache.deployment(namespace, &target.hub)
     {
-        return Ok((cache.deployment(namespace, &target.hub), true));
+        return Ok((copied, true));
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let live = deployments.get_opt(&target.hub).await?;
-    if let Some(cache) = cache {
-        let cached = cache.deployment(namespace, &target.hub);
-        if cached.and_then(|d| d.metadata.resource_version)
+    if let Some(cache) = cache
+        && cache.deployment_version(namespace, &target.hub)
             == live
                 .as_ref()
                 .and_then(|d| d.metadata.resource_version.clone())
-        {
-            cache.shows(uid, Written::Hub);
-        }
+    {
+        cache.shows(uid, Written::Hub);
     }
     Ok((live, false))
 }
@@ -552,7 +554,7 @@ async fn observe_lock(
     target: &Target,
     deployment: &Deployment,
 ) -> Result<LockState, kube::Error> {
-    let Some((name, uid)) = lock::holder(deployment) else {
+    let Some((name, uid)) = lock::holder(&deployment.metadata) else {
         return Ok(LockState::Free);
     };
     if uid == target.owner.uid {

@@ -108,7 +108,7 @@ pub async fn run_controller(
         // wakes the upgrade holding the lock at once, not at its next poll; so does one of
         // its pods, and a pod of hubgrade's Jobs wakes its upgrade.
         .watches_stream(watches.deployments, |hub: Deployment| {
-            let (name, _) = crate::cluster::lock::holder(&hub)?;
+            let (name, _) = crate::cluster::lock::holder(&hub.metadata)?;
             Some(ObjectRef::new(&name).within(&hub.namespace()?))
         })
         .watches_stream(watches.hub_pods, move |pod| {

@@ -21,6 +21,9 @@
 //!   the ended HubUpgrades in place (the stopped one released the lease), timed from spawn to its
 //!   first `step` log line; the median of `HUBGRADE_FLEET_STARTS` (default 5) starts.
 //!
+//! With `HUBGRADE_FLEET_BASELINE` naming another `hubgrade` binary (an earlier build), each size
+//! runs again right after with that operator, and the report compares the two side by side.
+//!
 //! `cargo test --all-targets` builds and runs this target too: it measures only when
 //! `cargo bench` runs it, which passes `--bench`.
 
@@ -77,12 +80,23 @@ async fn main() -> BenchResult<()> {
     let machine = Machine::describe(&client).await?;
     let node = FleetNode::create(&client, &settings).await?;
     let mut results: Vec<SizeResult> = Vec::new();
+    let mut baselines: Vec<SizeResult> = Vec::new();
+    let this_build = Path::new(env!("CARGO_BIN_EXE_hubgrade"));
     for &size in &settings.sizes {
         eprintln!("fleet bench: {size} hub(s)");
-        let result = measure_size(&client, &node, &settings, size).await?;
+        let result = measure_size(&client, &node, &settings, size, this_build).await?;
         eprintln!("fleet bench: {size} hub(s): {}", result.summary());
         results.push(result);
-        write_report(&machine, &settings, &results, started.elapsed())?;
+        if let Some(baseline) = &settings.baseline {
+            eprintln!("fleet bench: {size} hub(s), the baseline");
+            let result = measure_size(&client, &node, &settings, size, baseline).await?;
+            eprintln!(
+                "fleet bench: {size} hub(s), the baseline: {}",
+                result.summary()
+            );
+            baselines.push(result);
+        }
+        write_report(&machine, &settings, &results, &baselines, started.elapsed())?;
     }
     drop(node);
     eprintln!(
@@ -97,6 +111,8 @@ struct Settings {
     sizes: Vec<usize>,
     idle: Duration,
     starts: usize,
+    /// Another build of the operator, measured after this one at each size.
+    baseline: Option<PathBuf>,
 }
 
 impl Settings {
@@ -113,7 +129,16 @@ impl Settings {
                 Err(_) => Ok(default),
             }
         };
+        let baseline = std::env::var_os("HUBGRADE_FLEET_BASELINE").map(PathBuf::from);
+        if let Some(path) = baseline.as_ref().filter(|path| !path.is_file()) {
+            return Err(format!(
+                "HUBGRADE_FLEET_BASELINE: {} is not a file (it names the hubgrade binary to compare with)",
+                path.display()
+            )
+            .into());
+        }
         Ok(Settings {
+            baseline,
             sizes,
             idle: Duration::from_secs(number("HUBGRADE_FLEET_IDLE_SECONDS", 60)?),
             starts: number("HUBGRADE_FLEET_STARTS", 5)? as usize,
@@ -194,9 +219,11 @@ async fn measure_size(
     node: &FleetNode,
     settings: &Settings,
     size: usize,
+    operator: &Path,
 ) -> BenchResult<SizeResult> {
     let setup_started = Instant::now();
     let mut fleet = Fleet::create(client, node, size).await?;
+    fleet.operator_binary = operator.to_path_buf();
     let proxy = CountingProxy::start(&fleet.dir.join("token.kubeconfig")).await?;
     fleet.write_proxy_kubeconfig(proxy.port)?;
     let operator = fleet.start_operator("operator.log")?;
@@ -448,6 +475,8 @@ struct Fleet {
     volumes: PathBuf,
     standin: Option<Child>,
     operator: Option<Operator>,
+    /// The hubgrade binary that runs as the operator.
+    operator_binary: PathBuf,
     cleaned: bool,
 }
 
@@ -469,6 +498,7 @@ impl Fleet {
             volumes,
             standin: None,
             operator: None,
+            operator_binary: PathBuf::from(env!("CARGO_BIN_EXE_hubgrade")),
             cleaned: false,
         };
         fleet.apply_rbac()?;
@@ -586,7 +616,7 @@ impl Fleet {
         let metrics_port = support::free_port();
         let ledger = format!("sqlite://{}", self.dir.join("ledger.sqlite").display());
         let spawned = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_hubgrade"))
+        let child = Command::new(&self.operator_binary)
             .args(["run", "--namespace", &self.namespace])
             .args(["--ledger-url", &ledger])
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
@@ -947,6 +977,7 @@ fn write_report(
     machine: &Machine,
     settings: &Settings,
     results: &[SizeResult],
+    baselines: &[SizeResult],
     elapsed: Duration,
 ) -> BenchResult<()> {
     let mut r = String::new();
@@ -1030,6 +1061,46 @@ fn write_report(
             x.not_succeeded.len(),
             named.join(", ")
         )?;
+    }
+
+    if let Some(baseline) = settings.baseline.as_ref().filter(|_| !baselines.is_empty()) {
+        writeln!(r, "## Against the baseline\n")?;
+        writeln!(
+            r,
+            "Each size ran again right after, in a fresh namespace, with the operator `{}` (an earlier build); ratios are this build's over the baseline's.\n",
+            baseline.display()
+        )?;
+        writeln!(
+            r,
+            "| hubs | peak RSS: this / baseline | ratio | wall time: this / baseline | ratio | requests per upgrade: this / baseline | start → first reconcile: this / baseline |"
+        )?;
+        writeln!(r, "|---:|---:|---:|---:|---:|---:|---:|")?;
+        for (x, b) in results.iter().zip(baselines) {
+            writeln!(
+                r,
+                "| {} | {:.1} / {:.1} MiB | {:.2}× | {:.1} / {:.1} s | {:.2}× | {:.1} / {:.1} | {:.2} / {:.2} s |",
+                x.size,
+                mib(x.peak_rss_kib),
+                mib(b.peak_rss_kib),
+                x.peak_rss_kib as f64 / b.peak_rss_kib.max(1) as f64,
+                x.wall.as_secs_f64(),
+                b.wall.as_secs_f64(),
+                x.wall.as_secs_f64() / b.wall.as_secs_f64().max(f64::EPSILON),
+                x.requests_per_upgrade(),
+                b.requests_per_upgrade(),
+                median(&x.starts).as_secs_f64(),
+                median(&b.starts).as_secs_f64(),
+            )?;
+        }
+        for b in baselines.iter().filter(|b| !b.not_succeeded.is_empty()) {
+            writeln!(
+                r,
+                "\n- the baseline at {} hubs: {} upgrade(s) did not succeed",
+                b.size,
+                b.not_succeeded.len()
+            )?;
+        }
+        writeln!(r)?;
     }
 
     writeln!(r, "\n## Against the targets\n")?;

@@ -1,15 +1,21 @@
 //! The upgrade's webhook (`spec.notifications.webhook`): a JSON message when the window opens
 //! (the hub is about to be drained or stopped), right before the hub goes down, and when the
 //! upgrade ends. Messages are sent from a task of their own with retries and backoff: a slow
-//! or dead receiver never delays or changes the upgrade. The URL is read from the Secret when
+//! or dead receiver never delays or changes the upgrade. One upgrade's messages arrive in the
+//! order they happened (each waits for the one before it); different upgrades' go side by side. The URL is read from the Secret when
 //! the message is sent and never logged (it often carries a token); a message that could not be
 //! delivered is logged with the hub's name only.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::api::{HubUpgrade, SecretKeyRef};
@@ -83,6 +89,7 @@ pub struct Notifier {
     /// Where the predicted downtime is read, when the operator keeps a ledger.
     ledger: Option<LedgerSource>,
     attempts: usize,
+    lanes: Lanes,
 }
 
 impl Notifier {
@@ -96,6 +103,7 @@ impl Notifier {
             http,
             ledger,
             attempts: 6,
+            lanes: Lanes::default(),
         }
     }
 
@@ -115,13 +123,17 @@ impl Notifier {
         let this = self.clone();
         let uid = upgrade.uid().unwrap_or_default();
         let hub = (namespace.clone(), upgrade.spec.hub.deployment.clone());
-        tokio::spawn(async move {
-            let predicted = this.predicted(&hub.0, &hub.1, &uid).await;
-            for mut message in messages {
-                message.predicted_downtime_seconds = predicted;
-                this.send(&namespace, &webhook.url_secret, &message).await;
-            }
-        });
+        let lane = uid.clone();
+        self.lanes.push(
+            &lane,
+            Box::pin(async move {
+                let predicted = this.predicted(&hub.0, &hub.1, &uid).await;
+                for mut message in messages {
+                    message.predicted_downtime_seconds = predicted;
+                    this.send(&namespace, &webhook.url_secret, &message).await;
+                }
+            }),
+        );
     }
 
     async fn predicted(&self, namespace: &str, hub: &str, uid: &str) -> Option<i64> {
@@ -188,6 +200,65 @@ impl Notifier {
     }
 }
 
+type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One lane per upgrade: its deliveries run one after another, in the order they were pushed,
+/// on a task of the lane's own. A lane left idle for a minute ends (an upgrade deleted before
+/// it finished leaves nothing behind); the next push starts a new one.
+#[derive(Clone)]
+struct Lanes {
+    open: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>>,
+    idle: Duration,
+}
+
+impl Default for Lanes {
+    fn default() -> Lanes {
+        Lanes {
+            open: Arc::default(),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Lanes {
+    fn push(&self, key: &str, delivery: Delivery) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let delivery = match open.get(key) {
+            Some(lane) => match lane.send(delivery) {
+                Ok(()) => return,
+                Err(closed) => closed.0,
+            },
+            None => delivery,
+        };
+        let (lane, queue) = mpsc::unbounded_channel();
+        let _ = lane.send(delivery);
+        open.insert(key.to_string(), lane);
+        tokio::spawn(self.clone().run(key.to_string(), queue));
+    }
+
+    async fn run(self, key: String, mut queue: mpsc::UnboundedReceiver<Delivery>) {
+        loop {
+            if let Ok(Some(delivery)) = tokio::time::timeout(self.idle, queue.recv()).await {
+                delivery.await;
+                continue;
+            }
+            // Idle: close the lane, unless a push came in meanwhile (pushes hold the same lock).
+            let next = {
+                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                let next = queue.try_recv().ok();
+                if next.is_none() {
+                    open.remove(&key);
+                }
+                next
+            };
+            match next {
+                Some(delivery) => delivery.await,
+                None => return,
+            }
+        }
+    }
+}
+
 fn message(upgrade: &HubUpgrade, progress: &Progress, event: Moment) -> Message {
     let namespace = upgrade.namespace().unwrap_or_default();
     let from_image = progress.from.as_ref().map(|f| f.image.clone());
@@ -227,6 +298,51 @@ mod tests {
             }),
             ..at(phase)
         }
+    }
+
+    #[tokio::test]
+    async fn one_upgrades_messages_go_in_order_and_others_do_not_wait() {
+        let lanes = Lanes::default();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let deliver = |what: &'static str, slow: u64| -> Delivery {
+            let heard = heard.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(slow)).await;
+                heard.lock().unwrap().push(what);
+            })
+        };
+        // The first message is slow (a ledger read, a retry); the second must still come after it.
+        lanes.push("a", deliver("a: WindowOpen", 300));
+        lanes.push("a", deliver("a: DowntimeStarting", 0));
+        // Another upgrade's message does not wait behind them.
+        lanes.push("b", deliver("b: WindowOpen", 0));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            *heard.lock().unwrap(),
+            ["b: WindowOpen", "a: WindowOpen", "a: DowntimeStarting"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_lane_ends_and_a_later_push_opens_another() {
+        let lanes = Lanes {
+            idle: Duration::from_millis(50),
+            ..Lanes::default()
+        };
+        let heard = Arc::new(Mutex::new(0));
+        let count = |heard: &Arc<Mutex<i32>>| -> Delivery {
+            let heard = heard.clone();
+            Box::pin(async move { *heard.lock().unwrap() += 1 })
+        };
+        lanes.push("a", count(&heard));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            lanes.open.lock().unwrap().is_empty(),
+            "the idle lane is still open"
+        );
+        lanes.push("a", count(&heard));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*heard.lock().unwrap(), 2);
     }
 
     #[test]
